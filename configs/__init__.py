@@ -1,0 +1,1 @@
+"""LightningCLI configs shipped with the package; `iclr17 configs` lists them."""

@@ -1,0 +1,6 @@
+"""One LightningDataModule per dataset, and the data plumbing they share (``storage``)."""
+
+from .gaussian_mixture import GaussianMixtureDataModule
+from .mnist import MNISTDataModule
+
+__all__ = ["MNISTDataModule", "GaussianMixtureDataModule"]

@@ -1,0 +1,145 @@
+"""``iclr17`` command line: LightningCLI in subclass mode, so configs name classes by their bare names.
+
+    iclr17 fit --config configs/classifier/mnistfc.yaml
+    iclr17 fit --config classifier/mnistfc.yaml          # the same file, shipped inside the package
+    iclr17 fit --print_config --config classifier/mnistfc.yaml
+
+A ``--config`` path that does not exist on disk is looked up among the configs shipped in the package
+(``iclr17.configs``), with or without its leading ``configs/``; ``iclr17 configs`` lists them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from jsonargparse import Namespace, lazy_instance
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
+from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import WandbLogger
+
+import iclr17  # noqa: F401  (registers every module, datamodule and callback for bare class names)
+from iclr17.wandb_logger import OfflineFirstWandbLogger
+
+
+def shipped_configs() -> list[str]:
+    """Names of the YAML configs installed with the package, e.g. ``classifier/mnistfc.yaml``."""
+    root = resources.files("iclr17.configs")
+    found: list[str] = []
+
+    def walk(node, prefix: str) -> None:
+        for child in node.iterdir():
+            if child.is_dir():
+                walk(child, f"{prefix}{child.name}/")
+            elif child.name.endswith(".yaml"):
+                found.append(prefix + child.name)
+
+    walk(root, "")
+    return sorted(found)
+
+
+def resolve_config_path(value: str) -> str:
+    """An existing path unchanged; otherwise the matching shipped config's path, if there is one."""
+    if os.path.exists(value):
+        return value
+    name = value.removeprefix("configs/")
+    candidate = resources.files("iclr17.configs").joinpath(name)
+    return str(candidate) if candidate.is_file() else value
+
+
+def _resolve_config_args(args: list[str]) -> list[str]:
+    resolved = list(args)
+    for i, arg in enumerate(resolved):
+        if arg in ("--config", "-c") and i + 1 < len(resolved):
+            resolved[i + 1] = resolve_config_path(resolved[i + 1])
+        elif arg.startswith("--config="):
+            resolved[i] = "--config=" + resolve_config_path(arg.removeprefix("--config="))
+    return resolved
+
+
+def run_dir(trainer: Trainer) -> Path:
+    """The run's own folder: where Lightning's ModelCheckpoint puts ``checkpoints/`` for this logger."""
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    if isinstance(logger, WandbLogger):
+        logger.experiment  # noqa: B018  (creates the run, so that its id names the folder)
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
+
+
+class SaveConfigToRunDir(SaveConfigCallback):
+    """Saves the full config, seed included, as ``config.yaml`` in the run's folder next to its checkpoints.
+
+    Lightning's default writes to ``trainer.log_dir``, which for wandb is the shared ``save_dir``, so each
+    run would overwrite the previous run's file. Every logger also receives the config as hyperparameters
+    under ``cli`` (searchable in the wandb UI).
+    """
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        path = run_dir(trainer) / self.config_filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=self.multifile)
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"cli": config})
+
+
+class ICLR17CLI(LightningCLI):
+    """LightningCLI with the project's defaults: wandb (offline first), a RichProgressBar, a recorded seed."""
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        trainer = config.trainer
+        callbacks = trainer.callbacks or []
+        has_progress_bar = any(_is_progress_bar(c) for c in callbacks)
+        if trainer.enable_progress_bar is not False and not has_progress_bar:
+            trainer.callbacks = [*callbacks, Namespace(class_path=_class_path(RichProgressBar), init_args=Namespace())]
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _is_progress_bar(callback: object) -> bool:
+    if isinstance(callback, Namespace):  # parsed but not yet instantiated: class_path is fully qualified
+        module, _, name = callback.class_path.rpartition(".")
+        return issubclass(getattr(importlib.import_module(module), name), ProgressBar)
+    return isinstance(callback, ProgressBar)
+
+
+def main() -> None:
+    """Entry point of the ``iclr17`` console script and ``python -m iclr17``."""
+    if sys.argv[1:2] == ["configs"]:
+        print("\n".join(shipped_configs()))
+    else:
+        cli()
+
+
+def cli(args: list[str] | None = None) -> ICLR17CLI:
+    """Run a subcommand (``["fit", "--config", ...]``; default: the command line) and return the finished CLI.
+
+    Shipped-config names in ``--config`` are resolved first; for the command line this rewrites
+    ``sys.argv``, so that DDP's launcher starts its worker processes with the same, resolved arguments.
+    """
+    if args is None:
+        sys.argv[1:] = _resolve_config_args(sys.argv[1:])
+    else:
+        args = _resolve_config_args(args)
+    return ICLR17CLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=True,
+        save_config_callback=SaveConfigToRunDir,
+        save_config_kwargs={"save_to_log_dir": False},
+        trainer_defaults={"logger": lazy_instance(OfflineFirstWandbLogger)},
+        args=args,
+        auto_configure_optimizers=False,
+    )

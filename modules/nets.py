@@ -1,0 +1,161 @@
+"""The networks the Hessian, Entropy-SGD and halting-time papers train (``shared/papers/entropy_sgd.md`` 3.1).
+
+``layout="pytorch_port"`` follows the authors' PyTorch port (``python/models.py`` of ucla-vision/entropy-sgd),
+whose layers the spec lists; ``layout="lua"`` follows the Lua ``models.lua`` that produced the paper's
+numbers, which differs: its mnistfc has no BatchNorm and no input dropout, and its LeNet puts ReLU and
+max-pooling before BatchNorm and has no BatchNorm in the fully connected block.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor, nn
+
+Activation = Literal["relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu"]
+Layout = Literal["pytorch_port", "lua"]
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+class MLP(nn.Module):
+    """Fully connected network on flattened inputs; returns logits.
+
+    Each hidden layer is ``Linear -> [BatchNorm1d] -> activation -> [Dropout]``; the last layer is a bare
+    ``Linear``.
+
+    Args:
+        widths: layer widths from input to output, e.g. ``[784, 1024, 1024, 10]``.
+        activation: hidden nonlinearity.
+        batchnorm: BatchNorm1d after every hidden Linear.
+        dropout: dropout probability after every hidden activation (0 disables).
+        input_dropout: dropout probability on the input (0 disables).
+    """
+
+    def __init__(
+        self,
+        widths: list[int],
+        activation: Activation = "relu",
+        batchnorm: bool = False,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+    ) -> None:
+        if len(widths) < 2 or any(w < 1 for w in widths):
+            raise ValueError(f"widths must list at least an input and an output width, all >= 1; got {widths}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        layers: list[nn.Module] = [nn.Flatten()]
+        if input_dropout:
+            layers.append(nn.Dropout(input_dropout))
+        for fan_in, fan_out in zip(widths[:-2], widths[1:-1], strict=True):
+            layers.append(nn.Linear(fan_in, fan_out))
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(fan_out))
+            layers.append(_ACTIVATIONS[activation]())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(widths[-2], widths[-1]))
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class MnistFC(MLP):
+    """Entropy-SGD's ``mnistfc``: 784 - [1024, ReLU, dropout 0.5] x 2 - 10.
+
+    Args:
+        layout: ``pytorch_port`` adds input dropout 0.2 and BatchNorm after each hidden Linear (the spec's
+            table); ``lua`` is the Lua code's plain version.
+    """
+
+    def __init__(self, layout: Layout = "pytorch_port") -> None:
+        port = layout == "pytorch_port"
+        super().__init__([784, 1024, 1024, 10], "relu", batchnorm=port, dropout=0.5, input_dropout=0.2 if port else 0.0)
+
+
+def _conv_block(c_in: int, c_out: int, kernel: int, pool: int, dropout: float, layout: Layout) -> nn.Sequential:
+    conv, bn, relu = nn.Conv2d(c_in, c_out, kernel), nn.BatchNorm2d(c_out), nn.ReLU()
+    pooling = nn.MaxPool2d(pool, stride=pool)
+    order = [conv, bn, relu, pooling] if layout == "pytorch_port" else [conv, relu, pooling, bn]
+    return nn.Sequential(*order, nn.Dropout(dropout))
+
+
+class LeNet(nn.Module):
+    """Entropy-SGD's LeNet-BN (``mnistconv``) on ``(1, 28, 28)`` images: conv 20 - conv 50 - fc 500 - 10.
+
+    Conv blocks: 5x5 convolution, BatchNorm, ReLU, max-pool (3 then 2), dropout 0.5.
+
+    Args:
+        layout: ``pytorch_port`` (conv, BN, ReLU, pool; BN in the fc block) or ``lua`` (conv, ReLU, pool, BN;
+            no BN in the fc block).
+    """
+
+    def __init__(self, layout: Layout = "pytorch_port") -> None:
+        fc_bn = [nn.BatchNorm1d(500)] if layout == "pytorch_port" else []
+        super().__init__()
+        self.layers = nn.Sequential(
+            _conv_block(1, 20, 5, 3, 0.5, layout),
+            _conv_block(20, 50, 5, 2, 0.5, layout),
+            nn.Flatten(),
+            nn.Linear(50 * 2 * 2, 500),
+            *fc_bn,
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(500, 10),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding), nn.BatchNorm2d(c_out), nn.ReLU()
+    )
+
+
+class AllCNN(nn.Module):
+    """All-CNN-C with BatchNorm (Springenberg et al.) as in Entropy-SGD, on ``(3, 32, 32)`` images.
+
+    Input dropout 0.2; three stages of 3x3 convolutions (the last of the first two with stride 2) separated
+    by dropout 0.5; a 1x1 convolution to the classes and 8x8 average pooling. Every convolution, the last
+    included, is followed by BatchNorm and ReLU, as in the authors' Lua and PyTorch code (which use two 3x3
+    convolutions in the third stage where Springenberg et al. use a 3x3 and a 1x1). About 1.67 M
+    parameters at the default widths 96/192.
+
+    Args:
+        c1: channels of the first stage.
+        c2: channels of the second and third stages.
+        num_classes: output classes.
+    """
+
+    def __init__(self, c1: int = 96, c2: int = 192, num_classes: int = 10) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Dropout(0.2),
+            _conv_bn_relu(3, c1, 3, padding=1),
+            _conv_bn_relu(c1, c1, 3, padding=1),
+            _conv_bn_relu(c1, c1, 3, stride=2, padding=1),
+            nn.Dropout(0.5),
+            _conv_bn_relu(c1, c2, 3, padding=1),
+            _conv_bn_relu(c2, c2, 3, padding=1),
+            _conv_bn_relu(c2, c2, 3, stride=2, padding=1),
+            nn.Dropout(0.5),
+            _conv_bn_relu(c2, c2, 3, padding=1),
+            _conv_bn_relu(c2, c2, 3, padding=1),
+            _conv_bn_relu(c2, num_classes, 1),
+            nn.AvgPool2d(8),
+            nn.Flatten(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)

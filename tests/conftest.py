@@ -1,0 +1,50 @@
+"""Shared fixtures: no network, no wandb uploads, no files left behind, real data through ICLR17_DATA_DIR."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import wandb
+
+from tests.data.make_mnist import write_mnist
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Tests run in temporary folders, so a relative data root (CI passes ../shared/data) is fixed here, once.
+if os.environ.get("ICLR17_DATA_DIR"):
+    os.environ["ICLR17_DATA_DIR"] = str(Path(os.environ["ICLR17_DATA_DIR"]).resolve())
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Every test runs in its own folder with wandb disabled and the cache under tmp."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("ICLR17_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    yield
+    if wandb.run is not None:  # an in-process CLI run leaves its wandb run open, and the next logger would reuse it
+        wandb.finish()
+
+
+@pytest.fixture(scope="session")
+def mnist_fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding a 600/100-image MNIST in the official format."""
+    root = tmp_path_factory.mktemp("mnist_fixture")
+    write_mnist(root, n_train=600, n_test=100)
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """``$ICLR17_DATA_DIR`` when set (CI sets it); a set but missing folder fails instead of skipping."""
+    value = os.environ.get("ICLR17_DATA_DIR")
+    if not value:
+        pytest.skip("ICLR17_DATA_DIR is not set; real-data tests need it (CI sets it to ../shared/data)")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"ICLR17_DATA_DIR={value} is set but {path} is not a folder")
+    return path

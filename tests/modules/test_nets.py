@@ -1,0 +1,69 @@
+import inspect
+
+import pytest
+import torch
+from torch import nn
+
+import iclr17.modules
+from iclr17.modules import MLP, AllCNN, LeNet, MnistFC
+
+EXPORTED_NETS = [
+    obj
+    for name in iclr17.modules.__all__
+    if inspect.isclass(obj := getattr(iclr17.modules, name)) and issubclass(obj, nn.Module)
+    if not hasattr(obj, "training_step")
+]
+EXAMPLE = {  # (constructor kwargs, input shape, output shape); an exported net missing here fails
+    MLP: ({"widths": [6, 5, 3]}, (4, 6), (4, 3)),
+    MnistFC: ({}, (4, 1, 28, 28), (4, 10)),
+    LeNet: ({}, (4, 1, 28, 28), (4, 10)),
+    AllCNN: ({"c1": 8, "c2": 16}, (2, 3, 32, 32), (2, 10)),
+}
+
+
+@pytest.mark.parametrize("net_class", EXPORTED_NETS, ids=lambda c: c.__name__)
+def test_every_exported_net_runs_forward_and_backward(net_class):
+    assert net_class in EXAMPLE, f"add {net_class.__name__} to EXAMPLE in {__file__}"
+    kwargs, in_shape, out_shape = EXAMPLE[net_class]
+    net = net_class(**kwargs)
+    out = net(torch.randn(in_shape))
+    assert out.shape == out_shape
+    out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def _linear(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+def test_parameter_counts_against_hand_counts():
+    bn = 2  # weight and bias per channel
+    assert sum(p.numel() for p in MnistFC().parameters()) == (
+        _linear(784, 1024) + bn * 1024 + _linear(1024, 1024) + bn * 1024 + _linear(1024, 10)
+    )
+    assert sum(p.numel() for p in MnistFC("lua").parameters()) == (
+        _linear(784, 1024) + _linear(1024, 1024) + _linear(1024, 10)
+    )
+    conv1, conv2 = 20 * 25 + 20, 50 * 20 * 25 + 50
+    assert sum(p.numel() for p in LeNet().parameters()) == (
+        conv1 + bn * 20 + conv2 + bn * 50 + _linear(200, 500) + bn * 500 + _linear(500, 10)
+    )
+    conv3 = lambda ci, co, k=3: ci * co * k * k + co + bn * co  # noqa: E731
+    assert sum(p.numel() for p in AllCNN().parameters()) == (
+        conv3(3, 96) + 2 * conv3(96, 96) + conv3(96, 192) + 4 * conv3(192, 192) + conv3(192, 10, 1)
+    )
+
+
+def test_layouts_differ_where_the_lua_code_differs():
+    port, lua = LeNet("pytorch_port"), LeNet("lua")
+    assert [type(m).__name__ for m in port.layers[0]] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout"]
+    assert [type(m).__name__ for m in lua.layers[0]] == ["Conv2d", "ReLU", "MaxPool2d", "BatchNorm2d", "Dropout"]
+    assert not any(isinstance(m, (nn.BatchNorm1d, nn.Dropout)) for m in MnistFC("lua").layers[:3])
+    assert isinstance(MnistFC().layers[1], nn.Dropout) and MnistFC().layers[1].p == 0.2
+
+
+def test_mlp_layers_in_order():
+    net = MLP([3, 4, 2], activation="tanh", batchnorm=True, dropout=0.1)
+    assert [type(m).__name__ for m in net.layers] == ["Flatten", "Linear", "BatchNorm1d", "Tanh", "Dropout", "Linear"]
+    with pytest.raises(ValueError, match="widths"):
+        MLP([3])
