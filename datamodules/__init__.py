@@ -1,6 +1,7 @@
 """One LightningDataModule per dataset, and the data plumbing they share (``storage``)."""
 
+from .babi import BabiDataModule
 from .gaussian_mixture import GaussianMixtureDataModule
 from .mnist import MNISTDataModule
 
-__all__ = ["MNISTDataModule", "GaussianMixtureDataModule"]
+__all__ = ["MNISTDataModule", "GaussianMixtureDataModule", "BabiDataModule"]

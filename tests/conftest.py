@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import wandb
 
+from tests.data.make_babi import write_babi
 from tests.data.make_mnist import write_mnist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,11 +32,18 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
 
 
 @pytest.fixture(scope="session")
-def mnist_fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data root holding a 600/100-image MNIST in the official format."""
-    root = tmp_path_factory.mktemp("mnist_fixture")
+def fixture_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root with every fixture dataset in its original format: a 600/100-image MNIST and bAbI
+    tasks 1 and 2 (200 training questions each) in ``en`` and ``en-10k``."""
+    root = tmp_path_factory.mktemp("data_root")
     write_mnist(root, n_train=600, n_test=100)
+    write_babi(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def mnist_fixture_dir(fixture_data_root: Path) -> Path:
+    return fixture_data_root
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from iclr17.datamodules import GaussianMixtureDataModule, MNISTDataModule
-from iclr17.modules import MLP, Classifier
+from iclr17.datamodules import BabiDataModule, GaussianMixtureDataModule, MNISTDataModule
+from iclr17.modules import MLP, Classifier, EntNet
 
 
 class AssertReplicasEqual(pl.Callback):
@@ -69,3 +69,14 @@ def test_cli_ddp_launch_with_a_shipped_config_name(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert len(list((tmp_path / "runs" / "iclr17").glob("*/checkpoints/*.ckpt"))) == 1
+
+
+@pytest.mark.timeout(300)
+def test_entnet_ddp_fit_keeps_replicas_equal_and_counts_every_question(fixture_data_root):
+    dm = BabiDataModule(data_dir=str(fixture_data_root), tasks=[1, 2], batch_size=16)
+    model = EntNet(embedding_dim=8, n_slots=3)
+    trainer = _trainer(strategy="ddp_spawn", devices=2, max_epochs=1, callbacks=[AssertReplicasEqual()])
+    trainer.fit(model, dm)
+    (ddp_metrics,) = _trainer(strategy="ddp_spawn", devices=2).test(model, dm)
+    (single_metrics,) = _trainer(devices=1).test(model, dm)
+    assert ddp_metrics["test/error"] == pytest.approx(single_metrics["test/error"], abs=1e-6)

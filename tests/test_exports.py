@@ -31,10 +31,10 @@ def test_every_public_name_resolves():
 
 
 @pytest.mark.parametrize("cls", EXPORTED, ids=lambda c: c.__name__)
-def test_fast_dev_run_through_the_cli(cls, monkeypatch, mnist_fixture_dir):
+def test_fast_dev_run_through_the_cli(cls, monkeypatch, fixture_data_root):
     config = SMOKE / f"{cls.__name__}.yaml"
     assert config.is_file(), f"{cls.__name__} is exported but has no smoke config at {config}"
-    monkeypatch.setenv("ICLR17_DATA_DIR", str(mnist_fixture_dir))
+    monkeypatch.setenv("ICLR17_DATA_DIR", str(fixture_data_root))
     result = cli(["fit", "--config", str(config), "--trainer.fast_dev_run=true"])
     assert result.trainer.state.finished
     assert "train/loss" in result.trainer.callback_metrics or "train/loss_step" in result.trainer.callback_metrics

@@ -1,0 +1,304 @@
+"""bAbI question answering (v1.2, ``en`` and ``en-10k``) for the Recurrent Entity Network.
+
+Parsed examples are encoded with a vocabulary built from the training questions only and kept in a Hugging
+Face ``datasets`` cache (Arrow, memory-mapped) under the cache root, keyed by the files' checksums and every
+option that changes the result, so a second run starts at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from typing import Literal
+
+import datasets
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from .babi_format import BabiExample, babi_path, parse_babi
+from .storage import cache_root, data_root, require_files, sha256sum
+
+PAD, UNK = "<pad>", "<unk>"
+_CACHE_VERSION = 1
+
+
+def build_vocabulary(examples: list[BabiExample]) -> list[str]:
+    """``<pad>`` (id 0), ``<unk>`` (id 1), then every story, question and answer word, sorted."""
+    words = set()
+    for example in examples:
+        words.update(w for sentence in example.story for w in sentence)
+        words.update(example.query)
+        words.add(example.answer)
+    return [PAD, UNK, *sorted(words - {PAD, UNK})]
+
+
+def encode(
+    examples: list[BabiExample],
+    index: dict[str, int],
+    horizon: int,
+    sentence_length: int,
+    query_length: int,
+    task: int,
+) -> tuple[dict[str, list], int]:
+    """Encode examples as flat id lists, every sentence padded (or cut) to ``sentence_length`` words.
+
+    Keeps the last ``horizon`` statements. Returns the columns ``story`` (``n_sentences * sentence_length``
+    ids), ``query`` (``query_length`` ids), ``answer``, ``task``, and the number of words that were not in
+    the vocabulary (mapped to ``<unk>``).
+    """
+    unknown = 0
+    unk = index[UNK]
+
+    def ids(words: tuple[str, ...], length: int) -> list[int]:
+        nonlocal unknown
+        unknown += sum(1 for w in words if w not in index)
+        out = [index.get(w, unk) for w in words[:length]]
+        return out + [0] * (length - len(out))
+
+    columns: dict[str, list] = {"story": [], "query": [], "answer": [], "task": []}
+    for example in examples:
+        columns["story"].append([i for s in example.story[-horizon:] for i in ids(s, sentence_length)])
+        columns["query"].append(ids(example.query, query_length))
+        columns["answer"].append(ids((example.answer,), 1)[0])
+        columns["task"].append(task)
+    return columns, unknown
+
+
+class EncodedBabi(Dataset):
+    """One encoded split, read column-wise from Arrow without a per-example Python loop.
+
+    Items are ``story`` ``(n_sentences, sentence_length)``, ``query`` ``(query_length,)``, ``answer`` and
+    ``task`` (scalars).
+    """
+
+    def __init__(self, split: datasets.Dataset, sentence_length: int) -> None:
+        table = split.data.table
+        stories = table.column("story").combine_chunks()
+        self.tokens = _to_tensor(stories.values, torch.int32)  # int32 halves memory; batches are int64
+        self.offsets = _to_tensor(stories.offsets, torch.int64)
+        self.queries = _to_tensor(table.column("query").combine_chunks().values, torch.int64).view(len(split), -1)
+        self.answers = _to_tensor(table.column("answer"), torch.int64)
+        self.tasks = _to_tensor(table.column("task"), torch.int64)
+        self.sentence_length = sentence_length
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        story = self.tokens[self.offsets[i] : self.offsets[i + 1]].view(-1, self.sentence_length)
+        return {"story": story, "query": self.queries[i], "answer": self.answers[i], "task": self.tasks[i]}
+
+
+def _to_tensor(arrow_array, dtype: torch.dtype) -> Tensor:
+    return torch.tensor(arrow_array.to_numpy(), dtype=dtype)
+
+
+def pad_batch(rows: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Stack a batch, padding stories with empty sentences to the longest story: ``(B, T_max, L)``."""
+    t_max = max(len(r["story"]) for r in rows)
+    story = torch.zeros(len(rows), t_max, rows[0]["story"].shape[1], dtype=torch.long)
+    for i, row in enumerate(rows):
+        story[i, : len(row["story"])] = row["story"]
+    return {
+        "story": story,
+        "query": torch.stack([r["query"] for r in rows]),
+        "answer": torch.stack([r["answer"] for r in rows]),
+        "task": torch.stack([r["task"] for r in rows]),
+    }
+
+
+class BabiDataModule(pl.LightningDataModule):
+    """The 20 bAbI tasks, one task or several jointly, from the original text files.
+
+    Files: ``<data root>/babi/tasks_1-20_v1-2/{en,en-10k}/qa<N>_<name>_{train,test}.txt``. Validation is
+    held out of the training questions: ``official`` takes the last ``val_fraction`` of each task's
+    questions (the authors' code); ``story_level`` takes a seeded ``val_fraction`` of each task's stories,
+    so no story is split between train and validation. The vocabulary is built from the training questions
+    only; unknown words at validation and test time become ``<unk>``, and their count is reported.
+
+    Args:
+        data_dir: the data root (default ``$ICLR17_DATA_DIR``, else ``./data``).
+        tasks: task numbers 1-20, one model for all of them (the paper trains one per task).
+        subset: ``en-10k`` (10,000 training questions per task, the paper's setting) or ``en`` (1,000).
+        memory_horizon: keep the last this many statements of each story (paper: 70).
+        task3_memory_horizon: the horizon for task 3 (paper 130, the authors' code 150).
+        val_split: ``official`` (last questions) or ``story_level`` (seeded whole stories).
+        val_fraction: share of the training questions (or stories) held out.
+        seed: seeds the story-level split.
+        batch_size: global batch size (divided over DDP processes).
+        epoch_sampling: ``official`` draws floor(train / batch) batches with replacement each epoch (the
+            authors' code); ``permutation`` is one pass over a shuffled training set.
+        cache_dir: cache root for the encoded data (default ``$ICLR17_CACHE_DIR``, else the XDG cache).
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        tasks: list[int] | None = None,
+        subset: Literal["en", "en-10k"] = "en-10k",
+        memory_horizon: int = 70,
+        task3_memory_horizon: int = 130,
+        val_split: Literal["official", "story_level"] = "official",
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        batch_size: int = 32,
+        epoch_sampling: Literal["official", "permutation"] = "official",
+        cache_dir: str | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        tasks = [1] if tasks is None else list(tasks)
+        if not tasks or any(t not in range(1, 21) for t in tasks) or len(set(tasks)) != len(tasks):
+            raise ValueError(f"tasks must be distinct numbers from 1 to 20, got {tasks}")
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if min(memory_horizon, task3_memory_horizon, batch_size) < 1:
+            raise ValueError("memory_horizon, task3_memory_horizon and batch_size must be positive")
+        self.save_hyperparameters()
+        self.hparams.tasks = tasks
+        self.root = data_root(data_dir)
+        self.vocab: list[str] = []
+        self.unknown_words: dict[str, int] = {}
+        self.sentence_length = self.query_length = 0
+        self.splits: dict[str, EncodedBabi] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def _files(self) -> dict[int, dict[str, os.PathLike]]:
+        hp = self.hparams
+        files = {t: {s: babi_path(self.root, t, s, hp.subset) for s in ("train", "test")} for t in hp.tasks}
+        require_files(
+            [p for per_task in files.values() for p in per_task.values()],
+            "bAbI",
+            "They are the v1.2 release files (tasks_1-20_v1-2.tar.gz from the bAbI page, or the 'en' and 'en-10k' "
+            "folders of it) under <data root>/babi/tasks_1-20_v1-2/. The en-10k qa3 train file is missing from "
+            "this project's shared copy.",
+        )
+        return files
+
+    def _cache_key(self, files: dict[int, dict[str, os.PathLike]]) -> str:
+        options = {k: v for k, v in self.hparams.items() if k not in ("data_dir", "batch_size", "cache_dir")}
+        options.pop("num_workers", None)
+        options.pop("epoch_sampling", None)
+        checksums = {f"{t}/{s}": sha256sum(p) for t, per_task in files.items() for s, p in per_task.items()}
+        blob = json.dumps({"version": _CACHE_VERSION, "options": options, "files": checksums}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def prepare_data(self) -> None:
+        """Parse and encode into the cache (once per machine; rank 0 under DDP)."""
+        files = self._files()
+        target = cache_root(self.hparams.cache_dir) / "babi" / self._cache_key(files)
+        if (target / "meta.json").is_file():
+            return
+        splits, meta = self._parse_and_encode(files)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            datasets.disable_progress_bars()
+            datasets.DatasetDict(splits).save_to_disk(staging)
+            with open(os.path.join(staging, "meta.json"), "w") as f:
+                json.dump(meta, f)
+            os.replace(staging, target)  # the cache entry appears whole or not at all
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _parse_and_encode(self, files: dict[int, dict[str, os.PathLike]]) -> tuple[dict, dict]:
+        hp = self.hparams
+        per_task: dict[int, dict[str, list[BabiExample]]] = {}
+        generator = torch.Generator().manual_seed(hp.seed)
+        for task, paths in files.items():
+            train_all, test = parse_babi(paths["train"]), parse_babi(paths["test"])
+            per_task[task] = {**self._split_validation(train_all, hp.val_split, hp.val_fraction, generator)}
+            per_task[task]["test"] = test
+        vocab = build_vocabulary([e for splits in per_task.values() for e in splits["train"]])
+        index = {w: i for i, w in enumerate(vocab)}
+        train_examples = [e for splits in per_task.values() for e in splits["train"]]
+        sentence_length = max(len(s) for e in train_examples for s in e.story)
+        query_length = max(len(e.query) for e in train_examples)
+        columns: dict[str, dict[str, list]] = {}
+        unknown = {"train": 0, "val": 0, "test": 0}
+        for split in ("train", "val", "test"):
+            merged: dict[str, list] = {"story": [], "query": [], "answer": [], "task": []}
+            for task, splits in per_task.items():
+                horizon = hp.task3_memory_horizon if task == 3 else hp.memory_horizon
+                encoded, n_unknown = encode(splits[split], index, horizon, sentence_length, query_length, task)
+                unknown[split] += n_unknown
+                for key in merged:
+                    merged[key].extend(encoded[key])
+            columns[split] = merged
+        splits = {name: datasets.Dataset.from_dict(cols) for name, cols in columns.items()}
+        meta = {"vocab": vocab, "sentence_length": sentence_length, "query_length": query_length, "unknown": unknown}
+        return splits, meta
+
+    @staticmethod
+    def _split_validation(
+        examples: list[BabiExample], how: str, fraction: float, generator: torch.Generator
+    ) -> dict[str, list[BabiExample]]:
+        if how == "official":
+            n_val = int(round(fraction * len(examples)))
+            return {"train": examples[: len(examples) - n_val], "val": examples[len(examples) - n_val :]}
+        n_stories = examples[-1].story_index + 1
+        val_stories = set(torch.randperm(n_stories, generator=generator)[: round(fraction * n_stories)].tolist())
+        return {
+            "train": [e for e in examples if e.story_index not in val_stories],
+            "val": [e for e in examples if e.story_index in val_stories],
+        }
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        files = self._files()
+        target = cache_root(self.hparams.cache_dir) / "babi" / self._cache_key(files)
+        if not (target / "meta.json").is_file():
+            self.prepare_data()  # e.g. setup() called directly, outside a Trainer
+        with open(target / "meta.json") as f:
+            meta = json.load(f)
+        self.vocab = meta["vocab"]
+        self.sentence_length, self.query_length = meta["sentence_length"], meta["query_length"]
+        self.unknown_words = meta["unknown"]
+        loaded = datasets.load_from_disk(str(target))
+        self.splits = {name: EncodedBabi(loaded[name], self.sentence_length) for name in ("train", "val", "test")}
+        for split in ("val", "test"):
+            if self.unknown_words[split]:
+                n_unknown = self.unknown_words[split]
+                rank_zero_info(f"bAbI {split}: {n_unknown} words not in the training vocabulary became <unk>")
+
+    def _per_device_batch(self) -> int:
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if self.hparams.batch_size % world_size:
+            raise ValueError(f"batch_size={self.hparams.batch_size} must divide evenly over {world_size} processes")
+        return self.hparams.batch_size // world_size
+
+    def _loader(self, split: str, **kwargs) -> DataLoader:
+        return DataLoader(
+            self.splits[split],
+            batch_size=self._per_device_batch(),
+            collate_fn=pad_batch,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.splits["train"]
+        if self.hparams.epoch_sampling == "permutation":
+            return self._loader("train", shuffle=True)
+        n_batches = math.floor(len(train) / self.hparams.batch_size)
+        sampler = RandomSampler(train, replacement=True, num_samples=n_batches * self.hparams.batch_size)
+        return self._loader("train", sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,5 @@
+"""Recurrent Entity Networks (Henaff, Weston, Szlam, Bordes, LeCun; ICLR 2017)."""
+
+from .module import EntNet
+
+__all__ = ["EntNet"]

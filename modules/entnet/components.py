@@ -1,0 +1,137 @@
+"""The three parts of the Recurrent Entity Network as plain ``nn.Module``s (``shared/papers/entnet.md`` 2)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+
+class InputEncoder(nn.Module):
+    """Multiplicative position mask, paper eq. 1: ``s = sum_i f_i * e_i`` over the words of a sentence.
+
+    Args:
+        length: the longest sentence (in words) the mask covers.
+        dim: embedding size d.
+        init: ``ones`` (bag of words at the start, as every port does) or ``normal`` (N(0, 0.1), the story
+            mask of the authors' code).
+    """
+
+    def __init__(self, length: int, dim: int, init: Literal["ones", "normal"] = "ones") -> None:
+        super().__init__()
+        mask = torch.ones(length, dim) if init == "ones" else torch.randn(length, dim) * 0.1
+        self.mask = nn.Parameter(mask)
+
+    def forward(self, embedded: Tensor) -> Tensor:
+        """``(..., length, d)`` word embeddings to ``(..., d)`` sentence encodings."""
+        return (embedded * self.mask).sum(dim=-2)
+
+
+class FeaturePReLU(nn.Module):
+    """PReLU with one slope per feature of the last dimension (``nn.PReLU`` uses dimension 1), slopes
+    initialised to 1 so that it starts as the identity (paper section 2.4)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.slope = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.where(x >= 0, x, self.slope * x)
+
+
+def normalize_slots(h: Tensor) -> Tensor:
+    """Paper eq. 5: divide each slot by its L2 norm, leaving an all-zero slot as it is."""
+    norm = h.norm(dim=-1, keepdim=True)
+    return h / torch.where(norm == 0, torch.ones_like(norm), norm)
+
+
+class DynamicMemory(nn.Module):
+    """Gated slot memory, paper eqs. 2-5, run over a whole (padded) story.
+
+    For each sentence s_t and all slots j at once::
+
+        g_j = sigmoid(s_t . h_j + s_t . w_j + b_j)         (eq. 2; b_j per slot, from the authors' code)
+        h~_j = phi(U h_j + V w_j + W s_t)                  (eq. 3; U has a bias, V and W do not)
+        h_j <- normalize(h_j + g_j * h~_j)                 (eqs. 4-5)
+
+    ``V w_j``, ``W s_t`` and ``s_t . w_j`` do not depend on the memory, so they are computed for every step
+    in three batched matmuls before the loop; only ``U h_j`` and ``s_t . h_j`` are sequential. Steps whose
+    sentence is padding leave the memory exactly unchanged.
+
+    Args:
+        dim: embedding size d.
+        n_slots: number of memory slots m.
+        activation: phi, shared with the output module (one PReLU in the paper's model).
+        gate_bias: learn the per-slot gate bias b_j.
+    """
+
+    def __init__(self, dim: int, n_slots: int, activation: nn.Module, gate_bias: bool = True) -> None:
+        super().__init__()
+        self.U = nn.Linear(dim, dim, bias=True)
+        self.V = nn.Linear(dim, dim, bias=False)
+        self.W = nn.Linear(dim, dim, bias=False)
+        self.gate_bias = nn.Parameter(torch.zeros(n_slots)) if gate_bias else None
+        self.activation = activation
+
+    def forward(self, sentences: Tensor, step_mask: Tensor, keys: Tensor, initial: Tensor) -> tuple[Tensor, Tensor]:
+        """Run the memory over a story.
+
+        Args:
+            sentences: ``(B, T, d)`` encoded sentences.
+            step_mask: ``(B, T)`` bool, True where the sentence is real (not padding).
+            keys: ``(B, m, d)`` or ``(m, d)`` slot keys w_j.
+            initial: ``(B, m, d)`` initial slot values h_j(0).
+
+        Returns:
+            The final memory ``(B, m, d)`` and the gate activations ``(B, T, m)`` (zero on padded steps).
+        """
+        keys = keys.expand_as(initial)
+        written_by_sentence = self.W(sentences)  # (B, T, d)
+        written_by_key = self.V(keys)  # (B, m, d)
+        key_gate = torch.einsum("btd,bmd->btm", sentences, keys)
+        if self.gate_bias is not None:
+            key_gate = key_gate + self.gate_bias
+        h, gates = initial, []
+        for t in range(sentences.shape[1]):
+            s_t, real = sentences[:, t], step_mask[:, t, None]
+            gate = torch.sigmoid(torch.einsum("bd,bmd->bm", s_t, h) + key_gate[:, t]) * real
+            candidate = self.activation(self.U(h) + written_by_key + written_by_sentence[:, t, None])
+            updated = normalize_slots(h + gate[..., None] * candidate)
+            h = torch.where(real[..., None], updated, h)
+            gates.append(gate)
+        return h, torch.stack(gates, dim=1)
+
+
+class OutputModule(nn.Module):
+    """Paper eq. 6: ``p = softmax_j(q . h_j)``, ``u = sum_j p_j h_j``, ``y = R phi(q + H u)``.
+
+    With ``n_hops > 1`` the query is refined MemN2N-style, ``q <- q + H u``, before the last hop (our
+    reading of the paper's multi-hop option; default 1 hop).
+
+    Args:
+        dim: embedding size d.
+        n_outputs: rows of R (the full embedding table; the module returns all of them).
+        activation: phi, shared with the memory.
+        n_hops: attention hops over the memory.
+    """
+
+    def __init__(self, dim: int, n_outputs: int, activation: nn.Module, n_hops: int = 1) -> None:
+        super().__init__()
+        if n_hops < 1:
+            raise ValueError(f"n_hops must be at least 1, got {n_hops}")
+        self.H = nn.Linear(dim, dim, bias=False)
+        self.R = nn.Linear(dim, n_outputs, bias=False)
+        self.activation = activation
+        self.n_hops = n_hops
+
+    def attend(self, query: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Attention ``p`` ``(B, m)`` over slots and the read vector ``u`` ``(B, d)``."""
+        p = torch.softmax(torch.einsum("bd,bmd->bm", query, memory), dim=-1)
+        return p, torch.einsum("bm,bmd->bd", p, memory)
+
+    def forward(self, query: Tensor, memory: Tensor) -> Tensor:
+        for _ in range(self.n_hops - 1):
+            query = query + self.H(self.attend(query, memory)[1])
+        _, u = self.attend(query, memory)
+        return self.R(self.activation(query + self.H(u)))

@@ -1,0 +1,213 @@
+"""Recurrent Entity Network (Henaff et al., ICLR 2017) as a LightningModule, for bAbI-style batches."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from .components import DynamicMemory, FeaturePReLU, InputEncoder, OutputModule
+from .metrics import PerTaskError
+
+FAILED_TASK_ERROR = 0.05  # the paper counts a task as failed above 5% test error
+
+
+def _adam(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=0.01)
+
+
+def _halve_every_25_epochs(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=25, gamma=0.5)
+
+
+class EntNet(pl.LightningModule):
+    """EntNet with the authors' training recipe (``shared/papers/entnet.md`` 2 and 3.1).
+
+    Batches are dicts with ``story`` ``(B, T, L)``, ``query`` ``(B, Lq)``, ``answer`` ``(B,)`` and ``task``
+    ``(B,)`` word ids, id 0 being padding (what ``BabiDataModule`` serves). ``vocab_size``,
+    ``sentence_length`` and ``query_length`` may be left out: they are then read from the datamodule at
+    setup and saved in the hyperparameters, so checkpoints restore without it.
+
+    Keys are extra rows of the word embedding E (``n_slots`` of them) and the memory starts at the keys;
+    with ``tied_keys`` the keys are the embeddings of the given words instead (one slot per word). One
+    PReLU (slopes initialised to 1) is shared by the memory and the output module.
+
+    Training follows the authors' code: loss summed over the batch and the global gradient norm clipped at
+    40 (with ``loss_reduction="mean"`` use ``max_grad_norm=1.25`` for the same step); Adam 0.01 halved
+    every 25 epochs; the padding row of the output matrix R zeroed after every step. ``paper_exact=True``
+    additionally starts the story mask from N(0, 0.1) as the authors' code does (default: ones).
+
+    Args:
+        embedding_dim: d (100 for bAbI, 20 for the world model).
+        n_slots: m, memory slots (20 for bAbI); must equal ``len(tied_keys)`` when keys are tied.
+        vocab_size: words in the vocabulary, padding and unknown included (default: from the datamodule).
+        sentence_length: words per story sentence the position mask covers (default: from the datamodule).
+        query_length: words per question the question mask covers (default: from the datamodule).
+        n_hops: attention hops in the output module.
+        gate_bias: learn a gate bias per slot (the authors' code).
+        tied_keys: words whose embeddings are the keys, e.g. the entities of a task (default: free keys).
+        mask_init: initial story mask, ``ones`` or ``official`` (N(0, 0.1)); the question mask starts at 1.
+        loss_reduction: ``sum`` (authors' code) or ``mean`` over the batch.
+        max_grad_norm: clip of the global gradient L2 norm (None: no clipping).
+        paper_exact: the authors' code in every respect listed above; requires the defaults of
+            ``loss_reduction`` and ``max_grad_norm`` and sets ``mask_init="official"``.
+        optimizer: callable from parameters to an optimizer (default Adam, lr 0.01).
+        lr_scheduler: callable from an optimizer to an epoch scheduler (default: halve every 25 epochs).
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int = 100,
+        n_slots: int = 20,
+        vocab_size: int | None = None,
+        sentence_length: int | None = None,
+        query_length: int | None = None,
+        n_hops: int = 1,
+        gate_bias: bool = True,
+        tied_keys: list[str] | None = None,
+        mask_init: Literal["ones", "official"] = "ones",
+        loss_reduction: Literal["sum", "mean"] = "sum",
+        max_grad_norm: float | None = 40.0,
+        paper_exact: bool = False,
+        optimizer: OptimizerCallable = _adam,
+        lr_scheduler: LRSchedulerCallable | None = _halve_every_25_epochs,
+    ) -> None:
+        super().__init__()
+        if paper_exact:
+            if loss_reduction != "sum" or max_grad_norm != 40.0:
+                raise ValueError("paper_exact=True uses loss_reduction='sum' and max_grad_norm=40")
+            mask_init = "official"
+        if tied_keys is not None and len(tied_keys) != n_slots:
+            raise ValueError(f"n_slots={n_slots} but tied_keys names {len(tied_keys)} words; they must match")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.hparams.mask_init = mask_init
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.val_task_error = PerTaskError()
+        self.test_task_error = PerTaskError()
+        if None not in (vocab_size, sentence_length, query_length) and tied_keys is None:
+            self._build(vocab_size, sentence_length, query_length, key_ids=None)
+
+    def _build(self, vocab_size: int, sentence_length: int, query_length: int, key_ids: list[int] | None) -> None:
+        hp = self.hparams
+        d, m = hp.embedding_dim, hp.n_slots
+        self.n_words = vocab_size
+        self.embedding = nn.Embedding(vocab_size + (0 if key_ids is not None else m), d, padding_idx=0)
+        self.story_encoder = InputEncoder(sentence_length, d, "normal" if hp.mask_init == "official" else "ones")
+        self.query_encoder = InputEncoder(query_length, d, "ones")
+        self.prelu = FeaturePReLU(d)
+        self.memory = DynamicMemory(d, m, self.prelu, gate_bias=hp.gate_bias)
+        self.output = OutputModule(d, self.embedding.num_embeddings, self.prelu, n_hops=hp.n_hops)
+        ids = key_ids if key_ids is not None else list(range(vocab_size, vocab_size + m))
+        self.register_buffer("key_ids", torch.tensor(ids, dtype=torch.long))
+        for name, parameter in self.named_parameters():  # the authors' code: everything N(0, 0.1) but these
+            if not name.startswith(("story_encoder.", "query_encoder.", "prelu.")):
+                nn.init.normal_(parameter, std=0.1)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+            self.output.R.weight[0].zero_()
+        self.hparams.update(vocab_size=vocab_size, sentence_length=sentence_length, query_length=query_length)
+        self.hparams.key_ids = key_ids
+
+    def setup(self, stage: str) -> None:
+        if hasattr(self, "embedding"):
+            return
+        datamodule = self.trainer.datamodule
+        missing = [a for a in ("vocab_size", "sentence_length", "query_length") if not hasattr(datamodule, a)]
+        if missing:
+            raise ValueError(f"EntNet needs vocab_size, sentence_length and query_length (datamodule lacks {missing})")
+        key_ids = None
+        if self.hparams.tied_keys is not None:
+            unknown = [w for w in self.hparams.tied_keys if w not in datamodule.vocab]
+            if unknown:
+                raise ValueError(f"tied_keys words not in the training vocabulary: {unknown}")
+            key_ids = [datamodule.vocab.index(w) for w in self.hparams.tied_keys]
+        self._build(datamodule.vocab_size, datamodule.sentence_length, datamodule.query_length, key_ids)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Build the layers from the saved shapes first when they do not exist yet (a model restored from a
+        checkpoint, or the main process after ``ddp_spawn``, whose copy was never set up)."""
+        if not hasattr(self, "embedding") and "embedding.weight" in state_dict:
+            rows = state_dict["embedding.weight"].shape[0]
+            tied = self.hparams.tied_keys is not None
+            vocab_size = rows if tied else rows - self.hparams.n_slots
+            key_ids = state_dict["key_ids"].tolist() if tied else None
+            sentence_length = state_dict["story_encoder.mask"].shape[0]
+            self._build(vocab_size, sentence_length, state_dict["query_encoder.mask"].shape[0], key_ids)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def forward(self, story: Tensor, query: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits over the vocabulary ``(B, vocab_size)`` and diagnostics (gates, final memory)."""
+        sentences = self.story_encoder(self.embedding(story))  # (B, T, d)
+        step_mask = (story != 0).any(dim=-1)
+        keys = self.embedding(self.key_ids).unsqueeze(0).expand(story.shape[0], -1, -1)
+        memory, gates = self.memory(sentences, step_mask, keys, initial=keys)
+        logits = self.output(self.query_encoder(self.embedding(query)), memory)
+        return logits[:, : self.n_words], {"gates": gates, "memory": memory, "step_mask": step_mask}
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        logits, diagnostics = self(batch["story"], batch["query"])
+        loss = F.cross_entropy(logits, batch["answer"], reduction=self.hparams.loss_reduction)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"EntNet: non-finite training loss ({loss.item()}) at step {self.global_step}, epoch "
+                f"{self.current_epoch}; lower the learning rate or check max_grad_norm"
+            )
+        per_question = loss / len(logits) if self.hparams.loss_reduction == "sum" else loss
+        self.log("train/loss", per_question, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        real = diagnostics["step_mask"].unsqueeze(-1)
+        gates = diagnostics["gates"]
+        self.log("diag/gate_mean", (gates * real).sum() / (real.sum() * gates.shape[-1]).clamp_min(1), sync_dist=True)
+        self.log("diag/gate_max", gates.max(), sync_dist=True, reduce_fx="max")
+        return loss
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
+        parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        max_norm = self.hparams.max_grad_norm if self.hparams.max_grad_norm is not None else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        self.log("diag/grad_norm", grad_norm, sync_dist=True)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        with torch.no_grad():
+            self.output.R.weight[0].zero_()  # the padding word is never an answer (authors' code)
+
+    def _evaluate(self, batch: dict[str, Tensor], split: str, task_error: PerTaskError) -> None:
+        logits, _ = self(batch["story"], batch["query"])
+        self.log(f"{split}/loss", F.cross_entropy(logits, batch["answer"]), sync_dist=True)
+        task_error.update(logits.argmax(dim=-1), batch["answer"], batch["task"])
+
+    def _log_task_errors(self, split: str, task_error: PerTaskError) -> None:
+        total_error, errors = task_error.compute()
+        self.log(f"{split}/error", total_error, sync_dist=True)  # identical on every rank: synced counts
+        self.log(
+            f"{split}/failed_tasks", float(sum(float(e) > FAILED_TASK_ERROR for e in errors.values())), sync_dist=True
+        )
+        if len(errors) > 1:
+            for task, error in errors.items():
+                self.log(f"{split}/error_task{task}", error, sync_dist=True)
+        task_error.reset()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_task_error)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_task_errors("val", self.val_task_error)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_task_error)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_task_errors("test", self.test_task_error)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self(batch["story"], batch["query"])[0].argmax(dim=-1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
