@@ -16,6 +16,7 @@ import tempfile
 from typing import Literal
 
 import datasets
+import pyarrow as pa
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
@@ -200,7 +201,7 @@ class BabiDataModule(pl.LightningDataModule):
         target = cache_root(self.hparams.cache_dir) / "babi" / self._cache_key(files)
         if (target / "meta.json").is_file():
             return
-        splits, meta = self._parse_and_encode(files)
+        splits, meta = self._parse_and_encode(files, target.name)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.")
         try:
@@ -208,11 +209,15 @@ class BabiDataModule(pl.LightningDataModule):
             datasets.DatasetDict(splits).save_to_disk(staging)
             with open(os.path.join(staging, "meta.json"), "w") as f:
                 json.dump(meta, f)
-            os.replace(staging, target)  # the cache entry appears whole or not at all
+            try:
+                os.replace(staging, target)  # the cache entry appears whole or not at all
+            except OSError:
+                if not (target / "meta.json").is_file():  # not a concurrent writer that finished first
+                    raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _parse_and_encode(self, files: dict[int, dict[str, os.PathLike]]) -> tuple[dict, dict]:
+    def _parse_and_encode(self, files: dict[int, dict[str, os.PathLike]], key: str) -> tuple[dict, dict]:
         hp = self.hparams
         per_task: dict[int, dict[str, list[BabiExample]]] = {}
         generator = torch.Generator().manual_seed(hp.seed)
@@ -236,7 +241,12 @@ class BabiDataModule(pl.LightningDataModule):
                 for key in merged:
                     merged[key].extend(encoded[key])
             columns[split] = merged
-        splits = {name: datasets.Dataset.from_dict(cols) for name, cols in columns.items()}
+        # Our cache key already identifies the data, so it serves as the fingerprint; datasets' own would hash
+        # the whole table with dill, which fails on some Python and pyarrow versions.
+        splits = {
+            name: datasets.Dataset(pa.Table.from_pydict(cols), fingerprint=f"{key}-{name}")
+            for name, cols in columns.items()
+        }
         meta = {"vocab": vocab, "sentence_length": sentence_length, "query_length": query_length, "unknown": unknown}
         return splits, meta
 

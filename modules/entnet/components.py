@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -37,13 +38,12 @@ class FeaturePReLU(nn.Module):
         self.slope = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.where(x >= 0, x, self.slope * x)
+        return F.prelu(x.reshape(-1, x.shape[-1]), self.slope).view_as(x)
 
 
 def normalize_slots(h: Tensor) -> Tensor:
-    """Paper eq. 5: divide each slot by its L2 norm, leaving an all-zero slot as it is."""
-    norm = h.norm(dim=-1, keepdim=True)
-    return h / torch.where(norm == 0, torch.ones_like(norm), norm)
+    """Paper eq. 5: divide each slot by its L2 norm; an all-zero slot stays zero."""
+    return F.normalize(h, dim=-1, eps=1e-12)
 
 
 class DynamicMemory(nn.Module):
@@ -56,8 +56,9 @@ class DynamicMemory(nn.Module):
         h_j <- normalize(h_j + g_j * h~_j)                 (eqs. 4-5)
 
     ``V w_j``, ``W s_t`` and ``s_t . w_j`` do not depend on the memory, so they are computed for every step
-    in three batched matmuls before the loop; only ``U h_j`` and ``s_t . h_j`` are sequential. Steps whose
-    sentence is padding leave the memory exactly unchanged.
+    in batched matmuls before the loop; only ``U h_j`` and ``s_t . h_j`` are sequential, and each step is
+    about ten fused operations. Steps whose sentence is padding leave the memory exactly unchanged (steps
+    that are padding for the whole batch are skipped).
 
     Args:
         dim: embedding size d.
@@ -87,18 +88,25 @@ class DynamicMemory(nn.Module):
             The final memory ``(B, m, d)`` and the gate activations ``(B, T, m)`` (zero on padded steps).
         """
         keys = keys.expand_as(initial)
-        written_by_sentence = self.W(sentences)  # (B, T, d)
-        written_by_key = self.V(keys)  # (B, m, d)
+        batch, steps, dim = sentences.shape
+        # Everything that does not depend on the memory, for all steps at once: V w_j + W s_t + b_U, and s_t . w_j.
+        constant = (self.V(keys).unsqueeze(1) + self.W(sentences).unsqueeze(2) + self.U.bias).reshape(batch, steps, -1)
         key_gate = torch.einsum("btd,bmd->btm", sentences, keys)
         if self.gate_bias is not None:
             key_gate = key_gate + self.gate_bias
+        any_real, all_real = step_mask.any(dim=0).tolist(), step_mask.all(dim=0).tolist()
+        u_transposed = self.U.weight.t()
         h, gates = initial, []
-        for t in range(sentences.shape[1]):
-            s_t, real = sentences[:, t], step_mask[:, t, None]
-            gate = torch.sigmoid(torch.einsum("bd,bmd->bm", s_t, h) + key_gate[:, t]) * real
-            candidate = self.activation(self.U(h) + written_by_key + written_by_sentence[:, t, None])
-            updated = normalize_slots(h + gate[..., None] * candidate)
-            h = torch.where(real[..., None], updated, h)
+        for t in range(steps):
+            if not any_real[t]:  # padding for every story: the memory does not change
+                gates.append(torch.zeros_like(key_gate[:, t]))
+                continue
+            gate = torch.sigmoid(torch.bmm(h, sentences[:, t, :, None]).squeeze(-1) + key_gate[:, t])
+            if not all_real[t]:
+                gate = gate * step_mask[:, t, None]
+            pre = torch.addmm(constant[:, t].reshape(-1, dim), h.reshape(-1, dim), u_transposed)
+            updated = normalize_slots(torch.addcmul(h, gate.unsqueeze(-1), self.activation(pre.view_as(h))))
+            h = updated if all_real[t] else torch.where(step_mask[:, t, None, None], updated, h)
             gates.append(gate)
         return h, torch.stack(gates, dim=1)
 

@@ -1,0 +1,118 @@
+"""EntNet training throughput at the paper's sizes, against this machine's fp32 matmul ceiling.
+
+    ICLR17_DATA_DIR=../shared/data python benchmarks/entnet_throughput.py [--steps 30] [--threads N]
+
+Model d=100, m=20, batch 32, memory horizon T=70, bAbI 10k. A full training step (forward, backward,
+gradient clipping, Adam), median over ``--steps`` steps after warm-up, on two tasks:
+
+- task 1 (stories of at most 10 sentences; batches are padded to the longest story in the batch, never to
+  70): training questions per second;
+- task 2 (stories up to 68 sentences, so batches run close to the T=70 horizon): the step's FLOPs (counted by
+  ``torch.utils.flop_counter``, matmuls only) divided by its time, as a fraction of a 2048x2048 fp32 matmul's
+  FLOP/s measured in this process.
+
+Both are run eager and under ``torch.compile`` of the memory module (where it compiles); the output says
+whether the two agree on the loss. Target: at least 30% of the matmul ceiling at the paper unroll.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from iclr17.datamodules import BabiDataModule
+from iclr17.modules import EntNet
+
+
+def matmul_flops_per_second(n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times)
+
+
+def training_step(model: EntNet, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits, _ = model(batch["story"], batch["query"])
+    loss = F.cross_entropy(logits, batch["answer"], reduction="sum")
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 40.0)
+    optimizer.step()
+    return loss.detach()
+
+
+def time_steps(model, optimizer, batches) -> tuple[float, list[float]]:
+    for batch in batches[:3]:
+        training_step(model, optimizer, batch)  # warm-up (and compilation)
+    times, losses = [], []
+    for batch in batches:
+        start = time.perf_counter()
+        losses.append(float(training_step(model, optimizer, batch)))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), losses
+
+
+def count_flops(model, optimizer, batch) -> int:
+    with FlopCounterMode(display=False) as counter:
+        training_step(model, optimizer, batch)
+    return counter.get_total_flops()
+
+
+def fresh_model(dm: BabiDataModule, compiled: bool) -> tuple[EntNet, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = EntNet(vocab_size=dm.vocab_size, sentence_length=dm.sentence_length, query_length=dm.query_length)
+    if compiled:
+        model.memory.compile()
+    return model, torch.optim.Adam(model.parameters(), lr=0.01)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    task1, task2 = (BabiDataModule(tasks=[t], subset="en-10k", batch_size=32) for t in (1, 2))
+    task1.setup(), task2.setup()
+    loader1, loader2 = iter(task1.train_dataloader()), iter(task2.train_dataloader())
+    real = [next(loader1) for _ in range(args.steps)]
+    long = [next(loader2) for _ in range(args.steps)]
+    mean_steps = statistics.mean(b["story"].shape[1] for b in long)
+    ceiling = matmul_flops_per_second()
+    print(f"torch {torch.__version__}, {args.threads} threads; fp32 matmul ceiling {ceiling / 1e9:.1f} GFLOP/s")
+
+    for compiled in (False, True):
+        label = "compiled" if compiled else "eager"
+        try:
+            model, optimizer = fresh_model(task1, compiled)
+            real_time, real_losses = time_steps(model, optimizer, real)
+            model, optimizer = fresh_model(task2, compiled)
+            flops = statistics.mean(count_flops(model, optimizer, batch) for batch in long[:5])
+            model, optimizer = fresh_model(task2, compiled)
+            unroll_time, unroll_losses = time_steps(model, optimizer, long)
+        except Exception as err:  # noqa: BLE001  (report and continue: compile support varies by platform)
+            print(f"{label}: failed ({type(err).__name__}: {err})")
+            continue
+        achieved = flops / unroll_time
+        print(
+            f"{label}: task 1 {32 / real_time:.0f} questions/s ({1e3 * real_time:.1f} ms/step); "
+            f"task 2 (mean {mean_steps:.0f} steps/batch) {1e3 * unroll_time:.1f} ms/step, "
+            f"{flops / 1e9:.2f} GFLOP/step, "
+            f"{achieved / 1e9:.1f} GFLOP/s = {100 * achieved / ceiling:.1f}% of the matmul ceiling (target >= 30%)"
+        )
+        print(f"{label}: first losses task 1 {real_losses[:2]}, task 2 {unroll_losses[:2]}")
+
+
+if __name__ == "__main__":
+    main()
