@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from .step_logging import is_logging_step
+
 
 def _adam(params: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-3)
@@ -20,7 +22,8 @@ def _adam(params: Any) -> torch.optim.Optimizer:
 class Classifier(pl.LightningModule):
     """Cross-entropy classification with an injected network and optimizer.
 
-    Logs ``train/loss`` (per step and per epoch), ``val/loss``, ``val/acc``, ``val/acc_best``,
+    Logs ``train/loss_step`` (every ``log_every_n_steps``), ``train/loss_epoch``, ``val/loss``, ``val/acc``,
+    ``val/acc_best``,
     ``test/loss`` and ``test/acc``. Accuracies are torchmetrics objects (one per split), so they are exact
     under DDP; losses are averaged across processes.
 
@@ -58,6 +61,7 @@ class Classifier(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+        self.epoch_loss_sum, self.epoch_samples = torch.zeros(()), 0
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -76,8 +80,18 @@ class Classifier(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss = F.cross_entropy(self(x), y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.epoch_loss_sum += loss.detach() * len(y)
+        self.epoch_samples += len(y)
+        if is_logging_step(self, batch_idx):
+            self.log("train/loss_step", loss, prog_bar=True)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.epoch_loss_sum, self.epoch_samples = torch.zeros((), device=self.device), 0
+
+    def on_train_epoch_end(self) -> None:
+        # every process sees the same number of samples (DistributedSampler), so the mean of means is exact
+        self.log("train/loss_epoch", self.epoch_loss_sum / max(self.epoch_samples, 1), sync_dist=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from ..step_logging import is_logging_step
 from .components import DynamicMemory, FeaturePReLU, InputEncoder, OutputModule
 from .metrics import PerTaskError
 
@@ -88,6 +89,7 @@ class EntNet(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.val_task_error = PerTaskError()
+        self.epoch_loss_sum, self.epoch_samples, self.log_this_step = torch.zeros(()), 0, False
         self.test_task_error = PerTaskError()
         if None not in (vocab_size, sentence_length, query_length) and tied_keys is None:
             self._build(vocab_size, sentence_length, query_length, key_ids=None)
@@ -157,19 +159,31 @@ class EntNet(pl.LightningModule):
                 f"EntNet: non-finite training loss ({loss.item()}) at step {self.global_step}, epoch "
                 f"{self.current_epoch}; lower the learning rate or check max_grad_norm"
             )
-        per_question = loss / len(logits) if self.hparams.loss_reduction == "sum" else loss
-        self.log("train/loss", per_question, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
-        real = diagnostics["step_mask"].unsqueeze(-1)
-        gates = diagnostics["gates"]
-        self.log("diag/gate_mean", (gates * real).sum() / (real.sum() * gates.shape[-1]).clamp_min(1), sync_dist=True)
-        self.log("diag/gate_max", gates.max(), sync_dist=True, reduce_fx="max")
+        per_question = loss.detach() / len(logits) if self.hparams.loss_reduction == "sum" else loss.detach()
+        self.epoch_loss_sum += per_question * len(logits)
+        self.epoch_samples += len(logits)
+        self.log_this_step = is_logging_step(self, batch_idx)
+        if self.log_this_step:
+            real = diagnostics["step_mask"].unsqueeze(-1)
+            gates = diagnostics["gates"]
+            gate_mean = (gates * real).sum() / (real.sum() * gates.shape[-1]).clamp_min(1)
+            self.log("train/loss_step", per_question, prog_bar=True)
+            self.log_dict({"diag/gate_mean": gate_mean, "diag/gate_max": gates.max()})
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.epoch_loss_sum, self.epoch_samples = torch.zeros((), device=self.device), 0
+
+    def on_train_epoch_end(self) -> None:
+        # every process sees the same number of questions (DistributedSampler), so the mean of means is exact
+        self.log("train/loss_epoch", self.epoch_loss_sum / max(self.epoch_samples, 1), sync_dist=True)
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
         parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         max_norm = self.hparams.max_grad_norm if self.hparams.max_grad_norm is not None else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
-        self.log("diag/grad_norm", grad_norm, sync_dist=True)
+        if self.log_this_step:
+            self.log("diag/grad_norm", grad_norm)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         with torch.no_grad():
