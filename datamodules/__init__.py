@@ -3,5 +3,6 @@
 from .babi import BabiDataModule
 from .gaussian_mixture import GaussianMixtureDataModule
 from .mnist import MNISTDataModule
+from .world_model import WorldModelDataModule
 
-__all__ = ["MNISTDataModule", "GaussianMixtureDataModule", "BabiDataModule"]
+__all__ = ["MNISTDataModule", "GaussianMixtureDataModule", "BabiDataModule", "WorldModelDataModule"]

@@ -9,113 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
 from typing import Literal
 
-import datasets
-import pyarrow as pa
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from .babi_format import BabiExample, babi_path, parse_babi
 from .storage import cache_root, data_root, require_files, sha256sum
+from .stories import EncodedStories, StoryDataModule, build_vocabulary, encode
 
-PAD, UNK = "<pad>", "<unk>"
 _CACHE_VERSION = 1
 
 
-def build_vocabulary(examples: list[BabiExample]) -> list[str]:
-    """``<pad>`` (id 0), ``<unk>`` (id 1), then every story, question and answer word, sorted."""
-    words = set()
-    for example in examples:
-        words.update(w for sentence in example.story for w in sentence)
-        words.update(example.query)
-        words.add(example.answer)
-    return [PAD, UNK, *sorted(words - {PAD, UNK})]
-
-
-def encode(
-    examples: list[BabiExample],
-    index: dict[str, int],
-    horizon: int,
-    sentence_length: int,
-    query_length: int,
-    task: int,
-) -> tuple[dict[str, list], int]:
-    """Encode examples as flat id lists, every sentence padded (or cut) to ``sentence_length`` words.
-
-    Keeps the last ``horizon`` statements. Returns the columns ``story`` (``n_sentences * sentence_length``
-    ids), ``query`` (``query_length`` ids), ``answer``, ``task``, and the number of words that were not in
-    the vocabulary (mapped to ``<unk>``).
-    """
-    unknown = 0
-    unk = index[UNK]
-
-    def ids(words: tuple[str, ...], length: int) -> list[int]:
-        nonlocal unknown
-        unknown += sum(1 for w in words if w not in index)
-        out = [index.get(w, unk) for w in words[:length]]
-        return out + [0] * (length - len(out))
-
-    columns: dict[str, list] = {"story": [], "query": [], "answer": [], "task": []}
-    for example in examples:
-        columns["story"].append([i for s in example.story[-horizon:] for i in ids(s, sentence_length)])
-        columns["query"].append(ids(example.query, query_length))
-        columns["answer"].append(ids((example.answer,), 1)[0])
-        columns["task"].append(task)
-    return columns, unknown
-
-
-class EncodedBabi(Dataset):
-    """One encoded split, read column-wise from Arrow without a per-example Python loop.
-
-    Items are ``story`` ``(n_sentences, sentence_length)``, ``query`` ``(query_length,)``, ``answer`` and
-    ``task`` (scalars).
-    """
-
-    def __init__(self, split: datasets.Dataset, sentence_length: int) -> None:
-        table = split.data.table
-        stories = table.column("story").combine_chunks()
-        self.tokens = _to_tensor(stories.values, torch.int32)  # int32 halves memory; batches are int64
-        self.offsets = _to_tensor(stories.offsets, torch.int64)
-        self.queries = _to_tensor(table.column("query").combine_chunks().values, torch.int64).view(len(split), -1)
-        self.answers = _to_tensor(table.column("answer"), torch.int64)
-        self.tasks = _to_tensor(table.column("task"), torch.int64)
-        self.sentence_length = sentence_length
-
-    def __len__(self) -> int:
-        return len(self.answers)
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        story = self.tokens[self.offsets[i] : self.offsets[i + 1]].view(-1, self.sentence_length)
-        return {"story": story, "query": self.queries[i], "answer": self.answers[i], "task": self.tasks[i]}
-
-
-def _to_tensor(arrow_array, dtype: torch.dtype) -> Tensor:
-    return torch.tensor(arrow_array.to_numpy(), dtype=dtype)
-
-
-def pad_batch(rows: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    """Stack a batch, padding stories with empty sentences to the longest story: ``(B, T_max, L)``."""
-    t_max = max(len(r["story"]) for r in rows)
-    story = torch.zeros(len(rows), t_max, rows[0]["story"].shape[1], dtype=torch.long)
-    for i, row in enumerate(rows):
-        story[i, : len(row["story"])] = row["story"]
-    return {
-        "story": story,
-        "query": torch.stack([r["query"] for r in rows]),
-        "answer": torch.stack([r["answer"] for r in rows]),
-        "task": torch.stack([r["task"] for r in rows]),
-    }
-
-
-class BabiDataModule(pl.LightningDataModule):
+class BabiDataModule(StoryDataModule):
     """The 20 bAbI tasks, one task or several jointly, from the original text files.
 
     Files: ``<data root>/babi/tasks_1-20_v1-2/{en,en-10k}/qa<N>_<name>_{train,test}.txt``. Validation is
@@ -155,7 +64,7 @@ class BabiDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size=batch_size, epoch_sampling=epoch_sampling, num_workers=num_workers)
         tasks = [1] if tasks is None else list(tasks)
         if not tasks or any(t not in range(1, 21) for t in tasks) or len(set(tasks)) != len(tasks):
             raise ValueError(f"tasks must be distinct numbers from 1 to 20, got {tasks}")
@@ -166,14 +75,6 @@ class BabiDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.hparams.tasks = tasks
         self.root = data_root(data_dir)
-        self.vocab: list[str] = []
-        self.unknown_words: dict[str, int] = {}
-        self.sentence_length = self.query_length = 0
-        self.splits: dict[str, EncodedBabi] = {}
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
 
     def _files(self) -> dict[int, dict[str, os.PathLike]]:
         hp = self.hparams
@@ -205,6 +106,8 @@ class BabiDataModule(pl.LightningDataModule):
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.")
         try:
+            import datasets  # noqa: PLC0415  (imported on use: `import iclr17` stays light)
+
             datasets.disable_progress_bars()
             datasets.DatasetDict(splits).save_to_disk(staging)
             with open(os.path.join(staging, "meta.json"), "w") as f:
@@ -243,6 +146,9 @@ class BabiDataModule(pl.LightningDataModule):
             columns[split] = merged
         # Our cache key already identifies the data, so it serves as the fingerprint; datasets' own would hash
         # the whole table with dill, which fails on some Python and pyarrow versions.
+        import datasets  # noqa: PLC0415
+        import pyarrow as pa  # noqa: PLC0415
+
         splits = {
             name: datasets.Dataset(pa.Table.from_pydict(cols), fingerprint=f"{key}-{name}")
             for name, cols in columns.items()
@@ -276,39 +182,13 @@ class BabiDataModule(pl.LightningDataModule):
         self.vocab = meta["vocab"]
         self.sentence_length, self.query_length = meta["sentence_length"], meta["query_length"]
         self.unknown_words = meta["unknown"]
+        import datasets  # noqa: PLC0415
+
         loaded = datasets.load_from_disk(str(target))
-        self.splits = {name: EncodedBabi(loaded[name], self.sentence_length) for name in ("train", "val", "test")}
+        self.splits = {
+            name: EncodedStories(loaded[name].data.table, self.sentence_length) for name in ("train", "val", "test")
+        }
         for split in ("val", "test"):
             if self.unknown_words[split]:
                 n_unknown = self.unknown_words[split]
                 rank_zero_info(f"bAbI {split}: {n_unknown} words not in the training vocabulary became <unk>")
-
-    def _per_device_batch(self) -> int:
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        if self.hparams.batch_size % world_size:
-            raise ValueError(f"batch_size={self.hparams.batch_size} must divide evenly over {world_size} processes")
-        return self.hparams.batch_size // world_size
-
-    def _loader(self, split: str, **kwargs) -> DataLoader:
-        return DataLoader(
-            self.splits[split],
-            batch_size=self._per_device_batch(),
-            collate_fn=pad_batch,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-            **kwargs,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        train = self.splits["train"]
-        if self.hparams.epoch_sampling == "permutation":
-            return self._loader("train", shuffle=True)
-        n_batches = math.floor(len(train) / self.hparams.batch_size)
-        sampler = RandomSampler(train, replacement=True, num_samples=n_batches * self.hparams.batch_size)
-        return self._loader("train", sampler=sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")

@@ -73,3 +73,9 @@ def test_every_subpackage_is_listed_in_pyproject():
             relative = init.parent.relative_to(REPO_ROOT / folder).parts
             expected.add(".".join((package, *relative)))
     assert expected == set(config["packages"]), "add new sub-packages to [tool.setuptools] packages"
+
+
+def test_importing_the_package_does_not_import_the_text_data_stack():
+    code = "import sys, iclr17; print(sorted(m for m in ('datasets', 'pyarrow') if m in sys.modules))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"

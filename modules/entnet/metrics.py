@@ -17,7 +17,7 @@ def per_task_counts(predictions: Tensor, targets: Tensor, tasks: Tensor, n_tasks
 
 
 class PerTaskError(Metric):
-    """Error rate over all questions and per bAbI task.
+    """Error rate over all questions and per task id (bAbI task 1-20, or the world model's story length).
 
     ``compute`` returns ``(error, {task: error})``, the dict holding the tasks that had questions; both come
     from the synchronised counts, so they are exact under DDP.
@@ -25,7 +25,7 @@ class PerTaskError(Metric):
 
     full_state_update = False
 
-    def __init__(self, n_tasks: int = 20) -> None:
+    def __init__(self, n_tasks: int = 128) -> None:
         super().__init__()
         self.n_tasks = n_tasks
         self.add_state("wrong", default=torch.zeros(n_tasks + 1, dtype=torch.long), dist_reduce_fx="sum")

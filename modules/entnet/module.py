@@ -57,7 +57,9 @@ class EntNet(pl.LightningModule):
         paper_exact: the authors' code in every respect listed above; requires the defaults of
             ``loss_reduction`` and ``max_grad_norm`` and sets ``mask_init="official"``.
         optimizer: callable from parameters to an optimizer (default Adam, lr 0.01).
-        lr_scheduler: callable from an optimizer to an epoch scheduler (default: halve every 25 epochs).
+        lr_scheduler: callable from an optimizer to a scheduler (default: halve every 25 epochs).
+        lr_scheduler_interval: step the scheduler every ``epoch`` or every optimizer ``step`` (the world
+            model halves the learning rate every 10,000 updates).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class EntNet(pl.LightningModule):
         paper_exact: bool = False,
         optimizer: OptimizerCallable = _adam,
         lr_scheduler: LRSchedulerCallable | None = _halve_every_25_epochs,
+        lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
     ) -> None:
         super().__init__()
         if paper_exact:
@@ -224,4 +227,5 @@ class EntNet(pl.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+        scheduler = {"scheduler": self.lr_scheduler_factory(optimizer), "interval": self.hparams.lr_scheduler_interval}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

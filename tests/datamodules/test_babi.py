@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from iclr17.datamodules import babi as babi_module
-from iclr17.datamodules.babi import BabiDataModule, build_vocabulary, encode, pad_batch
+from iclr17.datamodules.babi import BabiDataModule
 from iclr17.datamodules.babi_format import BABI_TASKS, BabiExample, babi_path, parse_babi, tokenize
 from iclr17.datamodules.storage import DataFormatError, MissingDataError
+from iclr17.datamodules.stories import build_vocabulary, encode, pad_batch
 
 STORY = (
     "1 Mary moved to the bathroom.\n"
