@@ -1,3 +1,4 @@
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,13 @@ def test_unknown_yaml_key_names_the_key(tmp_path, capsys):
     path.write_text(yaml.safe_dump(config))
     err = _cli_error(["fit", "--config", str(path)], capsys)
     assert "learning_rat" in err
+
+
+@pytest.mark.parametrize("name", shipped_configs())
+def test_every_shipped_config_has_a_header_and_parses(name, capsys):
+    lines = Path(resolve_config_path(name)).read_text().splitlines()
+    header = "\n".join(itertools.takewhile(lambda line: line.startswith("#"), lines))
+    assert "Command:" in header and ("Paper:" in header or "paper" in header), f"{name} needs its header"
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["fit", "--config", name, "--print_config"])
+    assert exit_info.value.code == 0
