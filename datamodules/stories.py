@@ -16,6 +16,7 @@ from .babi_format import BabiExample
 if TYPE_CHECKING:
     import pyarrow as pa
 
+
 PAD, UNK = "<pad>", "<unk>"
 
 
@@ -64,25 +65,37 @@ def encode(
 class EncodedStories(Dataset):
     """One encoded split, read column-wise from Arrow without a per-example Python loop.
 
-    Items are ``story`` ``(n_sentences, sentence_length)``, ``query`` ``(query_length,)``, ``answer`` and
-    ``task`` (scalars).
+    Items are ``story`` ``(n_sentences, sentence_length)``, the question ``query`` and every other column
+    of the table (``answer``, ``task``, and e.g. CBT's ``candidates``), as tensors.
     """
 
     def __init__(self, table: pa.Table, sentence_length: int) -> None:
+        import pyarrow as pa  # noqa: PLC0415  (imported on use: `import iclr17` stays light)
+
         stories = table.column("story").combine_chunks()
         self.tokens = _to_tensor(stories.values, torch.int32)  # int32 halves memory; batches are int64
         self.offsets = _to_tensor(stories.offsets, torch.int64)
-        self.queries = _to_tensor(table.column("query").combine_chunks().values, torch.int64).view(len(table), -1)
-        self.answers = _to_tensor(table.column("answer"), torch.int64)
-        self.tasks = _to_tensor(table.column("task"), torch.int64)
+        self.columns = {}
+        for name in table.column_names:
+            column = table.column(name).combine_chunks()
+            if name == "story":
+                continue
+            if pa.types.is_list(column.type):  # a fixed-length list per example
+                self.columns[name] = _to_tensor(column.values, torch.int64).view(len(table), -1)
+            else:
+                self.columns[name] = _to_tensor(column, torch.int64)
         self.sentence_length = sentence_length
 
+    @property
+    def tasks(self) -> Tensor:
+        return self.columns["task"]
+
     def __len__(self) -> int:
-        return len(self.answers)
+        return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         story = self.tokens[self.offsets[i] : self.offsets[i + 1]].view(-1, self.sentence_length)
-        return {"story": story, "query": self.queries[i], "answer": self.answers[i], "task": self.tasks[i]}
+        return {"story": story, **{name: column[i] for name, column in self.columns.items()}}
 
 
 def _to_tensor(arrow_array, dtype: torch.dtype) -> Tensor:
@@ -95,12 +108,7 @@ def pad_batch(rows: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     story = torch.zeros(len(rows), t_max, rows[0]["story"].shape[1], dtype=torch.long)
     for i, row in enumerate(rows):
         story[i, : len(row["story"])] = row["story"]
-    return {
-        "story": story,
-        "query": torch.stack([r["query"] for r in rows]),
-        "answer": torch.stack([r["answer"] for r in rows]),
-        "task": torch.stack([r["task"] for r in rows]),
-    }
+    return {"story": story, **{key: torch.stack([r[key] for r in rows]) for key in rows[0] if key != "story"}}
 
 
 class StoryDataModule(pl.LightningDataModule):

@@ -1,7 +1,7 @@
 """LightningModules (one per paper, plus the shared Classifier) and the networks they train."""
 
 from .classifier import Classifier
-from .entnet import EntNet
+from .entnet import EntNet, EntNetCBT
 from .nets import MLP, AllCNN, LeNet, MnistFC
 
-__all__ = ["Classifier", "EntNet", "MLP", "MnistFC", "LeNet", "AllCNN"]
+__all__ = ["Classifier", "EntNet", "EntNetCBT", "MLP", "MnistFC", "LeNet", "AllCNN"]

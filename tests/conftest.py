@@ -10,6 +10,7 @@ import pytest
 import wandb
 
 from tests.data.make_babi import write_babi
+from tests.data.make_cbt import write_cbt
 from tests.data.make_mnist import write_mnist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -33,11 +34,12 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
 
 @pytest.fixture(scope="session")
 def fixture_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data root with every fixture dataset in its original format: a 600/100-image MNIST and bAbI
-    tasks 1 and 2 (200 training questions each) in ``en`` and ``en-10k``."""
+    """A data root with every fixture dataset in its original format: a 600/100-image MNIST, bAbI tasks 1
+    and 2 (200 training questions each) in ``en`` and ``en-10k``, and CBT NE and CN (60/15/15 examples)."""
     root = tmp_path_factory.mktemp("data_root")
     write_mnist(root, n_train=600, n_test=100)
     write_babi(root)
+    write_cbt(root)
     return root
 
 

@@ -75,14 +75,23 @@ class DynamicMemory(nn.Module):
         self.gate_bias = nn.Parameter(torch.zeros(n_slots)) if gate_bias else None
         self.activation = activation
 
-    def forward(self, sentences: Tensor, step_mask: Tensor, keys: Tensor, initial: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self,
+        sentences: Tensor,
+        step_mask: Tensor,
+        keys: Tensor,
+        initial: Tensor,
+        update_sentences: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Run the memory over a story.
 
         Args:
-            sentences: ``(B, T, d)`` encoded sentences.
+            sentences: ``(B, T, d)`` encoded sentences (used by the gate, and by the update unless
+                ``update_sentences`` is given: the CBT model encodes the two separately).
             step_mask: ``(B, T)`` bool, True where the sentence is real (not padding).
             keys: ``(B, m, d)`` or ``(m, d)`` slot keys w_j.
             initial: ``(B, m, d)`` initial slot values h_j(0).
+            update_sentences: ``(B, T, d)`` sentences for the ``W s_t`` term, default ``sentences``.
 
         Returns:
             The final memory ``(B, m, d)`` and the gate activations ``(B, T, m)`` (zero on padded steps).
@@ -90,7 +99,8 @@ class DynamicMemory(nn.Module):
         keys = keys.expand_as(initial)
         batch, steps, dim = sentences.shape
         # Everything that does not depend on the memory, for all steps at once: V w_j + W s_t + b_U, and s_t . w_j.
-        constant = (self.V(keys).unsqueeze(1) + self.W(sentences).unsqueeze(2) + self.U.bias).reshape(batch, steps, -1)
+        written = self.W(sentences if update_sentences is None else update_sentences)
+        constant = (self.V(keys).unsqueeze(1) + written.unsqueeze(2) + self.U.bias).reshape(batch, steps, -1)
         key_gate = torch.einsum("btd,bmd->btm", sentences, keys)
         if self.gate_bias is not None:
             key_gate = key_gate + self.gate_bias
@@ -107,6 +117,45 @@ class DynamicMemory(nn.Module):
             pre = torch.addmm(constant[:, t].reshape(-1, dim), h.reshape(-1, dim), u_transposed)
             updated = normalize_slots(torch.addcmul(h, gate.unsqueeze(-1), self.activation(pre.view_as(h))))
             h = updated if all_real[t] else torch.where(step_mask[:, t, None, None], updated, h)
+            gates.append(gate)
+        return h, torch.stack(gates, dim=1)
+
+
+class SimpleMemory(nn.Module):
+    """The "simple" EntNet of the CBT experiments (paper 2.5 and 5.3): U = V = 0, W = identity, phi =
+    identity and no normalisation, so each slot adds up the sentences its gate lets in::
+
+        g_j = sigmoid(s_t . h_j + s_t . w_j + b_j),    h_j <- h_j + g_j * s_t
+
+    Same interface as :class:`DynamicMemory`; padded steps leave the memory unchanged.
+
+    Args:
+        n_slots: number of memory slots m.
+        gate_bias: learn the per-slot gate bias b_j.
+    """
+
+    def __init__(self, n_slots: int, gate_bias: bool = True) -> None:
+        super().__init__()
+        self.gate_bias = nn.Parameter(torch.zeros(n_slots)) if gate_bias else None
+
+    def forward(
+        self,
+        sentences: Tensor,
+        step_mask: Tensor,
+        keys: Tensor,
+        initial: Tensor,
+        update_sentences: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        keys = keys.expand_as(initial)
+        added = sentences if update_sentences is None else update_sentences
+        key_gate = torch.einsum("btd,bmd->btm", sentences, keys)
+        if self.gate_bias is not None:
+            key_gate = key_gate + self.gate_bias
+        h, gates = initial, []
+        for t in range(sentences.shape[1]):
+            gate = torch.sigmoid(torch.bmm(h, sentences[:, t, :, None]).squeeze(-1) + key_gate[:, t])
+            gate = gate * step_mask[:, t, None]  # zero on padding: h + 0 * s = h exactly
+            h = torch.addcmul(h, gate.unsqueeze(-1), added[:, t, None, :])
             gates.append(gate)
         return h, torch.stack(gates, dim=1)
 

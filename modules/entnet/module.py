@@ -171,7 +171,8 @@ class EntNet(pl.LightningModule):
             gates = diagnostics["gates"]
             gate_mean = (gates * real).sum() / (real.sum() * gates.shape[-1]).clamp_min(1)
             self.log("train/loss_step", per_question, prog_bar=True)
-            self.log_dict({"diag/gate_mean": gate_mean, "diag/gate_max": gates.max()})
+            memory_norm = diagnostics["memory"].norm(dim=-1).mean()  # 1 unless some slot was never written
+            self.log_dict({"diag/gate_mean": gate_mean, "diag/gate_max": gates.max(), "diag/memory_norm": memory_norm})
         return loss
 
     def on_train_epoch_start(self) -> None:

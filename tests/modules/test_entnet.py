@@ -5,7 +5,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from iclr17.datamodules import BabiDataModule
 from iclr17.modules import EntNet
-from iclr17.modules.entnet.components import DynamicMemory, FeaturePReLU, OutputModule, normalize_slots
+from iclr17.modules.entnet.components import DynamicMemory, FeaturePReLU, OutputModule, SimpleMemory, normalize_slots
 from iclr17.modules.entnet.metrics import PerTaskError
 
 torch.set_default_dtype(torch.float32)
@@ -57,6 +57,20 @@ def test_padded_steps_leave_the_memory_exactly_unchanged():
     mask = torch.ones(3, 5, dtype=torch.bool)
     padded_mask = torch.cat([mask, torch.zeros(3, 7, dtype=torch.bool)], dim=1)
     assert torch.equal(mem(sentences, mask, keys, keys)[0], mem(padded, padded_mask, keys, keys)[0])
+
+
+def test_simple_memory_adds_gated_sentences():
+    torch.manual_seed(3)
+    mem = SimpleMemory(2, gate_bias=False)
+    s, keys = torch.randn(1, 2, 3), torch.randn(1, 2, 3)
+    mask = torch.tensor([[True, False]])
+    h, gates = mem(s, mask, keys, initial=keys)
+    expected_gate = torch.sigmoid(keys[0] @ s[0, 0] + keys[0] @ s[0, 0])  # h = w at the start
+    torch.testing.assert_close(h[0], keys[0] + expected_gate[:, None] * s[0, 0])
+    assert gates[0, 1].eq(0).all()
+    update = torch.randn(1, 2, 3)
+    h_separate, _ = mem(s, mask, keys, initial=keys, update_sentences=update)
+    torch.testing.assert_close(h_separate[0], keys[0] + expected_gate[:, None] * update[0, 0])
 
 
 def test_output_module_matches_eq6():
