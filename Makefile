@@ -12,7 +12,7 @@ $(INSTALLED): pyproject.toml
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(BIN)/iclr17 fit --config configs/classifier/gaussian_mixture.yaml
+	$(BIN)/iclr17 fit --config configs/entnet/world_model_demo.yaml
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
