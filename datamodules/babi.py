@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import DataLoader
 
 from .babi_format import BabiExample, babi_path, parse_babi
 from .storage import cache_root, data_root, require_files, sha256sum
@@ -47,6 +48,8 @@ class BabiDataModule(StoryDataModule):
             authors' code); ``permutation`` is one pass over a shuffled training set.
         cache_dir: cache root for the encoded data (default ``$ICLR17_CACHE_DIR``, else the XDG cache).
         num_workers: DataLoader worker processes.
+        drop_last_test: test only whole batches, as the authors' code does (992 of 1,000 questions at batch
+            32); default: every question.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class BabiDataModule(StoryDataModule):
         epoch_sampling: Literal["official", "permutation"] = "official",
         cache_dir: str | None = None,
         num_workers: int = 0,
+        drop_last_test: bool = False,
     ) -> None:
         super().__init__(batch_size=batch_size, epoch_sampling=epoch_sampling, num_workers=num_workers)
         tasks = [1] if tasks is None else list(tasks)
@@ -89,9 +93,16 @@ class BabiDataModule(StoryDataModule):
         return files
 
     def _cache_key(self, files: dict[int, dict[str, os.PathLike]]) -> str:
-        options = {k: v for k, v in self.hparams.items() if k not in ("data_dir", "batch_size", "cache_dir")}
-        options.pop("num_workers", None)
-        options.pop("epoch_sampling", None)
+        parse_options = (
+            "tasks",
+            "subset",
+            "memory_horizon",
+            "task3_memory_horizon",
+            "val_split",
+            "val_fraction",
+            "seed",
+        )
+        options = {k: self.hparams[k] for k in parse_options}
         checksums = {f"{t}/{s}": sha256sum(p) for t, per_task in files.items() for s, p in per_task.items()}
         blob = json.dumps({"version": _CACHE_VERSION, "options": options, "files": checksums}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -192,3 +203,6 @@ class BabiDataModule(StoryDataModule):
             if self.unknown_words[split]:
                 n_unknown = self.unknown_words[split]
                 rank_zero_info(f"bAbI {split}: {n_unknown} words not in the training vocabulary became <unk>")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", drop_last=self.hparams.drop_last_test)

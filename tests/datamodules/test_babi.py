@@ -119,6 +119,14 @@ def test_joint_tasks_and_batches(fixture_data_root):
     assert batch["query"].shape == (8, dm.query_length)
 
 
+def test_drop_last_test_reproduces_the_authors_992(fixture_data_root):
+    whole = BabiDataModule(data_dir=str(fixture_data_root), tasks=[1], batch_size=16)
+    dropped = BabiDataModule(data_dir=str(fixture_data_root), tasks=[1], batch_size=16, drop_last_test=True)
+    whole.setup(), dropped.setup()
+    assert sum(len(b["answer"]) for b in whole.test_dataloader()) == 50
+    assert sum(len(b["answer"]) for b in dropped.test_dataloader()) == 48
+
+
 def test_second_setup_reads_the_cache_without_parsing(fixture_data_root, monkeypatch):
     _datamodule(fixture_data_root, tasks=[2])
 
