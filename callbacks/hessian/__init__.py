@@ -1,0 +1,1 @@
+"""HessianSpectrum: the "Singularity of the Hessian" measurements for any model (Sagun, Bottou, LeCun)."""

@@ -1,0 +1,185 @@
+"""Hessian spectra as pure functions (``shared/papers/hessian.md`` 2.2-2.3): exact, Lanczos, stochastic Lanczos
+quadrature, Hutchinson's trace, and the spectrum statistics. Nothing here knows about Lightning.
+
+A *flat loss* is a function ``theta -> loss`` of one flat parameter vector; a *matvec* is ``v -> H v``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, hessian, jvp
+
+FlatLoss = Callable[[Tensor], Tensor]
+MatVec = Callable[[Tensor], Tensor]
+
+
+class _LossOf(nn.Module):
+    """Wraps ``loss_fn(module, batch)`` as a module whose forward is the loss, so that ``functional_call``
+    can substitute the wrapped module's parameters."""
+
+    def __init__(self, module: nn.Module, loss_fn: Callable[[nn.Module, object], Tensor]) -> None:
+        super().__init__()
+        self.inner = module
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: object) -> Tensor:
+        return self.loss_fn(self.inner, batch)
+
+
+def flat_loss(
+    module: nn.Module, loss_fn: Callable[[nn.Module, object], Tensor], batch: object, names: list[str]
+) -> tuple[FlatLoss, Tensor]:
+    """The loss as a function of the parameters ``names`` of ``module`` flattened into one vector, and the
+    current value of that vector (detached, float64 if the module is float64)."""
+    wrapper = _LossOf(module, loss_fn)
+    parameters = dict(module.named_parameters())
+    shapes = [parameters[n].shape for n in names]
+    sizes = [parameters[n].numel() for n in names]
+    theta = torch.cat([parameters[n].detach().reshape(-1) for n in names])
+
+    def loss_of(flat: Tensor) -> Tensor:
+        chunks = torch.split(flat, sizes)
+        values = {f"inner.{n}": c.view(s) for n, c, s in zip(names, chunks, shapes, strict=True)}
+        return functional_call(wrapper, values, (batch,), strict=False)
+
+    return loss_of, theta
+
+
+def exact_hessian(loss_of: FlatLoss, theta: Tensor) -> Tensor:
+    """The dense, symmetrised Hessian ``(P, P)``."""
+    h = hessian(loss_of)(theta)
+    return (h + h.T) / 2
+
+
+def exact_eigenvalues(loss_of: FlatLoss, theta: Tensor) -> Tensor:
+    """All P eigenvalues, ascending, computed in float64."""
+    return torch.linalg.eigvalsh(exact_hessian(loss_of, theta).double())
+
+
+def hessian_vector_product(loss_of: FlatLoss, theta: Tensor) -> MatVec:
+    """``v -> H v`` by forward-over-reverse differentiation (one gradient and one JVP per product)."""
+    gradient = grad(loss_of)
+
+    def matvec(v: Tensor) -> Tensor:
+        return jvp(gradient, (theta,), (v.to(theta.dtype),))[1]
+
+    return matvec
+
+
+def lanczos(matvec: MatVec, start: Tensor, steps: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Lanczos tridiagonalisation from ``start`` with full reorthogonalisation (no ghost eigenvalues).
+
+    Returns the diagonal ``alpha`` ``(k,)``, the off-diagonal ``beta`` ``(k - 1,)`` and the basis ``(k, P)``,
+    with ``k <= steps`` (it stops early when the Krylov space is exhausted). Work is in float64.
+    """
+    q = (start / start.norm()).double()
+    basis, alphas, betas = [q], [], []
+    for i in range(steps):
+        w = matvec(basis[-1].to(start.dtype)).double()
+        alpha = torch.dot(w, basis[-1])
+        alphas.append(alpha)
+        stacked = torch.stack(basis)
+        w = w - stacked.T @ (stacked @ w)  # full reorthogonalisation, twice for stability
+        w = w - stacked.T @ (stacked @ w)
+        beta = w.norm()
+        if i == steps - 1 or beta < 1e-10 * max(1.0, abs(alpha.item())):
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    return torch.stack(alphas), torch.stack(betas) if betas else torch.zeros(0, dtype=torch.float64), torch.stack(basis)
+
+
+def tridiagonal(alpha: Tensor, beta: Tensor) -> Tensor:
+    return torch.diag(alpha) + torch.diag(beta, 1) + torch.diag(beta, -1)
+
+
+def lanczos_extremes(
+    matvec: MatVec, dim: int, k: int, steps: int, generator: torch.Generator, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest and ``k`` smallest eigenvalues (Ritz values of ``steps`` Lanczos steps from a seeded
+    Gaussian start), each sorted descending / ascending."""
+    start = torch.randn(dim, generator=generator, dtype=torch.float64).to(dtype)
+    alpha, beta, _ = lanczos(matvec, start, min(steps, dim))
+    ritz = torch.linalg.eigvalsh(tridiagonal(alpha, beta))
+    k = min(k, len(ritz))
+    return ritz.flip(0)[:k], ritz[:k]
+
+
+def slq_density(
+    matvec: MatVec,
+    dim: int,
+    steps: int,
+    n_probes: int,
+    generator: torch.Generator,
+    dtype: torch.dtype,
+    grid_size: int = 1000,
+    sigma: float | None = None,
+) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """Spectral density by stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017).
+
+    For each Rademacher probe, Lanczos gives nodes ``theta_i`` (eigenvalues of the tridiagonal, by ``eigh``)
+    and weights ``tau_i`` (squared first components); the density is the probe average of
+    ``sum_i tau_i N(x; theta_i, sigma^2)`` on a grid spanning the nodes. ``sigma`` defaults to 1% of that
+    span. Returns the grid, the density (integrating to 1) and ``{"sigma": ..., "trace": ...}`` where
+    trace is the quadrature estimate ``dim * E[sum_i tau_i theta_i]``.
+    """
+    nodes, weights = [], []
+    for _ in range(n_probes):
+        probe = (torch.randint(0, 2, (dim,), generator=generator) * 2 - 1).to(torch.float64)
+        alpha, beta, _ = lanczos(matvec, probe.to(dtype), min(steps, dim))
+        values, vectors = torch.linalg.eigh(tridiagonal(alpha, beta))
+        nodes.append(values)
+        weights.append(vectors[0] ** 2)
+    all_nodes = torch.cat(nodes)
+    low, high = all_nodes.min().item(), all_nodes.max().item()
+    span = max(high - low, 1e-12)
+    sigma = sigma if sigma is not None else 0.01 * span
+    grid = torch.linspace(low - 3 * sigma, high + 3 * sigma, grid_size, dtype=torch.float64)
+    density = torch.zeros_like(grid)
+    for values, w in zip(nodes, weights, strict=True):
+        gauss = torch.exp(-((grid[:, None] - values[None, :]) ** 2) / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
+        density += gauss @ w
+    density /= n_probes
+    trace = dim * torch.stack([(w * v).sum() for v, w in zip(nodes, weights, strict=True)]).mean().item()
+    return grid, density, {"sigma": sigma, "trace": trace}
+
+
+def hutchinson_trace(matvec: MatVec, dim: int, n_probes: int, generator: torch.Generator, dtype: torch.dtype) -> float:
+    """Hutchinson's estimate ``E[v^T H v]`` over Rademacher probes."""
+    total = 0.0
+    for _ in range(n_probes):
+        v = (torch.randint(0, 2, (dim,), generator=generator) * 2 - 1).to(dtype)
+        total += torch.dot(v, matvec(v)).item()
+    return total / n_probes
+
+
+def count_outliers(top: Tensor, max_outliers: int = 50) -> int:
+    """Number of eigenvalues above the largest gap among the top ``max_outliers + 1`` (``top`` descending):
+    the outlier group the papers compare with the number of classes."""
+    top = top[: max_outliers + 1].double()
+    if len(top) < 2:
+        return len(top)
+    return int(torch.argmax(top[:-1] - top[1:]).item()) + 1
+
+
+def spectrum_statistics(
+    eigenvalues: Tensor, relative_tol: float = 1e-3, absolute_tol: float = 1e-4
+) -> dict[str, float]:
+    """Section 2.3's statistics of a full (or Ritz) spectrum: extremes, trace, share of near-zero
+    eigenvalues (absolute and relative to lambda_max), negative mass and the outlier count."""
+    lam = eigenvalues.double()
+    lam_max = lam.max().item()
+    abs_sum = lam.abs().sum().clamp_min(1e-300)
+    return {
+        "lambda_max": lam_max,
+        "lambda_min": lam.min().item(),
+        "trace": lam.sum().item(),
+        "frac_zero_abs": (lam.abs() < absolute_tol).double().mean().item(),
+        "frac_zero_rel": (lam.abs() < relative_tol * abs(lam_max)).double().mean().item(),
+        "negative_mass": (lam[lam < 0].abs().sum() / abs_sum).item(),
+        "n_outliers": float(count_outliers(lam.sort(descending=True).values)),
+    }

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch import nn
+
+from iclr17.callbacks.hessian.functional import (
+    count_outliers,
+    exact_eigenvalues,
+    exact_hessian,
+    flat_loss,
+    hessian_vector_product,
+    hutchinson_trace,
+    lanczos_extremes,
+    slq_density,
+    spectrum_statistics,
+)
+
+
+class Quadratic(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.randn(dim, dtype=torch.float64))
+
+
+def _mlp_problem(seed=0):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randint(0, 2, (20,))
+    names = [n for n, _ in net.named_parameters()]
+    return flat_loss(net, lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]), (x, y), names), net
+
+
+def test_quadratic_matches_scipy():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(6, 6))
+    a = a + a.T
+    b = torch.tensor(rng.normal(size=6))
+    module = Quadratic(6)
+    a_t = torch.tensor(a)
+    loss_of, theta = flat_loss(module, lambda m, _: 0.5 * m.theta @ a_t @ m.theta + b @ m.theta, None, ["theta"])
+    np.testing.assert_allclose(
+        exact_eigenvalues(loss_of, theta).numpy(), scipy.linalg.eigh(a, eigvals_only=True), atol=1e-10
+    )
+
+
+def test_least_squares_hessian_is_xtx_over_n():
+    torch.manual_seed(1)
+    x, y = torch.randn(30, 4, dtype=torch.float64), torch.randn(30, dtype=torch.float64)
+    model = nn.Linear(4, 1, bias=False).double()
+    loss_of, theta = flat_loss(model, lambda m, b: 0.5 * ((m(b[0]).squeeze(-1) - b[1]) ** 2).mean(), (x, y), ["weight"])
+    torch.testing.assert_close(exact_hessian(loss_of, theta), x.T @ x / 30)
+
+
+def test_mlp_hessian_matches_finite_differences_of_the_gradient():
+    (loss_of, theta), _ = _mlp_problem()
+    h = exact_hessian(loss_of, theta)
+    eps = 1e-5
+    columns = []
+    for i in range(len(theta)):
+        e = torch.zeros_like(theta)
+        e[i] = eps
+        g_plus = torch.func.grad(loss_of)(theta + e)
+        g_minus = torch.func.grad(loss_of)(theta - e)
+        columns.append((g_plus - g_minus) / (2 * eps))
+    finite_differences = torch.stack(columns, dim=1)
+    torch.testing.assert_close(h, (finite_differences + finite_differences.T) / 2, atol=1e-7, rtol=1e-5)
+
+
+def test_hvp_lanczos_and_traces_agree_with_the_exact_spectrum():
+    (loss_of, theta), _ = _mlp_problem(seed=2)
+    h = exact_hessian(loss_of, theta)
+    exact = torch.linalg.eigvalsh(h)
+    matvec = hessian_vector_product(loss_of, theta)
+    v = torch.randn(len(theta), dtype=torch.float64)
+    torch.testing.assert_close(matvec(v), h @ v)
+
+    generator = torch.Generator().manual_seed(0)
+    top, bottom = lanczos_extremes(matvec, len(theta), k=3, steps=len(theta), generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(top, exact.flip(0)[:3], rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(bottom, exact[:3], rtol=1e-6, atol=1e-10)
+
+    trace = exact.sum().item()
+    explicit = lambda v: h @ v  # noqa: E731  (the HVP equals it, checked above; this one is cheap)
+    # Rademacher probes: Var(v^T H v) = 2 * sum_{i != j} H_ij^2, so n probes are within 4 sd / sqrt(n) of the trace
+    single_sd = (2 * (h**2).sum() - 2 * (h.diagonal() ** 2).sum()).sqrt().item()
+    estimate = hutchinson_trace(explicit, len(theta), 4000, torch.Generator().manual_seed(1), torch.float64)
+    assert abs(estimate - trace) < 4 * single_sd / 4000**0.5
+
+    grid, density, info = slq_density(explicit, len(theta), 20, 400, torch.Generator().manual_seed(2), torch.float64)
+    assert torch.trapezoid(density, grid).item() == pytest.approx(1.0, abs=1e-3)
+    assert abs(info["trace"] - trace) < 4 * single_sd / 400**0.5
+    first_moment = torch.trapezoid(grid * density, grid).item()  # the same quadrature, so the same estimate / P
+    assert first_moment == pytest.approx(info["trace"] / len(theta), rel=1e-3)
+
+
+def test_statistics_on_a_known_spectrum():
+    lam = torch.tensor([50.0, 40.0, 30.0, 0.5, 0.2, 1e-6, 0.0, -1e-6, -0.1])
+    stats = spectrum_statistics(lam, relative_tol=1e-3, absolute_tol=1e-4)
+    assert stats["lambda_max"] == 50.0 and stats["lambda_min"] == pytest.approx(-0.1)
+    assert stats["trace"] == pytest.approx(lam.double().sum().item())
+    assert stats["frac_zero_abs"] == pytest.approx(3 / 9) and stats["frac_zero_rel"] == pytest.approx(3 / 9)
+    assert stats["negative_mass"] == pytest.approx((0.1 + 1e-6) / lam.abs().double().sum().item(), rel=1e-6)
+    assert stats["n_outliers"] == 3 and count_outliers(torch.tensor([5.0, 1.0, 0.9])) == 1
