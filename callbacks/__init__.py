@@ -1,3 +1,5 @@
 """Callbacks that attach to any LightningModule (HessianSpectrum, HaltingTime, image logging)."""
 
-__all__: list[str] = []
+from .hessian import HessianSpectrum
+
+__all__ = ["HessianSpectrum"]

@@ -80,11 +80,14 @@ class Classifier(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss = F.cross_entropy(self(x), y)
-        self.epoch_loss_sum += loss.detach() * len(y)
-        self.epoch_samples += len(y)
         if is_logging_step(self, batch_idx):
             self.log("train/loss_step", loss, prog_bar=True)
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        # here rather than in training_step, which stays free of side effects (HessianSpectrum re-runs it)
+        self.epoch_loss_sum += outputs["loss"] * len(batch[1])
+        self.epoch_samples += len(batch[1])
 
     def on_train_epoch_start(self) -> None:
         self.epoch_loss_sum, self.epoch_samples = torch.zeros((), device=self.device), 0

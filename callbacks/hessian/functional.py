@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, hessian, jvp
+from torch.func import functional_call, grad, jacfwd, jacrev, jvp
 
 FlatLoss = Callable[[Tensor], Tensor]
 MatVec = Callable[[Tensor], Tensor]
@@ -41,17 +41,22 @@ def flat_loss(
     sizes = [parameters[n].numel() for n in names]
     theta = torch.cat([parameters[n].detach().reshape(-1) for n in names])
 
+    buffers = dict(module.named_buffers())
+
     def loss_of(flat: Tensor) -> Tensor:
         chunks = torch.split(flat, sizes)
         values = {f"inner.{n}": c.view(s) for n, c, s in zip(names, chunks, shapes, strict=True)}
+        # fresh copies, so a train-mode BatchNorm updates copies, never the module's running statistics
+        values.update({f"inner.{n}": b.clone() for n, b in buffers.items()})
         return functional_call(wrapper, values, (batch,), strict=False)
 
     return loss_of, theta
 
 
 def exact_hessian(loss_of: FlatLoss, theta: Tensor) -> Tensor:
-    """The dense, symmetrised Hessian ``(P, P)``."""
-    h = hessian(loss_of)(theta)
+    """The dense, symmetrised Hessian ``(P, P)`` (``jacfwd`` of ``jacrev``; random operations such as dropout
+    draw the same values for every column)."""
+    h = jacfwd(jacrev(loss_of), randomness="same")(theta)
     return (h + h.T) / 2
 
 
@@ -124,8 +129,9 @@ def slq_density(
     For each Rademacher probe, Lanczos gives nodes ``theta_i`` (eigenvalues of the tridiagonal, by ``eigh``)
     and weights ``tau_i`` (squared first components); the density is the probe average of
     ``sum_i tau_i N(x; theta_i, sigma^2)`` on a grid spanning the nodes. ``sigma`` defaults to 1% of that
-    span. Returns the grid, the density (integrating to 1) and ``{"sigma": ..., "trace": ...}`` where
-    trace is the quadrature estimate ``dim * E[sum_i tau_i theta_i]``.
+    span. Returns the grid, the density (integrating to 1) and ``{"sigma", "trace", "lambda_max",
+    "lambda_min"}``: trace is the quadrature estimate ``dim * E[sum_i tau_i theta_i]``, the extremes are the
+    extreme Lanczos nodes.
     """
     nodes, weights = [], []
     for _ in range(n_probes):
@@ -145,7 +151,7 @@ def slq_density(
         density += gauss @ w
     density /= n_probes
     trace = dim * torch.stack([(w * v).sum() for v, w in zip(nodes, weights, strict=True)]).mean().item()
-    return grid, density, {"sigma": sigma, "trace": trace}
+    return grid, density, {"sigma": sigma, "trace": trace, "lambda_max": high, "lambda_min": low}
 
 
 def hutchinson_trace(matvec: MatVec, dim: int, n_probes: int, generator: torch.Generator, dtype: torch.dtype) -> float:

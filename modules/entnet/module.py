@@ -163,8 +163,6 @@ class EntNet(pl.LightningModule):
                 f"{self.current_epoch}; lower the learning rate or check max_grad_norm"
             )
         per_question = loss.detach() / len(logits) if self.hparams.loss_reduction == "sum" else loss.detach()
-        self.epoch_loss_sum += per_question * len(logits)
-        self.epoch_samples += len(logits)
         self.log_this_step = is_logging_step(self, batch_idx)
         if self.log_this_step:
             real = diagnostics["step_mask"].unsqueeze(-1)
@@ -190,6 +188,9 @@ class EntNet(pl.LightningModule):
             self.log("diag/grad_norm", grad_norm)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        n = len(batch["answer"])
+        self.epoch_loss_sum += outputs["loss"] if self.hparams.loss_reduction == "sum" else outputs["loss"] * n
+        self.epoch_samples += n
         with torch.no_grad():
             self.output.R.weight[0].zero_()  # the padding word is never an answer (authors' code)
 

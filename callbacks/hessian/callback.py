@@ -1,0 +1,272 @@
+"""``HessianSpectrum``: the spectrum of the training loss's Hessian, measured during any Lightning run."""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor, nn
+
+from .functional import (
+    count_outliers,
+    exact_hessian,
+    flat_loss,
+    hessian_vector_product,
+    lanczos_extremes,
+    slq_density,
+    spectrum_statistics,
+)
+
+LossFn = Callable[[nn.Module, Any], Tensor]
+
+
+def training_step_loss(module: pl.LightningModule, batch: Any) -> Tensor:
+    """The loss that ``module.training_step(batch, 0)`` returns (a tensor, or a dict with ``"loss"``), with
+    ``self.log`` silenced: the default loss of :class:`HessianSpectrum`."""
+    with _silenced_logging(module):
+        output = module.training_step(batch, 0)
+    loss = output["loss"] if isinstance(output, dict) else output
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        raise TypeError(
+            f"HessianSpectrum needs {type(module).__name__}.training_step to return a scalar loss (or a dict with "
+            "'loss'); pass loss_fn=... otherwise"
+        )
+    return loss
+
+
+@contextmanager
+def _silenced_logging(module: pl.LightningModule):
+    saved = {name: module.__dict__.get(name) for name in ("log", "log_dict")}
+    module.log = lambda *args, **kwargs: None
+    module.log_dict = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                module.__dict__.pop(name, None)
+            else:
+                module.__dict__[name] = value
+
+
+class HessianSpectrum(pl.Callback):
+    """Eigenvalues of the Hessian of the training loss on a fixed data subset, for any LightningModule.
+
+    Contract with the model: the loss is ``loss_fn(module, batch)``, by default the scalar that
+    ``training_step(batch, 0)`` returns (``self.log`` calls are silenced); the Hessian subset is
+    ``n_samples`` examples drawn once (seeded) from the datamodule's training set and collated by its
+    training DataLoader into one batch. Both are checked in ``setup`` with a clear error.
+
+    Measured at fit start (the paper's "before"), at fit end ("after") and every ``every_n_epochs``. Each
+    measurement appends a record to ``history`` (``step``, ``epoch``, ``when``, ``method``, ``eigenvalues``,
+    ``density``, ``stats``, ``n_params``, ``n_samples``, ``mode``, ``seconds``) and logs ``hessian/<stat>``.
+    Methods: ``exact`` (dense Hessian, all eigenvalues), ``lanczos`` (``top_k`` largest and smallest),
+    ``slq`` (spectral density), ``auto`` (exact up to ``exact_max_params`` parameters, else lanczos).
+    The measurement runs with gradients enabled even under ``Trainer(inference_mode=True)``; it restores the
+    modules' train/eval flags, buffers (BatchNorm statistics), parameters' dtype and the RNG state, and does not
+    touch the optimizer. ``mode="eval"`` (default) measures with BatchNorm's running statistics and without
+    dropout; ``mode="train"`` uses batch statistics and dropout with one fixed mask per measurement (every
+    evaluation of the loss starts from the same RNG state). History lives in checkpoints.
+
+    Not yet: the all-reduce of Hessian-vector products under DDP (the callback refuses to run with more than
+    one process), figures and ``.npz`` artifacts.
+
+    Args:
+        method: ``auto``, ``exact``, ``lanczos`` or ``slq``.
+        n_samples: size of the fixed Hessian subset.
+        exact_max_params: largest parameter count ``auto`` measures exactly.
+        top_k: eigenvalues reported at each end by ``lanczos``.
+        lanczos_steps: Lanczos iterations (``lanczos`` and each ``slq`` probe).
+        slq_probes: Rademacher probes of ``slq``.
+        every_n_epochs: also measure after every this many epochs (None: only at start and end).
+        at_fit_start: measure before training.
+        at_fit_end: measure after training.
+        mode: ``eval`` or ``train`` (see above).
+        dtype: ``float64`` (exact arithmetic for small models; default) or ``float32``.
+        param_filter: regular expression; only parameters whose name matches are included (per-block spectra).
+        n_classes: number of classes, logged beside the outlier count.
+        seed: seeds the subset and the probes.
+        loss_fn: ``(module, batch) -> scalar``; default: the training step's loss.
+    """
+
+    def __init__(
+        self,
+        method: Literal["auto", "exact", "lanczos", "slq"] = "auto",
+        n_samples: int = 512,
+        exact_max_params: int = 6000,
+        top_k: int = 10,
+        lanczos_steps: int = 100,
+        slq_probes: int = 10,
+        every_n_epochs: int | None = None,
+        at_fit_start: bool = True,
+        at_fit_end: bool = True,
+        mode: Literal["eval", "train"] = "eval",
+        dtype: Literal["float64", "float32"] = "float64",
+        param_filter: str | None = None,
+        n_classes: int | None = None,
+        seed: int = 0,
+        loss_fn: LossFn | None = None,
+    ) -> None:
+        if n_samples < 1 or top_k < 1 or lanczos_steps < 1 or slq_probes < 1:
+            raise ValueError("n_samples, top_k, lanczos_steps and slq_probes must be positive")
+        self.method, self.n_samples, self.exact_max_params = method, n_samples, exact_max_params
+        self.top_k, self.lanczos_steps, self.slq_probes = top_k, lanczos_steps, slq_probes
+        self.every_n_epochs, self.at_fit_start, self.at_fit_end = every_n_epochs, at_fit_start, at_fit_end
+        self.mode, self.dtype = mode, getattr(torch, dtype)
+        self.param_filter, self.n_classes, self.seed = param_filter, n_classes, seed
+        self.loss_fn = loss_fn or training_step_loss
+        self.history: list[dict[str, Any]] = []
+        self.batch: Any = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.batch is not None:
+            return
+        if trainer.world_size > 1:
+            raise RuntimeError(
+                "HessianSpectrum does not yet all-reduce Hessian-vector products under DDP; run it on one process"
+            )
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "train_dataloader"):
+            raise ValueError(
+                "HessianSpectrum draws its fixed subset from trainer.datamodule.train_dataloader(): "
+                "fit with a datamodule"
+            )
+        loader = datamodule.train_dataloader()
+        dataset = loader.dataset
+        generator = torch.Generator().manual_seed(self.seed)
+        indices = torch.randperm(len(dataset), generator=generator)[: self.n_samples].tolist()
+        self.batch = loader.collate_fn([dataset[i] for i in indices])
+        self.n_subset = len(indices)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.at_fit_start and not any(r["when"] == "start" for r in self.history):
+            self.measure(trainer, pl_module, "start")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.measure(trainer, pl_module, "epoch")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.at_fit_end:
+            self.measure(trainer, pl_module, "end")
+
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, when: str) -> dict[str, Any]:
+        """Measure now and return the record (also appended to ``history`` and logged)."""
+        start = time.perf_counter()
+        names = [n for n, p in pl_module.named_parameters() if p.requires_grad]
+        if self.param_filter is not None:
+            names = [n for n in names if re.search(self.param_filter, n)]
+        if not names:
+            raise ValueError(f"HessianSpectrum: no trainable parameter matches param_filter={self.param_filter!r}")
+        n_params = sum(dict(pl_module.named_parameters())[n].numel() for n in names)
+        method = self.method if self.method != "auto" else ("exact" if n_params <= self.exact_max_params else "lanczos")
+        with self._isolated(pl_module), torch.inference_mode(False), torch.enable_grad():
+            batch = _to(self.batch, pl_module.device, self.dtype)
+            loss_of, theta = flat_loss(pl_module, self._seeded(self.loss_fn), batch, names)
+            eigenvalues, density, stats = self._spectrum(method, loss_of, theta)
+        if self.n_classes is not None:
+            stats["n_classes"] = float(self.n_classes)
+        record = {
+            "step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+            "when": when,
+            "method": method,
+            "eigenvalues": None if eigenvalues is None else eigenvalues.cpu(),
+            "density": density,
+            "stats": stats,
+            "n_params": n_params,
+            "n_samples": self.n_subset,
+            "mode": self.mode,
+            "seconds": time.perf_counter() - start,
+        }
+        self.history.append(record)
+        for logger in trainer.loggers:
+            logger.log_metrics({f"hessian/{k}": v for k, v in stats.items()}, step=trainer.global_step)
+        return record
+
+    def _spectrum(self, method: str, loss_of, theta: Tensor) -> tuple[Tensor | None, dict | None, dict[str, float]]:
+        """Eigenvalues (all for exact, the extremes for lanczos, None for slq), density (slq) and statistics."""
+        generator = torch.Generator().manual_seed(self.seed)
+        if method == "exact":
+            eigenvalues = torch.linalg.eigvalsh(self._dense(loss_of, theta).double())
+            return eigenvalues, None, spectrum_statistics(eigenvalues)
+        matvec = hessian_vector_product(loss_of, theta)
+        v = torch.randn(len(theta), generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64).to(theta)
+        if not torch.allclose(matvec(v), matvec(v), rtol=1e-5, atol=1e-8):
+            rank_zero_warn("HessianSpectrum: H v differs between two evaluations; the loss is not deterministic")
+        if method == "lanczos":
+            top, bottom = lanczos_extremes(matvec, len(theta), self.top_k, self.lanczos_steps, generator, theta.dtype)
+            stats = {"lambda_max": top[0].item(), "lambda_min": bottom[0].item()}
+            return torch.cat([top, bottom.flip(0)]), None, {**stats, "n_outliers": float(count_outliers(top))}
+        grid, values, info = slq_density(
+            matvec, len(theta), self.lanczos_steps, self.slq_probes, generator, theta.dtype
+        )
+        stats = {"lambda_max": info["lambda_max"], "lambda_min": info["lambda_min"], "trace": info["trace"]}
+        return None, {"grid": grid, "density": values, "sigma": info["sigma"]}, stats
+
+    def _seeded(self, loss_fn: LossFn) -> LossFn:
+        """Every evaluation starts from the same RNG state, so with ``mode="train"`` dropout uses one fixed
+        mask and the Hessian is that of one deterministic function (the RNG is restored afterwards)."""
+
+        def seeded(module: nn.Module, batch: Any) -> Tensor:
+            torch.manual_seed(self.seed)
+            return loss_fn(module, batch)
+
+        return seeded
+
+    @staticmethod
+    def _dense(loss_of, theta: Tensor) -> Tensor:
+        try:
+            return exact_hessian(loss_of, theta)
+        except RuntimeError as err:  # e.g. data-dependent control flow in the loss, which vmap cannot batch
+            warnings.warn(
+                f"HessianSpectrum: torch.func.hessian failed ({err}); building H column by column", stacklevel=2
+            )
+            matvec = hessian_vector_product(loss_of, theta)
+            eye = torch.eye(len(theta), dtype=theta.dtype, device=theta.device)
+            h = torch.stack([matvec(e) for e in eye], dim=1)
+            return (h + h.T) / 2
+
+    @contextmanager
+    def _isolated(self, pl_module: pl.LightningModule):
+        """Measurement mode and dtype in, and everything the measurement may touch restored on the way out."""
+        training = {m: m.training for m in pl_module.modules()}
+        tensors = [*pl_module.parameters(), *pl_module.buffers()]
+        saved = [(t, t.data) for t in tensors]
+        rng = torch.get_rng_state()
+        pl_module.train(self.mode == "train")
+        for tensor in tensors:
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.to(self.dtype)
+        try:
+            yield
+        finally:
+            for tensor, data in saved:
+                tensor.data = data  # the original storage: values, dtype and BatchNorm statistics as they were
+            for m, was_training in training.items():
+                m.training = was_training
+            torch.set_rng_state(rng)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
+
+
+def _to(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """Move a batch to ``device``; floating tensors also to ``dtype``."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(b, device, dtype) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to(v, device, dtype) for k, v in batch.items()}
+    return batch

@@ -1,0 +1,109 @@
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from iclr17.callbacks import HessianSpectrum
+from iclr17.datamodules import GaussianMixtureDataModule
+from iclr17.modules import MLP, Classifier
+
+
+def _fit(callback, epochs=3, net=None, **trainer_kwargs):
+    pl.seed_everything(0)
+    dm = GaussianMixtureDataModule(n_classes=3, dim=2, n_samples=90, batch_size=None, seed=1)
+    model = Classifier(net or MLP([2, 6, 3]), num_classes=3, optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
+    trainer = pl.Trainer(
+        max_epochs=epochs, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+        callbacks=[callback], **trainer_kwargs,
+    )  # fmt: skip
+    trainer.fit(model, dm)
+    return trainer, model, dm
+
+
+def _independent_hessian_eigenvalues(model, x, y):
+    """Dense Hessian of the eval-mode cross-entropy by double backward, one row per parameter."""
+    model = model.double().eval()
+    params = list(model.net.parameters())
+    loss = F.cross_entropy(model(x.double()), y)
+    grads = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, create_graph=True)])
+    rows = [torch.cat([r.reshape(-1) for r in torch.autograd.grad(g, params, retain_graph=True)]) for g in grads]
+    return torch.linalg.eigvalsh(torch.stack(rows))
+
+
+def test_before_and_after_records_match_an_independent_hessian():
+    callback = HessianSpectrum(method="exact", n_samples=90, n_classes=3)
+    trainer, model, dm = _fit(callback)
+    assert [r["when"] for r in callback.history] == ["start", "end"]
+    end = callback.history[-1]
+    assert end["n_params"] == sum(p.numel() for p in model.parameters()) and end["n_samples"] == 90
+    x, y = dm.train_set.tensors
+    expected = _independent_hessian_eigenvalues(model, x, y)
+    torch.testing.assert_close(end["eigenvalues"], expected, rtol=1e-6, atol=1e-9)
+    assert end["stats"]["lambda_max"] == pytest.approx(expected.max().item(), rel=1e-6)
+    assert next(model.parameters()).dtype == torch.float64  # the test's own conversion, after the fit
+
+
+def test_lanczos_and_slq_agree_with_exact():
+    exact = HessianSpectrum(method="exact", n_samples=90, at_fit_start=False)
+    _fit(exact)
+    lanczos = HessianSpectrum(method="lanczos", n_samples=90, top_k=3, lanczos_steps=60, at_fit_start=False)
+    _fit(lanczos)
+    slq = HessianSpectrum(method="slq", n_samples=90, lanczos_steps=40, slq_probes=5, at_fit_start=False)
+    _fit(slq)
+    truth = exact.history[-1]["eigenvalues"]
+    torch.testing.assert_close(lanczos.history[-1]["eigenvalues"][:3], truth.flip(0)[:3], rtol=1e-6, atol=1e-9)
+    assert slq.history[-1]["stats"]["lambda_max"] == pytest.approx(truth.max().item(), rel=1e-4)
+    assert slq.history[-1]["density"]["density"].shape == slq.history[-1]["density"]["grid"].shape
+
+
+def test_leaves_training_state_untouched_under_inference_mode():
+    net = MLP([2, 6, 3], batchnorm=True, dropout=0.3)
+    callback = HessianSpectrum(method="exact", n_samples=40, every_n_epochs=1, mode="train")
+    pl.seed_everything(0)
+    dm = GaussianMixtureDataModule(n_classes=3, n_samples=90, batch_size=30, seed=1)
+    model = Classifier(net, num_classes=3)
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False, inference_mode=True
+    )
+    trainer.fit(model, dm)
+    bn = net.layers[2]
+    before = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+    state = [p.detach().clone() for p in model.parameters()]
+    optimizer_state = {k: {kk: vv.clone() for kk, vv in v.items()} for k, v in trainer.optimizers[0].state.items()}
+    model.train()
+    callback.batch = next(iter(dm.train_dataloader()))
+    callback.n_subset = 30
+    rng = torch.get_rng_state()
+    with torch.inference_mode():
+        record = callback.measure(trainer, model, "manual")
+    assert record["eigenvalues"].dtype == torch.float64 and model.training and net.layers[4].training
+    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
+    assert torch.equal(bn.num_batches_tracked, before[2])
+    assert all(torch.equal(a, b) and a.dtype == torch.float32 for a, b in zip(model.parameters(), state, strict=True))
+    assert torch.equal(torch.get_rng_state(), rng)
+    for k, v in trainer.optimizers[0].state.items():
+        assert all(torch.equal(vv, optimizer_state[k][kk]) for kk, vv in v.items())
+
+
+def test_history_resumes_from_a_checkpoint(tmp_path):
+    callback = HessianSpectrum(method="exact", n_samples=90)
+    trainer, model, _ = _fit(callback, epochs=1)
+    path = tmp_path / "c.ckpt"
+    trainer.save_checkpoint(path)
+    resumed = HessianSpectrum(method="exact", n_samples=90)
+    pl.seed_everything(0)
+    dm = GaussianMixtureDataModule(n_classes=3, dim=2, n_samples=90, batch_size=None, seed=1)
+    model = Classifier(MLP([2, 6, 3]), num_classes=3, optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False, callbacks=[resumed]
+    )
+    trainer.fit(model, dm, ckpt_path=path)
+    assert [r["when"] for r in resumed.history] == ["start", "end", "end"]  # no second "start" on resume
+    assert resumed.history[0]["eigenvalues"].shape == callback.history[0]["eigenvalues"].shape
+
+
+def test_contract_errors():
+    with pytest.raises(ValueError, match="param_filter"):
+        _fit(HessianSpectrum(param_filter="no_such_layer"), epochs=1)
+    with pytest.raises(ValueError, match="positive"):
+        HessianSpectrum(n_samples=0)
