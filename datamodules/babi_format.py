@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,24 @@ def babi_path(root: str | os.PathLike, task: int, split: str, subset: str) -> Pa
     return Path(root) / "babi" / "tasks_1-20_v1-2" / subset / f"qa{task}_{BABI_TASKS[task]}_{split}.txt"
 
 
+def numbered_lines(path: str | os.PathLike) -> Iterator[tuple[str, int, str]]:
+    """``(where, number, text)`` for every non-blank ``<number> <text>`` line of a bAbI or CBT file, where
+    ``where`` is ``file:line`` for error messages.
+
+    Raises:
+        DataFormatError: for a line that does not start with a number and a space.
+    """
+    with open(path, encoding="utf-8") as f:
+        for line_no, raw in enumerate(f, start=1):
+            line = raw.rstrip("\r\n")
+            if not line.strip():
+                continue
+            match = _LINE.match(line)
+            if match is None:
+                raise DataFormatError(f"{path}:{line_no}: expected '<number> <text>', got {line[:60]!r}")
+            yield f"{path}:{line_no}", int(match.group(1)), match.group(2)
+
+
 def parse_babi(path: str | os.PathLike) -> list[BabiExample]:
     """Parse one bAbI file into examples, in file order.
 
@@ -76,35 +95,26 @@ def parse_babi(path: str | os.PathLike) -> list[BabiExample]:
     examples: list[BabiExample] = []
     story: list[tuple[str, ...]] = []
     previous_id, story_index = 0, -1
-    with open(path, encoding="utf-8") as f:
-        for line_no, raw in enumerate(f, start=1):
-            line = raw.rstrip("\r\n")
-            where = f"{path}:{line_no}"
-            if not line.strip():
-                continue
-            match = _LINE.match(line)
-            if match is None:
-                raise DataFormatError(f"{where}: expected '<id> <text>' with a numeric id, got {line!r}")
-            line_id, text = int(match.group(1)), match.group(2)
-            if line_id == 1:
-                story, story_index = [], story_index + 1
-            elif line_id != previous_id + 1:
-                raise DataFormatError(f"{where}: id {line_id} does not follow id {previous_id}")
-            previous_id = line_id
-            if "\t" not in text:
-                if "?" in text:
-                    raise DataFormatError(f"{where}: question without a TAB-separated answer: {line!r}")
-                story.append(tokenize(text))
-                continue
-            question, answer, *rest = text.split("\t")
-            if not answer.strip():
-                raise DataFormatError(f"{where}: the answer after the TAB is missing: {line!r}")
-            if not story:
-                raise DataFormatError(f"{where}: question with an empty story (no statement before it)")
-            try:
-                supporting = tuple(int(i) for i in rest[0].split()) if rest else ()
-            except ValueError as err:
-                raise DataFormatError(f"{where}: supporting ids must be integers, got {rest[0]!r}") from err
-            example = BabiExample(tuple(story), tokenize(question), answer.strip().lower(), supporting, story_index)
-            examples.append(example)
+    for where, line_id, text in numbered_lines(path):
+        if line_id == 1:
+            story, story_index = [], story_index + 1
+        elif line_id != previous_id + 1:
+            raise DataFormatError(f"{where}: id {line_id} does not follow id {previous_id}")
+        previous_id = line_id
+        if "\t" not in text:
+            if "?" in text:
+                raise DataFormatError(f"{where}: question without a TAB-separated answer: {text!r}")
+            story.append(tokenize(text))
+            continue
+        question, answer, *rest = text.split("\t")
+        if not answer.strip():
+            raise DataFormatError(f"{where}: the answer after the TAB is missing: {text!r}")
+        if not story:
+            raise DataFormatError(f"{where}: question with an empty story (no statement before it)")
+        try:
+            supporting = tuple(int(i) for i in rest[0].split()) if rest else ()
+        except ValueError as err:
+            raise DataFormatError(f"{where}: supporting ids must be integers, got {rest[0]!r}") from err
+        example = BabiExample(tuple(story), tokenize(question), answer.strip().lower(), supporting, story_index)
+        examples.append(example)
     return examples

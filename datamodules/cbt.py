@@ -10,11 +10,11 @@ the paper's windows hold at the story's edges is not stated (spec section 8): we
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .babi_format import numbered_lines
 from .storage import DataFormatError, data_root, download, extract_archive, require_files
 from .stories import PAD, UNK, EncodedStories, StoryDataModule
 
@@ -22,7 +22,6 @@ CBT_URL = "http://www.thespermwhale.com/jaseweston/babi/CBTest.tgz"
 CBT_SHA256 = "932df0cadc1337b2a12b4c696b1041c1d1c6d4b6bd319874c6288f02e4a61e92"  # as recorded by HF datasets' cbt
 CBT_FILES = {"train": "train.txt", "val": "valid_2000ex.txt", "test": "test_2500ex.txt"}
 BLANK = "XXXXX"
-_LINE = re.compile(r"^(\d+) (.*)$")
 
 
 @dataclass(frozen=True)
@@ -47,29 +46,22 @@ def parse_cbt(path: str | os.PathLike) -> list[CBTExample]:
     """
     examples: list[CBTExample] = []
     context: list[tuple[str, ...]] = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, raw in enumerate(f, start=1):
-            line = raw.rstrip("\r\n")
-            where = f"{path}:{line_no}"
-            if not line.strip():
-                continue
-            match = _LINE.match(line)
-            if match is None or int(match.group(1)) != len(context) + 1:
-                raise DataFormatError(f"{where}: expected line number {len(context) + 1}, got {line[:40]!r}")
-            number, text = int(match.group(1)), match.group(2)
-            if number <= 20:
-                context.append(tuple(text.split()))
-                continue
-            fields = text.split("\t")
-            if len(fields) != 4:
-                raise DataFormatError(f"{where}: line 21 must be '<query>\\t<answer>\\t\\t<candidates>'")
-            query, answer, _, candidates = fields[0].split(), fields[1], fields[2], tuple(fields[3].split("|"))
-            if BLANK not in query:
-                raise DataFormatError(f"{where}: the query has no {BLANK} blank")
-            if len(candidates) != 10 or answer not in candidates:
-                raise DataFormatError(f"{where}: expected 10 candidates including the answer {answer!r}")
-            examples.append(CBTExample(tuple(context), tuple(query), answer, candidates))
-            context = []
+    for where, number, text in numbered_lines(path):
+        if number != len(context) + 1:
+            raise DataFormatError(f"{where}: expected line number {len(context) + 1}, got {number}")
+        if number <= 20:
+            context.append(tuple(text.split()))
+            continue
+        fields = text.split("\t")
+        if len(fields) != 4:
+            raise DataFormatError(f"{where}: line 21 must be '<query>\\t<answer>\\t\\t<candidates>'")
+        query, answer, candidates = fields[0].split(), fields[1], tuple(fields[3].split("|"))
+        if BLANK not in query:
+            raise DataFormatError(f"{where}: the query has no {BLANK} blank")
+        if len(candidates) != 10 or answer not in candidates:
+            raise DataFormatError(f"{where}: expected 10 candidates including the answer {answer!r}")
+        examples.append(CBTExample(tuple(context), tuple(query), answer, candidates))
+        context = []
     if context:
         raise DataFormatError(f"{path}: the file ends inside an example (no line 21 after line {len(context)})")
     return examples

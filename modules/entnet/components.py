@@ -46,6 +46,13 @@ def normalize_slots(h: Tensor) -> Tensor:
     return F.normalize(h, dim=-1, eps=1e-12)
 
 
+def key_gate_terms(sentences: Tensor, keys: Tensor, gate_bias: Tensor | None) -> Tensor:
+    """``s_t . w_j + b_j`` for every step and slot, ``(B, T, m)``: the part of eq. 2 that the memory does not
+    change, computed in one batched matmul."""
+    terms = torch.einsum("btd,bmd->btm", sentences, keys)
+    return terms if gate_bias is None else terms + gate_bias
+
+
 class DynamicMemory(nn.Module):
     """Gated slot memory, paper eqs. 2-5, run over a whole (padded) story.
 
@@ -101,9 +108,7 @@ class DynamicMemory(nn.Module):
         # Everything that does not depend on the memory, for all steps at once: V w_j + W s_t + b_U, and s_t . w_j.
         written = self.W(sentences if update_sentences is None else update_sentences)
         constant = (self.V(keys).unsqueeze(1) + written.unsqueeze(2) + self.U.bias).reshape(batch, steps, -1)
-        key_gate = torch.einsum("btd,bmd->btm", sentences, keys)
-        if self.gate_bias is not None:
-            key_gate = key_gate + self.gate_bias
+        key_gate = key_gate_terms(sentences, keys, self.gate_bias)
         any_real, all_real = step_mask.any(dim=0).tolist(), step_mask.all(dim=0).tolist()
         u_transposed = self.U.weight.t()
         h, gates = initial, []
@@ -148,9 +153,7 @@ class SimpleMemory(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         keys = keys.expand_as(initial)
         added = sentences if update_sentences is None else update_sentences
-        key_gate = torch.einsum("btd,bmd->btm", sentences, keys)
-        if self.gate_bias is not None:
-            key_gate = key_gate + self.gate_bias
+        key_gate = key_gate_terms(sentences, keys, self.gate_bias)
         h, gates = initial, []
         for t in range(sentences.shape[1]):
             gate = torch.sigmoid(torch.bmm(h, sentences[:, t, :, None]).squeeze(-1) + key_gate[:, t])

@@ -40,7 +40,7 @@ def test_parser_against_hand_parsed_examples(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("1 Mary moved.\nx2 John went.\n", r":2: expected '<id> <text>'"),
+        ("1 Mary moved.\nx2 John went.\n", r":2: expected '<number> <text>'"),
         ("1 Mary moved.\n3 John went.\n", r":2: id 3 does not follow id 1"),
         ("1 Mary moved.\n2 Where is Mary? bathroom 1\n", r":2: question without a TAB"),
         ("1 Mary moved.\n2 Where is Mary? \t \t1\n", r":2: the answer after the TAB is missing"),
