@@ -160,6 +160,11 @@ class StoryDataModule(pl.LightningDataModule):
         if self.epoch_sampling == "permutation":
             return self._loader("train", shuffle=True)
         n_batches = math.floor(len(train) / self.batch_size)
+        if n_batches == 0:
+            raise ValueError(
+                f"epoch_sampling='official' draws whole batches: {len(train)} training examples are fewer than "
+                f"batch_size={self.batch_size}; lower batch_size or use epoch_sampling='permutation'"
+            )
         sampler = RandomSampler(train, replacement=True, num_samples=n_batches * self.batch_size)
         return self._loader("train", sampler=sampler)
 

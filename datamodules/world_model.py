@@ -35,8 +35,11 @@ def generate_world_story(
     """One story of ``length`` sentences and each agent's final location token.
 
     Raises:
-        ValueError: if ``length`` is shorter than the ``n_agents`` placements.
+        ValueError: if ``length`` is shorter than the ``n_agents`` placements, or ``p_turn`` is 0 (an agent
+            facing a wall could then never act again).
     """
+    if not 0 < p_turn <= 1:
+        raise ValueError(f"p_turn must be in (0, 1], got {p_turn}")
     if length < n_agents:
         raise ValueError(f"a story needs at least one sentence per agent: length {length} < n_agents {n_agents}")
     agents = [f"agent{i + 1}" for i in range(n_agents)]
@@ -127,8 +130,8 @@ class WorldModelDataModule(StoryDataModule):
         train_lengths, test_lengths = train_lengths or [10], test_lengths or [10]
         if min(*train_lengths, *test_lengths) < n_agents:
             raise ValueError(f"every story length must be at least n_agents={n_agents}")
-        if not 0 <= p_turn <= 1 or min(grid, max_step, n_agents, n_train, n_val, n_test) < 1:
-            raise ValueError("need 0 <= p_turn <= 1 and positive grid, max_step, n_agents and split sizes")
+        if not 0 < p_turn <= 1 or min(grid, max_step, n_agents, n_train, n_val, n_test) < 1:
+            raise ValueError("need 0 < p_turn <= 1 (an agent facing a wall must be able to turn) and positive sizes")
         self.save_hyperparameters()
         self.hparams.train_lengths, self.hparams.test_lengths = train_lengths, test_lengths
 

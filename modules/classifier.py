@@ -61,6 +61,7 @@ class Classifier(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
         self.epoch_loss_sum, self.epoch_samples = torch.zeros(()), 0
 
     def forward(self, x: Tensor) -> Tensor:
@@ -75,7 +76,8 @@ class Classifier(pl.LightningModule):
             )
 
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # the sanity check's validation must not count as the best epoch
+        if self.trainer.ckpt_path is None:  # the sanity check's validation must not count as the best epoch
+            self.val_acc_best.reset()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -86,7 +88,8 @@ class Classifier(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         # here rather than in training_step, which stays free of side effects (HessianSpectrum re-runs it)
-        self.epoch_loss_sum += outputs["loss"] * len(batch[1])
+        # Lightning divides the returned loss by accumulate_grad_batches before this hook
+        self.epoch_loss_sum += outputs["loss"] * self.trainer.accumulate_grad_batches * len(batch[1])
         self.epoch_samples += len(batch[1])
 
     def on_train_epoch_start(self) -> None:

@@ -195,14 +195,16 @@ class HessianSpectrum(pl.Callback):
         """Eigenvalues (all for exact, the extremes for lanczos, None for slq), density (slq) and statistics."""
         generator = torch.Generator().manual_seed(self.seed)
         if method == "exact":
-            eigenvalues = torch.linalg.eigvalsh(self._dense(loss_of, theta).double())
+            eigenvalues = torch.linalg.eigvalsh(self._dense(loss_of, theta).double()).cpu()
             return eigenvalues, None, spectrum_statistics(eigenvalues)
         matvec = hessian_vector_product(loss_of, theta)
         v = torch.randn(len(theta), generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64).to(theta)
         if not torch.allclose(matvec(v), matvec(v), rtol=1e-5, atol=1e-8):
             rank_zero_warn("HessianSpectrum: H v differs between two evaluations; the loss is not deterministic")
         if method == "lanczos":
-            top, bottom = lanczos_extremes(matvec, len(theta), self.top_k, self.lanczos_steps, generator, theta.dtype)
+            top, bottom = lanczos_extremes(
+                matvec, len(theta), self.top_k, self.lanczos_steps, generator, theta.dtype, theta.device
+            )
             stats = {"lambda_max": top[0].item(), "lambda_min": bottom[0].item()}
             return torch.cat([top, bottom.flip(0)]), None, {**stats, "n_outliers": float(count_outliers(top))}
         grid, values, info = slq_density(
@@ -240,19 +242,19 @@ class HessianSpectrum(pl.Callback):
         training = {m: m.training for m in pl_module.modules()}
         tensors = [*pl_module.parameters(), *pl_module.buffers()]
         saved = [(t, t.data) for t in tensors]
-        rng = torch.get_rng_state()
-        pl_module.train(self.mode == "train")
-        for tensor in tensors:
-            if tensor.is_floating_point():
-                tensor.data = tensor.data.to(self.dtype)
-        try:
-            yield
-        finally:
-            for tensor, data in saved:
-                tensor.data = data  # the original storage: values, dtype and BatchNorm statistics as they were
-            for m, was_training in training.items():
-                m.training = was_training
-            torch.set_rng_state(rng)
+        cuda_devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):  # CPU and CUDA generators come back as they were
+            pl_module.train(self.mode == "train")
+            for tensor in tensors:
+                if tensor.is_floating_point():
+                    tensor.data = tensor.data.to(self.dtype)
+            try:
+                yield
+            finally:
+                for tensor, data in saved:
+                    tensor.data = data  # the original storage: values, dtype and BatchNorm statistics as they were
+                for m, was_training in training.items():
+                    m.training = was_training
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}

@@ -103,13 +103,19 @@ def tridiagonal(alpha: Tensor, beta: Tensor) -> Tensor:
 
 
 def lanczos_extremes(
-    matvec: MatVec, dim: int, k: int, steps: int, generator: torch.Generator, dtype: torch.dtype
+    matvec: MatVec,
+    dim: int,
+    k: int,
+    steps: int,
+    generator: torch.Generator,
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` largest and ``k`` smallest eigenvalues (Ritz values of ``steps`` Lanczos steps from a seeded
     Gaussian start), each sorted descending / ascending."""
-    start = torch.randn(dim, generator=generator, dtype=torch.float64).to(dtype)
+    start = torch.randn(dim, generator=generator, dtype=torch.float64).to(device, dtype)  # drawn on CPU: reproducible
     alpha, beta, _ = lanczos(matvec, start, min(steps, dim))
-    ritz = torch.linalg.eigvalsh(tridiagonal(alpha, beta))
+    ritz = torch.linalg.eigvalsh(tridiagonal(alpha, beta)).cpu()
     k = min(k, len(ritz))
     return ritz.flip(0)[:k], ritz[:k]
 
@@ -123,6 +129,7 @@ def slq_density(
     dtype: torch.dtype,
     grid_size: int = 1000,
     sigma: float | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[Tensor, Tensor, dict[str, float]]:
     """Spectral density by stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017).
 
@@ -135,9 +142,9 @@ def slq_density(
     """
     nodes, weights = [], []
     for _ in range(n_probes):
-        probe = (torch.randint(0, 2, (dim,), generator=generator) * 2 - 1).to(torch.float64)
-        alpha, beta, _ = lanczos(matvec, probe.to(dtype), min(steps, dim))
-        values, vectors = torch.linalg.eigh(tridiagonal(alpha, beta))
+        probe = (torch.randint(0, 2, (dim,), generator=generator) * 2 - 1).to(device, dtype)
+        alpha, beta, _ = lanczos(matvec, probe, min(steps, dim))
+        values, vectors = torch.linalg.eigh(tridiagonal(alpha, beta).cpu())
         nodes.append(values)
         weights.append(vectors[0] ** 2)
     all_nodes = torch.cat(nodes)
@@ -154,11 +161,18 @@ def slq_density(
     return grid, density, {"sigma": sigma, "trace": trace, "lambda_max": high, "lambda_min": low}
 
 
-def hutchinson_trace(matvec: MatVec, dim: int, n_probes: int, generator: torch.Generator, dtype: torch.dtype) -> float:
-    """Hutchinson's estimate ``E[v^T H v]`` over Rademacher probes."""
+def hutchinson_trace(
+    matvec: MatVec,
+    dim: int,
+    n_probes: int,
+    generator: torch.Generator,
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Hutchinson's estimate ``E[v^T H v]`` over Rademacher probes (drawn on the CPU generator, then moved)."""
     total = 0.0
     for _ in range(n_probes):
-        v = (torch.randint(0, 2, (dim,), generator=generator) * 2 - 1).to(dtype)
+        v = (torch.randint(0, 2, (dim,), generator=generator) * 2 - 1).to(device, dtype)
         total += torch.dot(v, matvec(v)).item()
     return total / n_probes
 

@@ -25,13 +25,15 @@ class PerTaskError(Metric):
 
     full_state_update = False
 
-    def __init__(self, n_tasks: int = 128) -> None:
+    def __init__(self, n_tasks: int = 1024) -> None:
         super().__init__()
         self.n_tasks = n_tasks
         self.add_state("wrong", default=torch.zeros(n_tasks + 1, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("total", default=torch.zeros(n_tasks + 1, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, predictions: Tensor, targets: Tensor, tasks: Tensor) -> None:
+        if tasks.numel() and int(tasks.max()) > self.n_tasks:
+            raise ValueError(f"task id {int(tasks.max())} is above this metric's n_tasks={self.n_tasks}")
         wrong, total = per_task_counts(predictions, targets, tasks, self.n_tasks)
         self.wrong += wrong
         self.total += total

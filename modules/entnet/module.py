@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from ..step_logging import is_logging_step
@@ -119,6 +120,8 @@ class EntNet(pl.LightningModule):
         self.hparams.key_ids = key_ids
 
     def setup(self, stage: str) -> None:
+        if self.trainer.gradient_clip_val:
+            rank_zero_warn("EntNet clips gradients itself (max_grad_norm); Trainer(gradient_clip_val) is ignored")
         if hasattr(self, "embedding"):
             return
         datamodule = self.trainer.datamodule
@@ -189,7 +192,8 @@ class EntNet(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         n = len(batch["answer"])
-        self.epoch_loss_sum += outputs["loss"] if self.hparams.loss_reduction == "sum" else outputs["loss"] * n
+        loss = outputs["loss"] * self.trainer.accumulate_grad_batches  # Lightning divided it before this hook
+        self.epoch_loss_sum += loss if self.hparams.loss_reduction == "sum" else loss * n
         self.epoch_samples += n
         with torch.no_grad():
             self.output.R.weight[0].zero_()  # the padding word is never an answer (authors' code)

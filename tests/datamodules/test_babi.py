@@ -165,3 +165,10 @@ def test_real_joint_1k_datamodule(real_data_dir):
     dm = _datamodule(real_data_dir, tasks=list(range(1, 21)), subset="en")
     assert (len(dm.splits["train"]), len(dm.splits["val"]), len(dm.splits["test"])) == (18_000, 2_000, 20_000)
     assert dm.unknown_words["train"] == 0
+
+
+def test_official_sampling_needs_one_whole_batch(fixture_data_root):
+    dm = BabiDataModule(data_dir=str(fixture_data_root), tasks=[1], batch_size=512)
+    dm.setup()
+    with pytest.raises(ValueError, match="fewer than batch_size=512"):
+        dm.train_dataloader()

@@ -61,3 +61,10 @@ def test_datamodule_splits_lengths_and_vocabulary():
     assert torch.equal(again.splits["test"].tokens, dm.splits["test"].tokens)
     batch = next(iter(dm.test_dataloader()))
     assert batch["story"].shape[1:] == (80, 4) and batch["query"].shape[1] == 3
+
+
+def test_p_turn_zero_is_refused_instead_of_looping_forever():
+    with pytest.raises(ValueError, match="p_turn"):
+        generate_world_story(80, random.Random(0), p_turn=0.0)
+    with pytest.raises(ValueError, match="p_turn"):
+        WorldModelDataModule(p_turn=0.0)

@@ -61,3 +61,15 @@ def test_checkpoint_round_trip(tmp_path):
     assert restored.hparams.num_classes == 2
     for a, b in zip(model.state_dict().values(), restored.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_epoch_loss_is_the_mean_training_loss_with_and_without_accumulation(tmp_path, accumulate):
+    dm = GaussianMixtureDataModule(n_samples=120, batch_size=30)
+    model = Classifier(MLP([2, 3, 2]), num_classes=2, optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+    trainer = _trainer(max_epochs=1, default_root_dir=tmp_path, accumulate_grad_batches=accumulate)
+    trainer.fit(model, dm)
+    x, y = dm.train_set.tensors
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x), y)  # lr 0: the weights never moved
+    assert float(trainer.callback_metrics["train/loss_epoch"]) == pytest.approx(float(expected), rel=1e-5)

@@ -184,3 +184,8 @@ def test_non_finite_loss_stops_with_a_clear_message(fixture_data_root, tmp_path)
         model.output.R.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
         _trainer(tmp_path, fast_dev_run=True).fit(model, dm)
+
+
+def test_per_task_error_refuses_ids_beyond_its_size():
+    with pytest.raises(ValueError, match="n_tasks"):
+        PerTaskError(n_tasks=10).update(torch.tensor([1]), torch.tensor([1]), torch.tensor([11]))
