@@ -38,3 +38,19 @@ def test_fast_dev_run_through_the_cli(cls, monkeypatch, fixture_data_root):
     result = cli(["fit", "--config", str(config), "--trainer.fast_dev_run=true"])
     assert result.trainer.state.finished
     assert "train/loss" in result.trainer.callback_metrics or "train/loss_step" in result.trainer.callback_metrics
+
+
+MODULES = [cls for cls in EXPORTED if issubclass(cls, pl.LightningModule)]
+
+
+@pytest.mark.parametrize("cls", MODULES, ids=lambda c: c.__name__)
+def test_cli_test_restores_a_checkpoint(cls, monkeypatch, fixture_data_root, tmp_path):
+    """fit, then `iclr17 test --ckpt_path` with the run's saved config: the path a user takes after training."""
+    monkeypatch.setenv("ICLR17_DATA_DIR", str(fixture_data_root))
+    config = SMOKE / f"{cls.__name__}.yaml"
+    logger = ["--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={tmp_path}"]
+    cli(["fit", "--config", str(config), "--trainer.max_steps=2", "--trainer.limit_val_batches=1", *logger])
+    (checkpoint,) = tmp_path.rglob("*.ckpt")
+    (saved_config,) = tmp_path.rglob("config.yaml")
+    result = cli(["test", "--config", str(saved_config), "--ckpt_path", str(checkpoint), "--trainer.logger=false"])
+    assert result.trainer.state.finished and any(k.startswith("test/") for k in result.trainer.callback_metrics)

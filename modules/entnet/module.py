@@ -117,7 +117,6 @@ class EntNet(pl.LightningModule):
             self.embedding.weight[0].zero_()
             self.output.R.weight[0].zero_()
         self.hparams.update(vocab_size=vocab_size, sentence_length=sentence_length, query_length=query_length)
-        self.hparams.key_ids = key_ids
 
     def setup(self, stage: str) -> None:
         if self.trainer.gradient_clip_val:
