@@ -26,8 +26,26 @@ class AssertPerDeviceBatch(pl.Callback):
         assert len(batch[0]) == self.size
 
 
-def _trainer(**kwargs) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, **kwargs)
+class CloseProcessGroup(pl.Callback):
+    """Each spawned worker leaves only after both have closed the process group: a worker that exits while its
+    peer's gloo threads still listen can make the peer abort ("terminate called without an active exception")."""
+
+    def teardown(self, trainer, pl_module, stage):
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+
+def _trainer(callbacks=(), **kwargs) -> pl.Trainer:
+    callbacks = [*callbacks, CloseProcessGroup()] if kwargs.get("strategy") == "ddp_spawn" else list(callbacks)
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        **kwargs,
+    )
 
 
 @pytest.mark.timeout(300)
