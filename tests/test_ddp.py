@@ -4,6 +4,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from iclr17.callbacks import HessianSpectrum
 from iclr17.datamodules import BabiDataModule, GaussianMixtureDataModule, MNISTDataModule
 from iclr17.modules import MLP, Classifier, EntNet
 
@@ -98,3 +99,33 @@ def test_entnet_ddp_fit_keeps_replicas_equal_and_counts_every_question(fixture_d
     (ddp_metrics,) = _trainer(strategy="ddp_spawn", devices=2).test(model, dm)
     (single_metrics,) = _trainer(devices=1).test(model, dm)
     assert ddp_metrics["test/error"] == pytest.approx(single_metrics["test/error"], abs=1e-6)
+
+
+class SavedHessianSpectrum(HessianSpectrum):
+    """Writes its history to a file on rank 0, since spawned workers do not send callbacks back."""
+
+    def __init__(self, path, **kwargs):
+        super().__init__(**kwargs)
+        self.path = path
+
+    def on_fit_end(self, trainer, pl_module):
+        super().on_fit_end(trainer, pl_module)
+        if trainer.is_global_zero:
+            torch.save(self.history, self.path)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("method", ["exact", "lanczos"])
+def test_hessian_spectrum_under_ddp_equals_one_process(tmp_path, method):
+    """Two processes hold 45 samples each of the same 90-sample subset; averaged products give its Hessian."""
+    records = {}
+    for name, kwargs in (("ddp", {"strategy": "ddp_spawn", "devices": 2}), ("single", {"devices": 1})):
+        pl.seed_everything(0)
+        dm = GaussianMixtureDataModule(n_classes=3, n_samples=90, batch_size=30, seed=1)
+        model = Classifier(MLP([2, 6, 3]), num_classes=3)
+        path = tmp_path / f"{name}.pt"
+        callback = SavedHessianSpectrum(path, method=method, n_samples=90, top_k=3, lanczos_steps=40, at_fit_end=False)
+        _trainer(max_epochs=1, callbacks=[callback], **kwargs).fit(model, dm)
+        records[name] = torch.load(path, weights_only=False)[0]
+    assert records["ddp"]["n_samples"] == records["single"]["n_samples"] == 90
+    torch.testing.assert_close(records["ddp"]["eigenvalues"], records["single"]["eigenvalues"], rtol=1e-6, atol=1e-9)

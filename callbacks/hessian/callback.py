@@ -75,8 +75,9 @@ class HessianSpectrum(pl.Callback):
     dropout; ``mode="train"`` uses batch statistics and dropout with one fixed mask per measurement (every
     evaluation of the loss starts from the same RNG state). History lives in checkpoints.
 
-    Not yet: the all-reduce of Hessian-vector products under DDP (the callback refuses to run with more than
-    one process), figures and ``.npz`` artifacts.
+    Under DDP the subset is split evenly over the processes and Hessian-vector products are averaged across
+    them, so every process holds the same record (loggers write from rank 0). Not yet: figures and ``.npz``
+    artifacts.
 
     Args:
         method: ``auto``, ``exact``, ``lanczos`` or ``slq``.
@@ -128,10 +129,6 @@ class HessianSpectrum(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or self.batch is not None:
             return
-        if trainer.world_size > 1:
-            raise RuntimeError(
-                "HessianSpectrum does not yet all-reduce Hessian-vector products under DDP; run it on one process"
-            )
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "train_dataloader"):
             raise ValueError(
@@ -142,8 +139,14 @@ class HessianSpectrum(pl.Callback):
         dataset = loader.dataset
         generator = torch.Generator().manual_seed(self.seed)
         indices = torch.randperm(len(dataset), generator=generator)[: self.n_samples].tolist()
-        self.batch = loader.collate_fn([dataset[i] for i in indices])
+        if len(indices) % trainer.world_size:
+            raise ValueError(
+                f"HessianSpectrum: the {len(indices)}-sample subset must split evenly over {trainer.world_size} "
+                "processes (set n_samples to a multiple of the world size)"
+            )
         self.n_subset = len(indices)
+        shard = indices[trainer.global_rank :: trainer.world_size]  # every rank the same share of one subset
+        self.batch = loader.collate_fn([dataset[i] for i in shard])
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.at_fit_start and not any(r["when"] == "start" for r in self.history):
@@ -192,12 +195,22 @@ class HessianSpectrum(pl.Callback):
         return record
 
     def _spectrum(self, method: str, loss_of, theta: Tensor) -> tuple[Tensor | None, dict | None, dict[str, float]]:
-        """Eigenvalues (all for exact, the extremes for lanczos, None for slq), density (slq) and statistics."""
+        """Eigenvalues (all for exact, the extremes for lanczos, None for slq), density (slq) and statistics.
+
+        Under DDP each process holds an equal shard of the subset, so the subset's Hessian is the mean of the
+        shards' Hessians: dense Hessians and every product ``H v`` are averaged across processes (a plain
+        ``torch.func`` product bypasses DDP's gradient hooks). Probes come from the same seeded generator on
+        every process, so all of them run the same number of products and reach the same result.
+        """
         generator = torch.Generator().manual_seed(self.seed)
         if method == "exact":
-            eigenvalues = torch.linalg.eigvalsh(self._dense(loss_of, theta).double()).cpu()
+            eigenvalues = torch.linalg.eigvalsh(_mean_over_processes(self._dense(loss_of, theta)).double()).cpu()
             return eigenvalues, None, spectrum_statistics(eigenvalues)
-        matvec = hessian_vector_product(loss_of, theta)
+        local_matvec = hessian_vector_product(loss_of, theta)
+
+        def matvec(v: Tensor) -> Tensor:
+            return _mean_over_processes(local_matvec(v))
+
         v = torch.randn(len(theta), generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64).to(theta)
         if not torch.allclose(matvec(v), matvec(v), rtol=1e-5, atol=1e-8):
             rank_zero_warn("HessianSpectrum: H v differs between two evaluations; the loss is not deterministic")
@@ -261,6 +274,15 @@ class HessianSpectrum(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict["history"])
+
+
+def _mean_over_processes(tensor: Tensor) -> Tensor:
+    """The average of ``tensor`` over the processes of the default group (itself without one)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        tensor = tensor.clone()
+        torch.distributed.all_reduce(tensor)
+        tensor /= torch.distributed.get_world_size()
+    return tensor
 
 
 def _to(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
