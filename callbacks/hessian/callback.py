@@ -7,10 +7,12 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
@@ -76,8 +78,7 @@ class HessianSpectrum(pl.Callback):
     evaluation of the loss starts from the same RNG state). History lives in checkpoints.
 
     Under DDP the subset is split evenly over the processes and Hessian-vector products are averaged across
-    them, so every process holds the same record (loggers write from rank 0). Not yet: figures and ``.npz``
-    artifacts.
+    them, so every process holds the same record (loggers write from rank 0).
 
     Args:
         method: ``auto``, ``exact``, ``lanczos`` or ``slq``.
@@ -95,6 +96,8 @@ class HessianSpectrum(pl.Callback):
         n_classes: number of classes, logged beside the outlier count.
         seed: seeds the subset and the probes.
         loss_fn: ``(module, batch) -> scalar``; default: the training step's loss.
+        save_files: write ``<run folder>/hessian/<when>_step<N>.npz`` (eigenvalues or density, and the
+            statistics) and ``.png`` (the paper's plots) on rank 0, and send the figure to wandb or TensorBoard.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class HessianSpectrum(pl.Callback):
         n_classes: int | None = None,
         seed: int = 0,
         loss_fn: LossFn | None = None,
+        save_files: bool = True,
     ) -> None:
         if n_samples < 1 or top_k < 1 or lanczos_steps < 1 or slq_probes < 1:
             raise ValueError("n_samples, top_k, lanczos_steps and slq_probes must be positive")
@@ -123,6 +127,7 @@ class HessianSpectrum(pl.Callback):
         self.mode, self.dtype = mode, getattr(torch, dtype)
         self.param_filter, self.n_classes, self.seed = param_filter, n_classes, seed
         self.loss_fn = loss_fn or training_step_loss
+        self.save_files = save_files
         self.history: list[dict[str, Any]] = []
         self.batch: Any = None
 
@@ -192,7 +197,34 @@ class HessianSpectrum(pl.Callback):
         self.history.append(record)
         for logger in trainer.loggers:
             logger.log_metrics({f"hessian/{k}": v for k, v in stats.items()}, step=trainer.global_step)
+        if self.save_files:
+            run_folder = trainer.log_dir or trainer.default_root_dir  # log_dir broadcasts: every rank asks
+            if trainer.is_global_zero:
+                self._save(trainer, record, Path(run_folder) / "hessian")
         return record
+
+    def _save(self, trainer: pl.Trainer, record: dict[str, Any], folder: Path) -> None:
+        """``<folder>/<when>_step<N>.{npz,png}``; the figure also goes to wandb and TensorBoard."""
+        import numpy as np  # noqa: PLC0415
+
+        from .figures import spectrum_figure  # noqa: PLC0415  (matplotlib only when files are written)
+
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = folder / f"{record['when']}_step{record['step']}"
+        arrays = {"eigenvalues": record["eigenvalues"].numpy()} if record["eigenvalues"] is not None else {}
+        if record["density"] is not None:
+            arrays.update(grid=record["density"]["grid"].numpy(), density=record["density"]["density"].numpy())
+        np.savez(f"{stem}.npz", **arrays, **{k: np.float64(v) for k, v in record["stats"].items()})
+        figure = spectrum_figure(record)
+        figure.savefig(f"{stem}.png", dpi=120)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=f"hessian/{record['when']}", images=[str(stem) + ".png"], step=trainer.global_step)
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure(f"hessian/{record['when']}", figure, global_step=trainer.global_step)
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+
+        plt.close(figure)
 
     def _spectrum(self, method: str, loss_of, theta: Tensor) -> tuple[Tensor | None, dict | None, dict[str, float]]:
         """Eigenvalues (all for exact, the extremes for lanczos, None for slq), density (slq) and statistics.

@@ -107,3 +107,19 @@ def test_contract_errors():
         _fit(HessianSpectrum(param_filter="no_such_layer"), epochs=1)
     with pytest.raises(ValueError, match="positive"):
         HessianSpectrum(n_samples=0)
+
+
+def test_writes_npz_and_png_per_snapshot(tmp_path):
+    import numpy as np
+
+    callback = HessianSpectrum(method="exact", n_samples=90)
+    _fit(callback, epochs=2, default_root_dir=tmp_path)
+    files = sorted(p.name for p in (tmp_path / "hessian").iterdir())
+    assert files == ["end_step2.npz", "end_step2.png", "start_step0.npz", "start_step0.png"]
+    saved = np.load(tmp_path / "hessian" / "end_step2.npz")
+    np.testing.assert_array_equal(saved["eigenvalues"], callback.history[-1]["eigenvalues"].numpy())
+    assert float(saved["lambda_max"]) == callback.history[-1]["stats"]["lambda_max"]
+
+    slq = HessianSpectrum(method="slq", n_samples=90, lanczos_steps=20, slq_probes=2, at_fit_start=False)
+    _fit(slq, epochs=1, default_root_dir=tmp_path / "slq")
+    assert {p.suffix for p in (tmp_path / "slq" / "hessian").iterdir()} == {".npz", ".png"}
