@@ -8,6 +8,18 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, TensorDataset
 
 
+def per_device_batch_size(batch_size: int | None, trainer: pl.Trainer | None, split_size: int) -> int:
+    """Each process's share of a global ``batch_size`` (None: the whole split, full batch)."""
+    world_size = trainer.world_size if trainer is not None else 1
+    if batch_size is None:
+        return max(1, math.ceil(split_size / world_size))
+    if batch_size % world_size:
+        raise ValueError(
+            f"batch_size={batch_size} is the global batch and must divide evenly over {world_size} processes"
+        )
+    return batch_size // world_size
+
+
 class InMemoryDataModule(pl.LightningDataModule):
     """Serves ``train_set``, ``val_set`` and ``test_set`` (set by a subclass's ``setup``) as dataloaders.
 
@@ -31,14 +43,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.test_set: TensorDataset | None = None
 
     def per_device_batch_size(self, split_size: int) -> int:
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        if self.batch_size is None:
-            return max(1, math.ceil(split_size / world_size))
-        if self.batch_size % world_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} is the global batch and must divide evenly over {world_size} processes"
-            )
-        return self.batch_size // world_size
+        return per_device_batch_size(self.batch_size, self.trainer, split_size)
 
     def _loader(self, dataset: TensorDataset | None, split: str, shuffle: bool) -> DataLoader:
         if dataset is None:

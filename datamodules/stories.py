@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from .babi_format import BabiExample
+from .in_memory import per_device_batch_size
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -139,16 +140,10 @@ class StoryDataModule(pl.LightningDataModule):
     def vocab_size(self) -> int:
         return len(self.vocab)
 
-    def _per_device_batch(self) -> int:
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        if self.batch_size % world_size:
-            raise ValueError(f"batch_size={self.batch_size} must divide evenly over {world_size} processes")
-        return self.batch_size // world_size
-
     def _loader(self, split: str, **kwargs) -> DataLoader:
         return DataLoader(
             self.splits[split],
-            batch_size=self._per_device_batch(),
+            batch_size=per_device_batch_size(self.batch_size, self.trainer, len(self.splits[split])),
             collate_fn=pad_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
