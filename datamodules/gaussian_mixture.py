@@ -43,6 +43,7 @@ class GaussianMixtureDataModule(InMemoryDataModule):
         seed: seeds centres and samples; independent of the training seed.
         batch_size: global batch size, or None for full-batch training.
         num_workers: DataLoader worker processes.
+        batches_per_step: fresh minibatches stacked into each training batch (``EntropySGD`` takes L + 1).
     """
 
     def __init__(
@@ -59,8 +60,9 @@ class GaussianMixtureDataModule(InMemoryDataModule):
         seed: int = 0,
         batch_size: int | None = None,
         num_workers: int = 0,
+        batches_per_step: int = 1,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, batches_per_step=batches_per_step)
         if centers is not None:
             shape = (len(centers), len(centers[0]) if centers else 0)
             if shape != (n_classes, dim) or any(len(c) != dim for c in centers):

@@ -27,16 +27,25 @@ class InMemoryDataModule(pl.LightningDataModule):
     ``batch_size / world_size`` samples, so a config means the same optimisation on 1 or N devices.
     ``batch_size=None`` is full-batch: the whole split in one step. ``predict`` serves the test split.
 
+    ``batches_per_step=k`` makes each training batch ``k`` fresh minibatches of ``batch_size`` stacked along
+    the first dimension (one loader batch of ``k * batch_size`` samples drawn without replacement; the
+    epoch's short last batch is dropped), for optimizers that take several minibatches per step
+    (``EntropySGD``: ``L + 1``). Evaluation splits are unaffected.
+
     Args:
         batch_size: global batch size, or None for full batch.
         num_workers: DataLoader worker processes.
+        batches_per_step: minibatches stacked into each training batch.
     """
 
-    def __init__(self, batch_size: int | None = 128, num_workers: int = 0) -> None:
+    def __init__(self, batch_size: int | None = 128, num_workers: int = 0, batches_per_step: int = 1) -> None:
         super().__init__()
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer or None (full batch), got {batch_size}")
+        if batches_per_step < 1:
+            raise ValueError(f"batches_per_step must be a positive integer, got {batches_per_step}")
         self.batch_size = batch_size
+        self.batches_per_step = batches_per_step
         self.num_workers = num_workers
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
@@ -45,19 +54,20 @@ class InMemoryDataModule(pl.LightningDataModule):
     def per_device_batch_size(self, split_size: int) -> int:
         return per_device_batch_size(self.batch_size, self.trainer, split_size)
 
-    def _loader(self, dataset: TensorDataset | None, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: TensorDataset | None, split: str, shuffle: bool, stacked: int = 1) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: the {split} split is not set up; call setup() first")
         return DataLoader(
             dataset,
-            batch_size=self.per_device_batch_size(len(dataset)),
+            batch_size=self.per_device_batch_size(len(dataset)) * stacked,
             shuffle=shuffle,
+            drop_last=stacked > 1,  # a short last batch would not hold k equal minibatches
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, "train", shuffle=True)
+        return self._loader(self.train_set, "train", shuffle=True, stacked=self.batches_per_step)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, "val", shuffle=False)

@@ -74,6 +74,7 @@ class MNISTDataModule(InMemoryDataModule):
         inputs: ``mnist`` for the real images, ``random`` for the noise variant.
         seed: seeds the split, the subset and the noise; independent of the training seed.
         num_workers: DataLoader worker processes.
+        batches_per_step: fresh minibatches stacked into each training batch (``EntropySGD`` takes L + 1).
         download: fetch missing files from the torchvision mirror into ``data_dir`` (checksum-verified).
     """
 
@@ -91,8 +92,9 @@ class MNISTDataModule(InMemoryDataModule):
         seed: int = 0,
         num_workers: int = 0,
         download: bool = False,
+        batches_per_step: int = 1,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, batches_per_step=batches_per_step)
         if not 1 <= val_size < 60_000:
             raise ValueError(f"val_size must be between 1 and 59,999, got {val_size}")
         if subset_size is not None and subset_size < 1:

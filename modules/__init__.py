@@ -2,6 +2,18 @@
 
 from .classifier import Classifier
 from .entnet import EntNet, EntNetCBT
+from .entropy_sgd import EntropyClassifier, EntropySGD, EntropySGDTraining
 from .nets import MLP, AllCNN, LeNet, MnistFC
 
-__all__ = ["Classifier", "EntNet", "EntNetCBT", "MLP", "MnistFC", "LeNet", "AllCNN"]
+__all__ = [
+    "Classifier",
+    "EntNet",
+    "EntNetCBT",
+    "EntropySGD",
+    "EntropyClassifier",
+    "EntropySGDTraining",
+    "MLP",
+    "MnistFC",
+    "LeNet",
+    "AllCNN",
+]

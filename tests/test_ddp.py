@@ -1,12 +1,14 @@
 """Two gloo processes on CPU: replicas stay identical and metrics equal the single-process ones."""
 
+from functools import partial
+
 import pytest
 import pytorch_lightning as pl
 import torch
 
 from iclr17.callbacks import HessianSpectrum
 from iclr17.datamodules import BabiDataModule, GaussianMixtureDataModule, MNISTDataModule
-from iclr17.modules import MLP, Classifier, EntNet
+from iclr17.modules import MLP, Classifier, EntNet, EntropyClassifier, EntropySGD
 
 
 class AssertReplicasEqual(pl.Callback):
@@ -17,6 +19,15 @@ class AssertReplicasEqual(pl.Callback):
         gathered = pl_module.all_gather(flat)
         assert gathered.shape[0] == 2
         assert torch.equal(gathered[0], gathered[1]), "DDP replicas drifted apart"
+
+
+class AssertOuterSteps(pl.Callback):
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_end(self, trainer, pl_module):
+        assert trainer.global_step == self.steps
+        assert float(pl_module.entropy_optimizer().diagnostics["x_minus_mu_norm"]) > 0
 
 
 class AssertPerDeviceBatch(pl.Callback):
@@ -129,3 +140,19 @@ def test_hessian_spectrum_under_ddp_equals_one_process(tmp_path, method):
         records[name] = torch.load(path, weights_only=False)[0]
     assert records["ddp"]["n_samples"] == records["single"]["n_samples"] == 90
     torch.testing.assert_close(records["ddp"]["eigenvalues"], records["single"]["eigenvalues"], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.timeout(300)
+def test_entropy_sgd_replicas_stay_identical_with_langevin_noise(tmp_path):
+    """Every rank draws the same Langevin noise and averages gradients per inner step: no drift."""
+    pl.seed_everything(0)
+    dm = GaussianMixtureDataModule(n_classes=3, dim=4, n_samples=240, batch_size=20, batches_per_step=4)
+    model = EntropyClassifier(MLP([4, 16, 3]), num_classes=3, optimizer=partial(EntropySGD, L=3, eps=0.05, gamma0=0.03))
+    trainer = _trainer(
+        strategy="ddp_spawn",
+        devices=2,
+        max_epochs=2,
+        callbacks=[AssertReplicasEqual(), AssertOuterSteps(2 * 240 // (20 * 4))],  # not closure calls
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, dm)

@@ -21,6 +21,8 @@ from .functional import (
     exact_hessian,
     flat_loss,
     hessian_vector_product,
+    hutchinson_trace,
+    hutchpp_trace,
     lanczos_extremes,
     slq_density,
     spectrum_statistics,
@@ -66,11 +68,13 @@ class HessianSpectrum(pl.Callback):
     ``n_samples`` examples drawn once (seeded) from the datamodule's training set and collated by its
     training DataLoader into one batch. Both are checked in ``setup`` with a clear error.
 
-    Measured at fit start (the paper's "before"), at fit end ("after") and every ``every_n_epochs``. Each
+    Measured at fit start (the paper's "before"), at fit end ("after"), every ``every_n_epochs`` epochs and
+    every ``every_n_steps`` optimizer steps. Each
     measurement appends a record to ``history`` (``step``, ``epoch``, ``when``, ``method``, ``eigenvalues``,
     ``density``, ``stats``, ``n_params``, ``n_samples``, ``mode``, ``seconds``) and logs ``hessian/<stat>``.
     Methods: ``exact`` (dense Hessian, all eigenvalues), ``lanczos`` (``top_k`` largest and smallest),
-    ``slq`` (spectral density), ``auto`` (exact up to ``exact_max_params`` parameters, else lanczos).
+    ``slq`` (spectral density), ``trace`` (Hutch++ or Hutchinson with ``trace_matvecs`` products), ``auto``
+    (exact up to ``exact_max_params`` parameters, else lanczos).
     The measurement runs with gradients enabled even under ``Trainer(inference_mode=True)``; it restores the
     modules' train/eval flags, buffers (BatchNorm statistics), parameters' dtype and the RNG state, and does not
     touch the optimizer. ``mode="eval"`` (default) measures with BatchNorm's running statistics and without
@@ -81,13 +85,16 @@ class HessianSpectrum(pl.Callback):
     them, so every process holds the same record (loggers write from rank 0).
 
     Args:
-        method: ``auto``, ``exact``, ``lanczos`` or ``slq``.
+        method: ``auto``, ``exact``, ``lanczos``, ``slq`` or ``trace``.
         n_samples: size of the fixed Hessian subset.
         exact_max_params: largest parameter count ``auto`` measures exactly.
         top_k: eigenvalues reported at each end by ``lanczos``.
         lanczos_steps: Lanczos iterations (``lanczos`` and each ``slq`` probe).
         slq_probes: Rademacher probes of ``slq``.
+        trace_estimator: ``hutchpp`` (default: low variance when outliers carry the trace) or ``hutchinson``.
+        trace_matvecs: Hessian-vector products of the ``trace`` method.
         every_n_epochs: also measure after every this many epochs (None: only at start and end).
+        every_n_steps: also measure after every this many optimizer steps (None: never by steps).
         at_fit_start: measure before training.
         at_fit_end: measure after training.
         mode: ``eval`` or ``train`` (see above).
@@ -102,13 +109,16 @@ class HessianSpectrum(pl.Callback):
 
     def __init__(
         self,
-        method: Literal["auto", "exact", "lanczos", "slq"] = "auto",
+        method: Literal["auto", "exact", "lanczos", "slq", "trace"] = "auto",
         n_samples: int = 512,
         exact_max_params: int = 6000,
         top_k: int = 10,
         lanczos_steps: int = 100,
         slq_probes: int = 10,
+        trace_estimator: Literal["hutchpp", "hutchinson"] = "hutchpp",
+        trace_matvecs: int = 99,
         every_n_epochs: int | None = None,
+        every_n_steps: int | None = None,
         at_fit_start: bool = True,
         at_fit_end: bool = True,
         mode: Literal["eval", "train"] = "eval",
@@ -119,11 +129,15 @@ class HessianSpectrum(pl.Callback):
         loss_fn: LossFn | None = None,
         save_files: bool = True,
     ) -> None:
-        if n_samples < 1 or top_k < 1 or lanczos_steps < 1 or slq_probes < 1:
-            raise ValueError("n_samples, top_k, lanczos_steps and slq_probes must be positive")
+        if n_samples < 1 or top_k < 1 or lanczos_steps < 1 or slq_probes < 1 or trace_matvecs < 3:
+            raise ValueError("n_samples, top_k, lanczos_steps and slq_probes must be positive, trace_matvecs >= 3")
+        if method not in ("auto", "exact", "lanczos", "slq", "trace"):
+            raise ValueError(f"method must be auto, exact, lanczos, slq or trace; got {method!r}")
         self.method, self.n_samples, self.exact_max_params = method, n_samples, exact_max_params
         self.top_k, self.lanczos_steps, self.slq_probes = top_k, lanczos_steps, slq_probes
-        self.every_n_epochs, self.at_fit_start, self.at_fit_end = every_n_epochs, at_fit_start, at_fit_end
+        self.trace_estimator, self.trace_matvecs = trace_estimator, trace_matvecs
+        self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
+        self.at_fit_start, self.at_fit_end = at_fit_start, at_fit_end
         self.mode, self.dtype = mode, getattr(torch, dtype)
         self.param_filter, self.n_classes, self.seed = param_filter, n_classes, seed
         self.loss_fn = loss_fn or training_step_loss
@@ -134,6 +148,11 @@ class HessianSpectrum(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or self.batch is not None:
             return
+        if self.loss_fn is training_step_loss and not pl_module.automatic_optimization:
+            raise ValueError(
+                f"HessianSpectrum: {type(pl_module).__name__} uses manual optimization, so its training_step takes "
+                "optimizer steps and cannot serve as the loss; pass loss_fn=(module, batch) -> scalar loss"
+            )
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "train_dataloader"):
             raise ValueError(
@@ -160,6 +179,11 @@ class HessianSpectrum(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.measure(trainer, pl_module, "epoch")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step % self.every_n_steps == 0 and not any(r["step"] == step for r in self.history):
+            self.measure(trainer, pl_module, "step")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.at_fit_end:
@@ -215,6 +239,8 @@ class HessianSpectrum(pl.Callback):
         if record["density"] is not None:
             arrays.update(grid=record["density"]["grid"].numpy(), density=record["density"]["density"].numpy())
         np.savez(f"{stem}.npz", **arrays, **{k: np.float64(v) for k, v in record["stats"].items()})
+        if not arrays:
+            return  # a trace record has numbers only: they are logged
         figure = spectrum_figure(record)
         figure.savefig(f"{stem}.png", dpi=120)
         for logger in trainer.loggers:
@@ -246,6 +272,10 @@ class HessianSpectrum(pl.Callback):
         v = torch.randn(len(theta), generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64).to(theta)
         if not torch.allclose(matvec(v), matvec(v), rtol=1e-5, atol=1e-8):
             rank_zero_warn("HessianSpectrum: H v differs between two evaluations; the loss is not deterministic")
+        if method == "trace":
+            estimator = hutchpp_trace if self.trace_estimator == "hutchpp" else hutchinson_trace
+            trace = estimator(matvec, len(theta), self.trace_matvecs, generator, theta.dtype, theta.device)
+            return None, None, {"trace": trace}
         if method == "lanczos":
             top, bottom = lanczos_extremes(
                 matvec, len(theta), self.top_k, self.lanczos_steps, generator, theta.dtype, theta.device

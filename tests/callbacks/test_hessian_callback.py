@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -54,6 +56,17 @@ def test_lanczos_and_slq_agree_with_exact():
     torch.testing.assert_close(lanczos.history[-1]["eigenvalues"][:3], truth.flip(0)[:3], rtol=1e-6, atol=1e-9)
     assert slq.history[-1]["stats"]["lambda_max"] == pytest.approx(truth.max().item(), rel=1e-4)
     assert slq.history[-1]["density"]["density"].shape == slq.history[-1]["density"]["grid"].shape
+
+
+def test_trace_method_matches_exact_and_every_n_steps_measures_on_those_steps():
+    exact = HessianSpectrum(method="exact", n_samples=90, at_fit_start=False)
+    _fit(exact)
+    trace = HessianSpectrum(method="trace", n_samples=90, trace_matvecs=45, at_fit_start=False, every_n_steps=2)
+    _fit(trace)  # the net has 39 parameters: 15 sketch columns nearly exhaust the outliers
+    assert [r["step"] for r in trace.history] == [2, 3] and [r["when"] for r in trace.history] == ["step", "end"]
+    truth = exact.history[-1]["eigenvalues"].sum().item()
+    assert trace.history[-1]["stats"]["trace"] == pytest.approx(truth, rel=1e-2)
+    assert trace.history[-1]["eigenvalues"] is None and trace.history[-1]["density"] is None
 
 
 def test_leaves_training_state_untouched_under_inference_mode():
@@ -123,3 +136,18 @@ def test_writes_npz_and_png_per_snapshot(tmp_path):
     slq = HessianSpectrum(method="slq", n_samples=90, lanczos_steps=20, slq_probes=2, at_fit_start=False)
     _fit(slq, epochs=1, default_root_dir=tmp_path / "slq")
     assert {p.suffix for p in (tmp_path / "slq" / "hessian").iterdir()} == {".npz", ".png"}
+
+
+def test_report_compares_runs_from_their_files(tmp_path, capsys):
+    from iclr17.callbacks.hessian.report import main
+
+    for width in (4, 8):
+        callback = HessianSpectrum(method="exact", n_samples=30)
+        _fit(callback, epochs=2, net=MLP([2, width, 3]), default_root_dir=tmp_path / f"w{width}")
+    out = tmp_path / "figs" / "sweep.png"
+    main([str(tmp_path / "w4"), str(tmp_path / "w8"), "--out", str(out)])
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert [r["n_params"] for r in rows] == [2 * 4 + 4 + 4 * 3 + 3, 2 * 8 + 8 + 8 * 3 + 3] and out.stat().st_size > 0
+    assert "outliers" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no hessian/end_step"):
+        main([str(tmp_path / "figs"), "--out", str(out)])

@@ -1,0 +1,111 @@
+"""One Entropy-SGD outer step (L Langevin steps + the evaluation at x) vs L + 1 plain SGD steps.
+
+    python benchmarks/entropy_sgd_overhead.py [--device cpu|cuda] [--L 20] [--repeats 7]
+
+Both sides run the same model on the same L + 1 minibatches (MNIST-shaped random tensors, batch 128: pixel
+values do not change the time) and do L + 1 forward/backward passes; the peer is ``torch.optim.SGD`` with
+Nesterov momentum 0.9 (foreach), stepping after each pass. So the ratio is what EntropySGD adds beyond its
+gradient evaluations: the coupling term, the running average mu, the outer step, and the Gaussian noise
+(one draw per parameter per Langevin step, inherent to the algorithm). A second line with ``eps = 0``
+separates the cost of the draws. Sides alternate; medians over ``--repeats``. Target: ratio <= 1.10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iclr17 import EntropySGD, LeNet, MnistFC
+
+
+def batches(n: int, device: torch.device, conv: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(0)
+    shape = (128, 1, 28, 28) if conv else (128, 784)
+    return [
+        (
+            torch.rand(shape, generator=generator).to(device),
+            torch.randint(0, 10, (128,), generator=generator).to(device),
+        )
+        for _ in range(n)
+    ]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def plain_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: list, device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    for x, y in data:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def entropy_step(model: nn.Module, optimizer: EntropySGD, data: list, device: torch.device) -> float:
+    stream = iter(data)
+
+    def closure() -> torch.Tensor:
+        x, y = next(stream)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    sync(device)
+    start = time.perf_counter()
+    optimizer.step(closure)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def compare(name: str, make_model, conv: bool, L: int, repeats: int, device: torch.device) -> None:
+    data = batches(L + 1, device, conv)
+    torch.manual_seed(0)
+    plain_model, entropy_model, silent_model = make_model(), make_model(), make_model()
+    for model in (plain_model, entropy_model, silent_model):
+        model.to(device).train()
+    plain = torch.optim.SGD(plain_model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    noisy = EntropySGD(entropy_model.parameters(), lr=0.01, L=L, eps=1e-4)
+    silent = EntropySGD(silent_model.parameters(), lr=0.01, L=L, eps=0.0)
+    plain_steps(plain_model, plain, data, device)  # warm-up: allocations, kernels, optimizer state
+    entropy_step(entropy_model, noisy, data, device)
+    entropy_step(silent_model, silent, data, device)
+    times: dict[str, list[float]] = {"plain": [], "noisy": [], "silent": []}
+    for _ in range(repeats):
+        times["plain"].append(plain_steps(plain_model, plain, data, device))
+        times["noisy"].append(entropy_step(entropy_model, noisy, data, device))
+        times["silent"].append(entropy_step(silent_model, silent, data, device))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    n_params = sum(p.numel() for p in plain_model.parameters())
+    print(f"{name} ({n_params:,} parameters, L = {L}, {device}):")
+    print(f"  peer  {L + 1} SGD-Nesterov steps     {med['plain'] * 1e3:9.1f} ms")
+    print(
+        f"  ours  one EntropySGD step, eps=1e-4 {med['noisy'] * 1e3:9.1f} ms   ratio {med['noisy'] / med['plain']:.3f}"
+    )
+    print(
+        f"  ours  one EntropySGD step, eps=0    {med['silent'] * 1e3:9.1f} ms   ratio {med['silent'] / med['plain']:.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--L", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    compare("mnistfc", MnistFC, conv=False, L=args.L, repeats=args.repeats, device=device)
+    compare("LeNet-BN", LeNet, conv=True, L=args.L, repeats=args.repeats, device=device)
+
+
+if __name__ == "__main__":
+    main()

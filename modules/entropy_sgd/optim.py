@@ -1,0 +1,413 @@
+"""``EntropySGD``: gradient descent on the local entropy (Chaudhari et al., ICLR 2017, Algorithm 1), a plain
+``torch.optim.Optimizer`` usable with or without Lightning.
+
+One ``step(closure)`` is one outer step and calls ``closure`` ``L + 1`` times (``shared/papers/entropy_sgd.md``
+2.2): once at the current weights ``x`` (its loss is returned; its gradient is used only by
+``outer_grad="v1"``), then ``L`` times at the Langevin weights ``x'``. The closure should draw a FRESH
+minibatch on every call (the paper's semantics), compute the loss, call ``backward()`` and return the loss;
+gradients are zeroed before each call. Used in a plain loop::
+
+    optimizer = EntropySGD(model.parameters(), lr=1.0, L=20)
+    batches = itertools.cycle(loader)                     # any iterator of fresh minibatches
+    def closure():
+        x, y = next(batches); loss = F.cross_entropy(model(x), y); loss.backward(); return loss
+    for _ in range(n_outer_steps):
+        optimizer.step(closure)
+
+Each outer step with scope ``gamma_t = gamma0 (1 + gamma1)^t`` (eq. 8 and "scoping", section 4.3):
+
+    x' <- x;  mu <- x
+    L times:  dx' = grad f(x') - gamma_t (x - x')
+              x'  <- x' - eta' dx' + sqrt(eta') eps xi,   xi ~ N(0, I)
+              mu  <- (1 - alpha) mu + alpha x'
+    g = x - mu;  x <- x - lr * momentum(g + weight_decay * x);  t <- t + 1
+
+Switches reproduce the documented variants (spec 2.3); ``variant`` picks a consistent set and any switch
+given explicitly overrides it:
+
+=================  ==============  ==============  ===============  ================
+switch             ``paper_v5``    ``arxiv_v1``    ``official_lua`` ``official_python``
+=================  ==============  ==============  ===============  ================
+outer_grad         x_minus_mu      v1              x_minus_mu       x_minus_mu
+mu_update          new_weighted    new_weighted    old_weighted     old_weighted
+noise              paper_v5        v1              code             code
+alpha              0.75            0.9             0.75             0.75
+eta_prime_relative False           True            False            False
+outer_momentum     True            True            False            True
+inner_momentum     False           False           True             True
+scoping            advance         advance         advance          frozen
+momentum_init      zero            zero            zero             first_grad
+=================  ==============  ==============  ===============  ================
+
+The Langevin noise comes from the optimizer's own generator, seeded by ``seed``: every DDP replica with the
+same seed draws the same noise, so replicas fed averaged gradients stay identical. Its state is part of
+``state_dict``, so a resumed run continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+Variant = Literal["paper_v5", "arxiv_v1", "official_lua", "official_python"]
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "paper_v5": dict(
+        outer_grad="x_minus_mu",
+        mu_update="new_weighted",
+        noise="paper_v5",
+        alpha=0.75,
+        eta_prime_relative=False,
+        outer_momentum=True,
+        inner_momentum=False,
+        scoping="advance",
+        momentum_init="zero",
+    ),
+    "arxiv_v1": dict(
+        outer_grad="v1",
+        mu_update="new_weighted",
+        noise="v1",
+        alpha=0.9,
+        eta_prime_relative=True,
+        outer_momentum=True,
+        inner_momentum=False,
+        scoping="advance",
+        momentum_init="zero",
+    ),
+    "official_lua": dict(
+        outer_grad="x_minus_mu",
+        mu_update="old_weighted",
+        noise="code",
+        alpha=0.75,
+        eta_prime_relative=False,
+        outer_momentum=False,
+        inner_momentum=True,
+        scoping="advance",
+        momentum_init="zero",
+    ),
+    "official_python": dict(
+        outer_grad="x_minus_mu",
+        mu_update="old_weighted",
+        noise="code",
+        alpha=0.75,
+        eta_prime_relative=False,
+        outer_momentum=True,
+        inner_momentum=True,
+        scoping="frozen",
+        momentum_init="first_grad",
+    ),
+}
+
+
+def scope(gamma0: float, gamma1: float, t: int) -> float:
+    """``gamma_t = gamma0 (1 + gamma1)^t``: the scoping schedule (section 4.3)."""
+    return gamma0 * (1.0 + gamma1) ** t
+
+
+def langevin_noise_std(noise: str, eta_prime: float, eps: float) -> float:
+    """Standard deviation of the noise added to ``x'`` per inner step: ``paper_v5`` sqrt(eta') eps (Alg. 1);
+    ``code`` eps sqrt(2 eta') (the code adds eps / sqrt(0.5 eta') xi to the gradient before the eta' step);
+    ``v1`` 2 sqrt(eta'), without eps (arXiv v1)."""
+    if noise == "paper_v5":
+        return math.sqrt(eta_prime) * eps
+    if noise == "code":
+        return eps * math.sqrt(2.0 * eta_prime)
+    if noise == "v1":
+        return 2.0 * math.sqrt(eta_prime)
+    raise ValueError(f"noise must be paper_v5, code or v1; got {noise!r}")
+
+
+class EntropySGD(torch.optim.Optimizer):
+    """Entropy-SGD (and Entropy-Adam with ``base="adam"``); see the module docstring for the algorithm.
+
+    Args:
+        params: parameters or parameter groups (every group is updated; each may override any argument).
+        lr: outer learning rate (the paper absorbs gamma into it; Lua code: 1, then 0.1).
+        L: Langevin steps per outer step (20 for the CNNs, 5 for the LSTMs).
+        gamma0: initial scope gamma.
+        gamma1: scoping rate: gamma_t = gamma0 (1 + gamma1)^t, t the outer step.
+        eta_prime: inner (Langevin) learning rate; with ``eta_prime_relative`` it is multiplied by ``lr``.
+        eps: thermal noise scale (1e-4 in all the paper's experiments).
+        alpha: weight of the running average mu (0.75; see ``mu_update``).
+        momentum: momentum of the outer step (and of the inner loop with ``inner_momentum``).
+        nesterov: Nesterov momentum.
+        weight_decay: L2 coefficient added to the outer gradient (and the inner one with ``inner_momentum``).
+        rho: weight of grad f(x) in the ``v1`` outer gradient (0 worked on MNIST, 0.01 for All-CNN in v1).
+        base: ``sgd`` or ``adam`` (Entropy-Adam: Adam in both loops; its inner moments persist across outer
+            steps, an assumption since no Entropy-Adam code was released).
+        betas: Adam's betas for ``base="adam"``.
+        adam_eps: Adam's epsilon for ``base="adam"``.
+        variant: preset of the switches below (table in the module docstring); default the v5 paper.
+        outer_grad: ``x_minus_mu`` (g = x - mu), ``gamma_x_minus_mu`` (g = gamma_t (x - mu)) or ``v1``
+            (g = rho grad f(x) + gamma_t (x - mu)).
+        mu_update: ``new_weighted`` (mu <- (1 - alpha) mu + alpha x', the v5 text) or ``old_weighted``
+            (mu <- alpha mu + (1 - alpha) x', the code).
+        noise: ``paper_v5``, ``code`` or ``v1`` (see :func:`langevin_noise_std`).
+        eta_prime_relative: inner rate ``eta_prime * lr`` (v1) instead of ``eta_prime``.
+        outer_momentum: apply momentum to g (False: plain x <- x - lr g, what the Lua code effectively did).
+        inner_momentum: momentum and weight decay in the inner loop too, buffer reset every outer step
+            (the Python port; UNVERIFIED for Lua).
+        scoping: ``advance`` (t counts outer steps) or ``frozen`` (gamma stays gamma0: the Python port's bug).
+        momentum_init: outer momentum buffer starts at ``zero`` or at the ``first_grad`` (the Python port).
+        seed: seeds the Langevin noise generator (identical on every DDP replica).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1.0,
+        L: int = 20,
+        gamma0: float = 1e-4,
+        gamma1: float = 1e-3,
+        eta_prime: float = 0.1,
+        eps: float = 1e-4,
+        alpha: float | None = None,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        rho: float = 0.0,
+        base: Literal["sgd", "adam"] = "sgd",
+        betas: tuple[float, float] = (0.9, 0.999),
+        adam_eps: float = 1e-8,
+        variant: Variant = "paper_v5",
+        outer_grad: Literal["x_minus_mu", "gamma_x_minus_mu", "v1"] | None = None,
+        mu_update: Literal["new_weighted", "old_weighted"] | None = None,
+        noise: Literal["paper_v5", "code", "v1"] | None = None,
+        eta_prime_relative: bool | None = None,
+        outer_momentum: bool | None = None,
+        inner_momentum: bool | None = None,
+        scoping: Literal["advance", "frozen"] | None = None,
+        momentum_init: Literal["zero", "first_grad"] | None = None,
+        seed: int = 0,
+    ) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}; got {variant!r}")
+        if lr < 0 or eta_prime <= 0 or eps < 0 or gamma0 < 0 or weight_decay < 0 or not 0 <= momentum < 1:
+            raise ValueError(
+                "EntropySGD needs lr >= 0, eta_prime > 0, eps >= 0, gamma0 >= 0, weight_decay >= 0 and "
+                f"0 <= momentum < 1; got lr={lr}, eta_prime={eta_prime}, eps={eps}, gamma0={gamma0}, "
+                f"weight_decay={weight_decay}, momentum={momentum}"
+            )
+        if not isinstance(L, int) or L < 1:
+            raise ValueError(f"L (Langevin steps per outer step) must be a positive integer; got {L!r}")
+        explicit = dict(
+            outer_grad=outer_grad,
+            mu_update=mu_update,
+            noise=noise,
+            alpha=alpha,
+            eta_prime_relative=eta_prime_relative,
+            outer_momentum=outer_momentum,
+            inner_momentum=inner_momentum,
+            scoping=scoping,
+            momentum_init=momentum_init,
+        )
+        switches = {k: (v if v is not None else VARIANTS[variant][k]) for k, v in explicit.items()}
+        if not 0 < switches["alpha"] <= 1:
+            raise ValueError(f"alpha must be in (0, 1]; got {switches['alpha']}")
+        langevin_noise_std(switches["noise"], 1.0, 1.0)  # validates the name
+        defaults = dict(
+            lr=lr,
+            L=L,
+            gamma0=gamma0,
+            gamma1=gamma1,
+            eta_prime=eta_prime,
+            eps=eps,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            rho=rho,
+            base=base,
+            betas=betas,
+            adam_eps=adam_eps,
+            **switches,
+        )
+        super().__init__(params, defaults)
+        if len({g["L"] for g in self.param_groups}) != 1:
+            raise ValueError("every parameter group must use the same L: one step calls the closure L + 1 times")
+        self.L = L
+        self.seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._generator_states: dict[str, Tensor] = {}
+        self.diagnostics: dict[str, Tensor | float] = {}
+
+    # ----------------------------------------------------------------------------------------- the step
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
+        """One outer step; calls ``closure`` ``L + 1`` times and returns its first loss (at ``x``)."""
+        if closure is None:
+            raise ValueError(
+                "EntropySGD.step needs a closure that draws a fresh minibatch, computes the loss, calls backward "
+                "and returns the loss: it is called L + 1 times per step"
+            )
+        loss = self._evaluate(closure)
+        groups = [self._active(group) for group in self.param_groups]
+        for group, params in zip(self.param_groups, groups, strict=True):
+            self._start_outer_step(group, params)
+        inner_losses = []
+        for _ in range(self.L):
+            inner_losses.append(self._evaluate(closure))
+            for group, params in zip(self.param_groups, groups, strict=True):
+                self._langevin_step(group, params)
+        gaps = [
+            self._outer_step(group, params).to(loss.device)
+            for group, params in zip(self.param_groups, groups, strict=True)
+        ]
+        self.diagnostics = {  # tensors stay on the device: reading them is the caller's choice (and sync)
+            "gamma": self.param_groups[0]["gamma"],
+            "x_minus_mu_norm": torch.stack(gaps).sum().sqrt(),
+            "inner_loss": torch.stack(inner_losses).float().mean(),
+        }
+        return loss
+
+    def _evaluate(self, closure: Callable[[], Tensor]) -> Tensor:
+        self.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loss = closure()
+        if not isinstance(loss, Tensor):
+            raise TypeError(f"EntropySGD: the closure must return the loss as a tensor; got {type(loss).__name__}")
+        return loss.detach()
+
+    @staticmethod
+    def _active(group: dict[str, Any]) -> list[Tensor]:
+        """Parameters that received a gradient at ``x`` (the others are left alone, as other optimizers do)."""
+        return [p for p in group["params"] if p.grad is not None]
+
+    def _start_outer_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """Save ``x`` and its gradient (v1, first momentum), set ``mu <- x``, fix gamma_t and the noise."""
+        for p in params:
+            state = self.state[p]
+            if "step" not in state:
+                state["step"] = 0
+                state["mu"] = torch.empty_like(p)
+                state["x"] = torch.empty_like(p)
+            state["x"].copy_(p)
+            state["mu"].copy_(p)
+            state["grad_at_x"] = p.grad.clone() if group["outer_grad"] == "v1" else None
+            if group["inner_momentum"]:
+                state["inner_momentum_buffer"] = torch.zeros_like(p)
+            if group["momentum_init"] == "first_grad" and "momentum_buffer" not in state:
+                state["momentum_buffer"] = p.grad.clone()  # the port's buffer starts at the first grad f(x)
+        t = self.state[params[0]]["step"] if params else 0
+        group["gamma"] = scope(group["gamma0"], group["gamma1"], t if group["scoping"] == "advance" else 0)
+        group["eta_prime_effective"] = group["eta_prime"] * (group["lr"] if group["eta_prime_relative"] else 1.0)
+
+    def _langevin_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """One SGLD step on ``x'`` (the parameters) and the running-average update of ``mu``."""
+        if not params:
+            return
+        states = [self.state[p] for p in params]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        eta, gamma = group["eta_prime_effective"], group["gamma"]
+        # dx' = grad f(x') - gamma (x - x') = grad + gamma (x' - x)
+        coupling = torch._foreach_sub(params, [s["x"] for s in states])
+        dx = torch._foreach_add(grads, coupling, alpha=gamma)
+        if group["base"] == "adam":
+            dx = self._adam_direction(group, states, dx, prefix="inner_")
+        elif group["inner_momentum"]:
+            if group["weight_decay"]:
+                torch._foreach_add_(dx, params, alpha=group["weight_decay"])
+            dx = self._momentum(group, [s["inner_momentum_buffer"] for s in states], dx)
+        torch._foreach_add_(params, dx, alpha=-eta)
+        std = langevin_noise_std(group["noise"], eta, group["eps"])
+        if std > 0:  # the code adds its noise to the gradient just before the eta' step: the same thing
+            torch._foreach_add_(params, self._noise(params, std))
+        weight = group["alpha"] if group["mu_update"] == "new_weighted" else 1.0 - group["alpha"]
+        torch._foreach_lerp_([s["mu"] for s in states], params, weight)
+
+    def _outer_step(self, group: dict[str, Any], params: list[Tensor]) -> Tensor:
+        """Restore ``x``, form the local-entropy gradient g and take the base optimizer's step; returns
+        ``||x - mu||^2`` for this group."""
+        if not params:
+            return torch.zeros((), dtype=torch.float64)
+        states = [self.state[p] for p in params]
+        for p, s in zip(params, states, strict=True):
+            p.copy_(s["x"])
+        g = torch._foreach_sub(params, [s["mu"] for s in states])
+        gap_sq = torch.stack(torch._foreach_norm(g)).double().pow(2).sum()
+        if group["outer_grad"] == "gamma_x_minus_mu":
+            torch._foreach_mul_(g, group["gamma"])
+        elif group["outer_grad"] == "v1":
+            torch._foreach_mul_(g, group["gamma"])
+            torch._foreach_add_(g, [s["grad_at_x"] for s in states], alpha=group["rho"])
+        if group["weight_decay"]:
+            torch._foreach_add_(g, params, alpha=group["weight_decay"])
+        if group["base"] == "adam":
+            g = self._adam_direction(group, states, g, prefix="")
+        elif group["outer_momentum"] and group["momentum"] > 0:
+            for p, s in zip(params, states, strict=True):
+                s.setdefault("momentum_buffer", torch.zeros_like(p))
+            g = self._momentum(group, [s["momentum_buffer"] for s in states], g)
+        torch._foreach_add_(params, g, alpha=-group["lr"])
+        for s in states:
+            s["step"] += 1
+            s["grad_at_x"] = None
+        return gap_sq
+
+    @staticmethod
+    def _momentum(group: dict[str, Any], buffers: list[Tensor], d: list[Tensor]) -> list[Tensor]:
+        """``buf <- m buf + d``; returns ``d + m buf`` (Nesterov) or ``buf``."""
+        m = group["momentum"]
+        if m == 0:
+            return d
+        torch._foreach_mul_(buffers, m)
+        torch._foreach_add_(buffers, d)
+        return torch._foreach_add(d, buffers, alpha=m) if group["nesterov"] else [b.clone() for b in buffers]
+
+    @staticmethod
+    def _adam_direction(group: dict[str, Any], states: list[dict], d: list[Tensor], prefix: str) -> list[Tensor]:
+        """Adam's bias-corrected direction for gradient ``d`` (moments kept under ``<prefix>exp_avg*``)."""
+        beta1, beta2 = group["betas"]
+        if f"{prefix}exp_avg" not in states[0]:
+            for s, di in zip(states, d, strict=True):
+                s[f"{prefix}exp_avg"], s[f"{prefix}exp_avg_sq"], s[f"{prefix}adam_step"] = (
+                    torch.zeros_like(di),
+                    torch.zeros_like(di),
+                    0,
+                )
+        for s in states:
+            s[f"{prefix}adam_step"] += 1
+        k = states[0][f"{prefix}adam_step"]
+        m, v = [s[f"{prefix}exp_avg"] for s in states], [s[f"{prefix}exp_avg_sq"] for s in states]
+        torch._foreach_lerp_(m, d, 1 - beta1)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, d, d, value=1 - beta2)
+        denominator = torch._foreach_sqrt(torch._foreach_div(v, 1 - beta2**k))
+        torch._foreach_add_(denominator, group["adam_eps"])
+        return torch._foreach_div(torch._foreach_div(m, 1 - beta1**k), denominator)
+
+    # ------------------------------------------------------------------------------------ the noise
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if device not in self._generators:
+            generator = torch.Generator(device=device).manual_seed(self.seed)
+            saved = self._generator_states.pop(str(device), None)
+            if saved is not None:
+                generator.set_state(saved)
+            self._generators[device] = generator
+        return self._generators[device]
+
+    def _noise(self, params: list[Tensor], std: float) -> list[Tensor]:
+        """``std * xi`` for every parameter, from one draw of the seeded generator (same on every replica)."""
+        device, dtype = params[0].device, params[0].dtype
+        flat = torch.randn(sum(p.numel() for p in params), generator=self._generator(device), device=device)
+        flat = flat.to(dtype).mul_(std)
+        return [chunk.view_as(p) for chunk, p in zip(flat.split([p.numel() for p in params]), params, strict=True)]
+
+    # ------------------------------------------------------------------------------ saving and loading
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        generators = {str(d): g.get_state() for d, g in self._generators.items()}
+        state["noise_generators"] = {**self._generator_states, **generators}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        self._generator_states = {k: v.clone() for k, v in state_dict.pop("noise_generators", {}).items()}
+        self._generators = {}
+        super().load_state_dict(state_dict)

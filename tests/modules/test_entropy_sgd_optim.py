@@ -1,0 +1,259 @@
+"""EntropySGD without Lightning: closed forms on a quadratic, reference optimizers, switches, resume."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iclr17 import EntropySGD
+from iclr17.modules.entropy_sgd.optim import langevin_noise_std, scope
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Exact arithmetic for the closed forms; the default comes back after each test."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+A = torch.tensor([[2.0, 0.3, 0.0], [0.3, 1.0, 0.2], [0.0, 0.2, 0.5]], dtype=torch.float64)
+C = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+
+
+def quadratic(x: torch.Tensor) -> torch.Tensor:
+    """f(x) = 1/2 (x - c)^T A (x - c)."""
+    d = x - C
+    return 0.5 * d @ A @ d
+
+
+def closure_for(x: nn.Parameter, counter: list | None = None):
+    def closure():
+        if counter is not None:
+            counter.append(x.detach().clone())
+        loss = quadratic(x)
+        loss.backward()
+        return loss
+
+    return closure
+
+
+def test_outer_gradient_is_the_local_entropy_gradient():
+    """With eps = 0 the inner loop converges to <x'> = (A + gamma I)^-1 (A c + gamma x), so
+    g = gamma (x - <x'>) must equal the gradient of -F, gamma A (A + gamma I)^-1 (x - c) (Gaussian integral)."""
+    gamma = 0.5
+    x0 = torch.tensor([3.0, 1.0, -1.0], dtype=torch.float64)
+    x = nn.Parameter(x0.clone())
+    opt = EntropySGD(
+        [x],
+        lr=1.0,
+        L=2000,
+        gamma0=gamma,
+        gamma1=0.0,
+        eta_prime=0.1,
+        eps=0.0,
+        alpha=1.0,
+        momentum=0.0,
+        outer_grad="gamma_x_minus_mu",
+    )
+    opt.step(closure_for(x))
+    expected = gamma * A @ torch.linalg.solve(A + gamma * torch.eye(3), x0 - C)
+    torch.testing.assert_close(x0 - x.detach(), expected, rtol=1e-9, atol=1e-10)
+
+
+def test_running_average_converges_to_the_gibbs_mean_with_noise():
+    """At any temperature the Gibbs measure of a quadratic has mean (A + gamma I)^-1 (A c + gamma x): the
+    noisy chain's running average mu lands there (a slow average over a long chain)."""
+    gamma = 1.0
+    x0 = torch.tensor([3.0, 1.0, -1.0], dtype=torch.float64)
+    x = nn.Parameter(x0.clone())
+    opt = EntropySGD([x], lr=1.0, L=5000, gamma0=gamma, gamma1=0.0, eta_prime=0.1, eps=0.3, alpha=0.002, momentum=0.0)
+    opt.step(closure_for(x))
+    gibbs_mean = torch.linalg.solve(A + gamma * torch.eye(3), A @ C + gamma * x0)
+    mu = opt.state[x]["mu"]
+    assert (mu - gibbs_mean).abs().max() < 0.05
+    assert (x0 - gibbs_mean).abs().max() > 1.0  # the test can tell the answer from the start
+
+
+def test_inner_loop_with_momentum_matches_torch_sgd_on_the_coupled_loss():
+    """The Python port's inner loop (Nesterov, weight decay) is SGD on f(x') + gamma/2 ||x' - x||^2."""
+    gamma, wd, L = 0.3, 0.01, 7
+    x0 = torch.tensor([3.0, 1.0, -1.0], dtype=torch.float64)
+    x = nn.Parameter(x0.clone())
+    visited: list = []
+    opt = EntropySGD(
+        [x], L=L, gamma0=gamma, eta_prime=0.1, eps=0.0, momentum=0.9, weight_decay=wd, variant="official_python"
+    )
+    opt.step(closure_for(x, visited))
+    y = nn.Parameter(x0.clone())
+    ref = torch.optim.SGD([y], lr=0.1, momentum=0.9, nesterov=True, weight_decay=wd)
+    expected = [x0.clone()]
+    for _ in range(L):
+        ref.zero_grad()
+        (quadratic(y) + gamma / 2 * (y - x0).pow(2).sum()).backward()
+        ref.step()
+        expected.append(y.detach().clone())
+    torch.testing.assert_close(torch.stack(visited), torch.stack([x0, *expected[:-1]]))  # x, then x'_0..x'_{L-1}
+
+
+def test_entropy_adam_inner_loop_matches_torch_adam_on_the_coupled_loss():
+    gamma, L = 0.3, 6
+    x0 = torch.tensor([3.0, 1.0, -1.0], dtype=torch.float64)
+    x = nn.Parameter(x0.clone())
+    visited: list = []
+    opt = EntropySGD([x], L=L, gamma0=gamma, eta_prime=0.05, eps=0.0, base="adam")
+    opt.step(closure_for(x, visited))
+    y = nn.Parameter(x0.clone())
+    ref = torch.optim.Adam([y], lr=0.05)
+    expected = [x0.clone(), x0.clone()]
+    for _ in range(L - 1):
+        ref.zero_grad()
+        (quadratic(y) + gamma / 2 * (y - x0).pow(2).sum()).backward()
+        ref.step()
+        expected.append(y.detach().clone())
+    torch.testing.assert_close(torch.stack(visited), torch.stack(expected))
+
+
+def test_outer_step_without_momentum_moves_x_towards_mu_and_presets_differ_as_documented():
+    x = nn.Parameter(torch.tensor([3.0, 1.0, -1.0]))
+    opt = EntropySGD([x], lr=0.5, L=5, eps=0.0, variant="official_lua")
+    group = opt.param_groups[0]
+    assert (group["outer_momentum"], group["inner_momentum"], group["mu_update"], group["noise"]) == (
+        False,
+        True,
+        "old_weighted",
+        "code",
+    )
+    x0 = x.detach().clone()
+    opt.step(closure_for(x))
+    mu = opt.state[x]["mu"]
+    torch.testing.assert_close(x.detach(), x0 - 0.5 * (x0 - mu))
+    explicit = EntropySGD([nn.Parameter(torch.zeros(1))], variant="official_lua", outer_momentum=True)
+    assert explicit.param_groups[0]["outer_momentum"] is True  # an explicit switch overrides the preset
+
+
+def test_mu_update_conventions():
+    """new_weighted: mu <- (1 - a) mu + a x'; old_weighted: mu <- a mu + (1 - a) x' (one inner step, L = 1)."""
+    for mu_update, weight_on_new in [("new_weighted", 0.75), ("old_weighted", 0.25)]:
+        x = nn.Parameter(torch.tensor([3.0, 1.0, -1.0]))
+        x0 = x.detach().clone()
+        visited: list = []
+        opt = EntropySGD([x], L=1, eps=0.0, gamma0=0.0, eta_prime=0.1, momentum=0.0, mu_update=mu_update)
+        opt.step(closure_for(x, visited))
+        x1 = x0 - 0.1 * (A @ (x0 - C))
+        torch.testing.assert_close(opt.state[x]["mu"], (1 - weight_on_new) * x0 + weight_on_new * x1)
+
+
+def test_scoping_counter_advances_and_the_frozen_switch_reproduces_the_port():
+    x = nn.Parameter(torch.tensor([1.0, 2.0, 3.0]))
+    opt = EntropySGD([x], L=2, gamma0=1e-2, gamma1=0.1, eps=0.0)
+    for _ in range(4):
+        opt.step(closure_for(x))
+    assert opt.state[x]["step"] == 4
+    assert opt.diagnostics["gamma"] == pytest.approx(1e-2 * 1.1**3)  # the 4th step used t = 3
+    assert scope(1e-2, 0.1, 4) == pytest.approx(1e-2 * 1.1**4)
+    frozen = EntropySGD([x], L=2, gamma0=1e-2, gamma1=0.1, eps=0.0, scoping="frozen")
+    for _ in range(4):
+        frozen.step(closure_for(x))
+    assert frozen.diagnostics["gamma"] == 1e-2
+
+
+def test_noise_scales():
+    assert langevin_noise_std("paper_v5", 0.1, 1e-4) == pytest.approx(0.1**0.5 * 1e-4)
+    assert langevin_noise_std("code", 0.1, 1e-4) == pytest.approx(1e-4 * 0.2**0.5)  # eps / sqrt(0.5 eta') * eta'
+    assert langevin_noise_std("v1", 0.1, 1e-4) == pytest.approx(2 * 0.1**0.5)
+
+
+def test_v1_outer_gradient_uses_rho_times_the_gradient_at_x():
+    x = nn.Parameter(torch.tensor([3.0, 1.0, -1.0]))
+    x0 = x.detach().clone()
+    opt = EntropySGD([x], lr=1.0, L=3, eps=0.0, gamma0=0.2, momentum=0.0, rho=0.5, variant="arxiv_v1", noise="paper_v5")
+    opt.step(closure_for(x))
+    mu = opt.state[x]["mu"]
+    torch.testing.assert_close(x0 - x.detach(), 0.5 * A @ (x0 - C) + 0.2 * (x0 - mu))
+
+
+def test_eps_zero_is_deterministic_and_the_noise_is_seeded():
+    def run(eps, seed):
+        torch.manual_seed(123)  # the global RNG must not matter
+        x = nn.Parameter(torch.tensor([1.0, 2.0, 3.0]))
+        opt = EntropySGD([x], L=5, eps=eps, seed=seed)
+        for _ in range(3):
+            opt.step(closure_for(x))
+        return x.detach()
+
+    assert torch.equal(run(0.0, 0), run(0.0, 1))
+    assert torch.equal(run(1e-2, 7), run(1e-2, 7))
+    assert not torch.equal(run(1e-2, 7), run(1e-2, 8))
+
+
+@pytest.mark.parametrize("base", ["sgd", "adam"])
+def test_state_dict_resume_continues_bit_identically(base):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    data = [(torch.randn(16, 5), torch.randint(0, 3, (16,))) for _ in range(40)]
+
+    def closure_over(model, stream):
+        def closure():
+            xb, yb = next(stream)
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            return loss
+
+        return closure
+
+    opt = EntropySGD(
+        [{"params": net[0].parameters()}, {"params": net[2].parameters(), "lr": 0.3}], L=3, eps=1e-2, base=base
+    )
+    stream = iter(data)
+    for _ in range(4):
+        opt.step(closure_over(net, stream))
+    saved_net, saved_opt = copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict())
+    rest = list(stream)
+    for _ in range(4):
+        opt.step(closure_over(net, iter(rest)))
+    restored = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    restored.load_state_dict(saved_net)
+    opt2 = EntropySGD(
+        [{"params": restored[0].parameters()}, {"params": restored[2].parameters(), "lr": 0.3}],
+        L=3,
+        eps=1e-2,
+        base=base,
+        seed=99,  # overwritten by the saved generator state
+    )
+    opt2.load_state_dict(saved_opt)
+    for _ in range(4):
+        opt2.step(closure_over(restored, iter(rest)))
+    for a, b in zip(net.parameters(), restored.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_closure_runs_l_plus_one_times_on_zeroed_gradients():
+    x = nn.Parameter(torch.tensor([1.0, 2.0, 3.0]))
+    x.grad = torch.full_like(x, 1e6)  # a stale gradient must not leak into the first evaluation
+    calls = []
+
+    def closure():
+        calls.append(None if x.grad is None else x.grad.clone())
+        loss = quadratic(x)
+        loss.backward()
+        return loss
+
+    loss = EntropySGD([x], L=4, eps=0.0).step(closure)
+    assert len(calls) == 5 and all(g is None for g in calls)
+    assert loss == pytest.approx(quadratic(torch.tensor([1.0, 2.0, 3.0])).item())
+
+
+def test_bad_arguments_are_refused():
+    x = nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="L"):
+        EntropySGD([x], L=0)
+    with pytest.raises(ValueError, match="variant"):
+        EntropySGD([x], variant="lua")
+    with pytest.raises(ValueError, match="noise"):
+        EntropySGD([x], noise="gaussian")
+    with pytest.raises(ValueError, match="closure"):
+        EntropySGD([x]).step()

@@ -1,0 +1,137 @@
+"""EntropyClassifier under Lightning: fresh minibatches per Langevin step, outer-step counting, refusals."""
+
+from types import SimpleNamespace
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from iclr17 import EntropyClassifier, EntropySGD, GaussianMixtureDataModule, HessianSpectrum
+from iclr17.modules.entropy_sgd.training import refuse_unsupported, split_minibatches
+
+
+class RecordingNet(nn.Module):
+    """A linear classifier that remembers the inputs of every training forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(2, 2)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        if self.training and torch.is_grad_enabled():
+            self.seen.append(x.clone())
+        return self.linear(x)
+
+
+class RecordBatches(pl.Callback):
+    def __init__(self) -> None:
+        self.batches = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batches.append(batch[0].clone())
+
+
+def _fit(model, dm, **kwargs):
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+    trainer.fit(model, dm)
+    return trainer
+
+
+def test_each_langevin_step_sees_the_next_fresh_minibatch_and_global_step_counts_outer_steps():
+    dm = GaussianMixtureDataModule(n_samples=60, batch_size=5, batches_per_step=4)
+    net = RecordingNet()
+    model = EntropyClassifier(net, num_classes=2, optimizer=lambda p: EntropySGD(p, L=3, eps=0.0))
+    record = RecordBatches()
+    trainer = _fit(model, dm, max_epochs=1, limit_val_batches=0, callbacks=[record])
+    assert trainer.global_step == 60 // 20
+    assert len(net.seen) == 3 * 4
+    for step, batch in enumerate(record.batches):
+        for i, minibatch in enumerate(batch.chunk(4)):
+            assert torch.equal(net.seen[4 * step + i], minibatch)
+
+
+def test_same_mode_reuses_one_minibatch():
+    dm = GaussianMixtureDataModule(n_samples=20, batch_size=5)
+    net = RecordingNet()
+    model = EntropyClassifier(net, num_classes=2, optimizer=lambda p: EntropySGD(p, L=2), inner_batches="same")
+    _fit(model, dm, max_steps=1, limit_val_batches=0)
+    assert len(net.seen) == 3 and all(torch.equal(s, net.seen[0]) for s in net.seen)
+
+
+class CheckFirstValidationSeesMu(pl.Callback):
+    """With lr 1 and no momentum the outer step sets x <- mu: validation must see exactly that, not x'."""
+
+    checked = 0
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.sanity_checking or self.checked:
+            return
+        optimizer = pl_module.entropy_optimizer()
+        for p in pl_module.parameters():
+            assert torch.equal(p.detach(), optimizer.state[p]["mu"])
+        self.checked += 1
+
+
+def test_validation_sees_the_outer_weights_and_the_epoch_schedule_steps():
+    dm = GaussianMixtureDataModule(n_samples=40, batch_size=5, batches_per_step=4)
+    model = EntropyClassifier(
+        RecordingNet(),
+        num_classes=2,
+        optimizer=lambda p: EntropySGD(p, lr=1.0, L=3, momentum=0.0),
+        lr_scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5),
+    )
+    check = CheckFirstValidationSeesMu()
+    trainer = _fit(model, dm, max_epochs=2, callbacks=[check])
+    assert check.checked == 1
+    assert model.entropy_optimizer().param_groups[0]["lr"] == pytest.approx(0.25)
+    assert trainer.callback_metrics["train/effective_epoch_xL1"] == pytest.approx(2.0)
+    assert trainer.callback_metrics["train/effective_epoch_xL"] == pytest.approx(2.0 * 3 / 4)
+
+
+def test_a_batch_that_does_not_hold_l_plus_one_minibatches_is_refused():
+    dm = GaussianMixtureDataModule(n_samples=20, batch_size=5)  # batches_per_step left at 1
+    model = EntropyClassifier(RecordingNet(), num_classes=2, optimizer=lambda p: EntropySGD(p, L=3))
+    with pytest.raises(ValueError, match="batches_per_step: 4"):
+        _fit(model, dm, max_steps=1, limit_val_batches=0)
+
+
+def test_split_minibatches_keeps_structure_and_order():
+    batch = {"x": torch.arange(12).view(6, 2), "y": (torch.arange(6), torch.arange(6) * 10)}
+    parts = split_minibatches(batch, 3)
+    assert torch.equal(parts[1]["x"], torch.tensor([[4, 5], [6, 7]]))
+    assert torch.equal(parts[2]["y"][1], torch.tensor([40, 50]))
+
+
+def test_fp16_mixed_precision_and_accumulation_are_refused():
+    with pytest.raises(ValueError, match="16-mixed"):
+        refuse_unsupported(SimpleNamespace(precision="16-mixed", accumulate_grad_batches=1))
+    with pytest.raises(ValueError, match="accumulate_grad_batches"):
+        refuse_unsupported(SimpleNamespace(precision="32-true", accumulate_grad_batches=2))
+    refuse_unsupported(SimpleNamespace(precision="bf16-mixed", accumulate_grad_batches=1))
+    dm = GaussianMixtureDataModule(n_samples=20, batch_size=5, batches_per_step=3)
+    model = EntropyClassifier(RecordingNet(), num_classes=2, optimizer=lambda p: EntropySGD(p, L=2))
+    with pytest.raises(Exception, match="accumulat"):
+        _fit(model, dm, max_steps=1, accumulate_grad_batches=2)
+
+
+def test_hessian_spectrum_asks_for_a_loss_fn_with_a_manual_optimization_module():
+    dm = GaussianMixtureDataModule(n_samples=20, batch_size=5, batches_per_step=3)
+    model = EntropyClassifier(RecordingNet(), num_classes=2, optimizer=lambda p: EntropySGD(p, L=2))
+    with pytest.raises(ValueError, match="loss_fn"):
+        _fit(model, dm, max_steps=1, callbacks=[HessianSpectrum(method="exact", n_samples=10)])
+
+
+def test_stacked_training_batches_drop_the_short_last_group():
+    dm = GaussianMixtureDataModule(n_samples=50, batch_size=5, batches_per_step=4)
+    dm.setup("fit")
+    assert [len(x) for x, _ in dm.train_dataloader()] == [20, 20]
+    assert sum(len(x) for x, _ in dm.val_dataloader()) == 100  # evaluation splits are whole
