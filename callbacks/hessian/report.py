@@ -6,7 +6,7 @@ one JSON table::
 Each run folder is searched for ``hessian/start_step*.npz`` and ``hessian/end_step*.npz`` (the callback's files,
 in whatever logger sub-folder they sit). The figure shows, per run, the ordered eigenvalues after training on a
 symmetric log scale and the log-count histograms before and after; the JSON (next to the figure) holds each
-snapshot's statistics.
+snapshot's statistics, recomputed from the saved eigenvalues with the current definitions.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from .functional import spectrum_statistics
 
 
 def snapshot(run: Path, when: str) -> dict | None:
@@ -25,7 +28,10 @@ def snapshot(run: Path, when: str) -> dict | None:
         return None
     data = np.load(files[-1])
     stats = {k: float(data[k]) for k in data.files if data[k].ndim == 0}
-    return {"file": str(files[-1]), "eigenvalues": data.get("eigenvalues"), **stats}
+    eigenvalues = data.get("eigenvalues")
+    if eigenvalues is not None:  # today's definitions, whatever version wrote the file
+        stats.update(spectrum_statistics(torch.from_numpy(eigenvalues)))
+    return {"file": str(files[-1]), "eigenvalues": eigenvalues, **stats}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -303,19 +303,24 @@ class EntropySGD(torch.optim.Optimizer):
         states = [self.state[p] for p in params]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         eta, gamma = group["eta_prime_effective"], group["gamma"]
-        # dx' = grad f(x') - gamma (x - x') = grad + gamma (x' - x)
-        coupling = torch._foreach_sub(params, [s["x"] for s in states])
-        dx = torch._foreach_add(grads, coupling, alpha=gamma)
-        if group["base"] == "adam":
-            dx = self._adam_direction(group, states, dx, prefix="inner_")
-        elif group["inner_momentum"]:
-            if group["weight_decay"]:
-                torch._foreach_add_(dx, params, alpha=group["weight_decay"])
-            dx = self._momentum(group, [s["inner_momentum_buffer"] for s in states], dx)
-        torch._foreach_add_(params, dx, alpha=-eta)
+        xs = [s["x"] for s in states]
+        if group["base"] == "sgd" and not group["inner_momentum"]:
+            # x' <- x' - eta (grad + gamma (x' - x)) = (1 - eta gamma) x' - eta grad + eta gamma x, in place
+            torch._foreach_mul_(params, 1.0 - eta * gamma)
+            torch._foreach_add_(params, grads, alpha=-eta)
+            torch._foreach_add_(params, xs, alpha=eta * gamma)
+        else:
+            dx = torch._foreach_add(grads, torch._foreach_sub(params, xs), alpha=gamma)  # grad f(x') - gamma (x - x')
+            if group["base"] == "adam":
+                dx = self._adam_direction(group, states, dx, prefix="inner_")
+            else:
+                if group["weight_decay"]:
+                    torch._foreach_add_(dx, params, alpha=group["weight_decay"])
+                dx = self._momentum(group, [s["inner_momentum_buffer"] for s in states], dx)
+            torch._foreach_add_(params, dx, alpha=-eta)
         std = langevin_noise_std(group["noise"], eta, group["eps"])
         if std > 0:  # the code adds its noise to the gradient just before the eta' step: the same thing
-            torch._foreach_add_(params, self._noise(params, std))
+            torch._foreach_add_(params, self._gaussians(params), alpha=std)
         weight = group["alpha"] if group["mu_update"] == "new_weighted" else 1.0 - group["alpha"]
         torch._foreach_lerp_([s["mu"] for s in states], params, weight)
 
@@ -391,12 +396,13 @@ class EntropySGD(torch.optim.Optimizer):
             self._generators[device] = generator
         return self._generators[device]
 
-    def _noise(self, params: list[Tensor], std: float) -> list[Tensor]:
-        """``std * xi`` for every parameter, from one draw of the seeded generator (same on every replica)."""
-        device, dtype = params[0].device, params[0].dtype
-        flat = torch.randn(sum(p.numel() for p in params), generator=self._generator(device), device=device)
-        flat = flat.to(dtype).mul_(std)
-        return [chunk.view_as(p) for chunk, p in zip(flat.split([p.numel() for p in params]), params, strict=True)]
+    def _gaussians(self, params: list[Tensor]) -> list[Tensor]:
+        """Standard normal draws shaped like ``params``, from one call to the seeded generator (so every replica
+        with the same seed draws the same values)."""
+        sizes = [p.numel() for p in params]
+        flat = torch.randn(sum(sizes), generator=self._generator(params[0].device), device=params[0].device,
+                           dtype=params[0].dtype)  # fmt: skip
+        return [chunk.view(p.shape) for chunk, p in zip(torch.split_with_sizes(flat, sizes), params, strict=True)]
 
     # ------------------------------------------------------------------------------ saving and loading
 

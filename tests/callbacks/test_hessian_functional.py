@@ -123,3 +123,12 @@ def test_hutchpp_is_exact_on_low_rank_and_beats_hutchinson_with_outliers():
         g = torch.Generator().manual_seed(seed)
         errors["hutchpp"].append(abs(hutchpp_trace(lambda v: h @ v, 60, 30, g, torch.float64) - spectrum.sum()))
     assert np.mean(errors["hutchpp"]) < 0.1 * np.mean(errors["hutchinson"])
+
+
+def test_outliers_are_counted_on_a_log_scale_above_the_bulk():
+    """The end-of-training MNIST spectrum of configs/hessian/mnist_small.yaml (rounded): nine outliers over a
+    decade, then the bulk; an absolute-gap rule would count two."""
+    top = torch.tensor([0.7216, 0.6649, 0.4938, 0.399, 0.3707, 0.2983, 0.2379, 0.2229, 0.1788, 0.0722, 0.056, 0.0534])
+    bulk = torch.logspace(-3, -12, 40)
+    assert count_outliers(torch.cat([top, bulk])) == 9
+    assert count_outliers(torch.tensor([-1.0, -2.0])) == 0 and count_outliers(torch.tensor([3.0])) == 1
