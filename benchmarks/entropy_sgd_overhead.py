@@ -87,13 +87,10 @@ def compare(name: str, make_model, conv: bool, L: int, repeats: int, device: tor
     med = {k: statistics.median(v) for k, v in times.items()}
     n_params = sum(p.numel() for p in plain_model.parameters())
     print(f"{name} ({n_params:,} parameters, L = {L}, {device}):")
-    print(f"  peer  {L + 1} SGD-Nesterov steps     {med['plain'] * 1e3:9.1f} ms")
-    print(
-        f"  ours  one EntropySGD step, eps=1e-4 {med['noisy'] * 1e3:9.1f} ms   ratio {med['noisy'] / med['plain']:.3f}"
-    )
-    print(
-        f"  ours  one EntropySGD step, eps=0    {med['silent'] * 1e3:9.1f} ms   ratio {med['silent'] / med['plain']:.3f}"
-    )
+    print(f"  peer  {L + 1} SGD-Nesterov steps       {med['plain'] * 1e3:9.1f} ms")
+    for key, label in [("noisy", "eps=1e-4"), ("silent", "eps=0   ")]:
+        ratio = med[key] / med["plain"]
+        print(f"  ours  one EntropySGD step, {label} {med[key] * 1e3:9.1f} ms   ratio {ratio:.3f}")
 
 
 def main() -> None:

@@ -2,8 +2,19 @@
 
 from .babi import BabiDataModule
 from .cbt import CBTDataModule
+from .cifar10 import CIFAR10DataModule
 from .gaussian_mixture import GaussianMixtureDataModule
+from .language_model import CharTextDataModule, PTBDataModule
 from .mnist import MNISTDataModule
 from .world_model import WorldModelDataModule
 
-__all__ = ["MNISTDataModule", "GaussianMixtureDataModule", "BabiDataModule", "WorldModelDataModule", "CBTDataModule"]
+__all__ = [
+    "MNISTDataModule",
+    "GaussianMixtureDataModule",
+    "BabiDataModule",
+    "WorldModelDataModule",
+    "CBTDataModule",
+    "CIFAR10DataModule",
+    "PTBDataModule",
+    "CharTextDataModule",
+]

@@ -2,7 +2,8 @@
 
 from .classifier import Classifier
 from .entnet import EntNet, EntNetCBT
-from .entropy_sgd import EntropyClassifier, EntropySGD, EntropySGDTraining
+from .entropy_sgd import EntropyClassifier, EntropyLanguageModel, EntropySGD, EntropySGDTraining
+from .language_model import LanguageModel
 from .nets import MLP, AllCNN, LeNet, MnistFC
 
 __all__ = [
@@ -11,7 +12,9 @@ __all__ = [
     "EntNetCBT",
     "EntropySGD",
     "EntropyClassifier",
+    "EntropyLanguageModel",
     "EntropySGDTraining",
+    "LanguageModel",
     "MLP",
     "MnistFC",
     "LeNet",

@@ -11,7 +11,9 @@ import wandb
 
 from tests.data.make_babi import write_babi
 from tests.data.make_cbt import write_cbt
+from tests.data.make_cifar10 import write_cifar10
 from tests.data.make_mnist import write_mnist
+from tests.data.make_text import write_ptb, write_war_and_peace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,11 +37,16 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
 @pytest.fixture(scope="session")
 def fixture_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root with every fixture dataset in its original format: a 600/100-image MNIST, bAbI tasks 1
-    and 2 (200 training questions each) in ``en`` and ``en-10k``, and CBT NE and CN (60/15/15 examples)."""
+    and 2 (200 training questions each) in ``en`` and ``en-10k``, CBT NE and CN (60/15/15 examples), a
+    CIFAR-10 of 5 x 60 training and 40 test images, and a PTB (200/40/40 sentences) and a War and Peace (BOM,
+    CRLF) in their files' formats."""
     root = tmp_path_factory.mktemp("data_root")
     write_mnist(root, n_train=600, n_test=100)
     write_babi(root)
     write_cbt(root)
+    write_cifar10(root, per_batch=60, n_test=40)
+    write_ptb(root)
+    write_war_and_peace(root)
     return root
 
 

@@ -19,6 +19,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from ..classifier import Classifier
+from ..language_model import LanguageModel
 from ..step_logging import is_logging_step
 from .optim import EntropySGD
 
@@ -91,9 +92,8 @@ class EntropySGDTraining:
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         n = self.entropy_optimizer().L + 1
-        minibatches: Iterator[Any] = (
-            iter(split_minibatches(batch, n)) if self.inner_batches == "fresh" else iter([batch] * n)
-        )
+        parts = split_minibatches(batch, n) if self.inner_batches == "fresh" else [batch] * n
+        minibatches: Iterator[Any] = iter(parts)
         one_minibatch_loss = super().training_step  # the base module's loss of one minibatch
 
         def closure() -> Tensor:
@@ -105,10 +105,16 @@ class EntropySGDTraining:
         self._step_schedulers("step")
         if is_logging_step(self, batch_idx):
             stats = self.entropy_optimizer().diagnostics
-            self.log("train/loss_step", loss, prog_bar=True)  # at x (the closure's own logs saw x')
+            self.log(
+                "train/loss_step", self.loss_to_log(loss, parts[0]), prog_bar=True
+            )  # at x (the closure's logs saw x')
             self.log("train/gamma", float(stats["gamma"]))
             self.log("train/x_minus_mu_norm", stats["x_minus_mu_norm"])
             self.log("train/inner_loss", stats["inner_loss"])
+        return loss
+
+    def loss_to_log(self, loss: Tensor, minibatch: Any) -> Tensor:
+        """The logged ``train/loss_step`` for the objective ``loss`` of ``minibatch`` at ``x`` (identity here)."""
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -173,3 +179,67 @@ class EntropyClassifier(EntropySGDTraining, Classifier):
         first_minibatch_size = len(batch[1]) // (1 if self.inner_batches == "same" else self.entropy_optimizer().L + 1)
         self.epoch_loss_sum += outputs["loss"] * first_minibatch_size
         self.epoch_samples += first_minibatch_size
+
+
+def _entropy_adam(params: Any) -> torch.optim.Optimizer:
+    return EntropySGD(params, lr=0.01, L=5, eta_prime=0.002, base="adam")
+
+
+class EntropyLanguageModel(EntropySGDTraining, LanguageModel):
+    """:class:`LanguageModel` trained by :class:`EntropySGD` (or Entropy-Adam, ``base: adam``): each training
+    batch holds ``L + 1`` consecutive BPTT minibatches (``batches_per_step``), the hidden state runs through
+    them in order (at ``x`` for the first, at ``x'`` for the Langevin steps), and gradients are clipped after
+    every closure call when ``grad_clip_norm`` is set.
+
+    Args:
+        vocab_size: vocabulary size (checked against the datamodule's).
+        hidden_size: LSTM width.
+        num_layers: LSTM layers.
+        embedding_dim: embedding width (None: ``hidden_size``).
+        dropout: dropout on embeddings, between layers and before the decoder.
+        init_range: uniform initialisation half-width.
+        tie_weights: share the embedding and decoder weights.
+        grad_clip_norm: global gradient-norm clip after every closure call (None: off).
+        unit: ``word`` or ``char`` (chars also log bits per char).
+        train_loss: ``mean`` or ``sum_over_time`` (see :class:`LanguageModel`).
+        optimizer: callable from parameters to an :class:`EntropySGD` (default: Entropy-Adam, L = 5; the step
+            sizes are our assumption: no Entropy-Adam code was released).
+        lr_scheduler: optional callable from the optimizer to a scheduler.
+        inner_batches: ``fresh`` (the paper) or ``same``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 10_000,
+        hidden_size: int = 1500,
+        num_layers: int = 2,
+        embedding_dim: int | None = None,
+        dropout: float = 0.65,
+        init_range: float = 0.04,
+        tie_weights: bool = False,
+        grad_clip_norm: float | None = 10.0,
+        unit: Literal["word", "char"] = "word",
+        train_loss: Literal["mean", "sum_over_time"] = "mean",
+        optimizer: OptimizerCallable = _entropy_adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        inner_batches: Literal["fresh", "same"] = "fresh",
+    ) -> None:
+        super().__init__(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            embedding_dim=embedding_dim,
+            dropout=dropout,
+            init_range=init_range,
+            tie_weights=tie_weights,
+            grad_clip_norm=grad_clip_norm,
+            unit=unit,
+            train_loss=train_loss,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+        )
+        self.automatic_optimization = False
+        self.inner_batches = inner_batches
+
+    def loss_to_log(self, loss: Tensor, minibatch: tuple[Tensor, Tensor]) -> Tensor:
+        return loss / self._objective_scale(minibatch)  # per token, as LanguageModel logs it
