@@ -1,5 +1,6 @@
 """Callbacks that attach to any LightningModule (HessianSpectrum, HaltingTime, image logging)."""
 
 from .hessian import HessianSpectrum
+from .image_grids import ImageGrids
 
-__all__ = ["HessianSpectrum"]
+__all__ = ["HessianSpectrum", "ImageGrids"]

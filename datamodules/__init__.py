@@ -4,11 +4,15 @@ from .babi import BabiDataModule
 from .cbt import CBTDataModule
 from .cifar10 import CIFAR10DataModule
 from .gaussian_mixture import GaussianMixtureDataModule
+from .images import CelebADataModule, ImageFolderDataModule, LSUNDataModule
 from .language_model import CharTextDataModule, PTBDataModule
 from .mnist import MNISTDataModule
 from .world_model import WorldModelDataModule
 
 __all__ = [
+    "CelebADataModule",
+    "LSUNDataModule",
+    "ImageFolderDataModule",
     "MNISTDataModule",
     "GaussianMixtureDataModule",
     "BabiDataModule",

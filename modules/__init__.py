@@ -1,6 +1,7 @@
 """LightningModules (one per paper, plus the shared Classifier) and the networks they train."""
 
 from .classifier import Classifier
+from .ebgan import EBGAN, ConvDiscriminator, DCGANGenerator, MnistDiscriminator, MnistGenerator, NoiseGenerator128
 from .entnet import EntNet, EntNetCBT
 from .entropy_sgd import EntropyClassifier, EntropyLanguageModel, EntropySGD, EntropySGDTraining
 from .language_model import LanguageModel
@@ -8,6 +9,12 @@ from .nets import MLP, AllCNN, LeNet, MnistFC
 
 __all__ = [
     "Classifier",
+    "EBGAN",
+    "MnistGenerator",
+    "MnistDiscriminator",
+    "DCGANGenerator",
+    "ConvDiscriminator",
+    "NoiseGenerator128",
     "EntNet",
     "EntNetCBT",
     "EntropySGD",

@@ -12,6 +12,7 @@ import wandb
 from tests.data.make_babi import write_babi
 from tests.data.make_cbt import write_cbt
 from tests.data.make_cifar10 import write_cifar10
+from tests.data.make_images import write_images
 from tests.data.make_mnist import write_mnist
 from tests.data.make_text import write_ptb, write_war_and_peace
 
@@ -39,7 +40,8 @@ def fixture_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root with every fixture dataset in its original format: a 600/100-image MNIST, bAbI tasks 1
     and 2 (200 training questions each) in ``en`` and ``en-10k``, CBT NE and CN (60/15/15 examples), a
     CIFAR-10 of 5 x 60 training and 40 test images, and a PTB (200/40/40 sentences) and a War and Peace (BOM,
-    CRLF) in their files' formats."""
+    CRLF) in their files' formats; CelebA (8/2/2 aligned JPEGs and the partition file), LSUN bedroom exported
+    as WebP (8 train, 4 val) and an image folder of 12 PNG/JPEG files (tests/data/make_images.py)."""
     root = tmp_path_factory.mktemp("data_root")
     write_mnist(root, n_train=600, n_test=100)
     write_babi(root)
@@ -47,6 +49,7 @@ def fixture_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_cifar10(root, per_batch=60, n_test=40)
     write_ptb(root)
     write_war_and_peace(root)
+    write_images(root)
     return root
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jacfwd, jacrev, jvp
+from torch.func import functional_call, grad, jacfwd, jacrev, vjp
 
 FlatLoss = Callable[[Tensor], Tensor]
 MatVec = Callable[[Tensor], Tensor]
@@ -66,11 +66,13 @@ def exact_eigenvalues(loss_of: FlatLoss, theta: Tensor) -> Tensor:
 
 
 def hessian_vector_product(loss_of: FlatLoss, theta: Tensor) -> MatVec:
-    """``v -> H v`` by forward-over-reverse differentiation (one gradient and one JVP per product)."""
-    gradient = grad(loss_of)
+    """``v -> H v`` by reverse-over-reverse: the gradient's graph is built once (``vjp`` of ``grad``) and each
+    product is one backward pass through it (H is symmetric, so the vector-Jacobian product is H v). The graph,
+    and any random draw in the loss (a dropout mask), are fixed for the life of the returned function."""
+    _, pullback = vjp(grad(loss_of), theta)
 
     def matvec(v: Tensor) -> Tensor:
-        return jvp(gradient, (theta,), (v.to(theta.dtype),))[1]
+        return pullback(v.to(theta.dtype))[0]
 
     return matvec
 
@@ -78,24 +80,34 @@ def hessian_vector_product(loss_of: FlatLoss, theta: Tensor) -> MatVec:
 def lanczos(matvec: MatVec, start: Tensor, steps: int) -> tuple[Tensor, Tensor, Tensor]:
     """Lanczos tridiagonalisation from ``start`` with full reorthogonalisation (no ghost eigenvalues).
 
+    Each step applies the three-term recurrence, then one Gram-Schmidt pass against the whole basis, and a
+    second pass only when the first removed most of the vector (the Daniel-Gragg-Kaufman-Stewart criterion).
     Returns the diagonal ``alpha`` ``(k,)``, the off-diagonal ``beta`` ``(k - 1,)`` and the basis ``(k, P)``,
     with ``k <= steps`` (it stops early when the Krylov space is exhausted). Work is in float64.
     """
-    q = (start / start.norm()).double()
-    basis, alphas, betas = [q], [], []
+    basis = torch.empty(steps, start.numel(), dtype=torch.float64, device=start.device)
+    basis[0] = start.double() / start.double().norm()
+    alphas: list[Tensor] = []
+    betas: list[Tensor] = []
     for i in range(steps):
-        w = matvec(basis[-1].to(start.dtype)).double()
-        alpha = torch.dot(w, basis[-1])
+        q = basis[i]
+        w = matvec(q.to(start.dtype)).double()
+        alpha = torch.dot(w, q)
         alphas.append(alpha)
-        stacked = torch.stack(basis)
-        w = w - stacked.T @ (stacked @ w)  # full reorthogonalisation, twice for stability
-        w = w - stacked.T @ (stacked @ w)
+        w = w - alpha * q - (betas[-1] * basis[i - 1] if i else 0.0)
+        previous = basis[: i + 1]
+        before = w.norm()
+        w = w - previous.T @ (previous @ w)
+        if w.norm() < before / math.sqrt(2):
+            w = w - previous.T @ (previous @ w)
         beta = w.norm()
         if i == steps - 1 or beta < 1e-10 * max(1.0, abs(alpha.item())):
             break
         betas.append(beta)
-        basis.append(w / beta)
-    return torch.stack(alphas), torch.stack(betas) if betas else torch.zeros(0, dtype=torch.float64), torch.stack(basis)
+        basis[i + 1] = w / beta
+    k = len(alphas)
+    off_diagonal = torch.stack(betas) if betas else torch.zeros(0, dtype=torch.float64, device=start.device)
+    return torch.stack(alphas), off_diagonal, basis[:k]
 
 
 def tridiagonal(alpha: Tensor, beta: Tensor) -> Tensor:

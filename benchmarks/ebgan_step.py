@@ -1,0 +1,108 @@
+"""EBGAN-PT training steps on MNIST: the ``EBGAN`` LightningModule under Lightning's Trainer vs a plain PyTorch loop.
+
+    ICLR17_DATA_DIR=../shared/data python benchmarks/ebgan_step.py [--repeats 5] [--batches 100]
+
+Both sides build the paper's best EBGAN-PT MNIST nets (``MnistGenerator(5, 800)``, ``MnistDiscriminator(2, 1024)``,
+same seed, so identical weights), Adam lr 1e-3, and train on the same batches (the datamodule's loader: global
+batch 64, MNIST in [-1, 1]) for ``--batches`` batches. Each batch is one D step (fake = G(z) without gradient,
+l2 energy, per-sample hinge, m = 10) and one G step (energy of G(z) + 0.1 PT, same z). The plain loop freezes
+D during the G step as ``toggled_optimizer`` does (the popular ports do not, and so also compute D's weight
+gradients in the G step, work a toggled module skips; the D step needs no freezing, as G runs under no_grad). The
+Trainer runs with no logger, checkpointing, progress bar or validation, so the ratio measures the framework and
+the module's own cost (toggled optimizers, manual_backward, logging on logging steps). Runs alternate; medians
+are reported. Target: ratio <= 1.10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import pytorch_lightning as pl
+import torch
+
+from iclr17.datamodules import MNISTDataModule
+from iclr17.modules import EBGAN, MnistDiscriminator, MnistGenerator
+from iclr17.modules.ebgan.functional import discriminator_loss, generator_loss, reconstruction_energy
+
+
+def _nets() -> tuple[MnistGenerator, MnistDiscriminator]:
+    torch.manual_seed(0)
+    return MnistGenerator(z_dim=100, n_layers=5, size=800), MnistDiscriminator(n_layers=2, size=1024)
+
+
+def plain_loop(datamodule: MNISTDataModule, batches: int) -> float:
+    start = time.perf_counter()
+    generator, discriminator = _nets()
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
+    noise = torch.Generator().manual_seed(0)
+    for batch_idx, (x, _) in enumerate(datamodule.train_dataloader()):
+        if batch_idx >= batches:
+            break
+        z = torch.randn(x.shape[0], 100, generator=noise)
+        with torch.no_grad():
+            fake = generator(z)
+        real_energy = reconstruction_energy(x, discriminator(x)[0])
+        fake_energy = reconstruction_energy(fake, discriminator(fake)[0])
+        loss_d = discriminator_loss(real_energy, fake_energy, 10.0)
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        discriminator.requires_grad_(False)  # as toggled_optimizer does: no weight gradients for D in the G step
+        fake = generator(z)
+        recon, code = discriminator(fake)
+        loss_g = generator_loss(reconstruction_energy(fake, recon), code, 0.1)
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        discriminator.requires_grad_(True)
+    return time.perf_counter() - start
+
+
+def lightning_loop(datamodule: MNISTDataModule, batches: int) -> float:
+    start = time.perf_counter()
+    generator, discriminator = _nets()
+    model = EBGAN(generator, discriminator, pt_weight=0.1)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=batches,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=100)
+    args = parser.parse_args()
+
+    datamodule = MNISTDataModule(batch_size=64, normalization="tanh")
+    datamodule.setup("fit")
+    plain_loop(datamodule, 5)  # warm-up: allocator, kernels, thread pool
+    lightning_loop(datamodule, 5)
+
+    plain, ours = [], []
+    for _ in range(args.repeats):
+        plain.append(plain_loop(datamodule, args.batches))
+        ours.append(lightning_loop(datamodule, args.batches))
+    print(
+        f"EBGAN-PT MNIST (G 5x800, D 2x1024), {args.batches} batches of 64, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(f"plain PyTorch loop (peer):  median {statistics.median(plain):.2f} s   runs {[round(t, 2) for t in plain]}")
+    print(f"iclr17 EBGAN + Trainer:     median {statistics.median(ours):.2f} s   runs {[round(t, 2) for t in ours]}")
+    print(f"ratio (ours / peer): {statistics.median(ours) / statistics.median(plain):.3f}   target <= 1.10")
+
+
+if __name__ == "__main__":
+    main()

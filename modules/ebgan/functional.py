@@ -1,0 +1,151 @@
+"""EBGAN's math as pure functions (``shared/papers/ebgan.md`` section 2): the auto-encoder energy (eq 13), the
+per-sample margin hinge (eqs 1-2), the pulling-away term (eq 14), margin schedules, the standard-GAN losses of
+the paper's baseline, and the MNIST score I' (section 4.1). Nothing here knows about Lightning."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Energy = Literal["l2", "sse", "mse"]
+HingeReduction = Literal["per_sample", "batch_mean"]
+MarginSchedule = Literal["constant", "linear", "exponential", "step"]
+
+
+def reconstruction_energy(x: Tensor, reconstruction: Tensor, energy: Energy = "l2") -> Tensor:
+    """Per-sample energy ``D(x) = ||Dec(Enc(x)) - x||`` (eq 13), shape ``(N,)``.
+
+    ``l2``: square root of the sum of squared errors over all pixels (the literal eq 13, the default);
+    ``sse``: the sum of squared errors; ``mse``: their mean (what most ports use). The paper's margins
+    (m = 10, 20, 40, 80) only make sense on the scale they were tuned on (spec 2.2), so configs store ``energy``
+    next to ``margin``. ``l2`` adds 1e-12 under the square root so that its gradient is finite at 0.
+    """
+    if x.shape != reconstruction.shape:
+        raise ValueError(f"reconstruction has shape {tuple(reconstruction.shape)} but x has {tuple(x.shape)}")
+    squared = (reconstruction - x).pow(2).flatten(1)
+    if energy == "l2":
+        return (squared.sum(dim=1) + 1e-12).sqrt()
+    if energy == "sse":
+        return squared.sum(dim=1)
+    if energy == "mse":
+        return squared.mean(dim=1)
+    raise ValueError(f"energy must be one of l2, sse, mse; got {energy!r}")
+
+
+def margin_hinge(fake_energy: Tensor, margin: float, reduction: HingeReduction = "per_sample") -> Tensor:
+    """The fake term of L_D (eq 1): ``mean_i [m - D(G(z_i))]^+`` for ``per_sample`` (the paper).
+
+    ``batch_mean`` computes ``[m - mean_i D(G(z_i))]^+`` instead, the bug of a popular port (spec section 5),
+    kept only to reproduce it: one low-energy fake can then hide behind high-energy ones.
+    """
+    if reduction == "per_sample":
+        return F.relu(margin - fake_energy).mean()
+    if reduction == "batch_mean":
+        return F.relu(margin - fake_energy.mean())
+    raise ValueError(f"reduction must be per_sample or batch_mean; got {reduction!r}")
+
+
+def discriminator_loss(
+    real_energy: Tensor, fake_energy: Tensor, margin: float, reduction: HingeReduction = "per_sample"
+) -> Tensor:
+    """``L_D = mean_i D(x_i) + mean_i [m - D(G(z_i))]^+`` (eq 1)."""
+    return real_energy.mean() + margin_hinge(fake_energy, margin, reduction)
+
+
+def pulling_away_term(codes: Tensor, eps: float = 1e-8) -> Tensor:
+    """``f_PT(S) = 1 / (N (N - 1)) sum_i sum_{j != i} (s_i . s_j)^2`` with ``s_i = S_i / ||S_i||_2`` (eq 14).
+
+    ``codes`` is ``(N, ...)``; each sample's code is flattened and divided by its own L2 norm (``eps`` keeps a
+    zero row finite). The result is the mean squared cosine similarity between distinct rows: 0 for mutually
+    orthogonal codes, 1 for identical (or parallel) ones, and invariant to row order and per-row scale.
+    """
+    n = codes.shape[0]
+    if n < 2:
+        raise ValueError(f"the pulling-away term needs at least 2 codes, got a batch of {n}")
+    flat = codes.flatten(1)
+    unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(eps)
+    cosine_sq = (unit @ unit.t()).pow(2)
+    off_diagonal = cosine_sq.sum() - cosine_sq.diagonal().sum()
+    return off_diagonal / (n * (n - 1))
+
+
+def generator_loss(fake_energy: Tensor, codes: Tensor | None = None, pt_weight: float = 0.0) -> Tensor:
+    """``L_G = mean_i D(G(z_i)) + lambda_PT f_PT(Enc(G(z)))`` (eq 2 plus section 2.4; ``pt_weight`` = lambda_PT)."""
+    loss = fake_energy.mean()
+    if pt_weight:
+        if codes is None:
+            raise ValueError("pt_weight > 0 needs the encoder codes of the generated batch")
+        loss = loss + pt_weight * pulling_away_term(codes)
+    return loss
+
+
+def margin_at(
+    epoch: float,
+    initial: float,
+    schedule: MarginSchedule = "constant",
+    final: float = 0.0,
+    decay_epochs: float = 1.0,
+    step_every: float = 1.0,
+) -> float:
+    """The margin after ``epoch`` (fractional) epochs of a schedule from ``initial`` to ``final``.
+
+    ``constant``: ``initial`` always. ``linear``: straight line reaching ``final`` at ``decay_epochs``.
+    ``exponential``: geometric interpolation ``initial * (final / initial)^(t / decay_epochs)`` (``final`` must be
+    > 0; use a small value to approach 0). ``step``: ``linear`` evaluated at the last multiple of ``step_every``.
+    After ``decay_epochs`` every decaying schedule stays at ``final``. EBGAN-LN decays m towards 0 (spec 2.5); the
+    paper's schedule is unknown, so none of these is the paper's.
+    """
+    if schedule == "constant":
+        return initial
+    if decay_epochs <= 0:
+        raise ValueError(f"decay_epochs must be > 0, got {decay_epochs}")
+    t = min(max(epoch, 0.0) / decay_epochs, 1.0)
+    if schedule == "linear":
+        return initial + (final - initial) * t
+    if schedule == "exponential":
+        if initial <= 0 or final <= 0:
+            raise ValueError(f"the exponential schedule needs initial and final > 0, got {initial} and {final}")
+        return initial * (final / initial) ** t
+    if schedule == "step":
+        if step_every <= 0:
+            raise ValueError(f"step_every must be > 0, got {step_every}")
+        stepped = math.floor(max(epoch, 0.0) / step_every + 1e-9) * step_every
+        return initial + (final - initial) * min(stepped / decay_epochs, 1.0)
+    raise ValueError(f"schedule must be one of constant, linear, exponential, step; got {schedule!r}")
+
+
+def gan_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """The standard GAN discriminator loss: ``-mean log D(x) - mean log(1 - D(G(z)))`` on logits."""
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real + fake
+
+
+def gan_generator_loss(fake_logits: Tensor) -> Tensor:
+    """The non-saturating GAN generator loss ``-mean log D(G(z))`` (Goodfellow et al. 2014, section 3)."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def mnist_score_statistics(probs: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor, int]:
+    """Sufficient statistics of I' for a batch of class probabilities ``(N, K)``: ``sum_x p(y|x)``,
+    ``sum_x log p(y|x)`` (probabilities clamped at ``eps``) and ``N``. Sums add up over batches and processes."""
+    return probs.sum(dim=0), probs.clamp_min(eps).log().sum(dim=0), probs.shape[0]
+
+
+def mnist_score_from_statistics(prob_sum: Tensor, log_prob_sum: Tensor, n: int | Tensor, eps: float = 1e-12) -> Tensor:
+    """``I' = E_x KL(p(y) || p(y|x)) = sum_y p(y) (log p(y) - E_x log p(y|x))`` with ``p(y) = E_x p(y|x)``."""
+    p_y = prob_sum / n
+    return (p_y * (p_y.clamp_min(eps).log() - log_prob_sum / n)).sum().clamp_min(0.0)  # a KL: < 0 only by rounding
+
+
+def mnist_score(probs: Tensor, eps: float = 1e-12) -> Tensor:
+    """The paper's MNIST score ``I' = E_x KL(p(y) || p(y|x))`` (section 4.1) of class probabilities ``(N, K)``.
+
+    The KL arguments are swapped relative to the Inception Score and there is no exponential. It is 0 when every
+    sample has the same p(y|x); higher is better (our reading of Fig. 2, spec section 8).
+    """
+    return mnist_score_from_statistics(*mnist_score_statistics(probs, eps), eps=eps)

@@ -1,0 +1,141 @@
+"""The paper's MNIST score I' (section 4.1) as a DDP-safe metric, with the shipped classifier, and the offline
+feature extractor that lets torchmetrics' FID and KID run on MNIST without downloading Inception weights.
+
+The shipped classifier ``mnist_score_net.pt`` is the state dict of a :class:`MnistScoreNet` trained with the
+project's own ``Classifier`` on MNIST scaled to [-1, 1] (the generator's range)::
+
+    iclr17 fit --config configs/ebgan/mnist_score_net.yaml
+    python -m iclr17.modules.ebgan.metrics runs/iclr17/<run>/checkpoints/last.ckpt
+
+The second command writes the net's weights to ``modules/ebgan/mnist_score_net.pt`` and prints its accuracy on
+the official 10,000 test images (the number is in the config's header).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from .functional import mnist_score_from_statistics, mnist_score_statistics
+from .nets import MnistScoreNet
+
+SCORE_NET_PATH = Path(__file__).with_name("mnist_score_net.pt")
+
+
+def load_score_net(path: str | Path | None = None) -> MnistScoreNet:
+    """The shipped (or given) MNIST classifier, in eval mode with frozen weights."""
+    path = Path(path) if path is not None else SCORE_NET_PATH
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: MNIST score classifier not found; see the iclr17.modules.ebgan.metrics docstring"
+        )
+    net = MnistScoreNet()
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return net.eval().requires_grad_(False)
+
+
+class MNISTScore(Metric):
+    """I' = E_x KL(p(y) || p(y|x)) of generated MNIST images (``shared/papers/ebgan.md`` 2.6).
+
+    States are sums (``sum_x p(y|x)``, ``sum_x log p(y|x)``, the count), so the value is exact under DDP and
+    over any batching. ``update`` takes images in [-1, 1] of shape ``(N, 1, 28, 28)`` or ``(N, 784)``, or class
+    probabilities ``(N, K)`` when ``from_probs=True``. The classifier always runs in eval mode.
+
+    Example::
+
+        >>> metric = MNISTScore(classifier=None, from_probs=True)
+        >>> metric.update(torch.tensor([[0.9, 0.1], [0.1, 0.9]]))  # p(y) = (0.5, 0.5)
+        >>> round(float(metric.compute()), 4)  # 0.5 log(0.5 / 0.9) + 0.5 log(0.5 / 0.1)
+        0.5108
+
+    Args:
+        classifier: maps images to logits; default the shipped ``MnistScoreNet``; None with ``from_probs``.
+        from_probs: ``update`` receives probabilities instead of images.
+        num_classes: number of classes.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+    is_differentiable = False
+
+    def __init__(self, classifier: nn.Module | None | str = "shipped", from_probs: bool = False, num_classes: int = 10):
+        super().__init__()
+        if classifier == "shipped":
+            classifier = None if from_probs else load_score_net()
+        if classifier is None and not from_probs:
+            raise ValueError("MNISTScore needs a classifier unless from_probs=True")
+        self.classifier = classifier
+        self.from_probs = from_probs
+        self.add_state("prob_sum", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("log_prob_sum", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, x: Tensor) -> None:
+        if self.from_probs:
+            probs = x
+        else:
+            self.classifier.eval()
+            with torch.no_grad():
+                probs = self.classifier(x.float()).softmax(dim=-1)
+        prob_sum, log_prob_sum, n = mnist_score_statistics(probs.double())
+        self.prob_sum += prob_sum
+        self.log_prob_sum += log_prob_sum
+        self.count += n
+
+    def compute(self) -> Tensor:
+        return mnist_score_from_statistics(self.prob_sum, self.log_prob_sum, self.count)
+
+
+class MnistFeatures(nn.Module):
+    """The shipped classifier's 512 penultimate features, as torchmetrics' ``FrechetInceptionDistance(feature=...)``
+    and ``KernelInceptionDistance(feature=...)`` expect (``num_features`` attribute; images in [-1, 1]); works
+    offline, unlike the default Inception weights. Use Inception features where you have the weights.
+
+    Args:
+        net: the classifier; default the shipped one.
+    """
+
+    num_features = MnistScoreNet.num_features
+
+    def __init__(self, net: MnistScoreNet | None = None) -> None:
+        super().__init__()
+        self.net = net if net is not None else load_score_net()
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.net.eval().features(x.float())
+
+
+def export_score_net(checkpoint: str | Path, out: str | Path = SCORE_NET_PATH) -> Path:
+    """Write the ``net`` weights of a ``Classifier(net=MnistScoreNet())`` Lightning checkpoint to ``out``."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    net_state = {k.removeprefix("net."): v.clone() for k, v in state.items() if k.startswith("net.")}
+    MnistScoreNet().load_state_dict(net_state)  # fails loudly on a checkpoint of another net
+    torch.save(net_state, out)
+    return Path(out)
+
+
+def _test_accuracy(net: nn.Module) -> float:
+    from iclr17.datamodules import MNISTDataModule
+
+    datamodule = MNISTDataModule(normalization="tanh", batch_size=1000)
+    datamodule.setup("test")
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in datamodule.test_dataloader():
+            correct += int((net(x).argmax(dim=-1) == y).sum())
+            total += len(y)
+    return correct / total
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m iclr17.modules.ebgan.metrics CLASSIFIER_CHECKPOINT")
+    written = export_score_net(sys.argv[1])
+    print(
+        f"wrote {written} ({written.stat().st_size} bytes); test accuracy {_test_accuracy(load_score_net(written)):.4f}"
+    )

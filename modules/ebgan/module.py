@@ -1,0 +1,308 @@
+"""``EBGAN``: the energy-based GAN of Zhao, Mathieu and LeCun (ICLR 2017) with a standard-GAN switch."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import OptimizerCallable
+from torch import Tensor, nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from torch.nn.parallel import DistributedDataParallel
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from ..step_logging import is_logging_step
+from .functional import (
+    Energy,
+    HingeReduction,
+    MarginSchedule,
+    discriminator_loss,
+    gan_discriminator_loss,
+    gan_generator_loss,
+    generator_loss,
+    margin_at,
+    pulling_away_term,
+    reconstruction_energy,
+)
+from .metrics import MnistFeatures, MNISTScore
+from .nets import MnistDiscriminator, MnistGenerator
+
+
+def _adam(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+class EBGAN(pl.LightningModule):
+    """EBGAN (``loss="ebgan"``, eqs 1-2 and 13-14 of the paper) or a standard GAN on the same nets (``loss="gan"``).
+
+    Each training batch makes ``d_steps_per_g`` discriminator steps and then one generator step, by manual
+    optimization (``toggled_optimizer``, ``manual_backward``, ``clip_gradients``; spec 2.4):
+
+    - D step: ``fake = G(z)`` without gradient; ``L_D = mean D(x) + mean [m - D(fake)]^+`` (EBGAN, per-sample
+      hinge) or the binary cross-entropy of real vs fake (GAN); only D's optimizer steps.
+    - G step: ``L_G = mean D(G(z)) + lambda_PT f_PT(Enc(G(z)))`` (EBGAN) or ``-mean log D(G(z))`` (GAN); only G
+      steps. G's gradient flows through both the auto-encoder's input and its reconstruction target (both are
+      ``G(z)``) unless ``detach_recon_target``.
+
+    ``trainer.global_step`` counts optimizer steps, ``d_steps_per_g + 1`` per batch: budget runs with
+    ``max_epochs``. Under DDP each step's gradients are averaged over processes by one all-reduce of the stepped
+    network's gradients (DDP's own reducer would wait for the other network's), so ``strategy="ddp"`` works
+    without ``find_unused_parameters``. Noise comes from the module's own ``torch.Generator``, seeded from the
+    global seed plus the process rank (so DDP processes draw different z) and stored in checkpoints.
+
+    Logged on logging steps: ``train/loss`` (``loss_d + loss_g``, a progress signal only), ``train/loss_d``,
+    ``train/loss_g``, ``train/energy_real``, ``train/energy_fake``, ``train/margin``, ``train/margin_active``
+    (fraction of fakes with ``D(G(z)) < m``, the hinge's active set), ``train/pt``. Validation and test log
+    ``<split>/energy_real``, ``<split>/energy_fake`` and, with ``mnist_score=True``, ``<split>/mnist_score`` (I',
+    one generated sample per evaluation image) and, with ``fid=True``, ``<split>/fid``. In GAN mode "energy" means
+    ``-log D(.)``.
+
+    Args:
+        generator: maps ``(N, z_dim)`` noise to images and has a ``z_dim`` attribute (default: the best MNIST
+            EBGAN G, ``MnistGenerator(n_layers=5, size=800)``).
+        discriminator: maps images to ``(output, code)``: a reconstruction for ``loss="ebgan"``, one logit per
+            sample for ``loss="gan"`` (default ``MnistDiscriminator(n_layers=2, size=1024)`` with the head the loss
+            needs).
+        loss: ``ebgan`` (energy, margin hinge) or ``gan`` (the paper's baseline, non-saturating G loss).
+        energy: ``l2`` (sqrt of the sum of squares, the literal eq 13, default), ``sse`` or ``mse`` (spec 2.2).
+        margin: m, the (initial) margin; 10 for the MNIST grid on the authors' energy scale.
+        margin_schedule: ``constant`` (the paper's MNIST/LSUN/CelebA runs) or a decay from ``margin`` to
+            ``final_margin`` over ``margin_decay_epochs``: ``linear``, ``exponential`` or ``step`` (spec 2.5).
+        final_margin: the margin at the end of a decaying schedule.
+        margin_decay_epochs: epochs over which the margin decays.
+        margin_step_every: epochs between changes of the ``step`` schedule.
+        pt_weight: lambda_PT; 0 for EBGAN, 0.1 for EBGAN-PT (spec 2.3). Needs ``batch_size >= 2`` per process.
+        hinge_reduction: ``per_sample`` (the paper) or ``batch_mean`` (a port's bug, spec section 5).
+        detach_recon_target: detach G(z) as the reconstruction target in the G loss (a port's bug; default false).
+        resample_z_for_g: draw fresh z for the G step instead of reusing the D step's (UNVERIFIED; default false).
+        d_steps_per_g: D steps per G step, each with fresh z and the same real batch (UNVERIFIED; default 1).
+        z_distribution: ``normal`` N(0, 1) or ``uniform`` U(-1, 1) noise (not stated in the paper).
+        optimizer_g: callable from G's parameters to its optimizer (default Adam, lr 1e-3, the MNIST grid's).
+        optimizer_d: callable from D's parameters to its optimizer (default Adam, lr 1e-3).
+        gradient_clip_val: clip each network's gradient norm to this value before its step (None: no clipping).
+        mnist_score: compute I' with the shipped MNIST classifier during validation and test (28x28 1-channel
+            generators only).
+        fid: compute torchmetrics' FID between the evaluation images and as many generated ones, on the shipped
+            MNIST classifier's 512 features (offline; 28x28 1-channel images only).
+        eval_seed: seed of the noise used in validation and test (plus the process rank), so evaluations repeat.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module | None = None,
+        discriminator: nn.Module | None = None,
+        loss: Literal["ebgan", "gan"] = "ebgan",
+        energy: Energy = "l2",
+        margin: float = 10.0,
+        margin_schedule: MarginSchedule = "constant",
+        final_margin: float = 0.0,
+        margin_decay_epochs: float = 1.0,
+        margin_step_every: float = 1.0,
+        pt_weight: float = 0.0,
+        hinge_reduction: HingeReduction = "per_sample",
+        detach_recon_target: bool = False,
+        resample_z_for_g: bool = False,
+        d_steps_per_g: int = 1,
+        z_distribution: Literal["normal", "uniform"] = "normal",
+        optimizer_g: OptimizerCallable = _adam,
+        optimizer_d: OptimizerCallable = _adam,
+        gradient_clip_val: float | None = None,
+        mnist_score: bool = False,
+        fid: bool = False,
+        eval_seed: int = 1234,
+    ) -> None:
+        super().__init__()
+        if loss not in ("ebgan", "gan"):
+            raise ValueError(f"loss must be ebgan or gan, got {loss!r}")
+        if d_steps_per_g < 1:
+            raise ValueError(f"d_steps_per_g must be >= 1, got {d_steps_per_g}")
+        if loss == "gan" and pt_weight:
+            raise ValueError("pt_weight applies to loss='ebgan' only; set it to 0 for the GAN baseline")
+        self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer_g", "optimizer_d"])
+        self.automatic_optimization = False
+        self.generator = generator if generator is not None else MnistGenerator()
+        head = "autoencoder" if loss == "ebgan" else "binary"
+        self.discriminator = discriminator if discriminator is not None else MnistDiscriminator(head=head)
+        if not isinstance(getattr(self.generator, "z_dim", None), int):
+            raise TypeError(f"generator {type(self.generator).__name__} needs an integer z_dim attribute")
+        self.z_dim: int = self.generator.z_dim
+        self.optimizer_g_factory, self.optimizer_d_factory = optimizer_g, optimizer_d
+        self.val_score = MNISTScore() if mnist_score else None
+        self.test_score = MNISTScore() if mnist_score else None
+        self.val_fid = FrechetInceptionDistance(feature=MnistFeatures()) if fid else None
+        self.test_fid = FrechetInceptionDistance(feature=MnistFeatures()) if fid else None
+        self.noise_rng: torch.Generator | None = None
+
+    # ----- noise and the networks' outputs ---------------------------------------------------------------------
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``(n, z_dim)`` noise from ``generator`` (default: the module's training noise generator)."""
+        if generator is None:
+            generator = self._noise_generator()
+        if self.hparams.z_distribution == "uniform":
+            return torch.rand(n, self.z_dim, generator=generator, device=self.device) * 2 - 1
+        return torch.randn(n, self.z_dim, generator=generator, device=self.device)
+
+    def _noise_generator(self) -> torch.Generator:
+        if self.noise_rng is None or self.noise_rng.device != self.device:
+            seed = int(torch.initial_seed()) % 2**62 + self.global_rank
+            self.noise_rng = torch.Generator(device=self.device).manual_seed(seed)
+        return self.noise_rng
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Generated images ``G(z)``."""
+        return self.generator(z)
+
+    def energy_and_code(self, x: Tensor, detach_target: bool = False) -> tuple[Tensor, Tensor]:
+        """Per-sample energy (EBGAN: eq 13; GAN: ``-log D(x)``) and the encoder code of ``x``."""
+        output, code = self.discriminator(x)
+        if self.hparams.loss == "gan":
+            return nn.functional.softplus(-output), code
+        target = x.detach() if detach_target else x
+        return reconstruction_energy(target, output, self.hparams.energy), code
+
+    def energy(self, x: Tensor) -> Tensor:
+        """Per-sample energy of images ``x`` (for histograms and monitoring)."""
+        return self.energy_and_code(x)[0]
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The auto-encoder's reconstruction ``Dec(Enc(x))`` (EBGAN only)."""
+        if self.hparams.loss != "ebgan":
+            raise RuntimeError("reconstruct needs loss='ebgan' (the GAN discriminator outputs logits)")
+        return self.discriminator(x)[0]
+
+    def current_margin(self, batch_idx: int = 0) -> float:
+        hp = self.hparams
+        if hp.margin_schedule == "constant":
+            return hp.margin
+        epoch = self.current_epoch + batch_idx / max(int(self.trainer.num_training_batches), 1)
+        return margin_at(
+            epoch, hp.margin, hp.margin_schedule, hp.final_margin, hp.margin_decay_epochs, hp.margin_step_every
+        )
+
+    # ----- training ---------------------------------------------------------------------------------------------
+
+    def _d_loss(self, x: Tensor, fake: Tensor, margin: float) -> tuple[Tensor, Tensor, Tensor]:
+        if self.hparams.loss == "gan":
+            real_logits, fake_logits = self.discriminator(x)[0], self.discriminator(fake)[0]
+            loss = gan_discriminator_loss(real_logits, fake_logits)
+            return loss, nn.functional.softplus(-real_logits), nn.functional.softplus(-fake_logits)
+        real_energy, fake_energy = self.energy(x), self.energy(fake)
+        return (
+            discriminator_loss(real_energy, fake_energy, margin, self.hparams.hinge_reduction),
+            real_energy,
+            fake_energy,
+        )
+
+    def _g_loss(self, fake: Tensor) -> tuple[Tensor, Tensor | None]:
+        hp = self.hparams
+        if hp.loss == "gan":
+            return gan_generator_loss(self.discriminator(fake)[0]), None
+        fake_energy, code = self.energy_and_code(fake, detach_target=hp.detach_recon_target)
+        pt = pulling_away_term(code) if hp.pt_weight else None
+        return generator_loss(fake_energy) + (hp.pt_weight * pt if pt is not None else 0.0), pt
+
+    def _step(self, optimizer: Any, loss: Tensor) -> None:
+        optimizer.zero_grad()
+        ddp = self.trainer.strategy.model
+        if isinstance(ddp, DistributedDataParallel):
+            with ddp.no_sync():  # DDP's reducer would wait for the other network's parameters; reduce by hand
+                self.manual_backward(loss)
+            self._average_gradients(optimizer)
+        else:
+            self.manual_backward(loss)
+        if self.hparams.gradient_clip_val is not None:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.hparams.gradient_clip_val, gradient_clip_algorithm="norm"
+            )
+        optimizer.step()
+
+    def _average_gradients(self, optimizer: Any) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        flat = self.trainer.strategy.reduce(_flatten_dense_tensors(grads), reduce_op="mean")
+        for grad, averaged in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
+            grad.copy_(averaged)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        opt_g, opt_d = self.optimizers()
+        margin = self.current_margin(batch_idx)
+        z = self.sample_noise(x.shape[0])
+        for i in range(self.hparams.d_steps_per_g):
+            with self.toggled_optimizer(opt_d):
+                with torch.no_grad():
+                    fake = self.generator(z if i == 0 else self.sample_noise(x.shape[0]))
+                loss_d, real_energy, fake_energy = self._d_loss(x, fake, margin)
+                self._step(opt_d, loss_d)
+        if self.hparams.resample_z_for_g:
+            z = self.sample_noise(x.shape[0])
+        with self.toggled_optimizer(opt_g):
+            loss_g, pt = self._g_loss(self.generator(z))
+            self._step(opt_g, loss_g)
+
+        if is_logging_step(self, batch_idx):
+            values = {
+                "train/loss": loss_d.detach() + loss_g.detach(),
+                "train/loss_d": loss_d.detach(),
+                "train/loss_g": loss_g.detach(),
+                "train/energy_real": real_energy.detach().mean(),
+                "train/energy_fake": fake_energy.detach().mean(),
+            }
+            if self.hparams.loss == "ebgan":
+                values["train/margin_active"] = (fake_energy.detach() < margin).float().mean()
+                values["train/margin"] = torch.tensor(float(margin), device=self.device)
+            if pt is not None:
+                values["train/pt"] = pt.detach()
+            self.log_dict(values, sync_dist=True, prog_bar=False)
+
+    # ----- evaluation -------------------------------------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_rng = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed + self.global_rank)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _evaluate(self, batch: Any, split: str, score: MNISTScore | None, fid: FrechetInceptionDistance | None) -> None:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        fake = self.generator(self.sample_noise(x.shape[0], self._eval_rng))
+        self.log(f"{split}/energy_real", self.energy(x).mean(), sync_dist=True)
+        self.log(f"{split}/energy_fake", self.energy(fake).mean(), sync_dist=True)
+        if score is not None:
+            score.update(fake)
+            self.log(f"{split}/mnist_score", score)
+        if fid is not None:
+            fid.update(x, real=True)
+            fid.update(fake, real=False)
+            self.log(f"{split}/fid", fid)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_score, self.val_fid)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_score, self.test_fid)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [
+            self.optimizer_g_factory(self.generator.parameters()),
+            self.optimizer_d_factory(self.discriminator.parameters()),
+        ]
+
+    # ----- checkpoints ------------------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ebgan_noise_rng"] = self._noise_generator().get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "ebgan_noise_rng" in checkpoint:
+            self._pending_rng_state = checkpoint["ebgan_noise_rng"]
+
+    def on_train_start(self) -> None:
+        state = getattr(self, "_pending_rng_state", None)
+        if state is not None:  # only rank 0's state is saved: other ranks derive their own stream from it
+            rng = self._noise_generator()
+            rng.set_state(state)
+            if self.global_rank:
+                offset = int(torch.randint(2**62, (), generator=rng, device=self.device))
+                rng.manual_seed(offset + self.global_rank)
+            self._pending_rng_state = None

@@ -1,0 +1,32 @@
+"""EBGAN under 2-process gloo DDP on CPU (modelled on tests/test_ddp.py): replicas stay equal, noise differs."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from iclr17.datamodules import MNISTDataModule
+from iclr17.modules import EBGAN, MnistDiscriminator, MnistGenerator
+from tests.test_ddp import AssertReplicasEqual, _trainer
+
+
+class AssertRanksDrawDifferentNoise(pl.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            z = pl_module.all_gather(pl_module.sample_noise(4))
+            assert z.shape[0] == 2 and not torch.equal(z[0], z[1]), "both processes drew the same z"
+
+
+@pytest.mark.timeout(300)
+def test_ebgan_ddp_fit_keeps_replicas_equal(mnist_fixture_dir):
+    pl.seed_everything(0)
+    dm = MNISTDataModule(data_dir=str(mnist_fixture_dir), val_size=100, batch_size=32, normalization="tanh")
+    model = EBGAN(MnistGenerator(z_dim=8, n_layers=2, size=32), MnistDiscriminator(n_layers=3, size=16), pt_weight=0.1)
+    trainer = _trainer(
+        strategy="ddp_spawn",
+        devices=2,
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        callbacks=[AssertReplicasEqual(), AssertRanksDrawDifferentNoise()],
+    )
+    trainer.fit(model, dm)

@@ -1,0 +1,132 @@
+"""EBGAN's math against hand-computed values, closed forms and independent references (numpy loops, scipy)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import entropy
+
+from iclr17.modules.ebgan.functional import (
+    discriminator_loss,
+    gan_discriminator_loss,
+    gan_generator_loss,
+    generator_loss,
+    margin_at,
+    margin_hinge,
+    mnist_score,
+    pulling_away_term,
+    reconstruction_energy,
+)
+from iclr17.modules.ebgan.metrics import MNISTScore
+
+
+def _pt_reference(codes: np.ndarray) -> float:
+    """Eq 14 written as the double loop over i != j of squared cosines."""
+    n = len(codes)
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                cos = codes[i] @ codes[j] / (np.linalg.norm(codes[i]) * np.linalg.norm(codes[j]))
+                total += cos**2
+    return total / (n * (n - 1))
+
+
+def test_pt_is_zero_for_orthogonal_and_one_for_identical_codes():
+    q, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
+    assert pulling_away_term(q.t()[:5] * torch.arange(1, 6).unsqueeze(1)) == pytest.approx(0.0, abs=1e-12)
+    row = torch.randn(1, 7, dtype=torch.float64)
+    assert pulling_away_term(row.repeat(4, 1)) == pytest.approx(1.0, abs=1e-12)
+    assert pulling_away_term(torch.cat([row, -3 * row])) == pytest.approx(1.0, abs=1e-12)  # parallel, any sign
+
+
+def test_pt_matches_the_double_loop_and_is_invariant_to_order_and_scale():
+    codes = torch.randn(9, 2, 3, 2, dtype=torch.float64)  # per-sample codes are flattened
+    value = pulling_away_term(codes)
+    assert value == pytest.approx(_pt_reference(codes.flatten(1).numpy()), rel=1e-12)
+    assert pulling_away_term(codes[torch.randperm(9)]) == pytest.approx(float(value), rel=1e-12)
+    scales = torch.rand(9, 1, 1, 1, dtype=torch.float64) * 100 + 0.01
+    assert pulling_away_term(codes * scales) == pytest.approx(float(value), rel=1e-10)
+
+
+def test_pt_needs_two_codes_and_has_a_finite_gradient_at_a_zero_row():
+    with pytest.raises(ValueError, match="at least 2"):
+        pulling_away_term(torch.randn(1, 4))
+    codes = torch.randn(3, 4)
+    codes[1] = 0
+    codes.requires_grad_(True)
+    pulling_away_term(codes).backward()
+    assert torch.isfinite(codes.grad).all()
+
+
+def test_energy_scales():
+    x = torch.zeros(2, 1, 2, 2)
+    recon = torch.tensor([[1.0, 2.0, 2.0, 0.0], [0.0, 0.0, 0.0, 3.0]]).view(2, 1, 2, 2)
+    torch.testing.assert_close(reconstruction_energy(x, recon, "sse"), torch.tensor([9.0, 9.0]))
+    torch.testing.assert_close(reconstruction_energy(x, recon, "l2"), torch.tensor([3.0, 3.0]))
+    torch.testing.assert_close(reconstruction_energy(x, recon, "mse"), torch.tensor([2.25, 2.25]))
+    with pytest.raises(ValueError, match="shape"):
+        reconstruction_energy(x, recon.flatten(1))
+
+
+def test_hinge_is_per_sample_with_hand_computed_values():
+    fake = torch.tensor([1.0, 5.0, 12.0])
+    # per sample: mean([10-1, 10-5, 0]) = 14/3; on the batch mean (the port's bug): 10 - 6 = 4
+    assert margin_hinge(fake, 10.0) == pytest.approx(14 / 3)
+    assert margin_hinge(fake, 10.0, "batch_mean") == pytest.approx(4.0)
+    real = torch.tensor([0.5, 1.5, 1.0])
+    assert discriminator_loss(real, fake, 10.0) == pytest.approx(1.0 + 14 / 3)
+    assert margin_hinge(torch.tensor([11.0, 20.0]), 10.0) == 0.0
+
+
+def test_hinge_gradient_only_reaches_fakes_below_the_margin():
+    fake = torch.tensor([1.0, 5.0, 12.0], requires_grad=True)
+    margin_hinge(fake, 10.0).backward()
+    torch.testing.assert_close(fake.grad, torch.tensor([-1 / 3, -1 / 3, 0.0]))
+
+
+def test_generator_loss_adds_weighted_pt():
+    energy, codes = torch.tensor([2.0, 4.0]), torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert generator_loss(energy) == pytest.approx(3.0)
+    assert generator_loss(energy, codes, 0.1) == pytest.approx(3.0 + 0.1 * 0.5)  # cos^2 = 1/2 for both pairs
+    with pytest.raises(ValueError, match="codes"):
+        generator_loss(energy, None, 0.1)
+
+
+def test_margin_schedules():
+    assert margin_at(3.0, 10.0) == 10.0
+    assert margin_at(0.0, 10.0, "linear", 0.0, 4.0) == 10.0
+    assert margin_at(1.0, 10.0, "linear", 0.0, 4.0) == pytest.approx(7.5)
+    assert margin_at(9.0, 10.0, "linear", 2.0, 4.0) == pytest.approx(2.0)
+    assert margin_at(2.0, 10.0, "exponential", 0.1, 4.0) == pytest.approx(1.0)  # sqrt(10 * 0.1)
+    assert margin_at(1.9, 10.0, "step", 0.0, 4.0, step_every=1.0) == pytest.approx(7.5)
+    assert margin_at(2.0, 10.0, "step", 0.0, 4.0, step_every=2.0) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="exponential"):
+        margin_at(1.0, 10.0, "exponential", 0.0, 4.0)
+
+
+def test_gan_losses_match_their_formulas():
+    real, fake = torch.tensor([0.3, -1.2]), torch.tensor([2.0, -0.5])
+    sig = torch.sigmoid
+    expected_d = -(sig(real).log().mean() + (1 - sig(fake)).log().mean())
+    assert gan_discriminator_loss(real, fake) == pytest.approx(float(expected_d), rel=1e-6)
+    assert gan_generator_loss(fake) == pytest.approx(float(-sig(fake).log().mean()), rel=1e-6)
+
+
+def test_mnist_score_matches_scipy_kl():
+    probs = torch.softmax(torch.randn(50, 10, dtype=torch.float64) * 3, dim=1)
+    p_y = probs.mean(0).numpy()
+    expected = np.mean([entropy(p_y, p) for p in probs.numpy()])  # KL(p(y) || p(y|x))
+    assert mnist_score(probs) == pytest.approx(expected, rel=1e-10)
+    # one-hot p(y|x) meets the 1e-12 clamp: sum_y 0.1 (log 0.1 - 0.9 log 1e-12)
+    assert mnist_score(torch.eye(10)) == pytest.approx(-math.log(10) - 0.9 * math.log(1e-12), rel=1e-6)
+    assert mnist_score(probs[:1].repeat(7, 1)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_mnist_score_metric_is_batching_invariant():
+    probs = torch.softmax(torch.randn(40, 10, dtype=torch.float64), dim=1)
+    metric = MNISTScore(classifier=None, from_probs=True)
+    for chunk in probs.split(7):
+        metric.update(chunk)
+    assert metric.compute() == pytest.approx(float(mnist_score(probs)), rel=1e-10)

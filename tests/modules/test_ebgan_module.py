@@ -1,0 +1,142 @@
+"""The EBGAN LightningModule: gradient routing, the two optimizers' separation, fits, resume and DDP."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from iclr17.datamodules import MNISTDataModule
+from iclr17.modules import EBGAN, MnistDiscriminator, MnistGenerator
+from iclr17.modules.ebgan.functional import reconstruction_energy
+
+
+def _tiny(loss="ebgan", **kwargs) -> EBGAN:
+    head = "autoencoder" if loss == "ebgan" else "binary"
+    return EBGAN(
+        MnistGenerator(z_dim=8, n_layers=2, size=32, init_std=0.02),
+        MnistDiscriminator(n_layers=3, size=16, head=head, init_std=0.02),
+        loss=loss,
+        **kwargs,
+    )
+
+
+def _trainer(**kwargs) -> pl.Trainer:
+    defaults = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    return pl.Trainer(**{**defaults, **kwargs})
+
+
+def _mnist(root, batch_size=32) -> MNISTDataModule:
+    return MNISTDataModule(data_dir=str(root), val_size=100, batch_size=batch_size, normalization="tanh")
+
+
+def test_generator_gradient_flows_through_both_sides_of_the_reconstruction():
+    """d||D(g) - g|| / dg = (J_D - I)^T r / ||r||: detaching the target removes exactly the -r/||r|| term."""
+    torch.manual_seed(0)
+    model = _tiny().eval()
+    fake = torch.randn(3, 1, 28, 28)
+    grads = {}
+    for detach in (False, True):
+        g = fake.clone().requires_grad_(True)
+        model.energy_and_code(g, detach_target=detach)[0].sum().backward()
+        grads[detach] = g.grad
+    r = model.discriminator(fake)[0] - fake
+    unit_residual = r / r.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    torch.testing.assert_close(grads[False] - grads[True], -unit_residual, atol=1e-5, rtol=1e-4)
+    assert grads[True].abs().sum() > 0  # and the AE path carries gradient too
+
+
+def test_energy_matches_the_functional_definition():
+    model = _tiny(energy="sse").eval()
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    expected = reconstruction_energy(x, model.discriminator(x)[0], "sse")
+    torch.testing.assert_close(model.energy(x), expected)
+
+
+class RecordingEBGAN(EBGAN):
+    """Snapshots the other network's gradients around every optimizer step."""
+
+    def _step(self, optimizer, loss):
+        opt_g, _ = self.optimizers()
+        other = self.discriminator if optimizer is opt_g else self.generator
+        mine = self.generator if optimizer is opt_g else self.discriminator
+        before = [None if p.grad is None else p.grad.clone() for p in other.parameters()]
+        super()._step(optimizer, loss)
+        after = [None if p.grad is None else p.grad.clone() for p in other.parameters()]
+        self.records.append((optimizer is opt_g, before, after, [p.grad is not None for p in mine.parameters()]))
+
+
+@pytest.mark.parametrize("loss", ["ebgan", "gan"])
+def test_each_step_leaves_the_other_networks_gradients_alone(loss, mnist_fixture_dir):
+    model = RecordingEBGAN(
+        MnistGenerator(z_dim=8, n_layers=2, size=32, init_std=0.02),
+        MnistDiscriminator(n_layers=2, size=16, head="autoencoder" if loss == "ebgan" else "binary"),
+        loss=loss,
+        pt_weight=0.1 if loss == "ebgan" else 0.0,
+    )
+    model.records = []
+    _trainer(max_steps=6, limit_val_batches=0).fit(model, _mnist(mnist_fixture_dir))
+    assert [is_g for is_g, *_ in model.records] == [False, True] * 3  # D first, then G
+    for _, before, after, mine in model.records:
+        assert all(m for m in mine)
+        for b, a in zip(before, after, strict=True):
+            assert (b is None and a is None) or torch.equal(b, a)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"loss": "gan"}, {"pt_weight": 0.1, "energy": "mse", "margin": 0.5}])
+def test_fit_logs_finite_values(kwargs, mnist_fixture_dir):
+    model = _tiny(**kwargs)
+    trainer = _trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, log_every_n_steps=1)
+    trainer.fit(model, _mnist(mnist_fixture_dir))
+    metrics = trainer.callback_metrics
+    for key in ("train/loss_d", "train/loss_g", "train/energy_real", "train/energy_fake", "val/energy_fake"):
+        assert torch.isfinite(metrics[key]), key
+    if kwargs.get("loss") != "gan":
+        assert 0.0 <= metrics["train/margin_active"] <= 1.0
+    if kwargs.get("pt_weight"):
+        assert 0.0 <= metrics["train/pt"] <= 1.0
+    assert trainer.global_step == 8  # two optimizer steps per batch
+
+
+def test_margin_schedule_is_applied_per_batch(mnist_fixture_dir):
+    model = _tiny(margin=8.0, margin_schedule="linear", final_margin=0.0, margin_decay_epochs=2.0)
+    trainer = _trainer(max_epochs=2, limit_train_batches=4, limit_val_batches=0, log_every_n_steps=1)
+    trainer.fit(model, _mnist(mnist_fixture_dir))
+    # last batch: epoch 1 + 3/4 of the way, so m = 8 * (1 - 1.75 / 2)
+    assert float(trainer.callback_metrics["train/margin"]) == pytest.approx(1.0)
+
+
+def test_mnist_score_and_fid_are_logged_in_validation(mnist_fixture_dir):
+    model = _tiny(mnist_score=True, fid=True)
+    (metrics,) = _trainer().validate(model, _mnist(mnist_fixture_dir, batch_size=50))
+    assert metrics["val/mnist_score"] >= 0.0 and metrics["val/fid"] > 0.0
+
+
+def test_checkpoint_resume_continues_steps_optimizers_and_noise(mnist_fixture_dir, tmp_path):
+    pl.seed_everything(0)
+    first = _tiny()
+    trainer = _trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(first, _mnist(mnist_fixture_dir))
+    path = tmp_path / "one.ckpt"
+    trainer.save_checkpoint(path)
+    noise_after_first = first.sample_noise(4)
+
+    resumed = _tiny()
+    trainer = _trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=0, default_root_dir=tmp_path)
+
+    class CheckAtStart(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                torch.testing.assert_close(pl_module.sample_noise(4), noise_after_first)
+                self.seen = True
+
+    check = CheckAtStart()
+    trainer.callbacks.append(check)
+    trainer.fit(resumed, _mnist(mnist_fixture_dir), ckpt_path=path)
+    assert check.seen and trainer.global_step == 12
+    assert all(state["step"] == 6 for state in trainer.optimizers[0].state_dict()["state"].values())
+
+
+def test_arguments_are_checked():
+    with pytest.raises(ValueError, match="pt_weight"):
+        _tiny(loss="gan", pt_weight=0.1)
+    with pytest.raises(ValueError, match="d_steps_per_g"):
+        _tiny(d_steps_per_g=0)
