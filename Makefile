@@ -25,4 +25,5 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 
 bench: $(INSTALLED)
-	$(BIN)/python benchmarks/lightning_overhead.py
+	$(BIN)/python -m pip install -e '.[dev,bench]'
+	for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
