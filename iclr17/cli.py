@@ -52,7 +52,8 @@ def resolve_config_path(value: str) -> str:
     return str(candidate) if candidate.is_file() else value
 
 
-def _resolve_config_args(args: list[str]) -> list[str]:
+def resolve_config_args(args: list[str]) -> list[str]:
+    """``args`` with each ``--config`` / ``-c`` value that names a shipped config replaced by its path."""
     resolved = list(args)
     for i, arg in enumerate(resolved):
         if arg in ("--config", "-c") and i + 1 < len(resolved):
@@ -117,6 +118,10 @@ def main() -> None:
     """Entry point of the ``iclr17`` console script and ``python -m iclr17``."""
     if sys.argv[1:2] == ["configs"]:
         print("\n".join(shipped_configs()))
+    elif sys.argv[1:2] == ["halting-study"]:
+        from iclr17.modules.halting.study import main as halting_study  # noqa: PLC0415
+
+        halting_study(sys.argv[2:])
     else:
         cli()
 
@@ -128,9 +133,9 @@ def cli(args: list[str] | None = None) -> ICLR17CLI:
     ``sys.argv``, so that DDP's launcher starts its worker processes with the same, resolved arguments.
     """
     if args is None:
-        sys.argv[1:] = _resolve_config_args(sys.argv[1:])
+        sys.argv[1:] = resolve_config_args(sys.argv[1:])
     else:
-        args = _resolve_config_args(args)
+        args = resolve_config_args(args)
     return ICLR17CLI(
         LightningModule,
         LightningDataModule,

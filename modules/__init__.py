@@ -4,6 +4,7 @@ from .classifier import Classifier
 from .ebgan import EBGAN, ConvDiscriminator, DCGANGenerator, MnistDiscriminator, MnistGenerator, NoiseGenerator128
 from .entnet import EntNet, EntNetCBT
 from .entropy_sgd import EntropyClassifier, EntropyLanguageModel, EntropySGD, EntropySGDTraining
+from .halting import SpinGlass, SpinGlassDataModule
 from .language_model import LanguageModel
 from .nets import MLP, AllCNN, LeNet, MnistFC
 
@@ -21,6 +22,8 @@ __all__ = [
     "EntropyClassifier",
     "EntropyLanguageModel",
     "EntropySGDTraining",
+    "SpinGlass",
+    "SpinGlassDataModule",
     "LanguageModel",
     "MLP",
     "MnistFC",

@@ -8,6 +8,7 @@ import yaml
 from pytorch_lightning.callbacks import RichProgressBar
 
 from iclr17.cli import cli, main, resolve_config_path, shipped_configs
+from iclr17.modules.halting.study import main as halting_study
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -111,5 +112,16 @@ def test_every_shipped_config_has_a_header_and_parses(name, capsys):
     header = "\n".join(itertools.takewhile(lambda line: line.startswith("#"), lines))
     assert "Command:" in header and ("Paper:" in header or "paper" in header), f"{name} needs its header"
     with pytest.raises(SystemExit) as exit_info:
-        cli(["fit", "--config", name, "--print_config"])
+        if name.startswith("halting_time/study/"):  # the halting-time study's own configs
+            halting_study(["--config", name, "--print_config"])
+        else:
+            cli(["fit", "--config", name, "--print_config"])
     assert exit_info.value.code == 0
+
+
+def test_halting_study_subcommand_finds_a_shipped_study_config(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["iclr17", "halting-study", "--config", "halting_time/study/spin_glass_n32.yaml"])
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--print_config"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 0 and "n_spins: 32" in capsys.readouterr().out

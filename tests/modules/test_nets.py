@@ -5,7 +5,17 @@ import torch
 from torch import nn
 
 import iclr17.modules
-from iclr17.modules import MLP, AllCNN, LeNet, MnistFC
+from iclr17.modules import (
+    MLP,
+    AllCNN,
+    ConvDiscriminator,
+    DCGANGenerator,
+    LeNet,
+    MnistDiscriminator,
+    MnistFC,
+    MnistGenerator,
+    NoiseGenerator128,
+)
 
 EXPORTED_NETS = [
     obj
@@ -18,6 +28,11 @@ EXAMPLE = {  # (constructor kwargs, input shape, output shape); an exported net 
     MnistFC: ({}, (4, 1, 28, 28), (4, 10)),
     LeNet: ({}, (4, 1, 28, 28), (4, 10)),
     AllCNN: ({"c1": 8, "c2": 16}, (2, 3, 32, 32), (2, 10)),
+    MnistGenerator: ({"n_layers": 2, "size": 16}, (2, 100), (2, 1, 28, 28)),
+    MnistDiscriminator: ({}, (2, 1, 28, 28), (2, 1, 28, 28)),  # (reconstruction, code): the first is checked
+    DCGANGenerator: ({}, (2, 100), (2, 3, 64, 64)),
+    ConvDiscriminator: ({}, (2, 3, 64, 64), (2, 3, 64, 64)),
+    NoiseGenerator128: ({}, (2, 100), (2, 3, 128, 128)),
 }
 
 
@@ -26,9 +41,10 @@ def test_every_exported_net_runs_forward_and_backward(net_class):
     assert net_class in EXAMPLE, f"add {net_class.__name__} to EXAMPLE in {__file__}"
     kwargs, in_shape, out_shape = EXAMPLE[net_class]
     net = net_class(**kwargs)
-    out = net(torch.randn(in_shape))
-    assert out.shape == out_shape
-    out.sum().backward()
+    outputs = net(torch.randn(in_shape))
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    assert outputs[0].shape == out_shape
+    sum(o.sum() for o in outputs).backward()
     assert all(p.grad is not None for p in net.parameters())
 
 

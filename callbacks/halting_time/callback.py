@@ -1,0 +1,269 @@
+"""``HaltingTime``: the step, epoch and wall time at which a stopping rule first holds, for any Lightning run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities.data import extract_batch_size
+from torch import Tensor, nn
+
+from .functional import update_first_hits
+
+Rule = Literal["train_loss_below", "grad_norm_below", "metric_at_least", "metric_below"]
+LossSource = Literal["full_data", "epoch_mean", "ema"]
+LossFn = Callable[[nn.Module, Any], Tensor]
+
+
+def training_step_loss(module: pl.LightningModule, batch: Any) -> Tensor:
+    """The scalar that ``module.training_step(batch, 0)`` returns (or its ``"loss"``), with ``self.log``
+    silenced: the default loss of :class:`HaltingTime`'s ``full_data`` evaluation."""
+    saved = {name: module.__dict__.get(name) for name in ("log", "log_dict")}
+    module.log = module.log_dict = lambda *args, **kwargs: None
+    try:
+        output = module.training_step(batch, 0)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                module.__dict__.pop(name, None)
+            else:
+                module.__dict__[name] = value
+    loss = output["loss"] if isinstance(output, dict) else output
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        raise TypeError(
+            f"HaltingTime(loss_source='full_data') needs {type(module).__name__}.training_step to return a scalar "
+            "loss (or a dict with 'loss'); pass loss_fn=... otherwise"
+        )
+    return loss
+
+
+class HaltingTime(pl.Callback):
+    """Records when a stopping rule first holds: the halting time T of Sagun, Trogdon and LeCun
+    (``shared/papers/halting_time.md`` 2.1, 2.3), for any LightningModule.
+
+    Rules (the value each one watches, and when it is read):
+
+    - ``train_loss_below``: the training loss ``< threshold``, never a single noisy batch (spec 2.3), from
+      ``loss_source``: ``full_data`` (default: the mean loss over the whole training dataloader, in eval mode
+      and without gradients, at step 0 and every ``every_n_steps`` optimizer steps; ``loss_fn(module, batch)``,
+      by default the loss ``training_step`` returns), ``epoch_mean`` (the mean of the epoch's step losses, at
+      each epoch end) or ``ema`` (an exponential moving average of the step losses, ``ema_decay``, every step).
+    - ``grad_norm_below``: the norm of all parameter gradients ``< threshold``, read just before the optimizer
+      step every ``every_n_steps`` steps (full-batch data gives the paper's rule; a module whose loss is
+      written on the sphere gives the projected gradient, as ``SpinGlass`` does).
+    - ``metric_at_least`` / ``metric_below``: the logged metric ``monitor`` (``>=`` / ``<`` threshold), read
+      after each validation run and at each training epoch end.
+
+    Several thresholds are tracked at once (the spec's list of eps values). The halting step of a threshold is
+    ``trainer.global_step`` when the rule is first seen to hold, i.e. the number of optimizer steps taken
+    (for ``grad_norm_below`` the step about to be taken is not counted). ``record`` holds one dict per
+    threshold (``threshold``, ``step``, ``epoch``, ``wall_time`` in seconds of fitting, ``value``,
+    ``censored``); a threshold never reached is right-censored at the last step when fitting ends, never
+    dropped. With ``stop=True`` training stops once every threshold is reached (after the current step).
+    Each first hit is logged as ``halting/step@<threshold>`` (and ``halting/epoch@...``) to every logger.
+
+    State (record, open thresholds, EMA, elapsed time) lives in checkpoints, so a resumed run finds the same
+    halting steps; a censored entry is reopened when fitting resumes. Under DDP every value is reduced over
+    the processes (losses: sample-weighted means over each process's shard; gradients: DDP's averaged ones),
+    so every process records the same steps and stops together.
+
+    Args:
+        rule: ``train_loss_below``, ``grad_norm_below``, ``metric_at_least`` or ``metric_below``.
+        thresholds: one threshold or a list (theta for losses, eps for gradient norms, a for metrics).
+        loss_source: ``full_data``, ``epoch_mean`` or ``ema`` (``train_loss_below`` only; see above).
+        every_n_steps: evaluation period in optimizer steps for ``full_data`` and ``grad_norm_below``.
+        ema_decay: weight of the past in the ``ema`` loss.
+        monitor: metric name for the metric rules (e.g. ``val/acc``).
+        stop: stop training once every threshold is reached.
+        loss_fn: ``(module, batch) -> scalar`` for ``full_data``; default: the training step's loss.
+    """
+
+    def __init__(
+        self,
+        rule: Rule = "train_loss_below",
+        thresholds: float | list[float] = 0.1,
+        loss_source: LossSource = "full_data",
+        every_n_steps: int = 1,
+        ema_decay: float = 0.9,
+        monitor: str | None = None,
+        stop: bool = True,
+        loss_fn: LossFn | None = None,
+    ) -> None:
+        if rule not in ("train_loss_below", "grad_norm_below", "metric_at_least", "metric_below"):
+            raise ValueError(f"HaltingTime: unknown rule={rule!r}")
+        if rule.startswith("metric") and not monitor:
+            raise ValueError(f"HaltingTime(rule={rule!r}) needs monitor=<logged metric name>")
+        if every_n_steps < 1 or not 0.0 <= ema_decay < 1.0:
+            raise ValueError("HaltingTime: every_n_steps must be >= 1 and ema_decay in [0, 1)")
+        self.rule, self.loss_source, self.every_n_steps = rule, loss_source, every_n_steps
+        self.ema_decay, self.monitor, self.stop = ema_decay, monitor, stop
+        self.thresholds = [float(t) for t in (thresholds if isinstance(thresholds, (list, tuple)) else [thresholds])]
+        self.loss_fn = loss_fn or training_step_loss
+        self.direction = "at_least" if rule == "metric_at_least" else "below"
+        self.record: list[dict[str, Any]] = [self._open(t) for t in self.thresholds]
+        self.ema: float | None = None
+        self.elapsed = 0.0
+        self._started = time.perf_counter()
+        self._epoch_sum, self._epoch_count = 0.0, 0
+        self._evaluated_step: int | None = None
+
+    @staticmethod
+    def _open(threshold: float) -> dict[str, Any]:
+        return dict(threshold=threshold, step=None, epoch=None, wall_time=None, value=None, censored=False)
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            rule=self.rule, thresholds=self.thresholds, monitor=self.monitor, loss_source=self.loss_source
+        )
+
+    @property
+    def halting_step(self) -> int | None:
+        """The step at which every threshold had been reached (the run's halting time); None while one is
+        open or was censored."""
+        if any(r["step"] is None or r["censored"] for r in self.record):
+            return None
+        return max(r["step"] for r in self.record)
+
+    @property
+    def halting_steps(self) -> dict[float, int | None]:
+        """Threshold -> first step it held (None: open or censored)."""
+        return {r["threshold"]: None if r["censored"] else r["step"] for r in self.record}
+
+    # ---- hooks ---------------------------------------------------------------------------------------------
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._uses_full_data and not pl_module.automatic_optimization and self.loss_fn is training_step_loss:
+            raise ValueError(
+                f"HaltingTime(loss_source='full_data'): {type(pl_module).__name__} uses manual optimization, so its "
+                "training_step takes optimizer steps and cannot be re-run to evaluate the loss; pass loss_fn=..., "
+                "or use loss_source='epoch_mean'/'ema' or rule='grad_norm_below'"
+            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.perf_counter()
+        for i, r in enumerate(self.record):
+            if r["censored"]:  # a resumed run may still halt
+                self.record[i] = self._open(r["threshold"])
+        if self._uses_full_data and trainer.global_step % self.every_n_steps == 0:
+            self._observe(trainer, self._full_data_loss(trainer, pl_module))
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_sum, self._epoch_count = 0.0, 0
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self.rule == "grad_norm_below" and trainer.global_step % self.every_n_steps == 0:
+            grads = [p.grad.detach().flatten() for p in pl_module.parameters() if p.grad is not None]
+            if not grads:
+                raise ValueError("HaltingTime(rule='grad_norm_below'): no parameter has a gradient at this step")
+            self._observe(trainer, torch.linalg.vector_norm(torch.cat(grads)).item())
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.rule != "train_loss_below":
+            return
+        if self._uses_full_data:
+            # gradient accumulation runs several batches per step: evaluate once per step
+            if trainer.global_step % self.every_n_steps == 0 and trainer.global_step != self._evaluated_step:
+                self._observe(trainer, self._full_data_loss(trainer, pl_module))
+            return
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, Tensor):
+            raise TypeError(f"HaltingTime(loss_source={self.loss_source!r}) needs training_step to return the loss")
+        loss = self._mean_over_processes(trainer, loss.detach().float() * trainer.accumulate_grad_batches)
+        if self.loss_source == "epoch_mean":
+            self._epoch_sum, self._epoch_count = self._epoch_sum + loss, self._epoch_count + 1
+        else:
+            self.ema = loss if self.ema is None else self.ema_decay * self.ema + (1 - self.ema_decay) * loss
+            self._observe(trainer, self.ema)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.rule == "train_loss_below" and self.loss_source == "epoch_mean" and self._epoch_count:
+            self._observe(trainer, self._epoch_sum / self._epoch_count)
+        self._observe_metric(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._observe_metric(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for r in self.record:
+            if r["step"] is None:
+                r.update(step=trainer.global_step, epoch=trainer.current_epoch, wall_time=self._wall(), censored=True)
+        censored = {f"halting/censored@{r['threshold']:g}": float(r["censored"]) for r in self.record}
+        for logger in trainer.loggers:
+            logger.log_metrics(censored, step=trainer.global_step)
+
+    # ---- internals -----------------------------------------------------------------------------------------
+
+    @property
+    def _uses_full_data(self) -> bool:
+        return self.rule == "train_loss_below" and self.loss_source == "full_data"
+
+    def _observe_metric(self, trainer: pl.Trainer) -> None:
+        if self.rule.startswith("metric") and self.monitor in trainer.callback_metrics:
+            self._observe(trainer, float(trainer.callback_metrics[self.monitor]))
+
+    def _observe(self, trainer: pl.Trainer, value: float) -> None:
+        first = torch.tensor([-1 if r["step"] is None else r["step"] for r in self.record])
+        thresholds = torch.tensor(self.thresholds, dtype=torch.float64)
+        updated = update_first_hits(first, torch.tensor(float(value)), thresholds, trainer.global_step, self.direction)
+        newly = (updated >= 0) & (first < 0)
+        for i in newly.nonzero().flatten().tolist():
+            r = self.record[i]
+            r.update(step=trainer.global_step, epoch=trainer.current_epoch, wall_time=self._wall(), value=float(value))
+            metrics = {f"halting/step@{r['threshold']:g}": r["step"], f"halting/epoch@{r['threshold']:g}": r["epoch"]}
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+        if self.stop and bool((updated >= 0).all()):
+            trainer.should_stop = True
+
+    def _wall(self) -> float:
+        return self.elapsed + time.perf_counter() - self._started
+
+    @staticmethod
+    def _mean_over_processes(trainer: pl.Trainer, value: Tensor) -> float:
+        return float(trainer.strategy.reduce(value, reduce_op="mean"))
+
+    def _full_data_loss(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float:
+        """Sample-weighted mean of ``loss_fn`` over the training dataloader (this process's shard under DDP,
+        then summed over processes); eval mode, no gradients, and the RNG left as it was."""
+        loader = trainer.train_dataloader
+        if loader is None:
+            raise ValueError("HaltingTime(loss_source='full_data') needs the trainer's training dataloader")
+        total = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
+        with self._evaluation(pl_module):
+            for batch in loader:
+                batch = trainer.strategy.batch_to_device(batch)
+                n = extract_batch_size(batch)
+                total += torch.stack([self.loss_fn(pl_module, batch).double() * n, torch.tensor(n).to(total)])
+        total = trainer.strategy.reduce(total, reduce_op="sum")
+        self._evaluated_step = trainer.global_step
+        return (total[0] / total[1]).item()
+
+    @staticmethod
+    @contextmanager
+    def _evaluation(pl_module: pl.LightningModule):
+        training = {m: m.training for m in pl_module.modules()}
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            pl_module.eval()
+            try:
+                yield
+            finally:
+                for m, was_training in training.items():
+                    m.training = was_training
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"record": [dict(r) for r in self.record], "ema": self.ema, "elapsed": self._wall()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.record = [dict(r) for r in state_dict["record"]]
+        self.ema, self.elapsed = state_dict["ema"], state_dict["elapsed"]

@@ -1,0 +1,220 @@
+"""Halting-time math as pure functions (Sagun, Trogdon, LeCun, "Universal halting times in optimization and
+machine learning"; ``shared/papers/halting_time.md``).
+
+Two parts. Stopping rules: :func:`update_first_hits` records, for a batch of runs and a list of thresholds, the
+first step at which each rule holds (the same function serves the callback, with one run, and the vectorised
+ensembles, with K); :func:`halting_times` closes the record, censoring what never halted. Statistics of the
+fluctuations ``tau = (T - mean T) / std T`` (spec 2.1): moments, one-sample tests against the two reference
+laws (N(0, 1) and the standardised Gumbel), two-sample tests between ensembles (the universality test, spec 6)
+and bootstrap confidence intervals. Statistics are numpy float64 and call scipy.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from itertools import combinations
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import Tensor
+
+Direction = Literal["below", "at_least"]
+GumbelSide = Literal["right", "left"]
+
+EULER_GAMMA = 0.5772156649015329
+GUMBEL_SKEWNESS = 12 * math.sqrt(6) * 1.2020569031595942 / math.pi**3  # 12 sqrt(6) zeta(3) / pi^3 = 1.1395
+
+
+def update_first_hits(
+    first: Tensor, values: Tensor, thresholds: Tensor, step: int, direction: Direction = "below"
+) -> Tensor:
+    """The first-hit record after observing ``values`` at ``step``.
+
+    Args:
+        first: ``(..., E)`` int64, the step at which each run first met each of the E thresholds, -1 if not yet.
+        values: ``(...)`` the monitored value of each run at ``step`` (loss, gradient norm, metric).
+        thresholds: ``(E,)`` thresholds.
+        step: the current step (the number of optimizer steps taken so far).
+        direction: ``below`` (rule holds when ``value < threshold``) or ``at_least`` (``value >= threshold``).
+
+    Returns a new tensor; entries already set are kept, so each is the *first* step the rule held.
+    """
+    values = values.detach().unsqueeze(-1).to(thresholds.dtype)
+    holds = values < thresholds if direction == "below" else values >= thresholds
+    return torch.where((first < 0) & holds, torch.full_like(first, step), first)
+
+
+def halting_times(first: Tensor, last_step: int) -> tuple[Tensor, Tensor]:
+    """``(T, censored)``: runs that never met a threshold are right-censored at ``last_step`` (spec 2.3),
+    never dropped."""
+    censored = first < 0
+    return torch.where(censored, torch.full_like(first, last_step), first), censored
+
+
+def standardized_gumbel(side: GumbelSide = "right") -> Any:
+    """The Gumbel law scaled to mean 0 and variance 1 (spec 2.1): ``(G - gamma) / (pi / sqrt(6))`` for the
+    maximum type ``G ~ gumbel_r(0, 1)`` (right tail, skewness +1.1395); ``left`` is its mirror image
+    (``gumbel_l``, skewness -1.1395). A frozen ``scipy.stats`` distribution."""
+    scale = math.sqrt(6) / math.pi
+    if side == "right":
+        return stats.gumbel_r(loc=-EULER_GAMMA * scale, scale=scale)
+    return stats.gumbel_l(loc=EULER_GAMMA * scale, scale=scale)
+
+
+def fluctuations(times: Any) -> np.ndarray:
+    """``tau = (T - mean T) / std T`` with the sample mean and the unbiased (ddof=1) standard deviation."""
+    times = np.asarray(times, dtype=np.float64)
+    if times.size < 2 or times.std() == 0:
+        raise ValueError(f"tau needs at least two distinct halting times, got {times.size} values")
+    return (times - times.mean()) / times.std(ddof=1)
+
+
+def describe(times: Any, censored: Any | None = None) -> dict[str, float]:
+    """Counts and moments of one ensemble's halting times (spec 6): ``n``, ``n_censored``,
+    ``censored_fraction``, and over the halted runs ``mean``, ``std`` (the raw scale, reported beside tau as
+    spec 4 asks), ``skewness`` and excess ``kurtosis`` (bias-corrected), ``median``, ``min``, ``max``."""
+    times = np.asarray(times, dtype=np.float64)
+    censored = np.zeros(times.shape, bool) if censored is None else np.asarray(censored, bool)
+    halted = times[~censored]
+    return {
+        "n": int(times.size),
+        "n_censored": int(censored.sum()),
+        "censored_fraction": float(censored.mean()) if times.size else 0.0,
+        "mean": float(halted.mean()),
+        "std": float(halted.std(ddof=1)),
+        "skewness": float(stats.skew(halted, bias=False)),
+        "kurtosis": float(stats.kurtosis(halted, bias=False)),
+        "median": float(np.median(halted)),
+        "min": float(halted.min()),
+        "max": float(halted.max()),
+    }
+
+
+def _anderson_pvalue(sample: np.ndarray, dist: str) -> tuple[float, float]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = stats.anderson(sample, dist=dist, method="interpolate")
+    return float(result.statistic), float(result.pvalue)
+
+
+def reference_tests(tau: Any, gumbel_side: GumbelSide = "right") -> dict[str, dict[str, float]]:
+    """One-sample tests of ``tau`` against N(0, 1) (``normal``) and the standardised Gumbel (``gumbel``).
+
+    ``ks_statistic``/``ks_pvalue``: Kolmogorov-Smirnov against the fully specified law (tau is standardised
+    by its own sample moments, so these p-values are conservative, as in Lilliefors' setting).
+    ``ad_statistic``/``ad_pvalue``: Anderson-Darling for the family with location and scale fitted
+    (``scipy.stats.anderson``, ``method="interpolate"``: p-values are read from tables and clipped to
+    [0.01, 0.25]).
+    """
+    tau = np.asarray(tau, dtype=np.float64)
+    out: dict[str, dict[str, float]] = {}
+    for name, law, family in (
+        ("normal", stats.norm(), "norm"),
+        ("gumbel", standardized_gumbel(gumbel_side), "gumbel_r" if gumbel_side == "right" else "gumbel_l"),
+    ):
+        ks = stats.kstest(tau, law.cdf)
+        ad_statistic, ad_pvalue = _anderson_pvalue(tau, family)
+        out[name] = {
+            "ks_statistic": float(ks.statistic),
+            "ks_pvalue": float(ks.pvalue),
+            "ad_statistic": ad_statistic,
+            "ad_pvalue": ad_pvalue,
+        }
+    return out
+
+
+def universality_tests(taus: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Two-sample tests between every pair of ensembles' tau (the universality test, spec 6), keyed
+    ``"a vs b"``: Kolmogorov-Smirnov (exact or asymptotic p-value) and k-sample Anderson-Darling (midrank;
+    p-value interpolated and clipped to [0.001, 0.25] by scipy)."""
+    out: dict[str, dict[str, float]] = {}
+    for a, b in combinations(taus, 2):
+        x, y = np.asarray(taus[a], np.float64), np.asarray(taus[b], np.float64)
+        ks = stats.ks_2samp(x, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ad = stats.anderson_ksamp([x, y])
+        out[f"{a} vs {b}"] = {
+            "ks_statistic": float(ks.statistic),
+            "ks_pvalue": float(ks.pvalue),
+            "ad_statistic": float(ad.statistic),
+            "ad_pvalue": float(ad.pvalue),
+        }
+    return out
+
+
+def bootstrap_ci(
+    sample: Any, statistic: Literal["skewness", "kurtosis", "mean", "std"] = "skewness", *,
+    confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+) -> tuple[float, float]:  # fmt: skip
+    """Percentile bootstrap confidence interval of a statistic of one sample (``scipy.stats.bootstrap``)."""
+    functions = {
+        "skewness": lambda x, axis: stats.skew(x, axis=axis, bias=False),
+        "kurtosis": lambda x, axis: stats.kurtosis(x, axis=axis, bias=False),
+        "mean": lambda x, axis: np.mean(x, axis=axis),
+        "std": lambda x, axis: np.std(x, axis=axis, ddof=1),
+    }
+    result = stats.bootstrap(
+        (np.asarray(sample, np.float64),),
+        functions[statistic],
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def dithered(times: Any, seed: int = 0) -> np.ndarray:
+    """Integer halting times spread uniformly over their unit cell, ``T + U - 1/2`` with ``U ~ U(0, 1)``.
+
+    Tau of integer data lives on a lattice of spacing ``1 / std``; two ensembles whose means differ by a
+    fraction of an iteration have offset lattices, and a KS distance then reaches the mass of one lattice point
+    however equal the laws are. Dithering removes that artefact (variance grows by 1/12, negligible when
+    ``std >> 1``); moments and raw statistics are always reported on the undithered times.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    return times + np.random.default_rng(seed).uniform(-0.5, 0.5, times.shape)
+
+
+def ensemble_report(
+    times: Mapping[str, Any], censored: Mapping[str, Any] | None = None, gumbel_side: GumbelSide = "right",
+    n_resamples: int = 2000, seed: int = 0, dither: bool = True,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # fmt: skip
+    """``(report, taus)``: the statistics of spec 6 for several ensembles of the same (algorithm, eps, N): per
+    ensemble :func:`describe` (raw times), the skewness of tau with its bootstrap 95% CI, and
+    :func:`reference_tests`; between ensembles :func:`universality_tests`; and the same class tests on all
+    ensembles' tau pooled. Tau is computed per ensemble over its halted runs, from :func:`dithered` times when
+    ``dither`` (seeded by ``seed`` and the ensemble's position); the censored counts are reported beside it.
+    ``taus`` maps each ensemble to its tau sample (for figures)."""
+    censored = censored or {}
+    per_ensemble, taus = {}, {}
+    for index, (name, t) in enumerate(times.items()):
+        t = np.asarray(t, np.float64)
+        mask = np.asarray(censored.get(name, np.zeros(t.shape, bool)), bool)
+        halted = dithered(t[~mask], seed * 7919 + index) if dither else t[~mask]
+        taus[name] = fluctuations(halted)
+        per_ensemble[name] = {
+            **describe(t, mask),
+            "tau_skewness": float(stats.skew(taus[name], bias=False)),
+            "tau_skewness_ci95": bootstrap_ci(taus[name], "skewness", n_resamples=n_resamples, seed=seed),
+            "tests": reference_tests(taus[name], gumbel_side),
+        }
+    pooled = np.concatenate(list(taus.values()))
+    gumbel_skewness = GUMBEL_SKEWNESS if gumbel_side == "right" else -GUMBEL_SKEWNESS
+    return {
+        "dithered": dither,
+        "ensembles": per_ensemble,
+        "universality": universality_tests(taus),
+        "pooled": {
+            "n": int(pooled.size),
+            "skewness": float(stats.skew(pooled, bias=False)),
+            "skewness_ci95": bootstrap_ci(pooled, "skewness", n_resamples=n_resamples, seed=seed),
+            "tests": reference_tests(pooled, gumbel_side),
+        },
+        "reference_skewness": {"normal": 0.0, "gumbel": gumbel_skewness},
+    }, taus

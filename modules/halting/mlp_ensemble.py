@@ -1,0 +1,80 @@
+"""K small MLPs trained by SGD in one tensor program (``torch.func.functional_call`` + ``vmap`` over stacked
+parameters), each with its own initialisation seed and sample order, each halting when its full training loss
+falls below theta: the deep-net ensembles of the halting-time paper (``shared/papers/halting_time.md`` 2.2.4).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, stack_module_state, vmap
+
+from iclr17.callbacks.halting_time.functional import update_first_hits  # the rule HaltingTime applies
+
+from ..nets import MLP
+
+
+def init_ensemble(widths: list[int], seeds: list[int]) -> tuple[nn.Module, dict[str, Tensor]]:
+    """``(base, params)``: member k is ``MLP(widths)`` built right after ``torch.manual_seed(seeds[k])`` (the
+    global RNG is restored afterwards); ``params`` stacks their parameters along a new first dimension and
+    ``base`` is a parameter-free (meta) copy for ``functional_call``."""
+    members = []
+    with torch.random.fork_rng():
+        for seed in seeds:
+            torch.manual_seed(seed)
+            members.append(MLP(widths))
+    params, _ = stack_module_state(members)
+    return copy.deepcopy(members[0]).to("meta"), {k: v.detach() for k, v in params.items()}
+
+
+def train_until_halted(
+    base: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor, thresholds: Tensor, order_seeds: list[int],
+    lr: float = 0.1, batch_size: int = 100, every_n_steps: int = 1, max_steps: int = 10_000,
+) -> tuple[Tensor, int]:  # fmt: skip
+    """Minibatch SGD on K members in lockstep until each one's full training loss is below every threshold.
+
+    Member k draws a fresh permutation of the ``n`` samples from ``torch.Generator().manual_seed(order_seeds[k])``
+    at every epoch (``n // batch_size`` steps, the remainder dropped) and steps ``p <- p - lr grad``. The full
+    training loss (mean cross-entropy over all of ``x``) is evaluated before the first step and every
+    ``every_n_steps`` steps; returns ``(first, last_step)`` with ``first[k, e]`` the number of SGD steps taken
+    when member k's loss was first below ``thresholds[e]`` (-1: censored at ``last_step``). Halted members are
+    dropped from the working set.
+    """
+
+    def loss_of(p: dict[str, Tensor], xb: Tensor, yb: Tensor) -> Tensor:
+        return F.cross_entropy(functional_call(base, p, (xb,)), yb)
+
+    step_grad = vmap(grad(loss_of))
+    full_loss = vmap(loss_of, in_dims=(0, None, None))
+    k, n = len(order_seeds), len(x)
+    steps_per_epoch = n // batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size={batch_size} is larger than the {n} training samples")
+    generators = [torch.Generator().manual_seed(s) for s in order_seeds]
+    first = torch.full((k, len(thresholds)), -1, dtype=torch.long)
+    active = torch.arange(k)
+    order = torch.empty(0)
+    step = 0
+    for step in range(max_steps + 1):
+        if step % every_n_steps == 0:
+            with torch.no_grad():
+                losses = full_loss(params, x, y)
+            first[active] = update_first_hits(first[active], losses.cpu(), thresholds, step)
+            halted = (first[active] >= 0).all(dim=1)
+            if bool(halted.all()):
+                break
+            if bool(halted.any()):
+                keep = ~halted
+                active, order = active[keep], order[keep.to(order.device)] if len(order) else order
+                params = {name: value[keep.to(value.device)] for name, value in params.items()}
+        if step == max_steps:
+            break
+        if step % steps_per_epoch == 0:
+            order = torch.stack([torch.randperm(n, generator=generators[i]) for i in active.tolist()]).to(x.device)
+        batch = order[:, (step % steps_per_epoch) * batch_size : (step % steps_per_epoch + 1) * batch_size]
+        grads = step_grad(params, x[batch], y[batch])
+        params = {name: value - lr * grads[name] for name, value in params.items()}
+    return first, step

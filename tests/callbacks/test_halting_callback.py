@@ -1,0 +1,150 @@
+"""HaltingTime against independent plain training loops: same seed, same data, same first step."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from iclr17.callbacks import HaltingTime
+from iclr17.datamodules import GaussianMixtureDataModule
+from iclr17.modules import MLP, Classifier
+
+LR = 0.5
+
+
+def _data() -> GaussianMixtureDataModule:
+    dm = GaussianMixtureDataModule(n_classes=3, dim=2, n_samples=90, batch_size=None, seed=1)
+    dm.setup("fit")
+    return dm
+
+
+def _model() -> Classifier:
+    pl.seed_everything(0)
+    return Classifier(MLP([2, 6, 3]), num_classes=3, optimizer=lambda p: torch.optim.SGD(p, lr=LR))
+
+
+def _fit(callback, model=None, ckpt_path=None, **trainer_kwargs):
+    model = model or _model()
+    kwargs = {"max_steps": 200, "limit_val_batches": 0, **trainer_kwargs}
+    trainer = pl.Trainer(
+        logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+        num_sanity_val_steps=0, callbacks=[callback], **kwargs,
+    )  # fmt: skip
+    trainer.fit(model, _data(), ckpt_path=ckpt_path)
+    return trainer, model
+
+
+def _plain_trajectory(steps: int) -> tuple[list[float], list[float]]:
+    """Full-batch gradient descent written out by hand: the loss and gradient norm at each step t (before
+    step t's update)."""
+    torch.manual_seed(0)
+    net = MLP([2, 6, 3])
+    x, y = _data().train_set.tensors
+    losses, grad_norms = [], []
+    for _ in range(steps):
+        loss = F.cross_entropy(net(x), y)
+        grads = torch.autograd.grad(loss, list(net.parameters()))
+        losses.append(loss.item())
+        grad_norms.append(torch.cat([g.flatten() for g in grads]).norm().item())
+        with torch.no_grad():
+            for p, g in zip(net.parameters(), grads, strict=True):
+                p -= LR * g
+    return losses, grad_norms
+
+
+def _first(values, threshold):
+    return next(t for t, v in enumerate(values) if v < threshold)
+
+
+def test_full_data_loss_rule_halts_where_a_plain_loop_does():
+    losses, _ = _plain_trajectory(200)
+    thresholds = [0.9, 0.6, 0.4]
+    callback = HaltingTime("train_loss_below", thresholds, loss_source="full_data")
+    trainer, _ = _fit(callback)
+    expected = [_first(losses, t) for t in thresholds]
+    assert expected[0] < expected[1] < expected[2] < 200
+    assert [r["step"] for r in callback.record] == expected
+    assert callback.halting_step == expected[-1] == trainer.global_step  # stopped right there
+    assert not any(r["censored"] for r in callback.record)
+    assert all(r["value"] < r["threshold"] for r in callback.record)
+    assert callback.record[0]["wall_time"] <= callback.record[-1]["wall_time"]
+
+
+def test_full_data_every_n_steps_rounds_up_to_the_next_evaluation():
+    losses, _ = _plain_trajectory(200)
+    callback = HaltingTime("train_loss_below", 0.6, every_n_steps=7)
+    _fit(callback)
+    expected = next(t for t in range(0, 200, 7) if losses[t] < 0.6)
+    assert callback.halting_step == expected
+
+
+def test_grad_norm_rule_halts_where_a_plain_loop_does():
+    _, grad_norms = _plain_trajectory(200)
+    t0 = next(t for t in range(100, 200) if grad_norms[t] < min(grad_norms[:t]))
+    threshold = (grad_norms[t0] + min(grad_norms[:t0])) / 2  # away from a float32 tie
+    callback = HaltingTime("grad_norm_below", threshold)
+    trainer, _ = _fit(callback)
+    assert callback.halting_step == _first(grad_norms, threshold)
+    assert trainer.global_step == callback.halting_step + 1  # the step in progress is finished
+
+
+def test_epoch_mean_and_ema_rules_match_the_plain_loop():
+    losses, _ = _plain_trajectory(200)
+    epoch_mean = HaltingTime("train_loss_below", 0.6, loss_source="epoch_mean")
+    _fit(epoch_mean)
+    assert epoch_mean.halting_step == _first(losses, 0.6) + 1  # full batch: epoch t's mean is loss t, read after it
+    ema = HaltingTime("train_loss_below", 0.6, loss_source="ema", ema_decay=0.5)
+    _fit(ema)
+    average, smoothed = None, []
+    for loss in losses:
+        average = loss if average is None else 0.5 * average + 0.5 * loss
+        smoothed.append(average)
+    assert ema.halting_step == _first(smoothed, 0.6) + 1
+
+
+def test_metric_rule_reads_validation_metrics():
+    callback = HaltingTime("metric_at_least", 0.9, monitor="val/acc")
+    trainer, _ = _fit(callback, limit_val_batches=1.0, val_check_interval=1, check_val_every_n_epoch=5)
+    assert callback.halting_step is not None and callback.halting_step % 5 == 0
+    assert callback.record[0]["value"] >= 0.9
+
+
+def test_unreached_threshold_is_censored_not_dropped():
+    callback = HaltingTime("train_loss_below", [0.9, 1e-6])
+    trainer, _ = _fit(callback, max_steps=30)
+    reached, censored = callback.record
+    assert not reached["censored"] and reached["step"] < 30
+    assert censored["censored"] and censored["step"] == 30 == trainer.global_step
+    assert callback.halting_step is None
+    assert callback.halting_steps == {0.9: reached["step"], 1e-6: None}
+
+
+def test_resume_from_checkpoint_finds_the_same_halting_steps(tmp_path):
+    thresholds = [0.9, 0.4]
+    uninterrupted = HaltingTime("train_loss_below", thresholds)
+    _fit(uninterrupted)
+    first = HaltingTime("train_loss_below", thresholds)
+    trainer, model = _fit(first, max_steps=uninterrupted.record[0]["step"] + 3)
+    assert first.record[1]["censored"]
+    trainer.save_checkpoint(tmp_path / "halfway.ckpt")
+    resumed = HaltingTime("train_loss_below", thresholds)
+    _fit(resumed, model=_model(), ckpt_path=tmp_path / "halfway.ckpt")
+    assert [r["step"] for r in resumed.record] == [r["step"] for r in uninterrupted.record]
+    assert not resumed.record[1]["censored"]
+    assert resumed.record[1]["wall_time"] >= first.record[0]["wall_time"]
+
+
+def test_state_dict_round_trip_and_state_key():
+    a = HaltingTime("train_loss_below", [0.5, 0.1])
+    a.record[0].update(step=3, epoch=3, wall_time=0.1, value=0.4)
+    b = HaltingTime("train_loss_below", [0.5, 0.1])
+    b.load_state_dict(a.state_dict())
+    assert b.record == a.record and b.halting_steps == {0.5: 3, 0.1: None}
+    assert a.state_key != HaltingTime("grad_norm_below", [0.5, 0.1]).state_key
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="monitor"):
+        HaltingTime("metric_at_least", 0.5)
+    with pytest.raises(ValueError, match="every_n_steps"):
+        HaltingTime(every_n_steps=0)
