@@ -51,7 +51,7 @@ class ImageGrids(pl.Callback):
             raise TypeError(
                 f"ImageGrids needs {type(pl_module).__name__}.sample_noise(n, generator) and forward(z) -> images"
             )
-        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)  # a CPU generator: EBGAN draws its noise on the CPU
         self.fixed_z = pl_module.sample_noise(self.n_images, generator)
 
     def on_train_batch_end(

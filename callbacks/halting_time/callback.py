@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.data import extract_batch_size
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from .functional import update_first_hits
 
@@ -154,6 +155,8 @@ class HaltingTime(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_sum, self._epoch_count = 0.0, 0
+        if trainer.current_epoch > 0:  # the last epoch's logged metrics are final only now (see _observe_metric)
+            self._observe_metric(trainer, epoch=trainer.current_epoch - 1)
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
@@ -187,13 +190,13 @@ class HaltingTime(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.rule == "train_loss_below" and self.loss_source == "epoch_mean" and self._epoch_count:
             self._observe(trainer, self._epoch_sum / self._epoch_count)
-        self._observe_metric(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._observe_metric(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._observe_metric(trainer, epoch=max(trainer.current_epoch - 1, 0))
         for r in self.record:
             if r["step"] is None:
                 r.update(step=trainer.global_step, epoch=trainer.current_epoch, wall_time=self._wall(), censored=True)
@@ -207,18 +210,24 @@ class HaltingTime(pl.Callback):
     def _uses_full_data(self) -> bool:
         return self.rule == "train_loss_below" and self.loss_source == "full_data"
 
-    def _observe_metric(self, trainer: pl.Trainer) -> None:
+    def _observe_metric(self, trainer: pl.Trainer, epoch: int | None = None) -> None:
+        """Compare the monitored metric with the thresholds. Training-epoch metrics reach ``callback_metrics``
+        after the callbacks' ``on_train_epoch_end`` (Lightning 2.6), so they are read at the next epoch's start
+        (and at the end of training), attributed to the epoch that logged them. Rank 0's value is used on every
+        process, so all processes halt together even for a metric logged without ``sync_dist``."""
         if self.rule.startswith("metric") and self.monitor in trainer.callback_metrics:
-            self._observe(trainer, float(trainer.callback_metrics[self.monitor]))
+            value = trainer.strategy.broadcast(float(trainer.callback_metrics[self.monitor]), src=0)
+            self._observe(trainer, value, epoch)
 
-    def _observe(self, trainer: pl.Trainer, value: float) -> None:
+    def _observe(self, trainer: pl.Trainer, value: float, epoch: int | None = None) -> None:
         first = torch.tensor([-1 if r["step"] is None else r["step"] for r in self.record])
         thresholds = torch.tensor(self.thresholds, dtype=torch.float64)
         updated = update_first_hits(first, torch.tensor(float(value)), thresholds, trainer.global_step, self.direction)
         newly = (updated >= 0) & (first < 0)
         for i in newly.nonzero().flatten().tolist():
             r = self.record[i]
-            r.update(step=trainer.global_step, epoch=trainer.current_epoch, wall_time=self._wall(), value=float(value))
+            epoch_ = trainer.current_epoch if epoch is None else epoch
+            r.update(step=trainer.global_step, epoch=epoch_, wall_time=self._wall(), value=float(value))
             metrics = {f"halting/step@{r['threshold']:g}": r["step"], f"halting/epoch@{r['threshold']:g}": r["epoch"]}
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
@@ -235,9 +244,7 @@ class HaltingTime(pl.Callback):
     def _full_data_loss(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float:
         """Sample-weighted mean of ``loss_fn`` over the training dataloader (this process's shard under DDP,
         then summed over processes); eval mode, no gradients, and the RNG left as it was."""
-        loader = trainer.train_dataloader
-        if loader is None:
-            raise ValueError("HaltingTime(loss_source='full_data') needs the trainer's training dataloader")
+        loader = self._evaluation_loader(trainer)
         total = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
         with self._evaluation(pl_module):
             for batch in loader:
@@ -247,6 +254,27 @@ class HaltingTime(pl.Callback):
         total = trainer.strategy.reduce(total, reduce_op="sum")
         self._evaluated_step = trainer.global_step
         return (total[0] / total[1]).item()
+
+    @staticmethod
+    def _evaluation_loader(trainer: pl.Trainer) -> Any:
+        """A private pass over the training set: the training loader's dataset, batch size and collate function,
+        in order, without workers, split over the processes. Iterating the training loader itself would reset
+        its persistent workers' iterator mid-epoch and advance its sampler's generator."""
+        loader = trainer.train_dataloader
+        if loader is None:
+            raise ValueError("HaltingTime(loss_source='full_data') needs the trainer's training dataloader")
+        if (
+            not isinstance(loader, DataLoader)
+            or loader.batch_size is None
+            or isinstance(loader.dataset, IterableDataset)
+        ):
+            return loader  # a custom iterable or batch sampler: used as it is
+        sampler = None
+        if trainer.world_size > 1:
+            sampler = DistributedSampler(
+                loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
+        return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, collate_fn=loader.collate_fn)
 
     @staticmethod
     @contextmanager

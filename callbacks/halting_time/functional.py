@@ -80,10 +80,16 @@ def describe(times: Any, censored: Any | None = None) -> dict[str, float]:
     times = np.asarray(times, dtype=np.float64)
     censored = np.zeros(times.shape, bool) if censored is None else np.asarray(censored, bool)
     halted = times[~censored]
-    return {
+    counts = {
         "n": int(times.size),
         "n_censored": int(censored.sum()),
         "censored_fraction": float(censored.mean()) if times.size else 0.0,
+    }
+    if halted.size < 2:  # nothing to describe: the caller reports the counts and marks the ensemble
+        nan = float("nan")
+        return {**counts, **dict.fromkeys(("mean", "std", "skewness", "kurtosis", "median", "min", "max"), nan)}
+    return {
+        **counts,
         "mean": float(halted.mean()),
         "std": float(halted.std(ddof=1)),
         "skewness": float(stats.skew(halted, bias=False)),
@@ -101,48 +107,89 @@ def _anderson_pvalue(sample: np.ndarray, dist: str) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def reference_tests(tau: Any, gumbel_side: GumbelSide = "right") -> dict[str, dict[str, float]]:
+def _standardized(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return (x - x.mean(axis=axis, keepdims=True)) / x.std(axis=axis, ddof=1, keepdims=True)
+
+
+def _ks_to_law(sorted_tau: np.ndarray, cdf) -> np.ndarray:
+    """Kolmogorov-Smirnov distance of each row of ``sorted_tau`` (sorted along the last axis) to ``cdf``."""
+    n = sorted_tau.shape[-1]
+    f = cdf(sorted_tau)
+    above = np.arange(1, n + 1) / n - f
+    below = f - np.arange(n) / n
+    return np.maximum(above.max(axis=-1), below.max(axis=-1))
+
+
+def reference_tests(
+    tau: Any, gumbel_side: GumbelSide = "right", groups: list[int] | None = None, n_null: int = 999, seed: int = 0
+) -> dict[str, dict[str, float]]:
     """One-sample tests of ``tau`` against N(0, 1) (``normal``) and the standardised Gumbel (``gumbel``).
 
-    ``ks_statistic``/``ks_pvalue``: Kolmogorov-Smirnov against the fully specified law (tau is standardised
-    by its own sample moments, so these p-values are conservative, as in Lilliefors' setting).
+    Tau is standardised by its own sample moments, so a KS p-value against the fully specified law would be far
+    too large (Lilliefors' problem: two parameters were estimated). ``ks_pvalue`` is therefore calibrated by
+    Monte Carlo: ``n_null`` samples of the same size are drawn from the reference law, standardised the same way
+    (per group when ``groups`` lists the sizes of separately standardised parts, as for pooled ensembles), and
+    the p-value is the share of null distances at least as large, ``(1 + #) / (1 + n_null)``.
     ``ad_statistic``/``ad_pvalue``: Anderson-Darling for the family with location and scale fitted
-    (``scipy.stats.anderson``, ``method="interpolate"``: p-values are read from tables and clipped to
-    [0.01, 0.25]).
+    (``scipy.stats.anderson``, ``method="interpolate"``, whose tables account for the fit; p-values clipped
+    to [0.01, 0.25]).
     """
     tau = np.asarray(tau, dtype=np.float64)
+    groups = groups or [tau.size]
+    rng = np.random.default_rng(seed)
     out: dict[str, dict[str, float]] = {}
     for name, law, family in (
         ("normal", stats.norm(), "norm"),
         ("gumbel", standardized_gumbel(gumbel_side), "gumbel_r" if gumbel_side == "right" else "gumbel_l"),
     ):
-        ks = stats.kstest(tau, law.cdf)
+        observed = float(_ks_to_law(np.sort(tau), law.cdf))
+        null = np.concatenate(
+            [_standardized(law.rvs(size=(n_null, g), random_state=rng)) for g in groups], axis=1
+        )  # fmt: skip
+        null_distances = _ks_to_law(np.sort(null, axis=1), law.cdf)
         ad_statistic, ad_pvalue = _anderson_pvalue(tau, family)
         out[name] = {
-            "ks_statistic": float(ks.statistic),
-            "ks_pvalue": float(ks.pvalue),
+            "ks_statistic": observed,
+            "ks_pvalue": float((1 + np.sum(null_distances >= observed)) / (1 + n_null)),
             "ad_statistic": ad_statistic,
             "ad_pvalue": ad_pvalue,
         }
     return out
 
 
-def universality_tests(taus: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """Two-sample tests between every pair of ensembles' tau (the universality test, spec 6), keyed
-    ``"a vs b"``: Kolmogorov-Smirnov (exact or asymptotic p-value) and k-sample Anderson-Darling (midrank;
-    p-value interpolated and clipped to [0.001, 0.25] by scipy)."""
+def universality_tests(
+    taus: Mapping[str, Any], n_permutations: int = 999, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Two-sample tests between every pair of ensembles' tau (the universality test, spec 6), keyed ``"a vs b"``:
+    the Kolmogorov-Smirnov distance and the k-sample Anderson-Darling statistic (midrank) of the two
+    standardised samples, each with a permutation p-value: the pooled taus are split at random
+    ``n_permutations`` times, each part standardised again, and the p-value is ``(1 + #) / (1 + n_permutations)``
+    of the permuted statistics at least as large. (scipy's own p-values assume nothing was estimated; with each
+    sample standardised by its own moments they almost never reject.)"""
     out: dict[str, dict[str, float]] = {}
-    for a, b in combinations(taus, 2):
+    for index, (a, b) in enumerate(combinations(taus, 2)):
         x, y = np.asarray(taus[a], np.float64), np.asarray(taus[b], np.float64)
-        ks = stats.ks_2samp(x, y)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ad = stats.anderson_ksamp([x, y])
+
+        def statistics_of(u: np.ndarray, v: np.ndarray) -> tuple[float, float]:
+            u, v = _standardized(u), _standardized(v)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return float(stats.ks_2samp(u, v).statistic), float(stats.anderson_ksamp([u, v]).statistic)
+
+        ks, ad = statistics_of(x, y)
+        rng = np.random.default_rng(seed + index)
+        pooled = np.concatenate([x, y])
+        exceed = np.zeros(2)
+        for _ in range(n_permutations):
+            shuffled = rng.permutation(pooled)
+            ks_null, ad_null = statistics_of(shuffled[: x.size], shuffled[x.size :])
+            exceed += [ks_null >= ks, ad_null >= ad]
+        p_ks, p_ad = (1 + exceed) / (1 + n_permutations)
         out[f"{a} vs {b}"] = {
-            "ks_statistic": float(ks.statistic),
-            "ks_pvalue": float(ks.pvalue),
-            "ad_statistic": float(ad.statistic),
-            "ad_pvalue": float(ad.pvalue),
+            "ks_statistic": ks,
+            "ks_pvalue": float(p_ks),
+            "ad_statistic": ad,
+            "ad_pvalue": float(p_ad),
         }
     return out
 
@@ -196,25 +243,34 @@ def ensemble_report(
     for index, (name, t) in enumerate(times.items()):
         t = np.asarray(t, np.float64)
         mask = np.asarray(censored.get(name, np.zeros(t.shape, bool)), bool)
+        described = describe(t, mask)
+        if (~mask).sum() < 2 or np.ptp(t[~mask]) == 0:
+            per_ensemble[name] = {**described, "insufficient": True}  # too few halted runs for tau
+            continue
         halted = dithered(t[~mask], seed * 7919 + index) if dither else t[~mask]
         taus[name] = fluctuations(halted)
         per_ensemble[name] = {
-            **describe(t, mask),
+            **described,
+            "insufficient": False,
             "tau_skewness": float(stats.skew(taus[name], bias=False)),
             "tau_skewness_ci95": bootstrap_ci(taus[name], "skewness", n_resamples=n_resamples, seed=seed),
-            "tests": reference_tests(taus[name], gumbel_side),
+            "tests": reference_tests(taus[name], gumbel_side, seed=seed + index),
         }
-    pooled = np.concatenate(list(taus.values()))
     gumbel_skewness = GUMBEL_SKEWNESS if gumbel_side == "right" else -GUMBEL_SKEWNESS
-    return {
+    n_censored = int(sum(e["n_censored"] for e in per_ensemble.values()))
+    report: dict[str, Any] = {
         "dithered": dither,
         "ensembles": per_ensemble,
-        "universality": universality_tests(taus),
-        "pooled": {
+        "n_censored": n_censored,  # censored runs are left out of tau: a non-zero count truncates the right tail
+        "universality": universality_tests(taus, seed=seed),
+        "reference_skewness": {"normal": 0.0, "gumbel": gumbel_skewness},
+    }
+    if taus:
+        pooled = np.concatenate(list(taus.values()))
+        report["pooled"] = {
             "n": int(pooled.size),
             "skewness": float(stats.skew(pooled, bias=False)),
             "skewness_ci95": bootstrap_ci(pooled, "skewness", n_resamples=n_resamples, seed=seed),
-            "tests": reference_tests(pooled, gumbel_side),
-        },
-        "reference_skewness": {"normal": 0.0, "gumbel": gumbel_skewness},
-    }, taus
+            "tests": reference_tests(pooled, gumbel_side, groups=[len(v) for v in taus.values()], seed=seed),
+        }
+    return report, taus

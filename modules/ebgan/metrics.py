@@ -68,7 +68,8 @@ class MNISTScore(Metric):
             classifier = None if from_probs else load_score_net()
         if classifier is None and not from_probs:
             raise ValueError("MNISTScore needs a classifier unless from_probs=True")
-        self.classifier = classifier
+        # kept out of the module tree: a fixed, shipped net is not training state and must not enter checkpoints
+        object.__setattr__(self, "classifier", classifier)
         self.from_probs = from_probs
         self.add_state("prob_sum", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("log_prob_sum", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
@@ -78,7 +79,7 @@ class MNISTScore(Metric):
         if self.from_probs:
             probs = x
         else:
-            self.classifier.eval()
+            self.classifier.to(x.device).eval()
             with torch.no_grad():
                 probs = self.classifier(x.float()).softmax(dim=-1)
         prob_sum, log_prob_sum, n = mnist_score_statistics(probs.double())
@@ -103,11 +104,12 @@ class MnistFeatures(nn.Module):
 
     def __init__(self, net: MnistScoreNet | None = None) -> None:
         super().__init__()
-        self.net = net if net is not None else load_score_net()
+        # kept out of the module tree, like MNISTScore's classifier: not part of any checkpoint
+        object.__setattr__(self, "net", net if net is not None else load_score_net())
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.no_grad():
-            return self.net.eval().features(x.float())
+            return self.net.to(x.device).eval().features(x.float())
 
 
 def export_score_net(checkpoint: str | Path, out: str | Path = SCORE_NET_PATH) -> Path:

@@ -140,14 +140,16 @@ class EBGAN(pl.LightningModule):
         """``(n, z_dim)`` noise from ``generator`` (default: the module's training noise generator)."""
         if generator is None:
             generator = self._noise_generator()
+        # drawn on the CPU whatever the device: the generator's state then means the same on every device,
+        # so a checkpoint written on a GPU resumes on a CPU (and Lightning's teardown to CPU changes nothing)
         if self.hparams.z_distribution == "uniform":
-            return torch.rand(n, self.z_dim, generator=generator, device=self.device) * 2 - 1
-        return torch.randn(n, self.z_dim, generator=generator, device=self.device)
+            return (torch.rand(n, self.z_dim, generator=generator) * 2 - 1).to(self.device)
+        return torch.randn(n, self.z_dim, generator=generator).to(self.device)
 
     def _noise_generator(self) -> torch.Generator:
-        if self.noise_rng is None or self.noise_rng.device != self.device:
+        if self.noise_rng is None:
             seed = int(torch.initial_seed()) % 2**62 + self.global_rank
-            self.noise_rng = torch.Generator(device=self.device).manual_seed(seed)
+            self.noise_rng = torch.Generator().manual_seed(seed)
         return self.noise_rng
 
     def forward(self, z: Tensor) -> Tensor:
@@ -259,7 +261,7 @@ class EBGAN(pl.LightningModule):
     # ----- evaluation -------------------------------------------------------------------------------------------
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_rng = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed + self.global_rank)
+        self._eval_rng = torch.Generator().manual_seed(self.hparams.eval_seed + self.global_rank)
 
     on_test_epoch_start = on_validation_epoch_start
 
@@ -303,6 +305,6 @@ class EBGAN(pl.LightningModule):
             rng = self._noise_generator()
             rng.set_state(state)
             if self.global_rank:
-                offset = int(torch.randint(2**62, (), generator=rng, device=self.device))
+                offset = int(torch.randint(2**62, (), generator=rng))
                 rng.manual_seed(offset + self.global_rank)
             self._pending_rng_state = None

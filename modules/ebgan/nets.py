@@ -264,6 +264,10 @@ class MnistScoreNet(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes)
 
     def features(self, x: Tensor) -> Tensor:
+        if tuple(x.shape[1:]) not in ((1, 28, 28), (28, 28), (784,)):
+            raise ValueError(
+                f"MnistScoreNet scores 28x28 MNIST-like images, shape (N, 1, 28, 28) or (N, 784); got {tuple(x.shape)}"
+            )
         return self.body(x.reshape(-1, 1, 28, 28))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -212,8 +212,9 @@ def study(
     out_dir: str = "results/halting_time",
     gumbel_side: GumbelSide = "right",
     n_resamples: int = 2000,
+    times_from: str | None = None,
 ) -> dict:
-    """Run ``n_runs`` instances of every ensemble of ``system``; write the JSON, raw times and figure.
+    """Run ``n_runs`` instances of every ensemble of ``system``; write the raw times, then the JSON and figure.
 
     Args:
         system: the reference system and its parameters.
@@ -224,17 +225,30 @@ def study(
         out_dir: output folder.
         gumbel_side: Gumbel orientation for the reference law (spec 8: maximum type, ``right``).
         n_resamples: bootstrap resamples for the confidence intervals.
+        times_from: re-analyse the raw times of an earlier run (its ``<name>_times.npz``) instead of running.
     """
     ensembles = ensembles or list(system.ensembles)
     unknown = set(ensembles) - set(system.ensembles)
     if unknown:
         raise ValueError(f"ensembles {sorted(unknown)} are not among {type(system).__name__}'s {system.ensembles}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     times, censored, seconds = {}, {}, {}
-    for ensemble in ensembles:
-        start = time.perf_counter()
-        times[ensemble], censored[ensemble] = system.run(ensemble, system.ensembles.index(ensemble), n_runs, seed)
-        seconds[ensemble] = time.perf_counter() - start
-        print(f"{name}: {ensemble} {n_runs} runs in {seconds[ensemble]:.1f} s", flush=True)
+    if times_from is not None:
+        saved = np.load(times_from)
+        if not np.allclose(saved["thresholds"], system.thresholds):
+            raise ValueError(f"{times_from} holds thresholds {saved['thresholds']}, the config {system.thresholds}")
+        for ensemble in ensembles:
+            times[ensemble], censored[ensemble] = saved[f"{ensemble}_times"], saved[f"{ensemble}_censored"]
+    else:
+        for ensemble in ensembles:
+            start = time.perf_counter()
+            times[ensemble], censored[ensemble] = system.run(ensemble, system.ensembles.index(ensemble), n_runs, seed)
+            seconds[ensemble] = time.perf_counter() - start
+            print(f"{name}: {ensemble} {n_runs} runs in {seconds[ensemble]:.1f} s", flush=True)
+        arrays = {f"{k}_times": v for k, v in times.items()} | {f"{k}_censored": v for k, v in censored.items()}
+        # the raw times first: whatever the analysis does, the runs are kept
+        np.savez_compressed(out / f"{name}_times.npz", thresholds=np.array(system.thresholds), **arrays)
     reports, panels = {}, {}
     for e, threshold in enumerate(system.thresholds):
         label = f"{threshold:g}"
@@ -250,15 +264,13 @@ def study(
         "n_runs": n_runs,
         "seed": seed,
         "seconds": seconds,
+        "times_from": times_from,
         "by_threshold": reports,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=_jsonable))
-    arrays = {f"{k}_times": v for k, v in times.items()} | {f"{k}_censored": v for k, v in censored.items()}
-    np.savez_compressed(out / f"{name}_times.npz", thresholds=np.array(system.thresholds), **arrays)
     from iclr17.callbacks.halting_time.figures import halting_figure  # noqa: PLC0415
 
+    panels = {label: taus for label, taus in panels.items() if taus}
     figure = halting_figure(panels, title=name, gumbel_side=gumbel_side)
     figure.savefig(out / f"{name}.png", dpi=110)
     _print_summary(result)
@@ -275,9 +287,17 @@ def _jsonable(value):
 
 def _print_summary(result: dict) -> None:
     for label, report in result["by_threshold"].items():
-        pooled = report["pooled"]
+        pooled = report.get("pooled")
+        if pooled is None:
+            print(f"threshold {label}: fewer than 2 halted runs in every ensemble; no statistics")
+            continue
         print(f"threshold {label}: pooled skewness {pooled['skewness']:.3f} CI {pooled['skewness_ci95']}")
+        if report["n_censored"]:
+            print(f"  WARNING: {report['n_censored']} censored runs are left out of tau (raise max_steps)")
         for ensemble, stats_ in report["ensembles"].items():
+            if stats_["insufficient"]:
+                print(f"  {ensemble}: n={stats_['n']} censored={stats_['n_censored']}: too few halted runs")
+                continue
             tests = stats_["tests"]
             print(
                 f"  {ensemble}: n={stats_['n']} censored={stats_['n_censored']} mean={stats_['mean']:.1f} "

@@ -148,3 +148,51 @@ def test_bad_arguments_are_refused():
         HaltingTime("metric_at_least", 0.5)
     with pytest.raises(ValueError, match="every_n_steps"):
         HaltingTime(every_n_steps=0)
+
+
+class CountBatches(pl.Callback):
+    def __init__(self) -> None:
+        self.per_epoch: list[int] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.per_epoch.append(0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.per_epoch[-1] += 1
+
+
+def test_full_data_evaluation_leaves_a_loader_with_workers_alone():
+    """The full-data pass must not iterate the training loader itself: with persistent workers that resets the
+    training iterator mid-epoch and silently skips batches."""
+    pl.seed_everything(0)
+    dm = GaussianMixtureDataModule(n_classes=3, dim=2, n_samples=90, batch_size=10, seed=1, num_workers=1)
+    count = CountBatches()
+    halting = HaltingTime("train_loss_below", [1e-9], loss_source="full_data", stop=False)
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, limit_val_batches=0, callbacks=[halting, count],
+    )  # fmt: skip
+    trainer.fit(_model(), dm)
+    assert count.per_epoch == [9, 9] and trainer.global_step == 18
+
+
+class EpochLosses(pl.Callback):
+    def __init__(self) -> None:
+        self.after_epoch: list[tuple[int, int, float]] = []  # (epoch, step, train/loss_epoch) as finally logged
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if "train/loss_epoch" in trainer.callback_metrics:
+            value = float(trainer.callback_metrics["train/loss_epoch"])
+            self.after_epoch.append((trainer.current_epoch - 1, trainer.global_step, value))
+
+
+def test_metric_rule_on_a_training_epoch_metric_is_not_one_epoch_late():
+    losses = EpochLosses()
+    halting = HaltingTime("metric_below", [0.6], monitor="train/loss_epoch", stop=False)
+    trainer = pl.Trainer(
+        max_steps=40, limit_val_batches=0, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+        enable_model_summary=False, callbacks=[halting, losses],
+    )  # fmt: skip
+    trainer.fit(_model(), _data())
+    epoch, step, _ = next(entry for entry in losses.after_epoch if entry[2] < 0.6)
+    assert (halting.record[0]["epoch"], halting.record[0]["step"]) == (epoch, step)

@@ -140,3 +140,24 @@ def test_arguments_are_checked():
         _tiny(loss="gan", pt_weight=0.1)
     with pytest.raises(ValueError, match="d_steps_per_g"):
         _tiny(d_steps_per_g=0)
+
+
+def test_metric_nets_stay_out_of_checkpoints_and_noise_state_is_device_independent():
+    """The shipped score net is not training state: turning I'/FID on must not change the state dict, so a
+    checkpoint loads either way. The noise generator lives on the CPU, so its saved state resumes anywhere."""
+    plain, scored = _tiny(), _tiny(mnist_score=True, fid=True)
+    assert set(scored.state_dict()) == set(plain.state_dict())
+    scored.load_state_dict(plain.state_dict())
+    z = scored.sample_noise(4)
+    assert z.shape == (4, scored.z_dim) and scored._noise_generator().device.type == "cpu"
+    checkpoint: dict = {}
+    scored.on_save_checkpoint(checkpoint)
+    torch.Generator().set_state(checkpoint["ebgan_noise_rng"])  # a CPU state, whatever device trained
+
+
+def test_the_score_net_refuses_images_that_are_not_28_by_28():
+    from iclr17.modules.ebgan.nets import MnistScoreNet
+
+    with pytest.raises(ValueError, match="28x28"):
+        MnistScoreNet()(torch.zeros(2, 1, 56, 56))
+    assert MnistScoreNet()(torch.zeros(2, 784)).shape == (2, 10)
