@@ -16,6 +16,24 @@ class AssertRanksDrawDifferentNoise(pl.Callback):
             assert z.shape[0] == 2 and not torch.equal(z[0], z[1]), "both processes drew the same z"
 
 
+class AssertGradientsAreAveraged(pl.Callback):
+    """Wraps the module's gradient reduction: after it, every gradient must be the mean of the processes' local
+    gradients (a sum would keep replicas equal too, so equality alone cannot tell)."""
+
+    def on_train_start(self, trainer, pl_module):
+        reduce = pl_module._average_gradients
+
+        def checked(optimizer):
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            local = torch.cat([p.grad.detach().flatten().clone() for p in params])
+            reduce(optimizer)
+            averaged = torch.cat([p.grad.detach().flatten() for p in params])
+            torch.testing.assert_close(averaged, pl_module.all_gather(local).mean(dim=0))
+            assert not torch.equal(*pl_module.all_gather(local).unbind(0)), "local gradients should differ"
+
+        pl_module._average_gradients = checked
+
+
 @pytest.mark.timeout(300)
 def test_ebgan_ddp_fit_keeps_replicas_equal(mnist_fixture_dir):
     pl.seed_everything(0)
@@ -27,6 +45,6 @@ def test_ebgan_ddp_fit_keeps_replicas_equal(mnist_fixture_dir):
         max_epochs=1,
         limit_train_batches=4,
         limit_val_batches=1,
-        callbacks=[AssertReplicasEqual(), AssertRanksDrawDifferentNoise()],
+        callbacks=[AssertReplicasEqual(), AssertRanksDrawDifferentNoise(), AssertGradientsAreAveraged()],
     )
     trainer.fit(model, dm)
