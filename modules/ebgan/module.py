@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.nn.parallel import DistributedDataParallel
 from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from ..step_logging import is_logging_step
 from .functional import (
@@ -55,7 +56,8 @@ class EBGAN(pl.LightningModule):
     ``train/loss_g``, ``train/energy_real``, ``train/energy_fake``, ``train/margin``, ``train/margin_active``
     (fraction of fakes with ``D(G(z)) < m``, the hinge's active set), ``train/pt``. Validation and test log
     ``<split>/energy_real``, ``<split>/energy_fake`` and, with ``mnist_score=True``, ``<split>/mnist_score`` (I',
-    one generated sample per evaluation image) and, with ``fid=True``, ``<split>/fid``. In GAN mode "energy" means
+    one generated sample per evaluation image), with ``fid=True`` ``<split>/fid``, and with ``kid=True``
+    ``<split>/kid`` and ``<split>/kid_std``. In GAN mode "energy" means
     ``-log D(.)``.
 
     Args:
@@ -83,8 +85,13 @@ class EBGAN(pl.LightningModule):
         gradient_clip_val: clip each network's gradient norm to this value before its step (None: no clipping).
         mnist_score: compute I' with the shipped MNIST classifier during validation and test (28x28 1-channel
             generators only).
-        fid: compute torchmetrics' FID between the evaluation images and as many generated ones, on the shipped
-            MNIST classifier's 512 features (offline; 28x28 1-channel images only).
+        fid: compute torchmetrics' FID between the evaluation images and as many generated ones.
+        kid: compute torchmetrics' KID (mean and standard deviation over subsets of ``kid_subset_size``) the same
+            way, logged at the end of each evaluation epoch.
+        metric_features: features for FID and KID: ``mnist``, the shipped MNIST classifier's 512 features
+            (offline; 28x28 1-channel images), or ``inception``, torchmetrics' Inception-v3 (needs the
+            ``torch-fidelity`` package and its weights, downloaded once or already in its cache).
+        kid_subset_size: samples per KID subset (at most the number of evaluation images).
         eval_seed: seed of the noise used in validation and test (plus the process rank), so evaluations repeat.
     """
 
@@ -110,6 +117,9 @@ class EBGAN(pl.LightningModule):
         gradient_clip_val: float | None = None,
         mnist_score: bool = False,
         fid: bool = False,
+        kid: bool = False,
+        metric_features: Literal["mnist", "inception"] = "mnist",
+        kid_subset_size: int = 50,
         eval_seed: int = 1234,
     ) -> None:
         super().__init__()
@@ -130,8 +140,10 @@ class EBGAN(pl.LightningModule):
         self.optimizer_g_factory, self.optimizer_d_factory = optimizer_g, optimizer_d
         self.val_score = MNISTScore() if mnist_score else None
         self.test_score = MNISTScore() if mnist_score else None
-        self.val_fid = FrechetInceptionDistance(feature=MnistFeatures()) if fid else None
-        self.test_fid = FrechetInceptionDistance(feature=MnistFeatures()) if fid else None
+        self.val_fid, self.test_fid = (_feature_metric("fid", metric_features) if fid else None for _ in range(2))
+        self.val_kid, self.test_kid = (
+            _feature_metric("kid", metric_features, subset_size=kid_subset_size) if kid else None for _ in range(2)
+        )
         self.noise_rng: torch.Generator | None = None
 
     # ----- noise and the networks' outputs ---------------------------------------------------------------------
@@ -265,7 +277,8 @@ class EBGAN(pl.LightningModule):
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def _evaluate(self, batch: Any, split: str, score: MNISTScore | None, fid: FrechetInceptionDistance | None) -> None:
+    def _evaluate(self, batch: Any, split: str) -> None:
+        score, fid, kid = (getattr(self, f"{split}_{name}") for name in ("score", "fid", "kid"))
         x = batch[0] if isinstance(batch, list | tuple) else batch
         fake = self.generator(self.sample_noise(x.shape[0], self._eval_rng))
         self.log(f"{split}/energy_real", self.energy(x).mean(), sync_dist=True)
@@ -273,16 +286,39 @@ class EBGAN(pl.LightningModule):
         if score is not None:
             score.update(fake)
             self.log(f"{split}/mnist_score", score)
+        for metric in (fid, kid):
+            if metric is not None:
+                metric.update(self._metric_images(x), real=True)
+                metric.update(self._metric_images(fake), real=False)
         if fid is not None:
-            fid.update(x, real=True)
-            fid.update(fake, real=False)
             self.log(f"{split}/fid", fid)
 
+    def _metric_images(self, images: Tensor) -> Tensor:
+        """Images in [-1, 1] as the feature extractor expects them: unchanged for ``mnist``; in [0, 1] with three
+        channels for ``inception`` (torchmetrics' ``normalize=True``)."""
+        if self.hparams.metric_features == "mnist":
+            return images
+        images = ((images + 1) / 2).clamp(0, 1)
+        return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+    def _log_kid(self, split: str) -> None:
+        kid = getattr(self, f"{split}_kid")
+        if kid is not None:
+            mean, std = kid.compute()
+            self.log_dict({f"{split}/kid": mean, f"{split}/kid_std": std})
+            kid.reset()
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_score, self.val_fid)
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_kid("val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_score, self.test_fid)
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_kid("test")
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [
@@ -308,3 +344,20 @@ class EBGAN(pl.LightningModule):
                 offset = int(torch.randint(2**62, (), generator=rng))
                 rng.manual_seed(offset + self.global_rank)
             self._pending_rng_state = None
+
+
+def _feature_metric(kind: Literal["fid", "kid"], features: str, subset_size: int = 50) -> Any:
+    """torchmetrics' FID or KID on the chosen features, with a clear error when Inception is not available."""
+    metric = FrechetInceptionDistance if kind == "fid" else KernelInceptionDistance
+    extra = {} if kind == "fid" else {"subset_size": subset_size}
+    if features == "mnist":
+        return metric(feature=MnistFeatures(), **extra)
+    if features != "inception":
+        raise ValueError(f"metric_features must be mnist or inception, got {features!r}")
+    try:
+        return metric(feature=2048, normalize=True, **extra)
+    except (ModuleNotFoundError, OSError, RuntimeError) as err:
+        raise RuntimeError(
+            f"metric_features='inception' needs torch-fidelity and its Inception weights ({err}); install "
+            "torch-fidelity with network access once, or use metric_features='mnist' (offline)"
+        ) from err

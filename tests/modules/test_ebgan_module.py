@@ -1,5 +1,7 @@
 """The EBGAN LightningModule: gradient routing, the two optimizers' separation, fits, resume and DDP."""
 
+import math
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -161,3 +163,20 @@ def test_the_score_net_refuses_images_that_are_not_28_by_28():
     with pytest.raises(ValueError, match="28x28"):
         MnistScoreNet()(torch.zeros(2, 1, 56, 56))
     assert MnistScoreNet()(torch.zeros(2, 784)).shape == (2, 10)
+
+
+def test_fid_and_kid_are_logged_on_the_offline_features(mnist_fixture_dir):
+    model = _tiny(fid=True, kid=True, kid_subset_size=8)
+    trainer = _trainer(limit_val_batches=2)
+    metrics = trainer.validate(model, _mnist(mnist_fixture_dir, batch_size=16), verbose=False)[0]
+    assert all(math.isfinite(metrics[k]) for k in ("val/fid", "val/kid", "val/kid_std"))
+
+
+def test_inception_features_fail_clearly_without_torch_fidelity():
+    try:
+        import torch_fidelity  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(RuntimeError, match="torch-fidelity"):
+            _tiny(fid=True, metric_features="inception")
+    else:
+        pytest.skip("torch-fidelity is installed here")
