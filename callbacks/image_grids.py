@@ -74,7 +74,9 @@ class ImageGrids(pl.Callback):
         if not trainer.is_global_zero:
             return {}
         media = self._media(pl_module)
-        step = trainer.global_step
+        # the step Lightning gives the scalars (one per batch; global_step counts G and D steps): wandb drops any
+        # log whose step is behind one already written, so images must not run ahead of the scalars
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
         image_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger | TensorBoardLogger)]
         for logger in image_loggers:
             for key, value in media.items():

@@ -109,7 +109,7 @@ class HaltingTime(pl.Callback):
         self.ema: float | None = None
         self.elapsed = 0.0
         self._started = time.perf_counter()
-        self._epoch_sum, self._epoch_count = 0.0, 0
+        self._epoch_sum, self._epoch_count, self._sum_epoch = 0.0, 0, -1
         self._evaluated_step: int | None = None
 
     @staticmethod
@@ -154,7 +154,8 @@ class HaltingTime(pl.Callback):
             self._observe(trainer, self._full_data_loss(trainer, pl_module))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_sum, self._epoch_count = 0.0, 0
+        if self._sum_epoch != trainer.current_epoch:  # not a run resumed in the middle of this epoch
+            self._epoch_sum, self._epoch_count, self._sum_epoch = 0.0, 0, trainer.current_epoch
         if trainer.current_epoch > 0:  # the last epoch's logged metrics are final only now (see _observe_metric)
             self._observe_metric(trainer, epoch=trainer.current_epoch - 1)
 
@@ -290,8 +291,17 @@ class HaltingTime(pl.Callback):
                     m.training = was_training
 
     def state_dict(self) -> dict[str, Any]:
-        return {"record": [dict(r) for r in self.record], "ema": self.ema, "elapsed": self._wall()}
+        return {
+            "record": [dict(r) for r in self.record],
+            "ema": self.ema,
+            "elapsed": self._wall(),
+            "epoch_sum": self._epoch_sum,  # a run resumed mid-epoch keeps its epoch mean whole
+            "epoch_count": self._epoch_count,
+            "sum_epoch": self._sum_epoch,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.record = [dict(r) for r in state_dict["record"]]
         self.ema, self.elapsed = state_dict["ema"], state_dict["elapsed"]
+        self._epoch_sum, self._epoch_count = state_dict.get("epoch_sum", 0.0), state_dict.get("epoch_count", 0)
+        self._sum_epoch = state_dict.get("sum_epoch", -1)

@@ -34,14 +34,15 @@ def halting_figure(
             row[0].hist(tau, bins=bins, density=True, histtype="step", linewidth=1.4, label=f"{name} ({len(tau)})")
         for (law_name, law), style in zip(laws.items(), ("k--", "k-"), strict=True):
             row[0].plot(grid, law.pdf(grid), style, linewidth=1, label=law_name)
-        row[0].set(xlim=(-4, 6), xlabel="tau", ylabel="density", title=f"{title} {label}".strip())
+        span = (min(-4.0, low - 0.5), max(6.0, high + 0.5))  # heavy right tails (small eps) stay in view
+        row[0].set(xlim=span, xlabel="tau", ylabel="density", title=f"{title} {label}".strip())
         row[0].legend(fontsize=7)
         for ax, (law_name, law) in zip(row[1:], laws.items(), strict=True):
             for name, tau in taus.items():
                 probabilities = (np.arange(1, len(tau) + 1) - 0.5) / len(tau)
                 ax.plot(law.ppf(probabilities), np.sort(tau), ".", markersize=2, label=name)
-            ax.plot([-4, 6], [-4, 6], "k:", linewidth=1)
-            ax.set(xlim=(-4, 6), ylim=(-4, 8), xlabel=f"{law_name} quantile", ylabel="tau quantile")
+            ax.plot(span, span, "k:", linewidth=1)
+            ax.set(xlim=(-4, 6), ylim=span, xlabel=f"{law_name} quantile", ylabel="tau quantile")
             ax.set_title(f"QQ against {law_name}")
     fig.tight_layout()
     return fig
