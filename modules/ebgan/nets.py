@@ -190,12 +190,15 @@ class ConvDiscriminator(nn.Module):
 
 class NoiseGenerator128(nn.Module):
     """The 128x128 ImageNet G (section 4.4, App. C, [mem]): ``(1024)4c - (512)4c2s - (256)4c2s - (128)4c2s -
-    (64)4c2s - (64)4c2s - (3)3c``, with fresh Gaussian noise planes (64, 32, 16, 8, 4) concatenated to the input
-    of each stride-2 layer. The planes are drawn inside ``forward`` from the global RNG (seed it for fixed
-    samples); BatchNorm and ReLU follow every layer but the last, which ends in tanh.
+    (64)4c2s - (64)4c2s - (3)3c``, with noise planes (64, 32, 16, 8, 4) concatenated to the input of each
+    stride-2 layer. The planes are part of the latent: ``z`` holds ``dense_dim`` values for the 4x4 layer followed
+    by every plane's values, so ``z_dim`` is ``dense_dim`` plus the planes' sizes (31,744 by default). Whoever
+    draws ``z`` (EBGAN's seeded, per-process, checkpointed noise) therefore draws the planes too: fixed-z sample
+    grids stay fixed and DDP processes draw different planes. BatchNorm and ReLU follow every layer but the
+    last, which ends in tanh.
 
     Args:
-        z_dim: noise dimension (100).
+        z_dim: dimension of the dense part of the noise (100); the ``z_dim`` attribute adds the planes.
         widths: channels of the 4x4 layer and of each stride-2 layer.
         noise_planes: noise channels concatenated before each stride-2 layer (one per stride-2 layer).
         image_channels: output channels.
@@ -215,8 +218,9 @@ class NoiseGenerator128(nn.Module):
         if len(noise_planes) != len(widths) - 1:
             raise ValueError(f"noise_planes needs one entry per stride-2 layer ({len(widths) - 1}), got {noise_planes}")
         super().__init__()
-        self.z_dim = z_dim
-        self.noise_planes = noise_planes
+        self.dense_dim = z_dim
+        self.plane_shapes = [(planes, 4 * 2**i, 4 * 2**i) for i, planes in enumerate(noise_planes)]
+        self.z_dim = z_dim + sum(c * h * w for c, h, w in self.plane_shapes)
         self.stem = nn.Sequential(
             nn.Unflatten(1, (z_dim, 1, 1)),
             nn.ConvTranspose2d(z_dim, widths[0], 4),
@@ -231,10 +235,15 @@ class NoiseGenerator128(nn.Module):
         init_normal_(self, init_std)
 
     def forward(self, z: Tensor) -> Tensor:
-        h = self.stem(z)
-        for stage, planes in zip(self.stages, self.noise_planes, strict=True):
-            noise = torch.randn(h.shape[0], planes, *h.shape[2:], device=h.device, dtype=h.dtype)
-            h = stage(torch.cat([h, noise], dim=1))
+        if z.shape[1] != self.z_dim:
+            raise ValueError(
+                f"NoiseGenerator128 takes z of {self.z_dim} values (dense part + noise planes), got {z.shape[1]}"
+            )
+        sizes = [self.dense_dim] + [c * h * w for c, h, w in self.plane_shapes]
+        dense, *planes = torch.split(z, sizes, dim=1)
+        h = self.stem(dense)
+        for stage, flat, shape in zip(self.stages, planes, self.plane_shapes, strict=True):
+            h = stage(torch.cat([h, flat.reshape(-1, *shape)], dim=1))
         return self.out(h)
 
 

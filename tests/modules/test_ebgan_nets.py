@@ -52,8 +52,13 @@ def test_64px_generator_and_autoencoder():
 
 def test_128px_generator_with_noise_planes_and_its_autoencoder():
     g = NoiseGenerator128(z_dim=16, widths=[32, 16, 16, 8, 8, 8])  # narrow widths; the default is 1024-...-64
-    images = g(torch.randn(2, 16))
+    assert g.z_dim == 16 + 64 * 4 * 4 + 32 * 8 * 8 + 16 * 16 * 16 + 8 * 32 * 32 + 4 * 64 * 64
+    z = torch.randn(2, g.z_dim)
+    images = g.eval()(z)
     assert images.shape == (2, 3, 128, 128)
+    torch.testing.assert_close(g(z), images)  # the planes come from z: the same z, the same images
+    z_other_planes = torch.cat([z[:, :16], torch.randn(2, g.z_dim - 16)], dim=1)
+    assert not torch.allclose(g(z_other_planes), images)
     assert [s[0].in_channels for s in g.stages] == [32 + 64, 16 + 32, 16 + 16, 8 + 8, 8 + 4]
     d = ConvDiscriminator(image_size=128, widths=[8, 8, 8, 8])
     recon, code = d(images)

@@ -32,7 +32,7 @@ EXAMPLE = {  # (constructor kwargs, input shape, output shape); an exported net 
     MnistDiscriminator: ({}, (2, 1, 28, 28), (2, 1, 28, 28)),  # (reconstruction, code): the first is checked
     DCGANGenerator: ({}, (2, 100), (2, 3, 64, 64)),
     ConvDiscriminator: ({}, (2, 3, 64, 64), (2, 3, 64, 64)),
-    NoiseGenerator128: ({}, (2, 100), (2, 3, 128, 128)),
+    NoiseGenerator128: ({}, (2, 100 + 31_744), (2, 3, 128, 128)),  # dense noise + the noise planes
 }
 
 
