@@ -30,6 +30,13 @@ class AssertOuterSteps(pl.Callback):
         assert float(pl_module.entropy_optimizer().diagnostics["x_minus_mu_norm"]) > 0
 
 
+class SeedEachRankDifferently(pl.Callback):
+    """As if the user had not seeded the processes alike: the optimizer must still share its noise seed."""
+
+    def setup(self, trainer, pl_module, stage):
+        torch.manual_seed(1000 + trainer.global_rank)
+
+
 class AssertPerDeviceBatch(pl.Callback):
     def __init__(self, size: int) -> None:
         self.size = size
@@ -152,7 +159,7 @@ def test_entropy_sgd_replicas_stay_identical_with_langevin_noise(tmp_path):
         strategy="ddp_spawn",
         devices=2,
         max_epochs=2,
-        callbacks=[AssertReplicasEqual(), AssertOuterSteps(2 * 240 // (20 * 4))],  # not closure calls
+        callbacks=[SeedEachRankDifferently(), AssertReplicasEqual(), AssertOuterSteps(2 * 240 // (20 * 4))],
         default_root_dir=tmp_path,
     )
     trainer.fit(model, dm)

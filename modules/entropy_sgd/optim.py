@@ -37,7 +37,13 @@ outer_momentum     True            True            False            True
 inner_momentum     False           False           True             True
 scoping            advance         advance         advance          frozen
 momentum_init      zero            zero            zero             first_grad
+inner_weight_decay before_momentum before_momentum after_momentum   before_momentum
+outer_weight_decay True            True            False            True
 =================  ==============  ==============  ===============  ================
+
+With ``inner_momentum`` the inner loop follows the reference code: momentum acts on the gradient (plus weight
+decay, before or after the momentum as ``inner_weight_decay`` says), and the coupling ``gamma (x' - x)`` is added
+after it. The Lua code applies weight decay in the inner loop only (``outer_weight_decay=False``).
 
 The Langevin noise comes from the optimizer's own generator, seeded by ``seed``: every DDP replica with the
 same seed draws the same noise, so replicas fed averaged gradients stay identical. Its state is part of
@@ -66,6 +72,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         inner_momentum=False,
         scoping="advance",
         momentum_init="zero",
+        inner_weight_decay="before_momentum",
+        outer_weight_decay=True,
     ),
     "arxiv_v1": dict(
         outer_grad="v1",
@@ -77,6 +85,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         inner_momentum=False,
         scoping="advance",
         momentum_init="zero",
+        inner_weight_decay="before_momentum",
+        outer_weight_decay=True,
     ),
     "official_lua": dict(
         outer_grad="x_minus_mu",
@@ -88,6 +98,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         inner_momentum=True,
         scoping="advance",
         momentum_init="zero",
+        inner_weight_decay="after_momentum",
+        outer_weight_decay=False,
     ),
     "official_python": dict(
         outer_grad="x_minus_mu",
@@ -99,8 +111,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
         inner_momentum=True,
         scoping="frozen",
         momentum_init="first_grad",
+        inner_weight_decay="before_momentum",
+        outer_weight_decay=True,
     ),
 }
+
+
+def _shared_seed() -> int:
+    """``torch.initial_seed()``, taken from process 0 when a process group is up: replicas must draw the same
+    Langevin noise even when the user did not seed every process alike."""
+    seed = [int(torch.initial_seed()) % 2**63]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast_object_list(seed, src=0)
+    return seed[0]
 
 
 def scope(gamma0: float, gamma1: float, t: int) -> float:
@@ -153,7 +176,11 @@ class EntropySGD(torch.optim.Optimizer):
             (the Python port; UNVERIFIED for Lua).
         scoping: ``advance`` (t counts outer steps) or ``frozen`` (gamma stays gamma0: the Python port's bug).
         momentum_init: outer momentum buffer starts at ``zero`` or at the ``first_grad`` (the Python port).
-        seed: seeds the Langevin noise generator (identical on every DDP replica).
+        inner_weight_decay: with ``inner_momentum``, weight decay enters ``before_momentum`` (the Python port) or
+            ``after_momentum`` (the Lua code).
+        outer_weight_decay: add weight decay to the outer gradient (the Lua code does not).
+        seed: seeds the Langevin noise generator; default ``torch.initial_seed()`` of process 0, shared with every
+            DDP replica (so each experiment seed also draws its own noise).
     """
 
     def __init__(
@@ -182,7 +209,9 @@ class EntropySGD(torch.optim.Optimizer):
         inner_momentum: bool | None = None,
         scoping: Literal["advance", "frozen"] | None = None,
         momentum_init: Literal["zero", "first_grad"] | None = None,
-        seed: int = 0,
+        inner_weight_decay: Literal["before_momentum", "after_momentum"] | None = None,
+        outer_weight_decay: bool | None = None,
+        seed: int | None = None,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}; got {variant!r}")
@@ -204,6 +233,8 @@ class EntropySGD(torch.optim.Optimizer):
             inner_momentum=inner_momentum,
             scoping=scoping,
             momentum_init=momentum_init,
+            inner_weight_decay=inner_weight_decay,
+            outer_weight_decay=outer_weight_decay,
         )
         switches = {k: (v if v is not None else VARIANTS[variant][k]) for k, v in explicit.items()}
         if not 0 < switches["alpha"] <= 1:
@@ -229,7 +260,7 @@ class EntropySGD(torch.optim.Optimizer):
         if len({g["L"] for g in self.param_groups}) != 1:
             raise ValueError("every parameter group must use the same L: one step calls the closure L + 1 times")
         self.L = L
-        self.seed = seed
+        self.seed = _shared_seed() if seed is None else seed
         self._generators: dict[torch.device, torch.Generator] = {}
         self._generator_states: dict[str, Tensor] = {}
         self.diagnostics: dict[str, Tensor | float] = {}
@@ -309,15 +340,23 @@ class EntropySGD(torch.optim.Optimizer):
             torch._foreach_mul_(params, 1.0 - eta * gamma)
             torch._foreach_add_(params, grads, alpha=-eta)
             torch._foreach_add_(params, xs, alpha=eta * gamma)
+        elif group["base"] == "adam":  # our assumption (no Entropy-Adam code): Adam on the coupled gradient
+            dx = torch._foreach_add(grads, torch._foreach_sub(params, xs), alpha=gamma)
+            torch._foreach_add_(params, self._adam_direction(group, states, dx, prefix="inner_"), alpha=-eta)
         else:
-            dx = torch._foreach_add(grads, torch._foreach_sub(params, xs), alpha=gamma)  # grad f(x') - gamma (x - x')
-            if group["base"] == "adam":
-                dx = self._adam_direction(group, states, dx, prefix="inner_")
-            else:
-                if group["weight_decay"]:
-                    torch._foreach_add_(dx, params, alpha=group["weight_decay"])
-                dx = self._momentum(group, [s["inner_momentum_buffer"] for s in states], dx)
-            torch._foreach_add_(params, dx, alpha=-eta)
+            # the reference code: momentum on the gradient (with weight decay before it in the Python port, after it
+            # in the Lua code), then the coupling gamma (x' - x) added outside the momentum
+            wd = group["weight_decay"]
+            d = (
+                torch._foreach_add(grads, params, alpha=wd)
+                if wd and group["inner_weight_decay"] == "before_momentum"
+                else grads
+            )
+            d = self._momentum(group, [s["inner_momentum_buffer"] for s in states], list(d))
+            d = torch._foreach_add(d, torch._foreach_sub(params, xs), alpha=gamma)
+            if wd and group["inner_weight_decay"] == "after_momentum":
+                torch._foreach_add_(d, params, alpha=wd)
+            torch._foreach_add_(params, d, alpha=-eta)
         std = langevin_noise_std(group["noise"], eta, group["eps"])
         if std > 0:  # the code adds its noise to the gradient just before the eta' step: the same thing
             torch._foreach_add_(params, self._gaussians(params), alpha=std)
@@ -339,7 +378,7 @@ class EntropySGD(torch.optim.Optimizer):
         elif group["outer_grad"] == "v1":
             torch._foreach_mul_(g, group["gamma"])
             torch._foreach_add_(g, [s["grad_at_x"] for s in states], alpha=group["rho"])
-        if group["weight_decay"]:
+        if group["weight_decay"] and group["outer_weight_decay"]:
             torch._foreach_add_(g, params, alpha=group["weight_decay"])
         if group["base"] == "adam":
             g = self._adam_direction(group, states, g, prefix="")
@@ -390,7 +429,8 @@ class EntropySGD(torch.optim.Optimizer):
     def _generator(self, device: torch.device) -> torch.Generator:
         if device not in self._generators:
             generator = torch.Generator(device=device).manual_seed(self.seed)
-            saved = self._generator_states.pop(str(device), None)
+            # keyed by device type: a checkpoint from rank 0 ("cuda") restores on cuda:k for every rank k
+            saved = self._generator_states.pop(device.type, None)
             if saved is not None:
                 generator.set_state(saved)
             self._generators[device] = generator
@@ -408,12 +448,13 @@ class EntropySGD(torch.optim.Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        generators = {str(d): g.get_state() for d, g in self._generators.items()}
+        generators = {d.type: g.get_state() for d, g in self._generators.items()}
         state["noise_generators"] = {**self._generator_states, **generators}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
-        self._generator_states = {k: v.clone() for k, v in state_dict.pop("noise_generators", {}).items()}
+        saved = state_dict.pop("noise_generators", {})
+        self._generator_states = {k.split(":")[0]: v.clone() for k, v in saved.items()}  # "cuda:0" -> "cuda"
         self._generators = {}
         super().load_state_dict(state_dict)

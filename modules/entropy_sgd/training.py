@@ -78,6 +78,12 @@ class EntropySGDTraining:
         super().setup(stage)
         if stage == "fit":
             refuse_unsupported(self.trainer)
+            stacked = getattr(self.trainer.datamodule, "batches_per_step", 1)
+            if self.inner_batches == "same" and stacked != 1:
+                raise ValueError(
+                    f"inner_batches='same' reuses one minibatch, but the datamodule stacks {stacked} per training "
+                    "batch; set data batches_per_step: 1"
+                )
 
     def entropy_optimizer(self) -> EntropySGD:
         """The :class:`EntropySGD` itself (``self.optimizers()`` is Lightning's wrapper around it)."""
@@ -205,7 +211,9 @@ class EntropyLanguageModel(EntropySGDTraining, LanguageModel):
         optimizer: callable from parameters to an :class:`EntropySGD` (default: Entropy-Adam, L = 5; the step
             sizes are our assumption: no Entropy-Adam code was released).
         lr_scheduler: optional callable from the optimizer to a scheduler.
-        inner_batches: ``fresh`` (the paper) or ``same``.
+
+    Always a fresh minibatch per Langevin step: the hidden state runs forward through the stacked windows, so
+    one window cannot be re-read L + 1 times (``inner_batches="same"`` exists for :class:`EntropyClassifier`).
     """
 
     def __init__(
@@ -222,7 +230,6 @@ class EntropyLanguageModel(EntropySGDTraining, LanguageModel):
         train_loss: Literal["mean", "sum_over_time"] = "mean",
         optimizer: OptimizerCallable = _entropy_adam,
         lr_scheduler: LRSchedulerCallable | None = None,
-        inner_batches: Literal["fresh", "same"] = "fresh",
     ) -> None:
         super().__init__(
             vocab_size=vocab_size,
@@ -239,7 +246,6 @@ class EntropyLanguageModel(EntropySGDTraining, LanguageModel):
             lr_scheduler=lr_scheduler,
         )
         self.automatic_optimization = False
-        self.inner_batches = inner_batches
 
     def loss_to_log(self, loss: Tensor, minibatch: tuple[Tensor, Tensor]) -> Tensor:
         return loss / self._objective_scale(minibatch)  # per token, as LanguageModel logs it

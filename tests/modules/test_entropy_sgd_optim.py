@@ -78,25 +78,63 @@ def test_running_average_converges_to_the_gibbs_mean_with_noise():
     assert (x0 - gibbs_mean).abs().max() > 1.0  # the test can tell the answer from the start
 
 
-def test_inner_loop_with_momentum_matches_torch_sgd_on_the_coupled_loss():
-    """The Python port's inner loop (Nesterov, weight decay) is SGD on f(x') + gamma/2 ||x' - x||^2."""
+def _python_port_inner_loop(x0, L, gamma, eta, wd, mom, wd_after_momentum=False):
+    """The inner loop of the authors' Python port (ucla-vision/entropy-sgd, python/optim.py), eps = 0, written
+    out step by step: weight decay and Nesterov momentum act on the gradient, then the coupling -g (wc - w) is
+    added (the Lua code adds its weight decay after the momentum instead). Returns the points the closure sees."""
+    w, buffer, visited = x0.clone(), torch.zeros_like(x0), [x0.clone()]
+    for _ in range(L):
+        visited.append(w.clone())
+        dw = A @ (w - C)
+        if not wd_after_momentum:
+            dw = dw + wd * w
+        buffer = mom * buffer + dw
+        dw = dw + mom * buffer
+        dw = dw - gamma * (x0 - w)
+        if wd_after_momentum:
+            dw = dw + wd * w
+        w = w - eta * dw
+    return visited
+
+
+@pytest.mark.parametrize("variant", ["official_python", "official_lua"])
+def test_inner_loop_with_momentum_follows_the_authors_code(variant):
+    """Momentum on the gradient only, the coupling added after it (with the coupling inside the momentum the
+    effective gamma would be about 1 / (1 - momentum) = 10 times larger)."""
     gamma, wd, L = 0.3, 0.01, 7
     x0 = torch.tensor([3.0, 1.0, -1.0], dtype=torch.float64)
     x = nn.Parameter(x0.clone())
     visited: list = []
-    opt = EntropySGD(
-        [x], L=L, gamma0=gamma, eta_prime=0.1, eps=0.0, momentum=0.9, weight_decay=wd, variant="official_python"
-    )
+    opt = EntropySGD([x], L=L, gamma0=gamma, eta_prime=0.1, eps=0.0, momentum=0.9, weight_decay=wd, variant=variant)
     opt.step(closure_for(x, visited))
-    y = nn.Parameter(x0.clone())
-    ref = torch.optim.SGD([y], lr=0.1, momentum=0.9, nesterov=True, weight_decay=wd)
-    expected = [x0.clone()]
-    for _ in range(L):
-        ref.zero_grad()
-        (quadratic(y) + gamma / 2 * (y - x0).pow(2).sum()).backward()
-        ref.step()
-        expected.append(y.detach().clone())
-    torch.testing.assert_close(torch.stack(visited), torch.stack([x0, *expected[:-1]]))  # x, then x'_0..x'_{L-1}
+    expected = _python_port_inner_loop(x0, L, gamma, 0.1, wd, 0.9, wd_after_momentum=variant == "official_lua")
+    torch.testing.assert_close(torch.stack(visited), torch.stack(expected))
+
+
+def test_the_lua_preset_has_no_outer_weight_decay():
+    """Lua: x <- x - lr (x - mu) with weight decay in the inner loop only; the Python port adds it outside too."""
+    for variant, decays in [("official_lua", False), ("official_python", True)]:
+        x = nn.Parameter(torch.tensor([3.0, 1.0, -1.0]))
+        x0 = x.detach().clone()
+        opt = EntropySGD([x], lr=0.5, L=2, eps=0.0, gamma0=0.0, weight_decay=0.1, momentum=0.0, variant=variant)
+        opt.step(closure_for(x))
+        mu = opt.state[x]["mu"]
+        torch.testing.assert_close(x.detach(), x0 - 0.5 * ((x0 - mu) + (0.1 * x0 if decays else 0.0)))
+
+
+def test_noise_seed_follows_the_experiment_seed_and_resumes_on_another_device_index():
+    torch.manual_seed(5)
+    first = EntropySGD([nn.Parameter(torch.zeros(2))]).seed
+    torch.manual_seed(6)
+    assert EntropySGD([nn.Parameter(torch.zeros(2))]).seed != first
+    x = nn.Parameter(torch.zeros(3))
+    opt = EntropySGD([x], L=1, eps=1.0, seed=3)
+    opt.step(closure_for(x))
+    state = opt.state_dict()
+    state["noise_generators"] = {"cpu:0" if k == "cpu" else k: v for k, v in state["noise_generators"].items()}
+    restored = EntropySGD([nn.Parameter(x.detach().clone())], L=1, eps=1.0, seed=99)
+    restored.load_state_dict(state)  # a device-indexed key ("cuda:0" from rank 0) restores on any index
+    assert "cpu" in restored._generator_states
 
 
 def test_entropy_adam_inner_loop_matches_torch_adam_on_the_coupled_loss():
