@@ -3,43 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.data import extract_batch_size
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
+from ..training_loss import LossFn, require_rerunnable_training_step, training_step_loss
 from .functional import update_first_hits
 
 Rule = Literal["train_loss_below", "grad_norm_below", "metric_at_least", "metric_below"]
 LossSource = Literal["full_data", "epoch_mean", "ema"]
-LossFn = Callable[[nn.Module, Any], Tensor]
-
-
-def training_step_loss(module: pl.LightningModule, batch: Any) -> Tensor:
-    """The scalar that ``module.training_step(batch, 0)`` returns (or its ``"loss"``), with ``self.log``
-    silenced: the default loss of :class:`HaltingTime`'s ``full_data`` evaluation."""
-    saved = {name: module.__dict__.get(name) for name in ("log", "log_dict")}
-    module.log = module.log_dict = lambda *args, **kwargs: None
-    try:
-        output = module.training_step(batch, 0)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                module.__dict__.pop(name, None)
-            else:
-                module.__dict__[name] = value
-    loss = output["loss"] if isinstance(output, dict) else output
-    if not isinstance(loss, Tensor) or loss.dim() != 0:
-        raise TypeError(
-            f"HaltingTime(loss_source='full_data') needs {type(module).__name__}.training_step to return a scalar "
-            "loss (or a dict with 'loss'); pass loss_fn=... otherwise"
-        )
-    return loss
 
 
 class HaltingTime(pl.Callback):
@@ -111,6 +88,7 @@ class HaltingTime(pl.Callback):
         self._started = time.perf_counter()
         self._epoch_sum, self._epoch_count, self._sum_epoch = 0.0, 0, -1
         self._evaluated_step: int | None = None
+        self._eval_loader: Any = None  # built once per fit, at the first full-data evaluation
 
     @staticmethod
     def _open(threshold: float) -> dict[str, Any]:
@@ -138,14 +116,13 @@ class HaltingTime(pl.Callback):
     # ---- hooks ---------------------------------------------------------------------------------------------
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._uses_full_data and not pl_module.automatic_optimization and self.loss_fn is training_step_loss:
-            raise ValueError(
-                f"HaltingTime(loss_source='full_data'): {type(pl_module).__name__} uses manual optimization, so its "
-                "training_step takes optimizer steps and cannot be re-run to evaluate the loss; pass loss_fn=..., "
-                "or use loss_source='epoch_mean'/'ema' or rule='grad_norm_below'"
+        if self._uses_full_data and self.loss_fn is training_step_loss:
+            require_rerunnable_training_step(
+                "HaltingTime(loss_source='full_data')", pl_module, ", or loss_source='epoch_mean'/'ema'"
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._eval_loader = None
         self._started = time.perf_counter()
         for i, r in enumerate(self.record):
             if r["censored"]:  # a resumed run may still halt
@@ -245,7 +222,9 @@ class HaltingTime(pl.Callback):
     def _full_data_loss(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float:
         """Sample-weighted mean of ``loss_fn`` over the training dataloader (this process's shard under DDP,
         then summed over processes); eval mode, no gradients, and the RNG left as it was."""
-        loader = self._evaluation_loader(trainer)
+        if self._eval_loader is None:
+            self._eval_loader = self._evaluation_loader(trainer)
+        loader = self._eval_loader
         total = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
         with self._evaluation(pl_module):
             for batch in loader:

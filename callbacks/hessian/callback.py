@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 import warnings
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from ..training_loss import LossFn, require_rerunnable_training_step, training_step_loss
 from .functional import (
     count_outliers,
     exact_hessian,
@@ -27,37 +27,6 @@ from .functional import (
     slq_density,
     spectrum_statistics,
 )
-
-LossFn = Callable[[nn.Module, Any], Tensor]
-
-
-def training_step_loss(module: pl.LightningModule, batch: Any) -> Tensor:
-    """The loss that ``module.training_step(batch, 0)`` returns (a tensor, or a dict with ``"loss"``), with
-    ``self.log`` silenced: the default loss of :class:`HessianSpectrum`."""
-    with _silenced_logging(module):
-        output = module.training_step(batch, 0)
-    loss = output["loss"] if isinstance(output, dict) else output
-    if not isinstance(loss, Tensor) or loss.dim() != 0:
-        raise TypeError(
-            f"HessianSpectrum needs {type(module).__name__}.training_step to return a scalar loss (or a dict with "
-            "'loss'); pass loss_fn=... otherwise"
-        )
-    return loss
-
-
-@contextmanager
-def _silenced_logging(module: pl.LightningModule):
-    saved = {name: module.__dict__.get(name) for name in ("log", "log_dict")}
-    module.log = lambda *args, **kwargs: None
-    module.log_dict = lambda *args, **kwargs: None
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                module.__dict__.pop(name, None)
-            else:
-                module.__dict__[name] = value
 
 
 class HessianSpectrum(pl.Callback):
@@ -148,11 +117,8 @@ class HessianSpectrum(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or self.batch is not None:
             return
-        if self.loss_fn is training_step_loss and not pl_module.automatic_optimization:
-            raise ValueError(
-                f"HessianSpectrum: {type(pl_module).__name__} uses manual optimization, so its training_step takes "
-                "optimizer steps and cannot serve as the loss; pass loss_fn=(module, batch) -> scalar loss"
-            )
+        if self.loss_fn is training_step_loss:
+            require_rerunnable_training_step("HessianSpectrum", pl_module)
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "train_dataloader"):
             raise ValueError(

@@ -61,59 +61,31 @@ from torch import Tensor
 
 Variant = Literal["paper_v5", "arxiv_v1", "official_lua", "official_python"]
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "paper_v5": dict(
-        outer_grad="x_minus_mu",
-        mu_update="new_weighted",
-        noise="paper_v5",
-        alpha=0.75,
-        eta_prime_relative=False,
-        outer_momentum=True,
-        inner_momentum=False,
-        scoping="advance",
-        momentum_init="zero",
-        inner_weight_decay="before_momentum",
-        outer_weight_decay=True,
-    ),
-    "arxiv_v1": dict(
-        outer_grad="v1",
-        mu_update="new_weighted",
-        noise="v1",
-        alpha=0.9,
-        eta_prime_relative=True,
-        outer_momentum=True,
-        inner_momentum=False,
-        scoping="advance",
-        momentum_init="zero",
-        inner_weight_decay="before_momentum",
-        outer_weight_decay=True,
-    ),
-    "official_lua": dict(
-        outer_grad="x_minus_mu",
-        mu_update="old_weighted",
-        noise="code",
-        alpha=0.75,
-        eta_prime_relative=False,
-        outer_momentum=False,
-        inner_momentum=True,
-        scoping="advance",
-        momentum_init="zero",
-        inner_weight_decay="after_momentum",
-        outer_weight_decay=False,
-    ),
-    "official_python": dict(
-        outer_grad="x_minus_mu",
-        mu_update="old_weighted",
-        noise="code",
-        alpha=0.75,
-        eta_prime_relative=False,
-        outer_momentum=True,
-        inner_momentum=True,
-        scoping="frozen",
-        momentum_init="first_grad",
-        inner_weight_decay="before_momentum",
-        outer_weight_decay=True,
-    ),
+PAPER_V5: dict[str, Any] = dict(
+    outer_grad="x_minus_mu",
+    mu_update="new_weighted",
+    noise="paper_v5",
+    alpha=0.75,
+    eta_prime_relative=False,
+    outer_momentum=True,
+    inner_momentum=False,
+    scoping="advance",
+    momentum_init="zero",
+    inner_weight_decay="before_momentum",
+    outer_weight_decay=True,
+)
+_CODE = dict(mu_update="old_weighted", noise="code", inner_momentum=True)  # what both of the authors' codes share
+VARIANTS: dict[str, dict[str, Any]] = {  # each preset is the paper's switches with its differences
+    "paper_v5": PAPER_V5,
+    "arxiv_v1": {**PAPER_V5, "outer_grad": "v1", "noise": "v1", "alpha": 0.9, "eta_prime_relative": True},
+    "official_lua": {
+        **PAPER_V5,
+        **_CODE,
+        "outer_momentum": False,
+        "inner_weight_decay": "after_momentum",
+        "outer_weight_decay": False,
+    },
+    "official_python": {**PAPER_V5, **_CODE, "scoping": "frozen", "momentum_init": "first_grad"},
 }
 
 

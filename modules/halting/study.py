@@ -17,6 +17,7 @@ import json
 import math
 import sys
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Literal
 
@@ -40,7 +41,7 @@ def _generator(seed: int, ensemble_index: int, chunk: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + ensemble_index * 10_007 + chunk)
 
 
-class HaltingSystem:
+class HaltingSystem(ABC):
     """A reference system: ``run`` returns ``(first, censored)`` ``(n_runs, E)`` int64/bool arrays of halting
     times for each of its E ``thresholds``."""
 
@@ -48,8 +49,9 @@ class HaltingSystem:
     ensembles: tuple[str, ...]
     unit: str = "iterations"
 
+    @abstractmethod
     def run(self, ensemble: str, ensemble_index: int, n_runs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """Halting times and censoring flags of ``n_runs`` runs of ``ensemble``, seeded by ``seed``."""
 
 
 class SpinGlassRuns(HaltingSystem):

@@ -9,6 +9,7 @@ import torch
 from iclr17.callbacks import HaltingTime
 from iclr17.datamodules import GaussianMixtureDataModule
 from iclr17.modules import MLP, Classifier
+from tests.test_ddp import CloseProcessGroup
 
 
 class SavedHaltingTime(HaltingTime):
@@ -21,13 +22,6 @@ class SavedHaltingTime(HaltingTime):
     def on_train_end(self, trainer, pl_module):
         super().on_train_end(trainer, pl_module)
         torch.save({"record": self.record, "step": trainer.global_step}, f"{self.path}.rank{trainer.global_rank}")
-
-
-class CloseProcessGroup(pl.Callback):
-    def teardown(self, trainer, pl_module, stage):
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
 
 
 @pytest.mark.timeout(300)
