@@ -1,6 +1,6 @@
 """EntNet training throughput at the paper's sizes, against this machine's fp32 matmul ceiling.
 
-    ICLR17_DATA_DIR=../shared/data python benchmarks/entnet_throughput.py [--steps 30] [--threads N]
+    ICLR17_DATA_DIR=../shared/data python benchmarks/entnet_throughput.py [--steps 30] [--threads N] [--no-compile]
 
 Model d=100, m=20, batch 32, memory horizon T=70, bAbI 10k. A full training step (forward, backward,
 gradient clipping, Adam), median over ``--steps`` steps after warm-up, on two tasks:
@@ -11,8 +11,10 @@ gradient clipping, Adam), median over ``--steps`` steps after warm-up, on two ta
   ``torch.utils.flop_counter``, matmuls only) divided by its time, as a fraction of a 2048x2048 fp32 matmul's
   FLOP/s measured in this process.
 
-Both are run eager and under ``torch.compile`` of the memory module (where it compiles); the output says
-whether the two agree on the loss. Target: at least 30% of the matmul ceiling at the paper unroll.
+Four ways to run the memory: the default (``fused``: the recurrence with its hand-written backward,
+``iclr17.modules.entnet.functional``), ``recorded`` (every step under autograd, what ports do), and each
+under ``torch.compile`` of the memory module (where it compiles); the output gives each one's first losses
+to show whether they agree. Target: at least 30% of the matmul ceiling at the paper unroll.
 """
 
 from __future__ import annotations
@@ -67,9 +69,11 @@ def count_flops(model, optimizer, batch) -> int:
     return counter.get_total_flops()
 
 
-def fresh_model(dm: BabiDataModule, compiled: bool) -> tuple[EntNet, torch.optim.Optimizer]:
+def fresh_model(dm: BabiDataModule, fused: bool, compiled: bool) -> tuple[EntNet, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    model = EntNet(vocab_size=dm.vocab_size, sentence_length=dm.sentence_length, query_length=dm.query_length)
+    model = EntNet(
+        vocab_size=dm.vocab_size, sentence_length=dm.sentence_length, query_length=dm.query_length, fused_memory=fused
+    )
     if compiled:
         model.memory.compile()
     return model, torch.optim.Adam(model.parameters(), lr=0.01)
@@ -79,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile modes (slow to compile)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -92,14 +97,15 @@ def main() -> None:
     ceiling = matmul_flops_per_second()
     print(f"torch {torch.__version__}, {args.threads} threads; fp32 matmul ceiling {ceiling / 1e9:.1f} GFLOP/s")
 
-    for compiled in (False, True):
-        label = "compiled" if compiled else "eager"
+    modes = ((True, False), (False, False)) + (() if args.no_compile else ((True, True), (False, True)))
+    for fused, compiled in modes:
+        label = ("fused" if fused else "recorded") + (" + compile" if compiled else "")
         try:
-            model, optimizer = fresh_model(task1, compiled)
+            model, optimizer = fresh_model(task1, fused, compiled)
             real_time, real_losses = time_steps(model, optimizer, real)
-            model, optimizer = fresh_model(task2, compiled)
+            model, optimizer = fresh_model(task2, fused, compiled)
             flops = statistics.mean(count_flops(model, optimizer, batch) for batch in long[:5])
-            model, optimizer = fresh_model(task2, compiled)
+            model, optimizer = fresh_model(task2, fused, compiled)
             unroll_time, unroll_losses = time_steps(model, optimizer, long)
         except Exception as err:  # noqa: BLE001  (report and continue: compile support varies by platform)
             print(f"{label}: failed ({type(err).__name__}: {err})")

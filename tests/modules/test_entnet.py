@@ -31,13 +31,14 @@ def reference_memory(mem, sentences, mask, keys, memory, prelu_slope):
     return h
 
 
-def test_memory_matches_the_equations_slot_by_slot():
+@pytest.mark.parametrize("fused", [True, False])
+def test_memory_matches_the_equations_slot_by_slot(fused):
     torch.manual_seed(0)
     d, m = 6, 3
     prelu = FeaturePReLU(d).double()
     with torch.no_grad():
         prelu.slope.uniform_(0.1, 0.9)
-    mem = DynamicMemory(d, m, prelu).double()
+    mem = DynamicMemory(d, m, prelu, fused=fused).double()
     with torch.no_grad():
         mem.gate_bias.normal_()
     sentences, keys = torch.randn(2, 4, d, dtype=torch.float64), torch.randn(2, m, d, dtype=torch.float64)
