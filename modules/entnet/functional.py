@@ -126,5 +126,12 @@ def memory_recurrence(
     initial: Tensor,
     step_mask: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """Eqs. 2-5 over a story with the hand-written backward; arguments as in :class:`MemoryRecurrence`."""
-    return MemoryRecurrence.apply(sentences, key_gate, constant, u_weight, slope, initial, step_mask)
+    """Eqs. 2-5 over a story with the hand-written backward; arguments as in :class:`MemoryRecurrence`.
+
+    Runs in the memory's dtype with autocast off (under mixed precision the memory-independent terms
+    arrive in half precision, and the buffers the loop writes into must share one dtype).
+    """
+    dtype = initial.dtype
+    floats = (t.to(dtype) for t in (sentences, key_gate, constant, u_weight, slope))
+    with torch.autocast(initial.device.type, enabled=False):
+        return MemoryRecurrence.apply(*floats, initial, step_mask)

@@ -214,6 +214,9 @@ class EntNet(pl.LightningModule):
         if len(errors) > 1:
             for task, error in errors.items():
                 self.log(f"{split}/error_task{task}", error, sync_dist=True)
+        unknown_words = getattr(self.trainer.datamodule, "unknown_words", {}).get(split)
+        if unknown_words is not None:  # words of this split missing from the training vocabulary (now <unk>)
+            self.log(f"{split}/unknown_words", float(unknown_words))
         task_error.reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

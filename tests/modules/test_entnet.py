@@ -149,6 +149,7 @@ def test_learns_the_fixture_task_and_reports_errors(fixture_data_root, tmp_path)
     (result,) = trainer.test(model, dm)
     assert result["test/error"] < 0.7  # guessing among the six places is 5/6 wrong; 15 epochs on 360 questions
     assert result["test/failed_tasks"] in (0.0, 1.0, 2.0)
+    assert result["test/unknown_words"] == dm.unknown_words["test"]
 
 
 def test_tied_keys_use_word_embeddings(fixture_data_root, tmp_path):

@@ -65,3 +65,13 @@ def test_fused_memory_refuses_second_derivatives_and_recorded_gives_them():
         gradient(True).sum().backward()
     gradient(False).sum().backward()
     assert memory.U.weight.grad is not None
+
+
+def test_fused_memory_runs_in_float32_under_bfloat16_autocast():
+    memory = DynamicMemory(8, 3, FeaturePReLU(8))
+    sentences, keys = torch.randn(2, 4, 8, requires_grad=True), torch.randn(2, 3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h, gates = memory(sentences, torch.ones(2, 4, dtype=torch.bool), keys, initial=keys)
+    h.sum().backward()
+    assert h.dtype == gates.dtype == sentences.grad.dtype == torch.float32
+    assert torch.isfinite(sentences.grad).all() and torch.isfinite(memory.U.weight.grad).all()
