@@ -18,12 +18,24 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+NORM_EPS = 1e-12  # as F.normalize: x / max(||x||, eps)
+
 
 def _normalise_into(z: Tensor, out: Tensor) -> Tensor:
     """``out = z / max(||z||, eps)`` over the last dimension (eq. 5); returns the clamped norms ``(..., 1)``."""
-    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(1e-12)
+    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(NORM_EPS)
     torch.div(z, norm, out=out)
     return norm
+
+
+def _padded_rows(step_mask: Tensor) -> list[Tensor | None]:
+    """Per step, the indices of the stories whose sentence is padding (None when there are none): their
+    memory is copied over exactly (an arithmetic blend would turn inf into nan and -0.0 into 0.0)."""
+    rows = step_mask.tolist()
+    return [
+        None if all(real) else torch.tensor([b for b, r in enumerate(real) if not r], device=step_mask.device)
+        for real in rows
+    ]
 
 
 class MemoryRecurrence(torch.autograd.Function):
@@ -51,7 +63,7 @@ class MemoryRecurrence(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         steps, batch, slots, dim = constant.shape
         mask = step_mask.to(initial.dtype)
-        any_real, all_real = step_mask.any(dim=1).tolist(), step_mask.all(dim=1).tolist()
+        any_real, padded_rows = step_mask.any(dim=1).tolist(), _padded_rows(step_mask)
         memories = initial.new_empty(steps + 1, batch, slots, dim)  # h_0 .. h_T
         memories[0] = initial
         # written at every step that is not skipped, and read only at those
@@ -59,7 +71,7 @@ class MemoryRecurrence(torch.autograd.Function):
         prelu_derivative = torch.empty_like(constant)  # 1 where pre > 0, else the slope
         sigmoid = initial.new_zeros(steps, batch, slots)
         norms = initial.new_ones(steps, batch, slots, 1)
-        u_transposed, slope_complement = u_weight.t(), 1 - slope
+        u_transposed, ones = u_weight.t(), torch.ones_like(slope)
         for t in range(steps):
             h = memories[t]
             if not any_real[t]:
@@ -68,38 +80,50 @@ class MemoryRecurrence(torch.autograd.Function):
             torch.sigmoid(
                 torch.baddbmm(key_gate[t].unsqueeze(-1), h, sentences[t].unsqueeze(-1)), out=sigmoid[t, ..., None]
             )
-            gate = sigmoid[t] if all_real[t] else sigmoid[t] * mask[t, :, None]
+            gate = sigmoid[t] if padded_rows[t] is None else sigmoid[t] * mask[t, :, None]
             torch.addmm(constant[t].view(-1, dim), h.view(-1, dim), u_transposed, out=pre[t].view(-1, dim))
-            positive = torch.sign(pre[t].clamp(min=0))  # 1.0 where pre > 0, else 0.0
-            torch.addcmul(slope, slope_complement, positive, out=prelu_derivative[t])
+            positive = torch.sign(pre[t].clamp(min=0))  # 1.0 where pre > 0, else 0.0 (no slow boolean ops)
+            torch.lerp(slope.expand_as(h), ones.expand_as(h), positive, out=prelu_derivative[t])  # exactly 1 or slope
             z = torch.addcmul(h, gate.unsqueeze(-1), F.prelu(pre[t].view(-1, dim), slope).view_as(h))
             norms[t] = _normalise_into(z, memories[t + 1])
-            if not all_real[t]:  # padded rows keep h exactly: lerp with weight 0 returns its start
-                torch.lerp(h, memories[t + 1], mask[t, :, None, None], out=memories[t + 1])
+            if padded_rows[t] is not None:
+                memories[t + 1].index_copy_(0, padded_rows[t], h.index_select(0, padded_rows[t]))
         gates = sigmoid * mask[..., None]
         ctx.save_for_backward(sentences, u_weight, slope, step_mask, memories, pre, prelu_derivative, sigmoid, norms)
         ctx.mark_non_differentiable(step_mask)
+        ctx.norm_clamped = bool((norms <= NORM_EPS).any())
         return memories[steps].clone(), gates
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_memory: Tensor | None, grad_gates: Tensor | None) -> tuple[Tensor | None, ...]:
+        with torch.autocast(ctx.saved_tensors[0].device.type, enabled=False):  # a backward called under autocast
+            return MemoryRecurrence._backward(ctx, grad_memory, grad_gates)
+
+    @staticmethod
+    def _backward(ctx: FunctionCtx, grad_memory: Tensor | None, grad_gates: Tensor | None) -> tuple[Tensor | None, ...]:
         sentences, u_weight, slope, step_mask, memories, pre, prelu_derivative, sigmoid, norms = ctx.saved_tensors
         steps, batch, slots, dim = pre.shape
-        any_real, all_real = step_mask.any(dim=1).tolist(), step_mask.all(dim=1).tolist()
+        any_real, padded_rows = step_mask.any(dim=1).tolist(), _padded_rows(step_mask)
         mask = step_mask.to(pre.dtype)
         gate = sigmoid * mask[..., None]
         gate_slope = gate * (1 - sigmoid)  # d gate / d (its pre-sigmoid input)
         grad_pre = torch.empty_like(pre)  # d loss / d (U h_{t-1} + V w + W s_t + b_U)
         grad_gate_input = torch.zeros_like(sigmoid)  # d loss / d (s_t . h_j + s_t . w_j + b_j)
         grad_slope = pre.new_zeros(batch * slots, dim)  # summed over rows after the loop
-        dh = torch.zeros_like(memories[0]) if grad_memory is None else grad_memory.clone()
+        dh = (
+            torch.zeros_like(memories[0])
+            if grad_memory is None
+            else grad_memory.clone(memory_format=torch.contiguous_format)
+        )
         for t in reversed(range(steps)):
             if not any_real[t]:
                 grad_pre[t] = 0
                 continue
             h_new, pre_t = memories[t + 1], pre[t].view(-1, dim)
             radial = (h_new * dh).sum(dim=-1, keepdim=True)
+            if ctx.norm_clamped:  # where the norm was clamped the step divided by a constant: no radial term
+                radial.mul_((norms[t] > NORM_EPS).to(radial.dtype))
             dz = torch.addcmul(dh, h_new, radial, value=-1).div_(norms[t])
             dgate = (dz * F.prelu(pre_t, slope).view_as(dz)).sum(dim=-1)
             if grad_gates is not None:
@@ -110,7 +134,9 @@ class MemoryRecurrence(torch.autograd.Function):
             grad_slope.addcmul_(grad_candidate, pre_t.clamp(max=0))
             dh_previous = torch.addmm(dz.view(-1, dim), dpre, u_weight).view_as(dz)
             dh_previous.addcmul_(grad_gate_input[t].unsqueeze(-1), sentences[t].unsqueeze(1))
-            dh = dh_previous if all_real[t] else torch.lerp(dh, dh_previous, mask[t, :, None, None])
+            if padded_rows[t] is not None:  # the memory of a padded story passed through unchanged
+                dh_previous.index_copy_(0, padded_rows[t], dh.index_select(0, padded_rows[t]))
+            dh = dh_previous
         grad_u = grad_pre.view(-1, dim).t() @ memories[:steps].reshape(-1, dim)
         grad_sentences = torch.bmm(grad_gate_input.view(-1, 1, slots), memories[:steps].reshape(-1, slots, dim))
         grad_sentences = grad_sentences.view(steps, batch, dim)
@@ -132,6 +158,6 @@ def memory_recurrence(
     arrive in half precision, and the buffers the loop writes into must share one dtype).
     """
     dtype = initial.dtype
-    floats = (t.to(dtype) for t in (sentences, key_gate, constant, u_weight, slope))
+    floats = (t.to(dtype).contiguous() for t in (sentences, key_gate, constant, u_weight, slope))
     with torch.autocast(initial.device.type, enabled=False):
         return MemoryRecurrence.apply(*floats, initial, step_mask)

@@ -6,17 +6,20 @@ import torch
 from iclr17.modules.entnet.components import DynamicMemory, FeaturePReLU
 from iclr17.modules.entnet.functional import memory_recurrence
 
-# story 0 ends one step early, story 1 has a hole; step 3 is padding for both (skipped)
-MASK = torch.tensor([[True, True, True, False, True], [True, False, True, False, False]]).t()
+# story 0 has a hole, story 1 ends early, story 2 starts with padding (its memory is then still the
+# initial, not unit-norm one); step 3 is padding for all three (skipped)
+MASK = torch.tensor(
+    [[True, True, True, False, True], [True, False, True, False, False], [False, True, True, False, True]]
+).t()
 
 
-def _inputs(steps=5, batch=2, slots=3, dim=4, seed=0):
+def _inputs(steps=5, batch=3, slots=3, dim=4, seed=0):
     g = torch.Generator().manual_seed(seed)
 
     def randn(*shape):
         return torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
 
-    slope = (torch.rand(dim, generator=g, dtype=torch.float64) * 0.8 + 0.1).requires_grad_()
+    slope = (torch.rand(dim, generator=g, dtype=torch.float64) * 3 - 1.5).requires_grad_()  # some negative
     return (
         randn(steps, batch, dim),  # sentences
         randn(steps, batch, slots),  # key gate terms
@@ -38,8 +41,8 @@ def test_fused_and_recorded_memory_agree_on_values_and_gradients():
     with torch.no_grad():
         prelu.slope.uniform_(0.1, 0.9)
     memory = DynamicMemory(6, 3, prelu)
-    sentences, keys = torch.randn(2, 5, 6, requires_grad=True), torch.randn(2, 3, 6, requires_grad=True)
-    weights = torch.randn(2, 3, 6), torch.randn(2, 5, 3)
+    sentences, keys = torch.randn(3, 5, 6, requires_grad=True), torch.randn(3, 3, 6, requires_grad=True)
+    weights = torch.randn(3, 3, 6), torch.randn(3, 5, 3)
 
     def run(fused):
         memory.fused = fused
@@ -75,3 +78,50 @@ def test_fused_memory_runs_in_float32_under_bfloat16_autocast():
     h.sum().backward()
     assert h.dtype == gates.dtype == sentences.grad.dtype == torch.float32
     assert torch.isfinite(sentences.grad).all() and torch.isfinite(memory.U.weight.grad).all()
+
+
+def test_padded_stories_keep_their_memory_bit_for_bit_and_pass_their_gradient_through():
+    memory = DynamicMemory(4, 2, FeaturePReLU(4))
+    keys = torch.tensor([[[1e30, -0.0, 3.0, float("inf")], [1.0, 2.0, 3.0, 4.0]], [[1.0, 0.5, 0.0, 2.0]] * 2])
+    sentences = torch.randn(2, 3, 4)
+    mask = torch.tensor([[False, False, False], [True, True, True]])  # story 0 is padding throughout
+    initial = keys.clone().requires_grad_()
+    h, _ = memory(sentences, mask, keys, initial=initial)
+    assert torch.equal(h[0], keys[0]) and torch.signbit(h[0, 0, 1])  # inf stays inf, -0.0 stays -0.0
+    h[0].sum().backward()
+    assert torch.equal(initial.grad[0], torch.ones(2, 4)) and initial.grad[1].eq(0).all()
+
+
+def test_gradient_arriving_in_any_layout():
+    memory = DynamicMemory(8, 5, FeaturePReLU(8))
+    sentences, keys, query = torch.randn(4, 6, 8, requires_grad=True), torch.randn(4, 5, 8), torch.randn(4, 8)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    mask[0, 4:] = False
+    h, _ = memory(sentences, mask, keys, initial=keys)
+    torch.einsum("bd,bmd->bm", query, h).pow(2).sum().backward()  # einsum hands back a permuted gradient
+    assert torch.isfinite(sentences.grad).all()
+
+
+def test_backward_under_autocast_and_clamped_norms_match_autograd():
+    torch.manual_seed(1)
+    memory = DynamicMemory(4, 2, FeaturePReLU(4)).double()
+    with torch.no_grad():
+        memory.U.weight.zero_(), memory.U.bias.zero_(), memory.V.weight.zero_(), memory.W.weight.zero_()
+    # one step, so the clamped step's output gradient is not projected onto its sphere by a later step
+    sentences = torch.randn(1, 1, 4, dtype=torch.float64, requires_grad=True)
+    initial = torch.tensor([[[3e-13, 4e-13, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]], dtype=torch.float64, requires_grad=True)
+    mask, weights = torch.ones(1, 1, dtype=torch.bool), torch.randn(1, 2, 4, dtype=torch.float64)
+
+    def gradients(fused):
+        memory.fused = fused
+        h, _ = memory(sentences, mask, initial, initial=initial)
+        return torch.autograd.grad((h * weights).sum(), [sentences, initial])
+
+    for fused, recorded in zip(gradients(True), gradients(False), strict=True):
+        torch.testing.assert_close(fused, recorded)
+    memory.float()
+    x, keys = torch.randn(2, 3, 4, requires_grad=True), torch.randn(2, 2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a manual backward inside the autocast region
+        h, _ = memory(x, torch.tensor([[True, True, False], [True, True, True]]), keys, initial=keys)
+        h.sum().backward()
+    assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()
