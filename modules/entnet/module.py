@@ -61,8 +61,9 @@ class EntNet(pl.LightningModule):
         lr_scheduler: callable from an optimizer to a scheduler (default: halve every 25 epochs).
         lr_scheduler_interval: step the scheduler every ``epoch`` or every optimizer ``step`` (the world
             model halves the learning rate every 10,000 updates).
-        fused_memory: train the memory with its hand-written backward (same gradients, about twice as
-            fast; differentiable once). Set False for second-order tools such as ``HessianSpectrum``.
+        fused_memory: train the memory with its hand-written backward (same gradients, a bAbI training
+            step 1.6-1.7x faster on CPU; differentiable once). Set False for second-order tools such as
+            ``HessianSpectrum``.
     """
 
     def __init__(
