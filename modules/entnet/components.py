@@ -74,7 +74,7 @@ class DynamicMemory(nn.Module):
         activation: phi, shared with the output module (one PReLU in the paper's model).
         gate_bias: learn the per-slot gate bias b_j.
         fused: run the recurrence with its hand-written backward (``functional.memory_recurrence``; a bAbI
-            training step 1.6-1.7x faster on CPU, differentiable once) when phi is a :class:`FeaturePReLU`;
+            training step 1.5-1.8x faster on CPU, differentiable once) when phi is a :class:`FeaturePReLU`;
             False records every step with autograd, which second-order tools (e.g. ``HessianSpectrum``) need.
     """
 
@@ -175,10 +175,10 @@ class SimpleMemory(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         keys = keys.expand_as(initial)
         added = sentences if update_sentences is None else update_sentences
-        key_gate = key_gate_terms(sentences.transpose(0, 1), keys, self.gate_bias).transpose(0, 1)
+        key_gate = key_gate_terms(sentences.transpose(0, 1), keys, self.gate_bias)  # (T, B, m)
         h, gates = initial, []
         for t in range(sentences.shape[1]):
-            gate = torch.sigmoid(torch.bmm(h, sentences[:, t, :, None]).squeeze(-1) + key_gate[:, t])
+            gate = torch.sigmoid(torch.bmm(h, sentences[:, t, :, None]).squeeze(-1) + key_gate[t])
             gate = gate * step_mask[:, t, None]  # zero on padding: h + 0 * s = h exactly
             h = torch.addcmul(h, gate.unsqueeze(-1), added[:, t, None, :])
             gates.append(gate)

@@ -28,14 +28,16 @@ def _normalise_into(z: Tensor, out: Tensor) -> Tensor:
     return norm
 
 
-def _padded_rows(step_mask: Tensor) -> list[Tensor | None]:
-    """Per step, the indices of the stories whose sentence is padding (None when there are none): their
-    memory is copied over exactly (an arithmetic blend would turn inf into nan and -0.0 into 0.0)."""
-    rows = step_mask.tolist()
-    return [
-        None if all(real) else torch.tensor([b for b, r in enumerate(real) if not r], device=step_mask.device)
-        for real in rows
-    ]
+def _step_plan(step_mask: Tensor) -> tuple[list[bool], list[Tensor | None]]:
+    """Per step, whether any story has a real sentence (if none, the step is skipped), and the indices of
+    the stories whose sentence is padding (None when there are none): their memory is copied over exactly
+    (an arithmetic blend would turn inf into nan and -0.0 into 0.0). One host read of the mask."""
+    any_real, padded_rows = [], []
+    for real in step_mask.tolist():
+        any_real.append(any(real))
+        padded = [b for b, r in enumerate(real) if not r]
+        padded_rows.append(torch.tensor(padded, device=step_mask.device) if padded else None)
+    return any_real, padded_rows
 
 
 class MemoryRecurrence(torch.autograd.Function):
@@ -63,7 +65,7 @@ class MemoryRecurrence(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         steps, batch, slots, dim = constant.shape
         mask = step_mask.to(initial.dtype)
-        any_real, padded_rows = step_mask.any(dim=1).tolist(), _padded_rows(step_mask)
+        any_real, padded_rows = _step_plan(step_mask)
         memories = initial.new_empty(steps + 1, batch, slots, dim)  # h_0 .. h_T
         memories[0] = initial
         # written at every step that is not skipped, and read only at those
@@ -89,8 +91,8 @@ class MemoryRecurrence(torch.autograd.Function):
             if padded_rows[t] is not None:
                 memories[t + 1].index_copy_(0, padded_rows[t], h.index_select(0, padded_rows[t]))
         gates = sigmoid * mask[..., None]
-        ctx.save_for_backward(sentences, u_weight, slope, step_mask, memories, pre, prelu_derivative, sigmoid, norms)
-        ctx.mark_non_differentiable(step_mask)
+        ctx.save_for_backward(sentences, u_weight, slope, memories, pre, prelu_derivative, sigmoid, gates, norms)
+        ctx.any_real, ctx.padded_rows = any_real, padded_rows
         ctx.norm_clamped = bool((norms <= NORM_EPS).any())
         return memories[steps].clone(), gates
 
@@ -102,11 +104,9 @@ class MemoryRecurrence(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx: FunctionCtx, grad_memory: Tensor | None, grad_gates: Tensor | None) -> tuple[Tensor | None, ...]:
-        sentences, u_weight, slope, step_mask, memories, pre, prelu_derivative, sigmoid, norms = ctx.saved_tensors
+        sentences, u_weight, slope, memories, pre, prelu_derivative, sigmoid, gate, norms = ctx.saved_tensors
         steps, batch, slots, dim = pre.shape
-        any_real, padded_rows = step_mask.any(dim=1).tolist(), _padded_rows(step_mask)
-        mask = step_mask.to(pre.dtype)
-        gate = sigmoid * mask[..., None]
+        any_real, padded_rows = ctx.any_real, ctx.padded_rows
         gate_slope = gate * (1 - sigmoid)  # d gate / d (its pre-sigmoid input)
         grad_pre = torch.empty_like(pre)  # d loss / d (U h_{t-1} + V w + W s_t + b_U)
         grad_gate_input = torch.zeros_like(sigmoid)  # d loss / d (s_t . h_j + s_t . w_j + b_j)

@@ -62,7 +62,7 @@ class EntNet(pl.LightningModule):
         lr_scheduler_interval: step the scheduler every ``epoch`` or every optimizer ``step`` (the world
             model halves the learning rate every 10,000 updates).
         fused_memory: train the memory with its hand-written backward (same gradients, a bAbI training
-            step 1.6-1.7x faster on CPU; differentiable once). Set False for second-order tools such as
+            step 1.5-1.8x faster on CPU; differentiable once). Set False for second-order tools such as
             ``HessianSpectrum``.
     """
 
