@@ -12,7 +12,7 @@ $(INSTALLED): pyproject.toml
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(BIN)/iclr17 fit --config configs/entnet/world_model_demo.yaml
+	$(BIN)/python -m iclr17.demo
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest

@@ -1,6 +1,6 @@
 """EBGAN-PT training steps on MNIST: the ``EBGAN`` LightningModule under Lightning's Trainer vs a plain PyTorch loop.
 
-    ICLR17_DATA_DIR=../shared/data python benchmarks/ebgan_step.py [--repeats 5] [--batches 100]
+    ICLR17_DATA_DIR=/path/to/data python benchmarks/ebgan_step.py [--repeats 5] [--batches 100]
 
 Both sides build the paper's best EBGAN-PT MNIST nets (``MnistGenerator(5, 800)``, ``MnistDiscriminator(2, 1024)``,
 same seed, so identical weights), Adam lr 1e-3, and train on the same batches (the datamodule's loader: global

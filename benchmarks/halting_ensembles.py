@@ -1,7 +1,9 @@
 """Halting-time ensembles: K runs in one tensor program vs one run at a time.
 
-    python benchmarks/halting_ensembles.py spin-glass [--k 256] [--n 200] [--eps 0.01] [--repeats 3]
-    ICLR17_DATA_DIR=../shared/data python benchmarks/halting_ensembles.py mlp [--k 64] [--theta 0.1]
+    python benchmarks/halting_ensembles.py spin-glass [--k 256] [--n 200] [--eps 0.01] [--repeats 3] [--threads 1]
+    ICLR17_DATA_DIR=/path/to/data python benchmarks/halting_ensembles.py mlp [--k 64] [--theta 0.1] [--threads 1]
+
+Both sides run on ``--threads`` torch threads (default 1), set before anything runs and printed first.
 
 ``spin-glass``: K p = 3 spherical spin glasses of N spins, projected gradient descent until the gradient norm
 is below eps; vectorised (``descend_until_halted`` on all K, halted instances dropped as they finish) vs a
@@ -107,11 +109,13 @@ def main() -> None:
     parser.add_argument("--theta", type=float, default=0.1, help="MLP full-training-loss threshold")
     parser.add_argument("--max-steps", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     args.k = args.k or (256 if args.system == "spin-glass" else 64)
     ours, peer = spin_glass(args) if args.system == "spin-glass" else mlp(args)
     label = "one at a time" if args.system == "spin-glass" else "sequential Lightning fits"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"vectorised ({args.k} at once): median {statistics.median(ours):.2f} s   runs {[round(t, 2) for t in ours]}")
     print(f"{label}: median {statistics.median(peer):.2f} s   runs {[round(t, 2) for t in peer]}")
     target = 20 if args.system == "spin-glass" else 5

@@ -1,6 +1,6 @@
 """One epoch of mnistfc on the real MNIST: the Classifier under Lightning's Trainer vs a plain PyTorch loop.
 
-    ICLR17_DATA_DIR=../shared/data python benchmarks/lightning_overhead.py [--repeats 3] [--limit-batches N]
+    ICLR17_DATA_DIR=/path/to/data python benchmarks/lightning_overhead.py [--repeats 3] [--limit-batches N]
 
 Both sides train a fresh ``MnistFC`` with Adam (lr 1e-3) on the same DataLoader (the datamodule's: global
 batch 128, shuffled, 50,000 images), compute the same cross-entropy, and keep the epoch's mean loss. The

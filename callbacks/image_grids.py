@@ -12,6 +12,8 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from .run_folder import run_folder
+
 
 class ImageGrids(pl.Callback):
     """Every ``every_n_batches`` training batches and at the end of training, on rank 0, in eval mode:
@@ -20,13 +22,14 @@ class ImageGrids(pl.Callback):
     - ``images/reconstructions`` (models with ``reconstruct``): the first ``n_images // 2`` real images of the
       first training batch, each next to its reconstruction ``Dec(Enc(x))`` (rows alternate real, reconstructed);
     - ``images/energy_real`` and ``images/energy_fake`` histograms (models with ``energy``), on those real images
-      and the fixed-z samples: EBGAN's collapse diagnostic (spec section 6).
+      and the fixed-z samples: a diagnostic of EBGAN collapse (Zhao, Mathieu & LeCun, arXiv:1609.03126).
 
     Contract with the model, checked in ``setup``: ``sample_noise(n, generator)`` returns noise on the model's
     device and ``model(z)`` returns images in [-1, 1] of shape ``(n, C, H, W)``; ``reconstruct(x)`` and
     ``energy(x)`` (per-sample energies) are optional. Images go to wandb (``log_image``) and TensorBoard
-    (``add_image``, ``add_histogram``); PNG files go to ``<log_dir>/image_grids/`` when neither logger is present
-    or ``save_png=True``. The batch counter is kept in the callback's state, so a resumed run keeps its cadence.
+    (``add_image``, ``add_histogram``); PNG files go to ``<run folder>/image_grids/`` (the run's own folder,
+    ``iclr17.callbacks.run_folder``) when neither logger is present or ``save_png=True``. The batch counter is
+    kept in the callback's state, so a resumed run keeps its cadence.
 
     Args:
         every_n_batches: training batches between grids (0: only at the end of training).
@@ -70,7 +73,6 @@ class ImageGrids(pl.Callback):
 
     def log_grids(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Tensor]:
         """Compute the grids and histograms now and send them; returns them (on rank 0; empty elsewhere)."""
-        folder = Path(trainer.log_dir or trainer.default_root_dir) / "image_grids"  # log_dir broadcasts: all ranks
         if not trainer.is_global_zero:
             return {}
         media = self._media(pl_module)
@@ -85,7 +87,7 @@ class ImageGrids(pl.Callback):
                     if value.dim() == 3:
                         logger.log_image(key=name, images=[value], step=step)
                     else:
-                        import wandb  # noqa: PLC0415
+                        import wandb
 
                         logger.log_metrics({name: wandb.Histogram(value.numpy())}, step=step)
                 elif value.dim() == 3:
@@ -93,7 +95,7 @@ class ImageGrids(pl.Callback):
                 else:
                     logger.experiment.add_histogram(name, value, global_step=step)
         if self.save_png or not image_loggers:
-            self._write_png(folder, media, step)
+            self._write_png(run_folder(trainer) / "image_grids", media, step)
         return media
 
     @torch.no_grad()
@@ -128,10 +130,10 @@ class ImageGrids(pl.Callback):
             if value.dim() == 3:
                 save_image(value, folder / f"{key}_step{step}.png")
         if "energy_fake" in media:
-            import matplotlib  # noqa: PLC0415
+            import matplotlib
 
             matplotlib.use("Agg")
-            import matplotlib.pyplot as plt  # noqa: PLC0415
+            import matplotlib.pyplot as plt
 
             keys = [key for key in ("energy_real", "energy_fake") if key in media]
             values = torch.cat([media[key] for key in keys])

@@ -22,7 +22,7 @@ from .babi_format import BabiExample, babi_path, parse_babi
 from .storage import cache_root, data_root, require_files, sha256sum
 from .stories import EncodedStories, StoryDataModule, build_vocabulary, encode
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: stricter parsing; an entry from a file that now fails is not reused
 
 
 class BabiDataModule(StoryDataModule):
@@ -113,11 +113,11 @@ class BabiDataModule(StoryDataModule):
         target = cache_root(self.hparams.cache_dir) / "babi" / self._cache_key(files)
         if (target / "meta.json").is_file():
             return
-        splits, meta = self._parse_and_encode(files, target.name)
+        splits, meta = self._parse_and_encode(files, target.name)  # every check runs before anything is written
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.")
         try:
-            import datasets  # noqa: PLC0415  (imported on use: `import iclr17` stays light)
+            import datasets
 
             datasets.disable_progress_bars()
             datasets.DatasetDict(splits).save_to_disk(staging)
@@ -139,6 +139,12 @@ class BabiDataModule(StoryDataModule):
             train_all, test = parse_babi(paths["train"]), parse_babi(paths["test"])
             per_task[task] = {**self._split_validation(train_all, hp.val_split, hp.val_fraction, generator)}
             per_task[task]["test"] = test
+            for split in ("train", "val"):
+                if not per_task[task][split]:
+                    raise ValueError(
+                        f"{paths['train']}: val_split={hp.val_split!r} and val_fraction={hp.val_fraction} leave no "
+                        f"{split} questions out of its {len(train_all)}"
+                    )
         vocab = build_vocabulary([e for splits in per_task.values() for e in splits["train"]])
         index = {w: i for i, w in enumerate(vocab)}
         train_examples = [e for splits in per_task.values() for e in splits["train"]]
@@ -157,8 +163,8 @@ class BabiDataModule(StoryDataModule):
             columns[split] = merged
         # Our cache key already identifies the data, so it serves as the fingerprint; datasets' own would hash
         # the whole table with dill, which fails on some Python and pyarrow versions.
-        import datasets  # noqa: PLC0415
-        import pyarrow as pa  # noqa: PLC0415
+        import datasets
+        import pyarrow as pa
 
         splits = {
             name: datasets.Dataset(pa.Table.from_pydict(cols), fingerprint=f"{key}-{name}")
@@ -193,7 +199,7 @@ class BabiDataModule(StoryDataModule):
         self.vocab = meta["vocab"]
         self.sentence_length, self.query_length = meta["sentence_length"], meta["query_length"]
         self.unknown_words = meta["unknown"]
-        import datasets  # noqa: PLC0415
+        import datasets
 
         loaded = datasets.load_from_disk(str(target))
         self.splits = {

@@ -1,4 +1,4 @@
-"""Parser for the bAbI v1.2 text format (Weston et al. 2015), written here because Hugging Face's
+"""Parser for the bAbI v1.2 text format (Weston et al. 2015, arXiv:1502.05698), written here because Hugging Face's
 ``facebook/babi_qa`` is a loading script that ``datasets`` >= 4 can no longer run.
 
 Format: one line per sentence, ``<id> <text>``; ids restart at 1 with each story. A question line is
@@ -72,11 +72,14 @@ def numbered_lines(path: str | os.PathLike) -> Iterator[tuple[str, int, str]]:
     ``where`` is ``file:line`` for error messages.
 
     Raises:
-        DataFormatError: for a line that does not start with a number and a space.
+        DataFormatError: for a line that is not UTF-8 or does not start with a number and a space.
     """
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
-            line = raw.rstrip("\r\n")
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(f"{path}:{line_no}: not UTF-8 text (byte {err.start}: {err.reason})") from None
             if not line.strip():
                 continue
             match = _LINE.match(line)
@@ -88,33 +91,72 @@ def numbered_lines(path: str | os.PathLike) -> Iterator[tuple[str, int, str]]:
 def parse_babi(path: str | os.PathLike) -> list[BabiExample]:
     """Parse one bAbI file into examples, in file order.
 
+    Every line of the v1.2 release (all 20 tasks, ``en`` and ``en-10k``) follows these rules, and any line
+    that breaks one is an error: a line without a TAB is a statement and ends with ``.`` (no ``?``); a line
+    with a TAB is a question of exactly three fields, ``<question>?``, a one-word answer and the ids of one
+    or more earlier statements of its story. Ids start at 1 with each story and go up by one, and every story
+    ends with a question. So a question that lost its TABs is refused, not read as a statement.
+
     Raises:
-        DataFormatError: naming the file and line for a malformed id, an id out of sequence, a question with
-            no TAB-separated answer, or a question with no statement before it (an empty story).
+        DataFormatError: naming the file and line for any line that breaks the rules, and the file for one
+            that holds no question.
     """
     examples: list[BabiExample] = []
     story: list[tuple[str, ...]] = []
-    previous_id, story_index = 0, -1
+    statement_ids: set[int] = set()
+    previous_id, story_index, unasked = 0, -1, None  # unasked: where the statements after the last question start
     for where, line_id, text in numbered_lines(path):
         if line_id == 1:
-            story, story_index = [], story_index + 1
+            if unasked:
+                raise DataFormatError(f"{unasked}: the story ends without a question after this statement")
+            story, statement_ids, story_index = [], set(), story_index + 1
+        elif previous_id == 0:
+            raise DataFormatError(f"{where}: expected id 1 (the first line of a story), got {line_id}")
         elif line_id != previous_id + 1:
-            raise DataFormatError(f"{where}: id {line_id} does not follow id {previous_id}")
+            raise DataFormatError(f"{where}: expected id {previous_id + 1} (or 1 to start a story), got {line_id}")
         previous_id = line_id
-        if "\t" not in text:
-            if "?" in text:
-                raise DataFormatError(f"{where}: question without a TAB-separated answer: {text!r}")
-            story.append(tokenize(text))
+        if "\t" in text:
+            examples.append(_question(where, text, story, statement_ids, story_index))
+            unasked = None
             continue
-        question, answer, *rest = text.split("\t")
-        if not answer.strip():
-            raise DataFormatError(f"{where}: the answer after the TAB is missing: {text!r}")
-        if not story:
-            raise DataFormatError(f"{where}: question with an empty story (no statement before it)")
-        try:
-            supporting = tuple(int(i) for i in rest[0].split()) if rest else ()
-        except ValueError as err:
-            raise DataFormatError(f"{where}: supporting ids must be integers, got {rest[0]!r}") from err
-        example = BabiExample(tuple(story), tokenize(question), answer.strip().lower(), supporting, story_index)
-        examples.append(example)
+        if not text.rstrip().endswith(".") or "?" in text:
+            raise DataFormatError(
+                f"{where}: expected a statement ending in '.' or a question line of 3 TAB-separated fields "
+                f"(question, answer, supporting facts); got {text!r}"
+            )
+        story.append(tokenize(text))
+        statement_ids.add(line_id)
+        unasked = unasked or where
+    if unasked:
+        raise DataFormatError(f"{unasked}: the story ends without a question after this statement")
+    if not examples:
+        raise DataFormatError(f"{path}: the file holds no questions")
     return examples
+
+
+def _question(
+    where: str, text: str, story: list[tuple[str, ...]], statement_ids: set[int], story_index: int
+) -> BabiExample:
+    fields = text.split("\t")
+    if len(fields) != 3:
+        raise DataFormatError(
+            f"{where}: a question line has 3 TAB-separated fields (question, answer, supporting facts); "
+            f"got {len(fields)}: {text!r}"
+        )
+    question, answer, ids = fields
+    if not question.rstrip().endswith("?"):
+        raise DataFormatError(f"{where}: the question before the first TAB must end with '?', got {question!r}")
+    if len(answer.split()) != 1:
+        raise DataFormatError(
+            f"{where}: expected a one-word answer after the first TAB (a list is one word, 'apple,milk'), "
+            f"got {answer!r}"
+        )
+    if not story:
+        raise DataFormatError(f"{where}: question with an empty story (no statement before it)")
+    words = ids.split()
+    if not words or not all(w.isdecimal() and int(w) in statement_ids for w in words):
+        raise DataFormatError(
+            f"{where}: expected the ids of earlier statements of this story after the second TAB, got {ids!r}"
+        )
+    supporting = tuple(int(w) for w in words)
+    return BabiExample(tuple(story), tokenize(question), answer.strip().lower(), supporting, story_index)

@@ -4,7 +4,7 @@ Files: ``<data root>/cbt/CBTest/data/cbtest_{NE,CN,V,P}_{train.txt,valid_2000ex.
 Each example is 20 numbered context sentences, then ``21 <query with XXXXX><TAB><answer><TAB><TAB><c1>|...|<c10>``,
 then a blank line. The input follows Hill et al.'s window memory: for every occurrence of a candidate word in
 the context, the ``window`` words centred on it; the question is the window centred on XXXXX. Which words
-the paper's windows hold at the story's edges is not stated (spec section 8): we pad with ``<pad>``.
+the paper's windows hold at the story's edges is not stated (``docs/papers/entnet.md``): we pad with ``<pad>``.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class CBTDataModule(StoryDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        import pyarrow as pa  # noqa: PLC0415  (imported on use: `import iclr17` stays light)
+        import pyarrow as pa
 
         hp = self.hparams
         paths = {split: cbt_path(self.root, hp.word_type, split) for split in CBT_FILES}

@@ -1,6 +1,6 @@
 """CIFAR-10 from the official Python pickles at ``<data root>/cifar10/cifar-10-batches-py/`` (torchvision's layout).
 
-Preprocessed the Entropy-SGD / All-CNN way (``shared/papers/entropy_sgd.md`` 3.2, 7): global contrast
+Preprocessed the Entropy-SGD / All-CNN way (arXiv:1611.01838 section 5): global contrast
 normalisation per image, then ZCA whitening fitted on the training split only (see
 :mod:`.cifar10_functional` for the constants and where they come from). The whitening statistics are
 computed once and kept in the cache root, keyed by the files' checksums and every option that changes them.
@@ -100,8 +100,8 @@ class CIFAR10DataModule(InMemoryDataModule):
     """CIFAR-10 with a seeded train/val split and the Entropy-SGD preprocessing (GCN then ZCA); no augmentation.
 
     The validation split is ``val_size`` images drawn (seeded) from the 50,000 training images (the authors
-    validated on the test set; ``shared/papers/entropy_sgd.md`` 6); the test split is the official 10,000.
-    Preprocessing (spec 3.2, 7):
+    validated on the test set; ``docs/papers/entropy_sgd.md``); the test split is the official 10,000.
+    Preprocessing (the authors' ``process_cifar.py``):
 
     - ``gcn_zca`` (default, the paper's): :func:`global_contrast_normalize` per image, then ZCA whitening
       (:func:`zca_fit`) fitted on the training split after the validation images are removed and applied to

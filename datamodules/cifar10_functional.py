@@ -1,4 +1,4 @@
-"""Global contrast normalisation and ZCA whitening as pure functions (``shared/papers/entropy_sgd.md`` 3.2, 7).
+"""Global contrast normalisation and ZCA whitening as pure functions (Entropy-SGD, arXiv:1611.01838 section 5).
 
 The defaults are those of the Entropy-SGD authors' ``process_cifar.py`` (ucla-vision/entropy-sgd, taken from
 tscohen/gconv_experiments), read in its source, which prepared the CIFAR-10 used for the paper's All-CNN-BN:

@@ -25,7 +25,7 @@ def sample_gaussian_mixture(
 class GaussianMixtureDataModule(InMemoryDataModule):
     """k Gaussian clusters in d dimensions with independent seeded train, validation and test draws.
 
-    The Hessian paper's setting (``shared/papers/hessian.md`` section 3.1) is two clusters at (-1, -1) and
+    The Hessian paper's setting (arXiv:1611.07476; ``docs/papers/hessian.md``) is two clusters at (-1, -1) and
     (1, 1), 100 samples, cluster standard deviation 1, standardised inputs: pass those ``centers`` in the
     config. Without ``centers``, ``n_classes`` centres are drawn uniformly from the box
     ``[-center_box, center_box]^dim`` (as scikit-learn's ``make_blobs`` does).

@@ -3,7 +3,7 @@
 Images are served as ``(image, 0)`` pairs, ``image`` a float tensor ``(C, H, W)`` in [-1, 1] (the range of a
 tanh generator). Preprocessing: an optional centre crop of ``crop_size`` pixels (CelebA's face crop), a resize
 of the shorter side to ``image_size``, and a centre crop to ``image_size`` x ``image_size`` (DCGAN practice;
-spec section 7). The training loader drops its last incomplete batch, so every batch has the full size (the
+``docs/papers/ebgan.md``). The training loader drops its last incomplete batch, so every batch has the full size (the
 pulling-away term needs at least two samples).
 """
 
@@ -170,7 +170,7 @@ class CelebADataModule(ImageFilesDataModule):
     """CelebA, aligned and cropped version, in torchvision's layout: ``<data root>/celeba/img_align_celeba/
     000001.jpg ... 202599.jpg`` (178x218 JPEG) and ``<data root>/celeba/list_eval_partition.txt`` (lines
     ``<file> <0|1|2>``: train, validation, test). Faces are centre-cropped to ``crop_size`` and resized to
-    ``image_size`` (the EBGAN paper's 64x64 CelebA, section 4.3; the 108-pixel crop is DCGAN-era practice, [mem]).
+    ``image_size`` (the EBGAN paper's 64x64 CelebA, section 4.3; the 108-pixel crop is DCGAN-era practice, recalled).
     CelebA's terms forbid redistribution: get it from the authors' page.
 
     Args:

@@ -180,7 +180,7 @@ class PTBDataModule(TokenStreamDataModule):
     ``<eos>`` is appended to every line (Zaremba et al. 2014). The vocabulary is the training file's words in order
     of first occurrence (10,000 with ``<eos>``, which include ``<unk>``); a word of the valid or test file outside it
     is an error, since the Mikolov files have none. Batching: see :mod:`iclr17.datamodules.language_model`.
-    Defaults are Zaremba's (``shared/papers/entropy_sgd.md`` section 8, [mem]).
+    Defaults are Zaremba's (recalled, not checked; ``docs/papers/entropy_sgd.md``).
 
     Args:
         data_dir: the data root, holding ``ptb/ptb.{train,valid,test}.txt`` (default ``$ICLR17_DATA_DIR``,
@@ -247,7 +247,7 @@ class CharTextDataModule(TokenStreamDataModule):
 
     The file is read as UTF-8; a leading BOM is removed and CRLF line ends become LF (so ``\\r`` is not a
     character of the vocabulary). It is split into contiguous train / val / test pieces (default 90/5/5 of the
-    characters; the paper's split is unknown, ``shared/papers/entropy_sgd.md`` section 8, so this is our choice).
+    characters; the paper's split is unknown, ``docs/papers/entropy_sgd.md``, so this is our choice).
     The vocabulary is ``<unk>`` (id 0) followed by the training piece's distinct characters in code-point order;
     a character of the val or test piece that the training piece lacks maps to ``<unk>`` (counted in
     ``unknown_chars``). Batching: see :mod:`iclr17.datamodules.language_model`.

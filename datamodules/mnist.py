@@ -61,7 +61,7 @@ class MNISTDataModule(InMemoryDataModule):
     split is the official 10,000. ``inputs="random"`` replaces every image by i.i.d. Gaussian pixels with the
     mean and standard deviation of the training split's pixels and keeps the real labels (the random-input
     ensemble of the halting-time paper; the noise law is our documented assumption, see
-    ``shared/papers/halting_time.md`` section 4). Nothing is written to ``data_dir`` unless ``download=True``.
+    ``docs/papers/halting_time.md``). Nothing is written to ``data_dir`` unless ``download=True``.
 
     Args:
         data_dir: the data root, holding ``mnist/MNIST/raw/*.gz`` (so torchvision's ``root`` is

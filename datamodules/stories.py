@@ -71,7 +71,7 @@ class EncodedStories(Dataset):
     """
 
     def __init__(self, table: pa.Table, sentence_length: int) -> None:
-        import pyarrow as pa  # noqa: PLC0415  (imported on use: `import iclr17` stays light)
+        import pyarrow as pa
 
         stories = table.column("story").combine_chunks()
         self.tokens = _to_tensor(stories.values, torch.int32)  # int32 halves memory; batches are int64

@@ -14,16 +14,16 @@ import importlib
 import os
 import sys
 from importlib import resources
-from pathlib import Path
 
 import yaml
 from jsonargparse import Namespace, lazy_instance
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
-from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 import iclr17  # noqa: F401  (registers every module, datamodule and callback for bare class names)
+from iclr17.callbacks.run_folder import run_folder
+from iclr17.modules.entropy_sgd.training import stacked_minibatches
 from iclr17.wandb_logger import OfflineFirstWandbLogger
 
 
@@ -63,17 +63,6 @@ def resolve_config_args(args: list[str]) -> list[str]:
     return resolved
 
 
-def run_dir(trainer: Trainer) -> Path:
-    """The run's own folder: where Lightning's ModelCheckpoint puts ``checkpoints/`` for this logger."""
-    if not trainer.loggers:
-        return Path(trainer.default_root_dir)
-    logger = trainer.loggers[0]
-    if isinstance(logger, WandbLogger):
-        logger.experiment  # noqa: B018  (creates the run, so that its id names the folder)
-    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
-
-
 class SaveConfigToRunDir(SaveConfigCallback):
     """Saves the full config, seed included, as ``config.yaml`` in the run's folder next to its checkpoints.
 
@@ -83,7 +72,7 @@ class SaveConfigToRunDir(SaveConfigCallback):
     """
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        path = run_dir(trainer) / self.config_filename
+        path = run_folder(trainer) / self.config_filename
         path.parent.mkdir(parents=True, exist_ok=True)
         self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=self.multifile)
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
@@ -93,6 +82,14 @@ class SaveConfigToRunDir(SaveConfigCallback):
 
 class ICLR17CLI(LightningCLI):
     """LightningCLI with the project's defaults: wandb (offline first), a RichProgressBar, a recorded seed."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Entropy-SGD: the data stacks the L + 1 minibatches of each outer step (1 with inner_batches: same)
+        parser.link_arguments(
+            ("model.init_args.optimizer.init_args.L", "model.init_args"),
+            "data.init_args.batches_per_step",
+            compute_fn=lambda L, model: stacked_minibatches(L, model.get("inner_batches", "fresh")),
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
@@ -119,7 +116,7 @@ def main() -> None:
     if sys.argv[1:2] == ["configs"]:
         print("\n".join(shipped_configs()))
     elif sys.argv[1:2] == ["halting-study"]:
-        from iclr17.modules.halting.study import main as halting_study  # noqa: PLC0415
+        from iclr17.modules.halting.study import main as halting_study
 
         halting_study(sys.argv[2:])
     else:

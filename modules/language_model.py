@@ -1,7 +1,7 @@
 """The LSTM language model of Zaremba et al. 2014, trained with truncated BPTT (Entropy-SGD's PTB and char rows).
 
 Perplexity is ``exp`` of the mean per-token negative log-likelihood (natural log) over every scored token of a
-split; for characters the spec's "perplexity per char" is the same quantity, and ``bits_per_char`` is the mean NLL
+split; for characters the paper's "perplexity per char" is the same quantity, and ``bits_per_char`` is the mean NLL
 divided by ``ln 2``. The NLL sums and token counts are torchmetrics ``MeanMetric`` states (sums), so the values
 are exact under DDP.
 """
@@ -40,17 +40,18 @@ class LanguageModel(pl.LightningModule):
     ``training_step`` computes the mean token cross-entropy of ONE minibatch ``(inputs, targets)``, both
     ``(B, bptt)`` (times ``bptt`` with ``train_loss="sum_over_time"``), and advances the training state; a
     manual-optimization subclass that receives ``k`` stacked minibatches (``batches_per_step=k``) calls it on each
-    ``batch.chunk(k)`` in order. Gradients are clipped to global norm ``grad_clip_norm`` in
+    ``batch.chunk(k)`` in order. ``loss(batch)`` is the same objective from a zero state and without side effects
+    (what callbacks measure). Gradients are clipped to global norm ``grad_clip_norm`` in
     ``on_before_optimizer_step``, which Lightning runs after every closure call, so the clip also applies when an
     optimizer evaluates its closure several times per step.
 
     Logs ``train/loss_step`` (logging steps only), ``train/loss_epoch`` and ``train/ppl_epoch``, ``val/loss`` and
     ``val/ppl``, ``test/loss`` and ``test/ppl``, and with ``unit="char"`` also ``{split}/bits_per_char``.
 
-    Defaults are Zaremba's large model, which the spec names for PTB (``shared/papers/entropy_sgd.md`` 3.1 and 8,
-    [mem]): 2 x 1500, dropout 0.65, init 0.04, clip 10, SGD with lr 1; 66,034,000 parameters. Zaremba's lr and
-    clip are in ``train_loss="sum_over_time"`` units; the default objective is the per-token ``mean``, so the
-    configs set ``sum_over_time`` explicitly.
+    Defaults are Zaremba's large model, which Entropy-SGD uses for PTB (arXiv:1611.01838 section 5; recalled,
+    see ``docs/papers/entropy_sgd.md``): 2 x 1500, dropout 0.65, init 0.04, clip 10, SGD with lr 1; 66,034,000
+    parameters. Zaremba's lr and clip are in ``train_loss="sum_over_time"`` units; the default objective is the
+    per-token ``mean``, so the configs set ``sum_over_time`` explicitly.
 
     Example (YAML for ``iclr17 fit``)::
 
@@ -123,15 +124,30 @@ class LanguageModel(pl.LightningModule):
         outputs, state = self.lstm(self.drop(self.embedding(inputs)), state)
         return self.decoder(self.drop(outputs)), state
 
-    def _mean_nll(self, stage: str, batch: tuple[Tensor, Tensor]) -> Tensor:
-        """Mean token cross-entropy of the batch, continuing (and then replacing) ``stage``'s carried state."""
+    def _window_nll(self, batch: tuple[Tensor, Tensor], state: State | None) -> tuple[Tensor, State]:
+        """Mean token cross-entropy of the batch run on from ``state`` (None: zero), and the state after it."""
         inputs, targets = batch
-        state = self._states.get(stage)
         if state is not None and state[0].shape[1] != inputs.shape[0]:
             state = None  # a new batch size starts from zero
         logits, state = self(inputs, state)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)), state
+
+    def _mean_nll(self, stage: str, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """Mean token cross-entropy of the batch, continuing (and then replacing) ``stage``'s carried state."""
+        nll, state = self._window_nll(batch, self._states.get(stage))
         self._states[stage] = (state[0].detach(), state[1].detach())
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return nll
+
+    def loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """The training objective of one minibatch ``(inputs, targets)`` with every window started from a zero
+        state, without side effects: the loss that measurement callbacks (HessianSpectrum, HaltingTime's
+        full-data loss) evaluate, so that measuring never touches the carried training state.
+
+        Our choice: a function of the weights and the batch alone, the same for any subset, order or split over
+        processes of the training windows. It reads no context from before the window, so it is usually higher than
+        the carried-state loss ``training_step`` returns (whose state is only defined along one pass in order).
+        """
+        return self._window_nll(batch, None)[0] * self._objective_scale(batch)
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self._trainer else None

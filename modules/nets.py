@@ -1,7 +1,7 @@
-"""The networks the Hessian, Entropy-SGD and halting-time papers train (``shared/papers/entropy_sgd.md`` 3.1).
+"""The networks the Hessian, Entropy-SGD and halting-time papers train (arXiv:1611.01838 section 5).
 
 ``layout="pytorch_port"`` follows the authors' PyTorch port (``python/models.py`` of ucla-vision/entropy-sgd),
-whose layers the spec lists; ``layout="lua"`` follows the Lua ``models.lua`` that produced the paper's
+whose layers we default to; ``layout="lua"`` follows the Lua ``models.lua`` that produced the paper's
 numbers, which differs: its mnistfc has no BatchNorm and no input dropout, and its LeNet puts ReLU and
 max-pooling before BatchNorm and has no BatchNorm in the fully connected block.
 """
@@ -73,8 +73,8 @@ class MnistFC(MLP):
     """Entropy-SGD's ``mnistfc``: 784 - [1024, ReLU, dropout 0.5] x 2 - 10.
 
     Args:
-        layout: ``pytorch_port`` adds input dropout 0.2 and BatchNorm after each hidden Linear (the spec's
-            table); ``lua`` is the Lua code's plain version.
+        layout: ``pytorch_port`` adds input dropout 0.2 and BatchNorm after each hidden Linear (the port's
+            model); ``lua`` is the Lua code's plain version.
     """
 
     def __init__(self, layout: Layout = "pytorch_port") -> None:

@@ -1,12 +1,18 @@
+import glob
 import itertools
+import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import wandb
 import yaml
 from pytorch_lightning.callbacks import RichProgressBar
 
+from iclr17.callbacks.hessian.report import main as report_main
 from iclr17.cli import cli, main, resolve_config_path, shipped_configs
 from iclr17.modules.halting.study import main as halting_study
 from tests.conftest import REPO_ROOT
@@ -125,3 +131,29 @@ def test_halting_study_subcommand_finds_a_shipped_study_config(monkeypatch, caps
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 0 and "n_spins: 32" in capsys.readouterr().out
+
+
+def test_documented_width_sweep_keeps_every_run_in_its_own_folder(tmp_path, monkeypatch):
+    """The sweep in configs/hessian/blobs_width_sweep.yaml's header, run as written (two widths, 2 epochs, the
+    default wandb logger offline): every run keeps its config and spectra, and the documented report reads them."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    header = " ".join(
+        line.lstrip("#").strip().removesuffix("\\")
+        for line in (REPO_ROOT / "configs/hessian/blobs_width_sweep.yaml").read_text().splitlines()
+        if line.startswith("#")
+    )
+    loop = re.search(r"for w in ([\d ]+); do (iclr17 fit .+?); done", header)
+    report = re.search(r"python -m iclr17\.callbacks\.hessian\.report (\S+) --out (\S+)", header)
+    widths = loop.group(1).split()[:2]
+    for w in widths:
+        args = shlex.split(loop.group(2).replace("$w", w))[1:]  # after "iclr17"
+        cli([*args, "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1"])
+        wandb.finish()  # one process per run on the command line
+    folders = {p.parent.parent for p in tmp_path.rglob("hessian/end_step2.npz")}
+    assert len(folders) == len(widths)
+    assert all((folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir() for folder in folders)
+
+    runs = sorted(glob.glob(report.group(1)))
+    report_main([*runs, "--out", str(tmp_path / report.group(2))])
+    rows = json.loads((tmp_path / report.group(2)).with_suffix(".json").read_text())
+    assert sorted(r["n_params"] for r in rows) == sorted(2 * w + w + w * w + w + w * 4 + 4 for w in map(int, widths))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -20,23 +21,29 @@ LossSource = Literal["full_data", "epoch_mean", "ema"]
 
 
 class HaltingTime(pl.Callback):
-    """Records when a stopping rule first holds: the halting time T of Sagun, Trogdon and LeCun
-    (``shared/papers/halting_time.md`` 2.1, 2.3), for any LightningModule.
+    """Records when a stopping rule first holds: the halting time T of Sagun, Trogdon and LeCun, "Universal
+    halting times in optimization and machine learning" (arXiv:1511.06444), for any LightningModule.
 
     Rules (the value each one watches, and when it is read):
 
-    - ``train_loss_below``: the training loss ``< threshold``, never a single noisy batch (spec 2.3), from
-      ``loss_source``: ``full_data`` (default: the mean loss over the whole training dataloader, in eval mode
-      and without gradients, at step 0 and every ``every_n_steps`` optimizer steps; ``loss_fn(module, batch)``,
-      by default the loss ``training_step`` returns), ``epoch_mean`` (the mean of the epoch's step losses, at
-      each epoch end) or ``ema`` (an exponential moving average of the step losses, ``ema_decay``, every step).
+    - ``train_loss_below``: the training loss ``< threshold``, never a single noisy batch, from ``loss_source``:
+      ``full_data`` (default: the sample-weighted mean of ``loss_fn(module, batch)`` over the trainer's training
+      set, whether it comes from a datamodule or from the loader given to ``fit``, read in order through a
+      private loader, in eval mode, without gradients, with the RNG and the training loader left as they were,
+      at step 0 and every ``every_n_steps`` optimizer steps), ``epoch_mean`` (the mean of the epoch's step
+      losses, at each epoch end) or ``ema`` (an exponential moving average of the step losses, ``ema_decay``,
+      every step). The default ``loss_fn`` is the module's ``loss(batch)`` method when it has one, else the
+      loss ``training_step`` returns; either must be free of side effects (``callbacks/training_loss.py``), so
+      measuring never changes the training. For a BPTT language model (``LanguageModel.loss``) every window
+      starts from a zero state: the full-data loss is a function of the weights alone, not of the carried
+      training state, and usually higher than the carried-state training loss.
     - ``grad_norm_below``: the norm of all parameter gradients ``< threshold``, read just before the optimizer
       step every ``every_n_steps`` steps (full-batch data gives the paper's rule; a module whose loss is
       written on the sphere gives the projected gradient, as ``SpinGlass`` does).
     - ``metric_at_least`` / ``metric_below``: the logged metric ``monitor`` (``>=`` / ``<`` threshold), read
       after each validation run and at each training epoch end.
 
-    Several thresholds are tracked at once (the spec's list of eps values). The halting step of a threshold is
+    Several thresholds are tracked at once (a decreasing list of eps values). The halting step of a threshold is
     ``trainer.global_step`` when the rule is first seen to hold, i.e. the number of optimizer steps taken
     (for ``grad_norm_below`` the step about to be taken is not counted). ``record`` holds one dict per
     threshold (``threshold``, ``step``, ``epoch``, ``wall_time`` in seconds of fitting, ``value``,
@@ -57,7 +64,8 @@ class HaltingTime(pl.Callback):
         ema_decay: weight of the past in the ``ema`` loss.
         monitor: metric name for the metric rules (e.g. ``val/acc``).
         stop: stop training once every threshold is reached.
-        loss_fn: ``(module, batch) -> scalar`` for ``full_data``; default: the training step's loss.
+        loss_fn: ``(module, batch) -> scalar`` for ``full_data``; default: the module's ``loss(batch)``, else the
+            training step's loss (needed for a manual-optimization module without ``loss``).
     """
 
     def __init__(
@@ -236,25 +244,29 @@ class HaltingTime(pl.Callback):
         return (total[0] / total[1]).item()
 
     @staticmethod
-    def _evaluation_loader(trainer: pl.Trainer) -> Any:
-        """A private pass over the training set: the training loader's dataset, batch size and collate function,
-        in order, without workers, split over the processes. Iterating the training loader itself would reset
-        its persistent workers' iterator mid-epoch and advance its sampler's generator."""
+    def _evaluation_loader(trainer: pl.Trainer) -> DataLoader:
+        """A private pass over the trainer's training set (``trainer.train_dataloader``: the datamodule's or the
+        loader given to ``fit``), in order and without workers: its dataset, collate function and batch size (for
+        a custom batch sampler, its mean batch size), split over processes as its ``DistributedSampler`` splits
+        it. Iterating the training loader itself would restart its persistent workers' iterator mid-epoch, and
+        drawing from its sampler would advance the sampler's generator: both change the training."""
         loader = trainer.train_dataloader
-        if loader is None:
-            raise ValueError("HaltingTime(loss_source='full_data') needs the trainer's training dataloader")
-        if (
-            not isinstance(loader, DataLoader)
-            or loader.batch_size is None
-            or isinstance(loader.dataset, IterableDataset)
-        ):
-            return loader  # a custom iterable or batch sampler: used as it is
-        sampler = None
-        if trainer.world_size > 1:
-            sampler = DistributedSampler(
-                loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        if not isinstance(loader, DataLoader):
+            raise TypeError(
+                "HaltingTime(loss_source='full_data') reads the training set through the trainer's training "
+                f"DataLoader, but trainer.train_dataloader is a {type(loader).__name__}; use one torch DataLoader "
+                "or loss_source='epoch_mean'/'ema'"
             )
-        return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, collate_fn=loader.collate_fn)
+        dataset = loader.dataset
+        if isinstance(dataset, IterableDataset):  # it splits itself over processes, if it is meant to
+            return DataLoader(dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn)
+        samplers = (loader.sampler, getattr(loader.batch_sampler, "sampler", None))
+        split = next((s for s in samplers if isinstance(s, DistributedSampler)), None)
+        sampler = None if split is None else DistributedSampler(dataset, split.num_replicas, split.rank, shuffle=False)
+        batch_size = loader.batch_size
+        if batch_size is None and loader.batch_sampler is not None:  # a custom batch sampler
+            batch_size = math.ceil(len(sampler or dataset) / len(loader))
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=loader.collate_fn)
 
     @staticmethod
     @contextmanager

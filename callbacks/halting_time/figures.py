@@ -8,13 +8,13 @@ from collections.abc import Mapping
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import stats
 
-from .functional import GumbelSide, standardized_gumbel  # noqa: E402
+from .functional import GumbelSide, standardized_gumbel
 
-BIN_WIDTH = 0.36  # the authors' duration_plot.py (spec 3)
+BIN_WIDTH = 0.36  # the authors' duration_plot.py (leventsagun/decision-time-universality)
 
 
 def halting_figure(

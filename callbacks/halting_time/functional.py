@@ -1,12 +1,12 @@
 """Halting-time math as pure functions (Sagun, Trogdon, LeCun, "Universal halting times in optimization and
-machine learning"; ``shared/papers/halting_time.md``).
+machine learning", arXiv:1511.06444; ``docs/papers/halting_time.md``).
 
 Two parts. Stopping rules: :func:`update_first_hits` records, for a batch of runs and a list of thresholds, the
 first step at which each rule holds (the same function serves the callback, with one run, and the vectorised
 ensembles, with K); :func:`halting_times` closes the record, censoring what never halted. Statistics of the
-fluctuations ``tau = (T - mean T) / std T`` (spec 2.1): moments, one-sample tests against the two reference
-laws (N(0, 1) and the standardised Gumbel), two-sample tests between ensembles (the universality test, spec 6)
-and bootstrap confidence intervals. Statistics are numpy float64 and call scipy.
+fluctuations ``tau = (T - mean T) / std T`` (arXiv:1511.06444): moments, one-sample tests against the two reference
+laws (N(0, 1) and the standardised Gumbel), two-sample tests between ensembles (the universality test; ours,
+``docs/papers/halting_time.md``) and bootstrap confidence intervals. Statistics are numpy float64 and call scipy.
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ def update_first_hits(
 
 
 def halting_times(first: Tensor, last_step: int) -> tuple[Tensor, Tensor]:
-    """``(T, censored)``: runs that never met a threshold are right-censored at ``last_step`` (spec 2.3),
+    """``(T, censored)``: runs that never met a threshold are right-censored at ``last_step`` (our choice),
     never dropped."""
     censored = first < 0
     return torch.where(censored, torch.full_like(first, last_step), first), censored
 
 
 def standardized_gumbel(side: GumbelSide = "right") -> Any:
-    """The Gumbel law scaled to mean 0 and variance 1 (spec 2.1): ``(G - gamma) / (pi / sqrt(6))`` for the
+    """The Gumbel law scaled to mean 0 and variance 1: ``(G - gamma) / (pi / sqrt(6))`` for the
     maximum type ``G ~ gumbel_r(0, 1)`` (right tail, skewness +1.1395); ``left`` is its mirror image
     (``gumbel_l``, skewness -1.1395). A frozen ``scipy.stats`` distribution."""
     scale = math.sqrt(6) / math.pi
@@ -74,9 +74,9 @@ def fluctuations(times: Any) -> np.ndarray:
 
 
 def describe(times: Any, censored: Any | None = None) -> dict[str, float]:
-    """Counts and moments of one ensemble's halting times (spec 6): ``n``, ``n_censored``,
+    """Counts and moments of one ensemble's halting times: ``n``, ``n_censored``,
     ``censored_fraction``, and over the halted runs ``mean``, ``std`` (the raw scale, reported beside tau as
-    spec 4 asks), ``skewness`` and excess ``kurtosis`` (bias-corrected), ``median``, ``min``, ``max``."""
+    the report gives), ``skewness`` and excess ``kurtosis`` (bias-corrected), ``median``, ``min``, ``max``."""
     times = np.asarray(times, dtype=np.float64)
     censored = np.zeros(times.shape, bool) if censored is None else np.asarray(censored, bool)
     halted = times[~censored]
@@ -160,7 +160,7 @@ def reference_tests(
 def universality_tests(
     taus: Mapping[str, Any], n_permutations: int = 999, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """Two-sample tests between every pair of ensembles' tau (the universality test, spec 6), keyed ``"a vs b"``:
+    """Two-sample tests between every pair of ensembles' tau (the universality test), keyed ``"a vs b"``:
     the Kolmogorov-Smirnov distance and the k-sample Anderson-Darling statistic (midrank) of the two
     standardised samples, each with a permutation p-value: the pooled taus are split at random
     ``n_permutations`` times, each part standardised again, and the p-value is ``(1 + #) / (1 + n_permutations)``
@@ -232,8 +232,8 @@ def ensemble_report(
     times: Mapping[str, Any], censored: Mapping[str, Any] | None = None, gumbel_side: GumbelSide = "right",
     n_resamples: int = 2000, seed: int = 0, dither: bool = True,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # fmt: skip
-    """``(report, taus)``: the statistics of spec 6 for several ensembles of the same (algorithm, eps, N): per
-    ensemble :func:`describe` (raw times), the skewness of tau with its bootstrap 95% CI, and
+    """``(report, taus)``: the statistics of ``docs/papers/halting_time.md`` for several ensembles of the same
+    (algorithm, eps, N): per ensemble :func:`describe` (raw times), the skewness of tau with its bootstrap 95% CI, and
     :func:`reference_tests`; between ensembles :func:`universality_tests`; and the same class tests on all
     ensembles' tau pooled. Tau is computed per ensemble over its halted runs, from :func:`dithered` times when
     ``dither`` (seeded by ``seed`` and the ensemble's position); the censored counts are reported beside it.

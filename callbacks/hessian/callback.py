@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 import warnings
@@ -14,7 +15,9 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, IterableDataset
 
+from ..run_folder import run_folder
 from ..training_loss import LossFn, require_rerunnable_training_step, training_step_loss
 from .functional import (
     count_outliers,
@@ -32,15 +35,24 @@ from .functional import (
 class HessianSpectrum(pl.Callback):
     """Eigenvalues of the Hessian of the training loss on a fixed data subset, for any LightningModule.
 
-    Contract with the model: the loss is ``loss_fn(module, batch)``, by default the scalar that
-    ``training_step(batch, 0)`` returns (``self.log`` calls are silenced); the Hessian subset is
-    ``n_samples`` examples drawn once (seeded) from the datamodule's training set and collated by its
-    training DataLoader into one batch. Both are checked in ``setup`` with a clear error.
+    Contract with the model: the loss is ``loss_fn(module, batch)``, by default the module's side-effect-free
+    ``loss(batch)`` method, else the scalar that ``training_step(batch, 0)`` returns (``self.log`` calls are
+    silenced; checked in ``setup``). The loss must be twice differentiable by ``torch.func``: a custom
+    ``autograd.Function`` without a double backward is not (use ``EntNet(fused_memory=False)``). The Hessian
+    subset is ``n_samples`` examples drawn once (seeded) from the dataset of the Trainer's own training
+    DataLoader (``trainer.train_dataloader``: the datamodule's, or the loader passed to
+    ``trainer.fit(model, loader)``) and collated by that loader into one batch. A loader over an
+    ``IterableDataset`` gives its first ``n_samples`` examples instead; a loader that does not batch
+    (``batch_size=None``, e.g. a BPTT language model or a spin glass whose items are whole batches) gives its
+    dataset's first item, and ``n_samples`` does not apply.
 
-    Measured at fit start (the paper's "before"), at fit end ("after"), every ``every_n_epochs`` epochs and
-    every ``every_n_steps`` optimizer steps. Each
-    measurement appends a record to ``history`` (``step``, ``epoch``, ``when``, ``method``, ``eigenvalues``,
-    ``density``, ``stats``, ``n_params``, ``n_samples``, ``mode``, ``seconds``) and logs ``hessian/<stat>``.
+    Measured at the start of training (the paper's "before"), at fit end ("after"), every ``every_n_epochs``
+    epochs and every ``every_n_steps`` optimizer steps. Each measurement appends a record to ``history``
+    (``step``, ``epoch``, ``when``, ``method``, ``eigenvalues``, ``density``, ``stats``, ``n_params``,
+    ``n_samples``, ``mode``, ``seconds``; plain tensors without autograd history, and floats) and logs
+    ``<name>/<stat>``. Several HessianSpectrum callbacks may share a Trainer (Lanczos and SLQ, or one per
+    ``param_filter``) if each has its own ``name``: its metric prefix and file folder; each keeps its own
+    history in checkpoints (``state_key``).
     Methods: ``exact`` (dense Hessian, all eigenvalues), ``lanczos`` (``top_k`` largest and smallest),
     ``slq`` (spectral density), ``trace`` (Hutch++ or Hutchinson with ``trace_matvecs`` products), ``auto``
     (exact up to ``exact_max_params`` parameters, else lanczos).
@@ -71,9 +83,12 @@ class HessianSpectrum(pl.Callback):
         param_filter: regular expression; only parameters whose name matches are included (per-block spectra).
         n_classes: number of classes, logged beside the outlier count.
         seed: seeds the subset and the probes.
-        loss_fn: ``(module, batch) -> scalar``; default: the training step's loss.
-        save_files: write ``<run folder>/hessian/<when>_step<N>.npz`` (eigenvalues or density, and the
+        loss_fn: ``(module, batch) -> scalar``; default: the module's ``loss(batch)``, else the training step's.
+        save_files: write ``<run folder>/<name>/<when>_step<N>.npz`` (eigenvalues or density, and the
             statistics) and ``.png`` (the paper's plots) on rank 0, and send the figure to wandb or TensorBoard.
+            The run folder is the run's own (``iclr17.callbacks.run_folder``): ``runs/iclr17/<run id>`` with
+            the default wandb logger, ``default_root_dir`` without a logger.
+        name: prefix of the logged statistics and folder of the files; one per HessianSpectrum in a Trainer.
     """
 
     def __init__(
@@ -97,6 +112,7 @@ class HessianSpectrum(pl.Callback):
         seed: int = 0,
         loss_fn: LossFn | None = None,
         save_files: bool = True,
+        name: str = "hessian",
     ) -> None:
         if n_samples < 1 or top_k < 1 or lanczos_steps < 1 or slq_probes < 1 or trace_matvecs < 3:
             raise ValueError("n_samples, top_k, lanczos_steps and slq_probes must be positive, trace_matvecs >= 3")
@@ -110,23 +126,47 @@ class HessianSpectrum(pl.Callback):
         self.mode, self.dtype = mode, getattr(torch, dtype)
         self.param_filter, self.n_classes, self.seed = param_filter, n_classes, seed
         self.loss_fn = loss_fn or training_step_loss
-        self.save_files = save_files
+        self.save_files, self.name = save_files, name
         self.history: list[dict[str, Any]] = []
         self.batch: Any = None
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            name=self.name, method=self.method, param_filter=self.param_filter, mode=self.mode
+        )
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit" or self.batch is not None:
+        if stage != "fit":
             return
         if self.loss_fn is training_step_loss:
             require_rerunnable_training_step("HessianSpectrum", pl_module)
-        datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "train_dataloader"):
+        names = [c.name for c in trainer.callbacks if isinstance(c, HessianSpectrum)]
+        if names.count(self.name) > 1:
             raise ValueError(
-                "HessianSpectrum draws its fixed subset from trainer.datamodule.train_dataloader(): "
-                "fit with a datamodule"
+                f"HessianSpectrum: {names.count(self.name)} callbacks share name={self.name!r}, so their metrics "
+                "and files would overwrite each other; give each its own name"
             )
-        loader = datamodule.train_dataloader()
+
+    def _draw_subset(self, trainer: pl.Trainer) -> None:
+        """The fixed subset from the trainer's training DataLoader, collated by that loader (this process's share
+        under DDP); the loader itself is never iterated, so training sees the same batches."""
+        loader = trainer.train_dataloader
+        if not isinstance(loader, DataLoader):
+            raise ValueError(
+                "HessianSpectrum draws its subset from trainer.train_dataloader, which must be one torch "
+                f"DataLoader; got {type(loader).__name__}"
+            )
         dataset = loader.dataset
+        if loader.batch_size is None and loader.batch_sampler is None:  # no batching: every item is a batch
+            first = next(iter(dataset)) if isinstance(dataset, IterableDataset) else dataset[0]
+            self.batch = loader.collate_fn(first)
+            self.n_subset = _rows(self.batch) * trainer.world_size
+            return
+        if isinstance(dataset, IterableDataset):  # it splits itself over processes, if it is meant to
+            items = list(itertools.islice(iter(dataset), self.n_samples))
+            self.batch, self.n_subset = loader.collate_fn(items), len(items) * trainer.world_size
+            return
         generator = torch.Generator().manual_seed(self.seed)
         indices = torch.randperm(len(dataset), generator=generator)[: self.n_samples].tolist()
         if len(indices) % trainer.world_size:
@@ -138,7 +178,9 @@ class HessianSpectrum(pl.Callback):
         shard = indices[trainer.global_rank :: trainer.world_size]  # every rank the same share of one subset
         self.batch = loader.collate_fn([dataset[i] for i in shard])
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.batch is None:  # the training DataLoader exists from here on, with or without a datamodule
+            self._draw_subset(trainer)
         if self.at_fit_start and not any(r["when"] == "start" for r in self.history):
             self.measure(trainer, pl_module, "start")
 
@@ -186,18 +228,16 @@ class HessianSpectrum(pl.Callback):
         }
         self.history.append(record)
         for logger in trainer.loggers:
-            logger.log_metrics({f"hessian/{k}": v for k, v in stats.items()}, step=trainer.global_step)
-        if self.save_files:
-            run_folder = trainer.log_dir or trainer.default_root_dir  # log_dir broadcasts: every rank asks
-            if trainer.is_global_zero:
-                self._save(trainer, record, Path(run_folder) / "hessian")
+            logger.log_metrics({f"{self.name}/{k}": v for k, v in stats.items()}, step=trainer.global_step)
+        if self.save_files and trainer.is_global_zero:
+            self._save(trainer, record, run_folder(trainer) / self.name)
         return record
 
     def _save(self, trainer: pl.Trainer, record: dict[str, Any], folder: Path) -> None:
         """``<folder>/<when>_step<N>.{npz,png}``; the figure also goes to wandb and TensorBoard."""
-        import numpy as np  # noqa: PLC0415
+        import numpy as np
 
-        from .figures import spectrum_figure  # noqa: PLC0415  (matplotlib only when files are written)
+        from .figures import spectrum_figure
 
         folder.mkdir(parents=True, exist_ok=True)
         stem = folder / f"{record['when']}_step{record['step']}"
@@ -211,10 +251,10 @@ class HessianSpectrum(pl.Callback):
         figure.savefig(f"{stem}.png", dpi=120)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key=f"hessian/{record['when']}", images=[str(stem) + ".png"], step=trainer.global_step)
+                logger.log_image(key=f"{self.name}/{record['when']}", images=[f"{stem}.png"], step=trainer.global_step)
             elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure(f"hessian/{record['when']}", figure, global_step=trainer.global_step)
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+                logger.experiment.add_figure(f"{self.name}/{record['when']}", figure, global_step=trainer.global_step)
+        import matplotlib.pyplot as plt
 
         plt.close(figure)
 
@@ -241,16 +281,16 @@ class HessianSpectrum(pl.Callback):
             rank_zero_warn("HessianSpectrum: H v differs between two evaluations; the loss is not deterministic")
         if method == "trace":
             estimator = hutchpp_trace if self.trace_estimator == "hutchpp" else hutchinson_trace
-            trace = estimator(matvec, len(theta), self.trace_matvecs, generator, theta.dtype, theta.device)
+            trace = estimator(matvec, len(theta), self.trace_matvecs, generator, theta.dtype, device=theta.device)
             return None, None, {"trace": trace}
         if method == "lanczos":
             top, bottom = lanczos_extremes(
-                matvec, len(theta), self.top_k, self.lanczos_steps, generator, theta.dtype, theta.device
+                matvec, len(theta), self.top_k, self.lanczos_steps, generator, theta.dtype, device=theta.device
             )
             stats = {"lambda_max": top[0].item(), "lambda_min": bottom[0].item()}
             return torch.cat([top, bottom.flip(0)]), None, {**stats, "n_outliers": float(count_outliers(top))}
         grid, values, info = slq_density(
-            matvec, len(theta), self.lanczos_steps, self.slq_probes, generator, theta.dtype
+            matvec, len(theta), self.lanczos_steps, self.slq_probes, generator, theta.dtype, device=theta.device
         )
         stats = {"lambda_max": info["lambda_max"], "lambda_min": info["lambda_min"], "trace": info["trace"]}
         return None, {"grid": grid, "density": values, "sigma": info["sigma"]}, stats
@@ -297,6 +337,10 @@ class HessianSpectrum(pl.Callback):
                     tensor.data = data  # the original storage: values, dtype and BatchNorm statistics as they were
                 for m, was_training in training.items():
                     m.training = was_training
+                    for name, parameter in list(m.named_parameters(recurse=False)):
+                        # registering again runs the module's own hook: an RNN refreshes its flat weights,
+                        # which functional_call leaves pointing at the measurement's float64 tensors
+                        setattr(m, name, parameter)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
@@ -312,6 +356,14 @@ def _mean_over_processes(tensor: Tensor) -> Tensor:
         torch.distributed.all_reduce(tensor)
         tensor /= torch.distributed.get_world_size()
     return tensor
+
+
+def _rows(batch: Any) -> int:
+    """The leading size of the first tensor in ``batch`` (the number of examples of a ready-made batch)."""
+    if isinstance(batch, Tensor):
+        return batch.shape[0] if batch.dim() else 1
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else []
+    return next((_rows(b) for b in values), 1)
 
 
 def _to(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:

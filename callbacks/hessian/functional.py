@@ -1,7 +1,10 @@
-"""Hessian spectra as pure functions (``shared/papers/hessian.md`` 2.2-2.3): exact, Lanczos, stochastic Lanczos
-quadrature, Hutchinson's and Hutch++ traces, and the spectrum statistics. Nothing here knows about Lightning.
+"""Hessian spectra as pure functions, for the measurements of Sagun, Bottou & LeCun, "Eigenvalues of the Hessian
+in Deep Learning: Singularity and Beyond" (arXiv:1611.07476): exact, Lanczos, stochastic Lanczos quadrature,
+Hutchinson's and Hutch++ traces, and the spectrum statistics. Nothing here knows about Lightning.
 
-A *flat loss* is a function ``theta -> loss`` of one flat parameter vector; a *matvec* is ``v -> H v``.
+A *flat loss* is a function ``theta -> loss`` of one flat parameter vector; a *matvec* is ``v -> H v``. The
+estimators take the parameters' ``device`` as a required argument, so that products on a GPU get GPU probes;
+probes are drawn from a CPU ``torch.Generator`` (the same draws on every device), then moved there.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jacfwd, jacrev, vjp
+from torch.func import functional_call, grad, jacfwd, vjp
 
 FlatLoss = Callable[[Tensor], Tensor]
 MatVec = Callable[[Tensor], Tensor]
@@ -34,29 +37,54 @@ def flat_loss(
     module: nn.Module, loss_fn: Callable[[nn.Module, object], Tensor], batch: object, names: list[str]
 ) -> tuple[FlatLoss, Tensor]:
     """The loss as a function of the parameters ``names`` of ``module`` flattened into one vector, and the
-    current value of that vector (detached, float64 if the module is float64)."""
+    current value of that vector (detached, float64 if the module is float64).
+
+    A parameter is substituted wherever the module uses it: under every name of a tensor tied between two
+    modules (an embedding and an output layer), and once for a module registered under several names (one
+    activation shared by two blocks). ``functional_call``'s own ``tie_weights`` leaves a plain tensor behind
+    in the second case (torch 2.x), so the names are resolved here and passed with ``tie_weights=False``.
+    """
     wrapper = _LossOf(module, loss_fn)
     parameters = dict(module.named_parameters())
     shapes = [parameters[n].shape for n in names]
     sizes = [parameters[n].numel() for n in names]
     theta = torch.cat([parameters[n].detach().reshape(-1) for n in names])
-
-    buffers = dict(module.named_buffers())
+    selected = {id(parameters[n]): i for i, n in enumerate(names)}
+    parameter_slots = [(name, selected[id(p)]) for name, p in _slots(module, "parameters") if id(p) in selected]
+    buffer_slots = _slots(module, "buffers")
 
     def loss_of(flat: Tensor) -> Tensor:
-        chunks = torch.split(flat, sizes)
-        values = {f"inner.{n}": c.view(s) for n, c, s in zip(names, chunks, shapes, strict=True)}
+        chunks = [c.view(s) for c, s in zip(torch.split(flat, sizes), shapes, strict=True)]
+        values = {f"inner.{name}": chunks[i] for name, i in parameter_slots}
         # fresh copies, so a train-mode BatchNorm updates copies, never the module's running statistics
-        values.update({f"inner.{n}": b.clone() for n, b in buffers.items()})
-        return functional_call(wrapper, values, (batch,), strict=False)
+        values.update({f"inner.{name}": b.clone() for name, b in buffer_slots})
+        return functional_call(wrapper, values, (batch,), strict=False, tie_weights=False)
 
     return loss_of, theta
 
 
+def _slots(module: nn.Module, kind: str) -> list[tuple[str, Tensor]]:
+    """One name per place that holds a parameter (or buffer): every name of a tensor held by several modules,
+    one name for a module registered under several names."""
+    named = getattr(module, f"named_{kind}")(remove_duplicate=False)
+    seen: set[tuple[int, str]] = set()
+    slots = []
+    for name, tensor in named:
+        owner_name, _, attribute = name.rpartition(".")
+        place = (id(module.get_submodule(owner_name)), attribute)
+        if place not in seen:
+            seen.add(place)
+            slots.append((name, tensor))
+    return slots
+
+
 def exact_hessian(loss_of: FlatLoss, theta: Tensor) -> Tensor:
-    """The dense, symmetrised Hessian ``(P, P)`` (``jacfwd`` of ``jacrev``; random operations such as dropout
-    draw the same values for every column)."""
-    h = jacfwd(jacrev(loss_of), randomness="same")(theta)
+    """The dense, symmetrised Hessian ``(P, P)``: ``jacfwd`` of ``grad`` (random operations such as dropout draw
+    the same values for every column). Not ``jacrev`` inside, as ``torch.func.hessian`` has it: through a
+    train-mode BatchNorm its vmapped backward gives a wrong, asymmetric Hessian (torch 2.x), while ``grad``
+    agrees with finite differences."""
+    with torch.no_grad():  # no autograd history on the result (see hessian_vector_product)
+        h = jacfwd(grad(loss_of), randomness="same")(theta)
     return (h + h.T) / 2
 
 
@@ -68,9 +96,16 @@ def exact_eigenvalues(loss_of: FlatLoss, theta: Tensor) -> Tensor:
 def hessian_vector_product(loss_of: FlatLoss, theta: Tensor) -> MatVec:
     """``v -> H v`` by reverse-over-reverse: the gradient's graph is built once (``vjp`` of ``grad``) and each
     product is one backward pass through it (H is symmetric, so the vector-Jacobian product is H v). The graph,
-    and any random draw in the loss (a dropout mask), are fixed for the life of the returned function."""
-    _, pullback = vjp(grad(loss_of), theta)
+    and any random draw in the loss (a dropout mask), are fixed for the life of the returned function.
 
+    Products carry no autograd history. Both steps run under ``torch.no_grad()``, which ``torch.func``
+    transforms ignore for their own differentiation: otherwise an in-place update inside the loss (a
+    train-mode BatchNorm writing its running statistics) records every product in the caller's graph too.
+    """
+    with torch.no_grad():
+        _, pullback = vjp(grad(loss_of), theta)
+
+    @torch.no_grad()
     def matvec(v: Tensor) -> Tensor:
         return pullback(v.to(theta.dtype))[0]
 
@@ -121,7 +156,8 @@ def lanczos_extremes(
     steps: int,
     generator: torch.Generator,
     dtype: torch.dtype,
-    device: torch.device | str = "cpu",
+    *,
+    device: torch.device | str,
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` largest and ``k`` smallest eigenvalues (Ritz values of ``steps`` Lanczos steps from a seeded
     Gaussian start), each sorted descending / ascending."""
@@ -139,9 +175,10 @@ def slq_density(
     n_probes: int,
     generator: torch.Generator,
     dtype: torch.dtype,
+    *,
+    device: torch.device | str,
     grid_size: int = 1000,
     sigma: float | None = None,
-    device: torch.device | str = "cpu",
 ) -> tuple[Tensor, Tensor, dict[str, float]]:
     """Spectral density by stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017).
 
@@ -179,7 +216,8 @@ def hutchinson_trace(
     n_probes: int,
     generator: torch.Generator,
     dtype: torch.dtype,
-    device: torch.device | str = "cpu",
+    *,
+    device: torch.device | str,
 ) -> float:
     """Hutchinson's estimate ``E[v^T H v]`` over Rademacher probes (drawn on the CPU generator, then moved)."""
     total = 0.0
@@ -195,7 +233,8 @@ def hutchpp_trace(
     n_matvecs: int,
     generator: torch.Generator,
     dtype: torch.dtype,
-    device: torch.device | str = "cpu",
+    *,
+    device: torch.device | str,
 ) -> float:
     """Hutch++ (Meyer, Musco, Musco & Woodruff 2021, Algorithm 1) with ``n_matvecs`` products: a third sketch
     the top of the spectrum exactly (``Q = orth(H S)``), the rest estimate the trace of the deflated remainder
@@ -234,7 +273,7 @@ def count_outliers(top: Tensor, max_outliers: int = 50, floor: float = 1e-2) -> 
 def spectrum_statistics(
     eigenvalues: Tensor, relative_tol: float = 1e-3, absolute_tol: float = 1e-4
 ) -> dict[str, float]:
-    """Section 2.3's statistics of a full (or Ritz) spectrum: extremes, trace, share of near-zero
+    """The statistics of a full (or Ritz) spectrum (``docs/papers/hessian.md``): extremes, trace, share of near-zero
     eigenvalues (absolute and relative to lambda_max), negative mass and the outlier count."""
     lam = eigenvalues.double()
     lam_max = lam.max().item()

@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="figure path (.png); the JSON goes beside it")
     args = parser.parse_args(argv)
 
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     rows = []
     fig, (ordered, before, after) = plt.subplots(1, 3, figsize=(15, 4))

@@ -1,4 +1,4 @@
-"""EBGAN's math as pure functions (``shared/papers/ebgan.md`` section 2): the auto-encoder energy (eq 13), the
+"""EBGAN's math as pure functions (arXiv:1609.03126 section 2): the auto-encoder energy (eq 13), the
 per-sample margin hinge (eqs 1-2), the pulling-away term (eq 14), margin schedules, the standard-GAN losses of
 the paper's baseline, and the MNIST score I' (section 4.1). Nothing here knows about Lightning."""
 
@@ -21,8 +21,8 @@ def reconstruction_energy(x: Tensor, reconstruction: Tensor, energy: Energy = "l
 
     ``l2``: square root of the sum of squared errors over all pixels (the literal eq 13, the default);
     ``sse``: the sum of squared errors; ``mse``: their mean (what most ports use). The paper's margins
-    (m = 10, 20, 40, 80) only make sense on the scale they were tuned on (spec 2.2), so configs store ``energy``
-    next to ``margin``. ``l2`` adds 1e-12 under the square root so that its gradient is finite at 0.
+    (m = 10, 20, 40, 80) only make sense on the scale they were tuned on (``docs/papers/ebgan.md``), so configs
+    store ``energy`` next to ``margin``. ``l2`` adds 1e-12 under the square root so that its gradient is finite at 0.
     """
     if x.shape != reconstruction.shape:
         raise ValueError(f"reconstruction has shape {tuple(reconstruction.shape)} but x has {tuple(x.shape)}")
@@ -39,7 +39,7 @@ def reconstruction_energy(x: Tensor, reconstruction: Tensor, energy: Energy = "l
 def margin_hinge(fake_energy: Tensor, margin: float, reduction: HingeReduction = "per_sample") -> Tensor:
     """The fake term of L_D (eq 1): ``mean_i [m - D(G(z_i))]^+`` for ``per_sample`` (the paper).
 
-    ``batch_mean`` computes ``[m - mean_i D(G(z_i))]^+`` instead, the bug of a popular port (spec section 5),
+    ``batch_mean`` computes ``[m - mean_i D(G(z_i))]^+`` instead, the bug of a popular port (``docs/papers/ebgan.md``),
     kept only to reproduce it: one low-energy fake can then hide behind high-energy ones.
     """
     if reduction == "per_sample":
@@ -96,7 +96,7 @@ def margin_at(
     ``constant``: ``initial`` always. ``linear``: straight line reaching ``final`` at ``decay_epochs``.
     ``exponential``: geometric interpolation ``initial * (final / initial)^(t / decay_epochs)`` (``final`` must be
     > 0; use a small value to approach 0). ``step``: ``linear`` evaluated at the last multiple of ``step_every``.
-    After ``decay_epochs`` every decaying schedule stays at ``final``. EBGAN-LN decays m towards 0 (spec 2.5); the
+    After ``decay_epochs`` every decaying schedule stays at ``final``. EBGAN-LN decays m towards 0 (section 4.2); the
     paper's schedule is unknown, so none of these is the paper's.
     """
     if schedule == "constant":
@@ -146,6 +146,6 @@ def mnist_score(probs: Tensor, eps: float = 1e-12) -> Tensor:
     """The paper's MNIST score ``I' = E_x KL(p(y) || p(y|x))`` (section 4.1) of class probabilities ``(N, K)``.
 
     The KL arguments are swapped relative to the Inception Score and there is no exponential. It is 0 when every
-    sample has the same p(y|x); higher is better (our reading of Fig. 2, spec section 8).
+    sample has the same p(y|x); higher is better (our reading of Fig. 2, ``docs/papers/ebgan.md``).
     """
     return mnist_score_from_statistics(*mnist_score_statistics(probs, eps), eps=eps)

@@ -1,7 +1,7 @@
-"""The MNIST architecture grid of EBGAN's Table 1 (``shared/papers/ebgan.md`` 3.1, 6): EBGAN vs GAN runs, I' per
+"""The MNIST architecture grid of EBGAN's Table 1 (arXiv:1609.03126 section 4.1): EBGAN vs GAN runs, I' per
 run, and the Fig. 2 histograms.
 
-    ICLR17_DATA_DIR=../shared/data python -m iclr17.modules.ebgan.grid --out results/ebgan/grid \\
+    ICLR17_DATA_DIR=/path/to/data python -m iclr17.modules.ebgan.grid --out results/ebgan/grid \\
         [--n-layer-g 2 3 4 5] [--n-layer-d 2 3 4 5] [--size-g 400 800 1600 3200] [--size-d 128 256 512 1024] \\
         [--dropout-d 0 1] [--pt-weight 0] [--gan-optim adam sgd] [--gan-lr 0.01 0.001 0.0001] \\
         [--subset N] [--epochs 1] [--limit-batches N] [--score-samples 10000]
@@ -135,10 +135,10 @@ def run_point(point: GridPoint, seed: int, datamodule: MNISTDataModule, args: ar
 
 def histogram_figure(rows: list[dict], path: Path) -> None:
     """Fig. 2: I' histograms of EBGAN vs GAN runs for all runs, nLayer <= 4 and nLayer <= 3."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharey=False)
     scores = [float(r["score"]) for r in rows]

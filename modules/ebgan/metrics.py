@@ -39,7 +39,7 @@ def load_score_net(path: str | Path | None = None) -> MnistScoreNet:
 
 
 class MNISTScore(Metric):
-    """I' = E_x KL(p(y) || p(y|x)) of generated MNIST images (``shared/papers/ebgan.md`` 2.6).
+    """I' = E_x KL(p(y) || p(y|x)) of generated MNIST images (arXiv:1609.03126 section 4.1).
 
     States are sums (``sum_x p(y|x)``, ``sum_x log p(y|x)``, the count), so the value is exact under DDP and
     over any batching. ``update`` takes images in [-1, 1] of shape ``(N, 1, 28, 28)`` or ``(N, 784)``, or class
@@ -47,7 +47,7 @@ class MNISTScore(Metric):
 
     Example::
 
-        >>> metric = MNISTScore(classifier=None, from_probs=True)
+        >>> metric = MNISTScore(classifier=None, from_probs=True, num_classes=2)
         >>> metric.update(torch.tensor([[0.9, 0.1], [0.1, 0.9]]))  # p(y) = (0.5, 0.5)
         >>> round(float(metric.compute()), 4)  # 0.5 log(0.5 / 0.9) + 0.5 log(0.5 / 0.1)
         0.5108

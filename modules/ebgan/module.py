@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import pytorch_lightning as pl
 import torch
@@ -29,6 +29,10 @@ from .functional import (
 from .metrics import MnistFeatures, MNISTScore
 from .nets import MnistDiscriminator, MnistGenerator
 
+Loss = Literal["ebgan", "gan"]
+ZDistribution = Literal["normal", "uniform"]
+MetricFeatures = Literal["mnist", "inception"]
+
 
 def _adam(params: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-3)
@@ -38,7 +42,7 @@ class EBGAN(pl.LightningModule):
     """EBGAN (``loss="ebgan"``, eqs 1-2 and 13-14 of the paper) or a standard GAN on the same nets (``loss="gan"``).
 
     Each training batch makes ``d_steps_per_g`` discriminator steps and then one generator step, by manual
-    optimization (``toggled_optimizer``, ``manual_backward``, ``clip_gradients``; spec 2.4):
+    optimization (``toggled_optimizer``, ``manual_backward``, ``clip_gradients``; ``docs/papers/ebgan.md``):
 
     - D step: ``fake = G(z)`` without gradient; ``L_D = mean D(x) + mean [m - D(fake)]^+`` (EBGAN, per-sample
       hinge) or the binary cross-entropy of real vs fake (GAN); only D's optimizer steps.
@@ -65,20 +69,21 @@ class EBGAN(pl.LightningModule):
             EBGAN G, ``MnistGenerator(n_layers=5, size=800)``).
         discriminator: maps images to ``(output, code)``: a reconstruction for ``loss="ebgan"``, one logit per
             sample for ``loss="gan"`` (default ``MnistDiscriminator(n_layers=2, size=1024)`` with the head the loss
-            needs).
+            needs). Its declared ``image_shape`` (ours declare one), G's images and the data's must agree: the
+            first batch of each fit, validation or test checks it.
         loss: ``ebgan`` (energy, margin hinge) or ``gan`` (the paper's baseline, non-saturating G loss).
-        energy: ``l2`` (sqrt of the sum of squares, the literal eq 13, default), ``sse`` or ``mse`` (spec 2.2).
+        energy: ``l2`` (sqrt of the sum of squares, the literal eq 13, default), ``sse`` or ``mse`` (section 2.3).
         margin: m, the (initial) margin; 10 for the MNIST grid on the authors' energy scale.
         margin_schedule: ``constant`` (the paper's MNIST/LSUN/CelebA runs) or a decay from ``margin`` to
-            ``final_margin`` over ``margin_decay_epochs``: ``linear``, ``exponential`` or ``step`` (spec 2.5).
+            ``final_margin`` over ``margin_decay_epochs``: ``linear``, ``exponential`` or ``step`` (section 4.2).
         final_margin: the margin at the end of a decaying schedule.
         margin_decay_epochs: epochs over which the margin decays.
         margin_step_every: epochs between changes of the ``step`` schedule.
-        pt_weight: lambda_PT; 0 for EBGAN, 0.1 for EBGAN-PT (spec 2.3). Needs ``batch_size >= 2`` per process.
-        hinge_reduction: ``per_sample`` (the paper) or ``batch_mean`` (a port's bug, spec section 5).
+        pt_weight: lambda_PT; 0 for EBGAN, 0.1 for EBGAN-PT (section 2.4). Needs ``batch_size >= 2`` per process.
+        hinge_reduction: ``per_sample`` (the paper) or ``batch_mean`` (a port's bug, ``docs/papers/ebgan.md``).
         detach_recon_target: detach G(z) as the reconstruction target in the G loss (a port's bug; default false).
-        resample_z_for_g: draw fresh z for the G step instead of reusing the D step's (UNVERIFIED; default false).
-        d_steps_per_g: D steps per G step, each with fresh z and the same real batch (UNVERIFIED; default 1).
+        resample_z_for_g: draw fresh z for the G step instead of reusing the D step's (not in the paper; default false).
+        d_steps_per_g: D steps per G step, each with fresh z and the same real batch (not in the paper; default 1).
         z_distribution: ``normal`` N(0, 1) or ``uniform`` U(-1, 1) noise (not stated in the paper).
         optimizer_g: callable from G's parameters to its optimizer (default Adam, lr 1e-3, the MNIST grid's).
         optimizer_d: callable from D's parameters to its optimizer (default Adam, lr 1e-3).
@@ -99,7 +104,7 @@ class EBGAN(pl.LightningModule):
         self,
         generator: nn.Module | None = None,
         discriminator: nn.Module | None = None,
-        loss: Literal["ebgan", "gan"] = "ebgan",
+        loss: Loss = "ebgan",
         energy: Energy = "l2",
         margin: float = 10.0,
         margin_schedule: MarginSchedule = "constant",
@@ -111,22 +116,41 @@ class EBGAN(pl.LightningModule):
         detach_recon_target: bool = False,
         resample_z_for_g: bool = False,
         d_steps_per_g: int = 1,
-        z_distribution: Literal["normal", "uniform"] = "normal",
+        z_distribution: ZDistribution = "normal",
         optimizer_g: OptimizerCallable = _adam,
         optimizer_d: OptimizerCallable = _adam,
         gradient_clip_val: float | None = None,
         mnist_score: bool = False,
         fid: bool = False,
         kid: bool = False,
-        metric_features: Literal["mnist", "inception"] = "mnist",
+        metric_features: MetricFeatures = "mnist",
         kid_subset_size: int = 50,
         eval_seed: int = 1234,
     ) -> None:
         super().__init__()
-        if loss not in ("ebgan", "gan"):
-            raise ValueError(f"loss must be ebgan or gan, got {loss!r}")
-        if d_steps_per_g < 1:
-            raise ValueError(f"d_steps_per_g must be >= 1, got {d_steps_per_g}")
+        switches = dict(
+            loss=(loss, Loss),
+            energy=(energy, Energy),
+            margin_schedule=(margin_schedule, MarginSchedule),
+            hinge_reduction=(hinge_reduction, HingeReduction),
+            z_distribution=(z_distribution, ZDistribution),
+            metric_features=(metric_features, MetricFeatures),
+        )
+        for name, (value, choices) in switches.items():
+            if value not in get_args(choices):
+                raise ValueError(f"EBGAN: {name} must be one of {', '.join(get_args(choices))}; got {value!r}")
+        ranges = dict(  # argument: (value, holds, what is expected)
+            margin=(margin, margin > 0, "> 0"),
+            final_margin=(final_margin, final_margin >= 0, ">= 0"),
+            margin_decay_epochs=(margin_decay_epochs, margin_decay_epochs > 0, "> 0"),
+            margin_step_every=(margin_step_every, margin_step_every > 0, "> 0"),
+            pt_weight=(pt_weight, pt_weight >= 0, ">= 0"),
+            d_steps_per_g=(d_steps_per_g, d_steps_per_g >= 1, ">= 1"),
+            gradient_clip_val=(gradient_clip_val, gradient_clip_val is None or gradient_clip_val > 0, "> 0 or None"),
+        )
+        for name, (value, holds, expected) in ranges.items():
+            if not holds:
+                raise ValueError(f"EBGAN: {name} must be {expected}; got {value!r}")
         if loss == "gan" and pt_weight:
             raise ValueError("pt_weight applies to loss='ebgan' only; set it to 0 for the GAN baseline")
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer_g", "optimizer_d"])
@@ -247,6 +271,8 @@ class EBGAN(pl.LightningModule):
             with self.toggled_optimizer(opt_d):
                 with torch.no_grad():
                     fake = self.generator(z if i == 0 else self.sample_noise(x.shape[0]))
+                if batch_idx == 0:
+                    self._check_image_shapes(x, fake)
                 loss_d, real_energy, fake_energy = self._d_loss(x, fake, margin)
                 self._step(opt_d, loss_d)
         if self.hparams.resample_z_for_g:
@@ -277,10 +303,12 @@ class EBGAN(pl.LightningModule):
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def _evaluate(self, batch: Any, split: str) -> None:
+    def _evaluate(self, batch: Any, batch_idx: int, split: str) -> None:
         score, fid, kid = (getattr(self, f"{split}_{name}") for name in ("score", "fid", "kid"))
         x = batch[0] if isinstance(batch, list | tuple) else batch
         fake = self.generator(self.sample_noise(x.shape[0], self._eval_rng))
+        if batch_idx == 0:
+            self._check_image_shapes(x, fake)
         self.log(f"{split}/energy_real", self.energy(x).mean(), sync_dist=True)
         self.log(f"{split}/energy_fake", self.energy(fake).mean(), sync_dist=True)
         if score is not None:
@@ -292,6 +320,18 @@ class EBGAN(pl.LightningModule):
                 metric.update(self._metric_images(fake), real=False)
         if fid is not None:
             self.log(f"{split}/fid", fid)
+
+    def _check_image_shapes(self, x: Tensor, fake: Tensor) -> None:
+        """Refuse data, G and D that disagree on the image size: a convolutional D takes any size, so a 64-px
+        pair fed 32-px images, or a 32-px G with a 64-px D, would otherwise train silently."""
+        data, made = tuple(x.shape[1:]), tuple(fake.shape[1:])
+        built_for = tuple(getattr(self.discriminator, "image_shape", data))
+        if made != data or built_for != data:
+            raise ValueError(
+                f"EBGAN: the data's images are {_size(data)}, the generator {type(self.generator).__name__} makes "
+                f"{_size(made)} and the discriminator {type(self.discriminator).__name__} was built for "
+                f"{_size(built_for)}: build both nets for the data's size (their image_size and image_channels)"
+            )
 
     def _metric_images(self, images: Tensor) -> Tensor:
         """Images in [-1, 1] as the feature extractor expects them: unchanged for ``mnist``; in [0, 1] with three
@@ -309,13 +349,13 @@ class EBGAN(pl.LightningModule):
             kid.reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        self._evaluate(batch, batch_idx, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._log_kid("val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self._evaluate(batch, batch_idx, "test")
 
     def on_test_epoch_end(self) -> None:
         self._log_kid("test")
@@ -346,14 +386,16 @@ class EBGAN(pl.LightningModule):
             self._pending_rng_state = None
 
 
-def _feature_metric(kind: Literal["fid", "kid"], features: str, subset_size: int = 50) -> Any:
+def _size(shape: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def _feature_metric(kind: Literal["fid", "kid"], features: MetricFeatures, subset_size: int = 50) -> Any:
     """torchmetrics' FID or KID on the chosen features, with a clear error when Inception is not available."""
     metric = FrechetInceptionDistance if kind == "fid" else KernelInceptionDistance
     extra = {} if kind == "fid" else {"subset_size": subset_size}
     if features == "mnist":
         return metric(feature=MnistFeatures(), **extra)
-    if features != "inception":
-        raise ValueError(f"metric_features must be mnist or inception, got {features!r}")
     try:
         return metric(feature=2048, normalize=True, **extra)
     except (ModuleNotFoundError, OSError, RuntimeError) as err:

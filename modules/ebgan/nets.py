@@ -1,11 +1,13 @@
-"""EBGAN's networks (``shared/papers/ebgan.md`` section 3): the fully connected MNIST family of the Table 1 grid,
+"""EBGAN's networks (arXiv:1609.03126 section 4, App. C): the fully connected MNIST family of the Table 1 grid,
 the 64x64 DCGAN-style generator with the convolutional auto-encoder discriminator (LSUN, CelebA), the 128x128
 ImageNet generator with per-layer noise, and the small ConvNet that scores MNIST samples (I', FID features).
 
 Contract used by :class:`~iclr17.modules.ebgan.EBGAN`: a generator has a ``z_dim`` attribute and maps
 ``(N, z_dim)`` noise to images; a discriminator maps images to ``(output, code)`` where ``output`` is the
 reconstruction (``head="autoencoder"``, EBGAN) or one logit per sample (``head="binary"``, the GAN baseline on
-the same encoder) and ``code`` is the encoder's output (the pulling-away term's S).
+the same encoder) and ``code`` is the encoder's output (the pulling-away term's S). A discriminator may declare
+the ``image_shape`` ``(C, H, W)`` it was built for (ours do): a convolutional one accepts any size, so EBGAN
+checks the data and G's images against it.
 """
 
 from __future__ import annotations
@@ -31,13 +33,13 @@ def init_normal_(module: nn.Module, std: float) -> None:
 class MnistGenerator(nn.Module):
     """The MNIST grid's fully connected G: ``z -> [Linear, BatchNorm, ReLU] x (n_layers - 1) -> Linear -> tanh``.
 
-    Output ``(N, 1, 28, 28)`` in [-1, 1]. BatchNorm after every layer except the output (App. C, [mem]).
+    Output ``(N, 1, 28, 28)`` in [-1, 1]. BatchNorm after every layer except the output (App. C, recalled).
 
     Args:
-        z_dim: noise dimension (not stated in the paper, spec section 8).
+        z_dim: noise dimension (not stated in the paper; ``docs/papers/ebgan.md``).
         n_layers: nLayerG, the number of Linear layers (Table 1: 2, 3, 4, 5).
         size: sizeG, the width of every hidden layer (Table 1: 400, 800, 1600, 3200).
-        init_std: weights ~ N(0, init_std); 0.0002 per the spec (section 3.1, third-party).
+        init_std: weights ~ N(0, init_std); 0.0002 (third-party; ``docs/papers/ebgan.md``).
     """
 
     def __init__(self, z_dim: int = 100, n_layers: int = 5, size: int = 800, init_std: float = 2e-4) -> None:
@@ -61,7 +63,7 @@ class MnistDiscriminator(nn.Module):
     """The MNIST grid's fully connected D: an encoder of ``n_layers - 1`` Linear layers and a one-layer head.
 
     Encoder: ``Linear(784, size), ReLU`` then ``[Linear(size, size), BatchNorm, ReLU] x (n_layers - 2)``, with
-    dropout after each ReLU when ``dropout > 0``; no BatchNorm on D's input layer (App. C, [mem]). ``nLayerD``
+    dropout after each ReLU when ``dropout > 0``; no BatchNorm on D's input layer (App. C, recalled). ``nLayerD``
     counts encoder plus decoder layers, and the decoder is always one layer (paper, section 4.1). The head is
     that decoder, ``Linear(size, 784)`` reshaped to the input (``autoencoder``), or ``Linear(size, 1)``
     (``binary``, the GAN baseline).
@@ -72,7 +74,7 @@ class MnistDiscriminator(nn.Module):
         dropout: dropout probability after each encoder ReLU (dropoutD; the paper's rate is not stated, the
             grid uses 0.5).
         head: ``autoencoder`` (EBGAN) or ``binary`` (GAN baseline).
-        init_std: weights ~ N(0, init_std); 0.002 per the spec (section 3.1).
+        init_std: weights ~ N(0, init_std); 0.002 (App. C, recalled).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class MnistDiscriminator(nn.Module):
         self.encoder = nn.Sequential(*layers)
         self.head = nn.Linear(size, 784 if head == "autoencoder" else 1)
         self.head_kind = head
+        self.image_shape = (1, 28, 28)
         init_normal_(self, init_std)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -105,7 +108,7 @@ class MnistDiscriminator(nn.Module):
 
 
 class DCGANGenerator(nn.Module):
-    """DCGAN-style G (App. C, [mem]): ``z`` as a 1x1 map, a 4x4 transposed convolution to ``width * 2^(k-1)``
+    """DCGAN-style G (App. C, recalled): ``z`` as a 1x1 map, a 4x4 transposed convolution to ``width * 2^(k-1)``
     channels, then ``k = log2(image_size) - 2`` stride-2 4x4 transposed convolutions halving the channels, each
     but the last followed by BatchNorm and ReLU, and tanh. ``image_size=64``: 512-256-128-64-3 channels.
 
@@ -139,7 +142,7 @@ class DCGANGenerator(nn.Module):
 
 
 class ConvDiscriminator(nn.Module):
-    """The convolutional auto-encoder D (App. C, [mem]): encoder ``(w_1)4c2s - ... - (w_k)4c2s``, decoder the
+    """The convolutional auto-encoder D (App. C, recalled): encoder ``(w_1)4c2s - ... - (w_k)4c2s``, decoder the
     mirror ``(w_{k-1})4c2s - ... - (w_1)4c2s - (channels)4c2s`` of transposed convolutions.
 
     64x64 (LSUN, CelebA): ``widths=[64, 128, 256]``; 128x128 (ImageNet): ``[64, 128, 256, 512]``. Encoder layers
@@ -170,6 +173,7 @@ class ConvDiscriminator(nn.Module):
         if head not in ("autoencoder", "binary"):
             raise ValueError(f"head must be autoencoder or binary, got {head!r}")
         super().__init__()
+        self.image_shape = (image_channels, image_size, image_size)
         encoder: list[nn.Module] = [nn.Conv2d(image_channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2)]
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             encoder += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
@@ -189,7 +193,7 @@ class ConvDiscriminator(nn.Module):
 
 
 class NoiseGenerator128(nn.Module):
-    """The 128x128 ImageNet G (section 4.4, App. C, [mem]): ``(1024)4c - (512)4c2s - (256)4c2s - (128)4c2s -
+    """The 128x128 ImageNet G (section 4.4, App. C, recalled): ``(1024)4c - (512)4c2s - (256)4c2s - (128)4c2s -
     (64)4c2s - (64)4c2s - (3)3c``, with noise planes (64, 32, 16, 8, 4) concatenated to the input of each
     stride-2 layer. The planes are part of the latent: ``z`` holds ``dense_dim`` values for the 4x4 layer followed
     by every plane's values, so ``z_dim`` is ``dense_dim`` plus the planes' sizes (31,744 by default). Whoever
@@ -248,7 +252,7 @@ class NoiseGenerator128(nn.Module):
 
 
 class MnistScoreNet(nn.Module):
-    """The small MNIST ConvNet behind I' and FID/KID features (a 3-layer ConvNet, App. C [mem]; ours):
+    """The small MNIST ConvNet behind I' and FID/KID features (a 3-layer ConvNet, App. C; ours):
     ``conv 5x5 (16) - ReLU - maxpool 2 - conv 5x5 (32) - ReLU - maxpool 2 - Linear(512, 10)``, about 18k
     parameters, on ``(1, 28, 28)`` images in [-1, 1] (the generator's range). ``features`` gives the 512 inputs
     of the last layer.

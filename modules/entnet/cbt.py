@@ -28,7 +28,7 @@ class EntNetCBT(pl.LightningModule):
     read window by window with separate input encoders for the gate and for the update; the attention over
     slots, ``softmax_j(q . h_j)``, is the answer distribution (no decoder R). ``simple`` drops U, V, phi and
     the normalisation (W = identity); ``general`` is the full memory. Dropout 0.5 on the embeddings and SGD
-    at a fixed 0.001 follow the paper; d, batch size and epochs are not given there (spec section 8).
+    at a fixed 0.001 follow the paper; d, batch size and epochs are not given there (``docs/papers/entnet.md``).
 
     Args:
         embedding_dim: d.

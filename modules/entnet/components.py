@@ -1,4 +1,4 @@
-"""The three parts of the Recurrent Entity Network as plain ``nn.Module``s (``shared/papers/entnet.md`` 2)."""
+"""The three parts of the Recurrent Entity Network as plain ``nn.Module``s (arXiv:1612.03969 section 2)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class InputEncoder(nn.Module):
 
 class FeaturePReLU(nn.Module):
     """PReLU with one slope per feature of the last dimension (``nn.PReLU`` uses dimension 1), slopes
-    initialised to 1 so that it starts as the identity (paper section 2.4)."""
+    initialised to 1 so that it starts as the identity (arXiv:1612.03969 section 2; ``docs/papers/entnet.md``)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()

@@ -27,7 +27,7 @@ def _halve_every_25_epochs(optimizer: torch.optim.Optimizer) -> torch.optim.lr_s
 
 
 class EntNet(pl.LightningModule):
-    """EntNet with the authors' training recipe (``shared/papers/entnet.md`` 2 and 3.1).
+    """EntNet with the authors' training recipe (arXiv:1612.03969 section 2 and 5.2; ``docs/papers/entnet.md``).
 
     Batches are dicts with ``story`` ``(B, T, L)``, ``query`` ``(B, Lq)``, ``answer`` ``(B,)`` and ``task``
     ``(B,)`` word ids, id 0 being padding (what ``BabiDataModule`` serves). ``vocab_size``,
@@ -169,7 +169,6 @@ class EntNet(pl.LightningModule):
                 f"{self.current_epoch}; lower the learning rate or check max_grad_norm"
             )
         per_question = loss.detach() / len(logits) if self.hparams.loss_reduction == "sum" else loss.detach()
-        self.log_this_step = is_logging_step(self, batch_idx)
         if self.log_this_step:
             real = diagnostics["step_mask"].unsqueeze(-1)
             gates = diagnostics["gates"]
@@ -178,6 +177,10 @@ class EntNet(pl.LightningModule):
             memory_norm = diagnostics["memory"].norm(dim=-1).mean()  # 1 unless some slot was never written
             self.log_dict({"diag/gate_mean": gate_mean, "diag/gate_max": gates.max(), "diag/memory_norm": memory_norm})
         return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # here rather than in training_step, which stays free of side effects (measurement callbacks re-run it)
+        self.log_this_step = is_logging_step(self, batch_idx)
 
     def on_train_epoch_start(self) -> None:
         self.epoch_loss_sum, self.epoch_samples = torch.zeros((), device=self.device), 0

@@ -1,8 +1,8 @@
 """``EntropySGD``: gradient descent on the local entropy (Chaudhari et al., ICLR 2017, Algorithm 1), a plain
 ``torch.optim.Optimizer`` usable with or without Lightning.
 
-One ``step(closure)`` is one outer step and calls ``closure`` ``L + 1`` times (``shared/papers/entropy_sgd.md``
-2.2): once at the current weights ``x`` (its loss is returned; its gradient is used only by
+One ``step(closure)`` is one outer step and calls ``closure`` ``L + 1`` times (arXiv:1611.01838
+Algorithm 1): once at the current weights ``x`` (its loss is returned; its gradient is used only by
 ``outer_grad="v1"``), then ``L`` times at the Langevin weights ``x'``. The closure should draw a FRESH
 minibatch on every call (the paper's semantics), compute the loss, call ``backward()`` and return the loss;
 gradients are zeroed before each call. Used in a plain loop::
@@ -22,8 +22,8 @@ Each outer step with scope ``gamma_t = gamma0 (1 + gamma1)^t`` (eq. 8 and "scopi
               mu  <- (1 - alpha) mu + alpha x'
     g = x - mu;  x <- x - lr * momentum(g + weight_decay * x);  t <- t + 1
 
-Switches reproduce the documented variants (spec 2.3); ``variant`` picks a consistent set and any switch
-given explicitly overrides it:
+Switches reproduce the documented variants (``docs/papers/entropy_sgd.md``); ``variant`` picks a consistent
+set and any switch given explicitly overrides it:
 
 =================  ==============  ==============  ===============  ================
 switch             ``paper_v5``    ``arxiv_v1``    ``official_lua`` ``official_python``
@@ -54,12 +54,44 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
 
 Variant = Literal["paper_v5", "arxiv_v1", "official_lua", "official_python"]
+Base = Literal["sgd", "adam"]
+OuterGrad = Literal["x_minus_mu", "gamma_x_minus_mu", "v1"]
+MuUpdate = Literal["new_weighted", "old_weighted"]
+Noise = Literal["paper_v5", "code", "v1"]
+Scoping = Literal["advance", "frozen"]
+MomentumInit = Literal["zero", "first_grad"]
+InnerWeightDecay = Literal["before_momentum", "after_momentum"]
+
+CHOICES: dict[str, Any] = dict(  # every enumerated switch and its choices
+    base=Base,
+    outer_grad=OuterGrad,
+    mu_update=MuUpdate,
+    noise=Noise,
+    scoping=Scoping,
+    momentum_init=MomentumInit,
+    inner_weight_decay=InnerWeightDecay,
+)
+FLAGS = ("nesterov", "eta_prime_relative", "outer_momentum", "inner_momentum", "outer_weight_decay")
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {  # every number: (holds, what is expected)
+    "lr": (lambda v: v >= 0, ">= 0"),
+    "L": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
+    "gamma0": (lambda v: v >= 0, ">= 0"),
+    "gamma1": (lambda v: v >= 0, ">= 0"),  # the scope gamma0 (1 + gamma1)^t grows (section 4.3)
+    "eta_prime": (lambda v: v > 0, "> 0"),
+    "eps": (lambda v: v >= 0, ">= 0"),
+    "alpha": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "rho": (lambda v: v >= 0, ">= 0"),
+    "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "adam_eps": (lambda v: v >= 0, ">= 0"),
+}
 
 PAPER_V5: dict[str, Any] = dict(
     outer_grad="x_minus_mu",
@@ -96,6 +128,20 @@ def _shared_seed() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.broadcast_object_list(seed, src=0)
     return seed[0]
+
+
+def _check_arguments(group: dict[str, Any], where: str) -> None:
+    """Every switch of ``group`` against its choices and every number against its range."""
+    for name, choices in CHOICES.items():
+        if group[name] not in get_args(choices):
+            allowed = ", ".join(get_args(choices))
+            raise ValueError(f"EntropySGD: {name}{where} must be one of {allowed}; got {group[name]!r}")
+    for name in FLAGS:
+        if not isinstance(group[name], bool):
+            raise ValueError(f"EntropySGD: {name}{where} must be True or False; got {group[name]!r}")
+    for name, (holds, expected) in RANGES.items():
+        if not holds(group[name]):
+            raise ValueError(f"EntropySGD: {name}{where} must be {expected}; got {group[name]!r}")
 
 
 def scope(gamma0: float, gamma1: float, t: int) -> float:
@@ -145,7 +191,7 @@ class EntropySGD(torch.optim.Optimizer):
         eta_prime_relative: inner rate ``eta_prime * lr`` (v1) instead of ``eta_prime``.
         outer_momentum: apply momentum to g (False: plain x <- x - lr g, what the Lua code effectively did).
         inner_momentum: momentum and weight decay in the inner loop too, buffer reset every outer step
-            (the Python port; UNVERIFIED for Lua).
+            (the Python port; uncertain for Lua).
         scoping: ``advance`` (t counts outer steps) or ``frozen`` (gamma stays gamma0: the Python port's bug).
         momentum_init: outer momentum buffer starts at ``zero`` or at the ``first_grad`` (the Python port).
         inner_weight_decay: with ``inner_momentum``, weight decay enters ``before_momentum`` (the Python port) or
@@ -169,32 +215,24 @@ class EntropySGD(torch.optim.Optimizer):
         nesterov: bool = True,
         weight_decay: float = 0.0,
         rho: float = 0.0,
-        base: Literal["sgd", "adam"] = "sgd",
+        base: Base = "sgd",
         betas: tuple[float, float] = (0.9, 0.999),
         adam_eps: float = 1e-8,
         variant: Variant = "paper_v5",
-        outer_grad: Literal["x_minus_mu", "gamma_x_minus_mu", "v1"] | None = None,
-        mu_update: Literal["new_weighted", "old_weighted"] | None = None,
-        noise: Literal["paper_v5", "code", "v1"] | None = None,
+        outer_grad: OuterGrad | None = None,
+        mu_update: MuUpdate | None = None,
+        noise: Noise | None = None,
         eta_prime_relative: bool | None = None,
         outer_momentum: bool | None = None,
         inner_momentum: bool | None = None,
-        scoping: Literal["advance", "frozen"] | None = None,
-        momentum_init: Literal["zero", "first_grad"] | None = None,
-        inner_weight_decay: Literal["before_momentum", "after_momentum"] | None = None,
+        scoping: Scoping | None = None,
+        momentum_init: MomentumInit | None = None,
+        inner_weight_decay: InnerWeightDecay | None = None,
         outer_weight_decay: bool | None = None,
         seed: int | None = None,
     ) -> None:
         if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {sorted(VARIANTS)}; got {variant!r}")
-        if lr < 0 or eta_prime <= 0 or eps < 0 or gamma0 < 0 or weight_decay < 0 or not 0 <= momentum < 1:
-            raise ValueError(
-                "EntropySGD needs lr >= 0, eta_prime > 0, eps >= 0, gamma0 >= 0, weight_decay >= 0 and "
-                f"0 <= momentum < 1; got lr={lr}, eta_prime={eta_prime}, eps={eps}, gamma0={gamma0}, "
-                f"weight_decay={weight_decay}, momentum={momentum}"
-            )
-        if not isinstance(L, int) or L < 1:
-            raise ValueError(f"L (Langevin steps per outer step) must be a positive integer; got {L!r}")
+            raise ValueError(f"EntropySGD: variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
         explicit = dict(
             outer_grad=outer_grad,
             mu_update=mu_update,
@@ -209,9 +247,6 @@ class EntropySGD(torch.optim.Optimizer):
             outer_weight_decay=outer_weight_decay,
         )
         switches = {k: (v if v is not None else VARIANTS[variant][k]) for k, v in explicit.items()}
-        if not 0 < switches["alpha"] <= 1:
-            raise ValueError(f"alpha must be in (0, 1]; got {switches['alpha']}")
-        langevin_noise_std(switches["noise"], 1.0, 1.0)  # validates the name
         defaults = dict(
             lr=lr,
             L=L,
@@ -229,6 +264,8 @@ class EntropySGD(torch.optim.Optimizer):
             **switches,
         )
         super().__init__(params, defaults)
+        for i, group in enumerate(self.param_groups):  # a group may override any argument: check them all
+            _check_arguments(group, "" if len(self.param_groups) == 1 else f" (parameter group {i})")
         if len({g["L"] for g in self.param_groups}) != 1:
             raise ValueError("every parameter group must use the same L: one step calls the closure L + 1 times")
         self.L = L

@@ -1,6 +1,6 @@
 """Entropy-SGD under Lightning: one optimizer step per training batch of ``L + 1`` fresh minibatches.
 
-Design (``shared/papers/entropy_sgd.md`` 2.4): the datamodule stacks ``batches_per_step = L + 1`` fresh
+Design (ours; ``docs/papers/entropy_sgd.md``): the datamodule stacks ``batches_per_step = L + 1`` fresh
 minibatches into each training batch (``MNISTDataModule(batches_per_step=21)``); the module runs manual
 optimization and passes :class:`EntropySGD` a closure that takes the next minibatch on every call, so the
 Langevin loop sees a fresh minibatch per inner step while ``global_step`` counts outer steps. One Lightning
@@ -43,6 +43,13 @@ def split_minibatches(batch: Any, n: int) -> list[Any]:
     raise TypeError(f"cannot split a training batch of type {type(batch).__name__} into minibatches")
 
 
+def stacked_minibatches(L: int, inner_batches: Literal["fresh", "same"] = "fresh") -> int:
+    """The ``batches_per_step`` the datamodule must stack for :class:`EntropySGD` with ``L`` Langevin steps:
+    ``L + 1`` fresh minibatches (one at ``x``, then one per Langevin step), or 1 when ``inner_batches="same"``
+    reuses one minibatch. The ``iclr17`` CLI sets the datamodule's ``batches_per_step`` from it."""
+    return 1 if inner_batches == "same" else L + 1
+
+
 def refuse_unsupported(trainer: pl.Trainer) -> None:
     """16-bit mixed precision and gradient accumulation would silently change the algorithm: refuse them."""
     if str(trainer.precision) in ("16-mixed", "16", "16-true"):
@@ -78,12 +85,25 @@ class EntropySGDTraining:
         super().setup(stage)
         if stage == "fit":
             refuse_unsupported(self.trainer)
-            stacked = getattr(self.trainer.datamodule, "batches_per_step", 1)
-            if self.inner_batches == "same" and stacked != 1:
-                raise ValueError(
-                    f"inner_batches='same' reuses one minibatch, but the datamodule stacks {stacked} per training "
-                    "batch; set data batches_per_step: 1"
-                )
+
+    def on_fit_start(self) -> None:
+        """Check the datamodule's ``batches_per_step`` against the optimizer's ``L`` (the optimizer exists from
+        here on), before any batch is drawn."""
+        super().on_fit_start()
+        datamodule = self.trainer.datamodule
+        stacked = getattr(datamodule, "batches_per_step", None)
+        L = self.entropy_optimizer().L
+        expected = stacked_minibatches(L, self.inner_batches)
+        if stacked is not None and stacked != expected:
+            needs = (
+                "inner_batches='same' reuses one minibatch per step"
+                if self.inner_batches == "same"
+                else f"EntropySGD with L = {L} takes L + 1 = {expected} fresh minibatches per step"
+            )
+            raise ValueError(
+                f"{type(self).__name__}: {needs}, but {type(datamodule).__name__} stacks batches_per_step = "
+                f"{stacked}; set data batches_per_step: {expected} (the iclr17 CLI derives it from L)"
+            )
 
     def entropy_optimizer(self) -> EntropySGD:
         """The :class:`EntropySGD` itself (``self.optimizers()`` is Lightning's wrapper around it)."""
@@ -145,9 +165,10 @@ def _entropy_sgd(params: Any) -> torch.optim.Optimizer:
 class EntropyClassifier(EntropySGDTraining, Classifier):
     """:class:`Classifier` trained by :class:`EntropySGD` with a fresh minibatch per Langevin step.
 
-    The data must stack ``L + 1`` minibatches per training batch (``batches_per_step: 21`` for L = 20); the
-    logged ``train/loss_step`` and ``train/loss_epoch`` are the loss at ``x`` on each step's first minibatch.
-    Everything else is :class:`Classifier`'s.
+    The data must stack ``L + 1`` minibatches per training batch (``batches_per_step: 21`` for L = 20: the fit
+    checks it before the first batch, and the ``iclr17`` CLI sets it from the optimizer's ``L``); the logged
+    ``train/loss_step`` and ``train/loss_epoch`` are the loss at ``x`` on each step's first minibatch. Everything
+    else is :class:`Classifier`'s.
 
     Example (YAML)::
 

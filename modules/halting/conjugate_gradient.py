@@ -1,5 +1,5 @@
 """Conjugate gradient on K random positive-definite Wishart systems at once: the Gaussian-class reference of the
-halting-time paper (``shared/papers/halting_time.md`` 2.2.2; Deift, Menon, Olver, Trogdon, PNAS 2014).
+halting-time paper (arXiv:1511.06444; Deift, Menon, Olver, Trogdon, PNAS 2014).
 
 ``A = X X^T / M`` with ``X`` of size N x M, entries mean 0 and variance 1 (Gaussian or +-1), at the critical
 scaling ``M = N + floor(sqrt(4 c N))`` where the halting time fluctuates universally; ``b`` uniform on the unit
@@ -20,7 +20,7 @@ WishartEnsemble = Literal["gaussian", "bernoulli"]
 
 
 def critical_width(n: int, c: float = 1.0) -> int:
-    """``M = N + floor(sqrt(4 c N))`` (spec 2.2.2)."""
+    """``M = N + floor(sqrt(4 c N))`` (Deift, Menon, Olver, Trogdon, PNAS 2014)."""
     return n + math.floor(math.sqrt(4 * c * n))
 
 

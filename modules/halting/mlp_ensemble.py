@@ -1,6 +1,6 @@
 """K small MLPs trained by SGD in one tensor program (``torch.func.functional_call`` + ``vmap`` over stacked
 parameters), each with its own initialisation seed and sample order, each halting when its full training loss
-falls below theta: the deep-net ensembles of the halting-time paper (``shared/papers/halting_time.md`` 2.2.4).
+falls below theta: the deep-net ensembles of the halting-time paper (arXiv:1511.06444).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The p = 3 spherical spin glass and its projected gradient descent, for K independent instances at once
-(``shared/papers/halting_time.md`` 2.2.1; the authors' ``code/3spin.lua``).
+(arXiv:1511.06444; the authors' ``code/3spin.lua``).
 
 Energy ``H(w) = (1/N) sum_ijk x_ijk w_i w_j w_k`` on the sphere ``||w|| = sqrt(N)`` (the 1/N is N^-(p-1)/2),
 couplings i.i.d. with mean 0 and variance 1 from one of four ensembles. Gradient descent from a uniform
@@ -29,7 +29,7 @@ def sample_couplings(
     n_instances: int, n_spins: int, ensemble: CouplingEnsemble, generator: torch.Generator,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:  # fmt: skip
-    """``(K, N, N, N)`` i.i.d. couplings with mean 0 and variance 1 (spec 2.2.1): ``gaussian`` N(0, 1),
+    """``(K, N, N, N)`` i.i.d. couplings with mean 0 and variance 1 (arXiv:1511.06444): ``gaussian`` N(0, 1),
     ``bernoulli`` +-1, ``uniform`` on [-sqrt(3), sqrt(3)], ``exponential`` Exp(1) - 1."""
     shape = (n_instances, n_spins, n_spins, n_spins)
     if ensemble == "gaussian":
@@ -176,7 +176,7 @@ class SpinGlassDataModule(pl.LightningDataModule):
 
 
 class SpinGlass(pl.LightningModule):
-    """Projected gradient descent on K p = 3 spherical spin glasses at once (spec 2.2.1), each instance with
+    """Projected gradient descent on K p = 3 spherical spin glasses at once (arXiv:1511.06444), each instance with
     its own halting times.
 
     The parameter ``w`` is ``(K, N)``: K starting points drawn uniformly on the sphere from ``init_seed``.
@@ -192,9 +192,9 @@ class SpinGlass(pl.LightningModule):
     Args:
         n_spins: N (must equal the datamodule's).
         n_instances: K (must equal the datamodule's).
-        lr: step size (spec 3: 0.2 in the Lua ``main.lua``).
-        lr_decay: ``decay`` in ``lr / (1 + t decay)`` (spec 3: 0).
-        eps: gradient-norm threshold(s), decreasing (spec 3: 0.01 at N = 200).
+        lr: step size (0.2 in the authors' Lua ``main.lua``).
+        lr_decay: ``decay`` in ``lr / (1 + t decay)`` (0 in ``main.lua``).
+        eps: gradient-norm threshold(s), decreasing (``main.lua``: 0.01 at N = 200).
         init_seed: seeds the starting points.
         stop_when_halted: stop training once every instance met every eps.
     """

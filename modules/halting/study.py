@@ -1,5 +1,5 @@
 """The universality study: K runs per ensemble of one reference system, their halting times, the statistics of
-tau and the paper's figure (``shared/papers/halting_time.md`` 6).
+tau and the paper's figure (arXiv:1511.06444; ``docs/papers/halting_time.md``).
 
     iclr17 halting-study --config halting_time/study/spin_glass_n32.yaml
     iclr17 halting-study --config halting_time/study/spin_glass_n32.yaml --n_runs=200
@@ -55,13 +55,13 @@ class HaltingSystem(ABC):
 
 
 class SpinGlassRuns(HaltingSystem):
-    """p = 3 spherical spin glass, projected gradient descent (spec 2.2.1).
+    """p = 3 spherical spin glass, projected gradient descent (arXiv:1511.06444).
 
     Args:
-        n_spins: N (spec 3: 200 in the Lua code; the CPU study uses less).
-        eps: projected-gradient-norm thresholds, decreasing (spec 3: 0.01 at N = 200).
-        lr: step size (spec 3: 0.2).
-        lr_decay: ``decay`` in ``lr / (1 + t decay)`` (spec 3: 0).
+        n_spins: N (200 in the authors' Lua code; the CPU study uses less).
+        eps: projected-gradient-norm thresholds, decreasing (``main.lua``: 0.01 at N = 200).
+        lr: step size (``main.lua``: 0.2).
+        lr_decay: ``decay`` in ``lr / (1 + t decay)`` (``main.lua``: 0).
         max_steps: censoring cap.
         chunk_size: instances per tensor program (memory ``4 N^3`` bytes each, twice while symmetrising).
         dtype: ``float32`` or ``float64`` (the Lua code: float64).
@@ -102,10 +102,10 @@ class SpinGlassRuns(HaltingSystem):
 
 
 class ConjugateGradientRuns(HaltingSystem):
-    """Conjugate gradient on critically scaled Wishart systems (spec 2.2.2), float64.
+    """Conjugate gradient on critically scaled Wishart systems (Deift, Menon, Olver, Trogdon, PNAS 2014), float64.
 
     Args:
-        n: N (UNVERIFIED in the spec; Deift et al. use a few hundred).
+        n: N (our choice; Deift et al. use a few hundred; ``docs/papers/halting_time.md``).
         c: the critical-scaling constant in ``M = N + floor(sqrt(4 c N))``.
         eps: residual-norm thresholds (``||b|| = 1``).
         max_steps: censoring cap.
@@ -137,14 +137,14 @@ class ConjugateGradientRuns(HaltingSystem):
 
 class MLPRuns(HaltingSystem):
     """MLPs trained by SGD on MNIST or on random inputs, halting when the full training loss is below theta
-    (spec 2.2.4). Every run has its own initialisation seed and sample order; the data are the same
+    (arXiv:1511.06444). Every run has its own initialisation seed and sample order; the data are the same
     ``subset_size`` training images (or their random replacement) for all runs.
 
     Args:
-        widths: layer widths (spec 3 default 784-500-300-10, UNVERIFIED; the CPU study uses a narrow net).
+        widths: layer widths (the paper's 784-500-300-10; the CPU study uses a narrow net).
         theta: full-training-loss thresholds, decreasing.
-        lr: SGD step size (spec 3: 0.1).
-        batch_size: minibatch size (spec 3: 100).
+        lr: SGD step size (0.1, our choice: the paper gives none).
+        batch_size: minibatch size (100, as in the paper).
         every_n_steps: full-loss evaluation period, in SGD steps.
         subset_size: training images used (None: all 50,000 after the validation split).
         normalization: ``MNISTDataModule`` normalisation.
@@ -177,7 +177,7 @@ class MLPRuns(HaltingSystem):
         self.max_steps, self.chunk_size, self.device = max_steps, chunk_size, device
 
     def data(self, inputs: Literal["mnist", "random"]) -> tuple[torch.Tensor, torch.Tensor]:
-        from iclr17.datamodules import MNISTDataModule  # noqa: PLC0415
+        from iclr17.datamodules import MNISTDataModule
 
         datamodule = MNISTDataModule(
             data_dir=self.data_dir, val_size=10_000, normalization=self.normalization, flatten=True,
@@ -221,11 +221,11 @@ def study(
     Args:
         system: the reference system and its parameters.
         name: stem of the output files.
-        n_runs: runs per ensemble (spec 6: 2,000 by default, at least 1,000).
+        n_runs: runs per ensemble (our default 2,000; the paper uses thousands).
         ensembles: subset of the system's ensembles (default: all).
         seed: study seed; instance seeds derive from it, the ensemble and the chunk.
         out_dir: output folder.
-        gumbel_side: Gumbel orientation for the reference law (spec 8: maximum type, ``right``).
+        gumbel_side: Gumbel orientation for the reference law (default maximum type, ``right``: our assumption).
         n_resamples: bootstrap resamples for the confidence intervals.
         times_from: re-analyse the raw times of an earlier run (its ``<name>_times.npz``) instead of running.
     """
@@ -270,7 +270,7 @@ def study(
         "by_threshold": reports,
     }
     (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=_jsonable))
-    from iclr17.callbacks.halting_time.figures import halting_figure  # noqa: PLC0415
+    from iclr17.callbacks.halting_time.figures import halting_figure
 
     panels = {label: taus for label, taus in panels.items() if taus}
     figure = halting_figure(panels, title=name, gumbel_side=gumbel_side)
@@ -313,7 +313,7 @@ def _print_summary(result: dict) -> None:
 def main(args: list[str] | None = None) -> dict:
     """Command line: ``iclr17 halting-study --config <yaml>`` (or ``python -m iclr17.modules.halting.study``);
     shipped configs are found by name, e.g. ``halting_time/study/spin_glass_n32.yaml``."""
-    from iclr17.cli import resolve_config_args  # noqa: PLC0415  (the CLI module imports every LightningModule)
+    from iclr17.cli import resolve_config_args
 
     return CLI(study, args=resolve_config_args(sys.argv[1:] if args is None else args), as_positional=False)
 

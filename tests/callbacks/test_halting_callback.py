@@ -4,6 +4,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, TensorDataset
 
 from iclr17.callbacks import HaltingTime
 from iclr17.datamodules import GaussianMixtureDataModule
@@ -196,3 +197,105 @@ def test_metric_rule_on_a_training_epoch_metric_is_not_one_epoch_late():
     trainer.fit(_model(), _data())
     epoch, step, _ = next(entry for entry in losses.after_epoch if entry[2] < 0.6)
     assert (halting.record[0]["epoch"], halting.record[0]["step"]) == (epoch, step)
+
+
+def test_full_data_loss_on_a_plain_train_loader_without_a_datamodule():
+    """``trainer.fit(model, loader)``: the full-data loss reads the trainer's own training loader."""
+    losses, _ = _plain_trajectory(200)
+    x, y = _data().train_set.tensors
+    callback = HaltingTime("train_loss_below", [0.9, 0.6], loss_source="full_data")
+    trainer = pl.Trainer(
+        max_steps=200, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+        enable_model_summary=False, callbacks=[callback],
+    )  # fmt: skip
+    trainer.fit(_model(), DataLoader(TensorDataset(x, y), batch_size=len(x)))
+    assert [r["step"] for r in callback.record] == [_first(losses, 0.9), _first(losses, 0.6)]
+
+
+class PreBatched(IterableDataset):
+    """Ten batches of five Gaussian-mixture samples, yielded already batched (as a BPTT stream is)."""
+
+    def __init__(self) -> None:
+        self.x, self.y = _data().train_set.tensors
+
+    def __iter__(self):
+        for i in range(10):
+            yield self.x[5 * i : 5 * i + 5], self.y[5 * i : 5 * i + 5]
+
+    def __len__(self) -> int:
+        return 10
+
+
+def test_full_data_evaluation_leaves_a_pre_batched_loader_with_workers_alone():
+    """A loader of ready-made batches (``batch_size=None``) with a persistent worker must not be iterated by the
+    full-data pass either: that would restart the training iterator mid-epoch and end the epoch early."""
+    count = CountBatches()
+    halting = HaltingTime("train_loss_below", [1e-9], loss_source="full_data", stop=False)
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, callbacks=[halting, count],
+    )  # fmt: skip
+    trainer.fit(_model(), DataLoader(PreBatched(), batch_size=None, num_workers=1, persistent_workers=True))
+    assert count.per_epoch == [10, 10] and trainer.global_step == 20
+
+
+class SeenBatches(pl.Callback):
+    def __init__(self) -> None:
+        self.targets: list[list[int]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.targets.append(batch[1].tolist())
+
+
+def _shuffled_batches(*callbacks) -> list[list[int]]:
+    x, y = _data().train_set.tensors
+    y = torch.arange(len(y)) % 3  # the sample order, readable from the targets
+    sampler = BatchSampler(RandomSampler(range(len(x)), generator=torch.Generator().manual_seed(0)), 30, False)
+    seen = SeenBatches()
+    trainer = pl.Trainer(
+        max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, callbacks=[*callbacks, seen],
+    )  # fmt: skip
+    trainer.fit(_model(), DataLoader(TensorDataset(x, y), batch_sampler=sampler))
+    return seen.targets
+
+
+def test_full_data_evaluation_does_not_advance_the_training_samplers_generator():
+    """A batch sampler that shuffles with its own generator gives training the same batches with the callback."""
+    halting = HaltingTime("train_loss_below", [1e-9], loss_source="full_data", stop=False)
+    assert _shuffled_batches(halting) == _shuffled_batches()
+
+
+class DoubledLoss(Classifier):
+    """A module whose ``loss(batch)`` (twice the cross-entropy) differs from what its training_step returns."""
+
+    def loss(self, batch):
+        return 2 * F.cross_entropy(self(batch[0]), batch[1])
+
+
+class LossAttribute(Classifier):
+    """A module that stores a loss object as ``self.loss``: not a ``loss(batch)`` method."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss = torch.nn.CrossEntropyLoss()
+
+
+@pytest.mark.parametrize(("cls", "factor"), [(DoubledLoss, 2.0), (LossAttribute, 1.0), (Classifier, 1.0)])
+def test_full_data_default_loss_is_the_modules_loss_method_else_its_training_step(cls, factor):
+    losses, _ = _plain_trajectory(1)
+    callback = HaltingTime("train_loss_below", 100.0, loss_source="full_data")
+    pl.seed_everything(0)
+    _fit(callback, model=cls(MLP([2, 6, 3]), num_classes=3, optimizer=lambda p: torch.optim.SGD(p, lr=LR)))
+    assert callback.record[0]["step"] == 0
+    assert callback.record[0]["value"] == pytest.approx(factor * losses[0], rel=1e-6)
+
+
+def test_full_data_refuses_a_manual_optimization_module_without_a_loss_method():
+    manual = _model()
+    manual.automatic_optimization = False
+    with pytest.raises(ValueError, match=r"Classifier uses manual optimization.*define Classifier\.loss\(batch\)"):
+        HaltingTime("train_loss_below", 0.5).setup(pl.Trainer(logger=False), manual, "fit")
+    with_loss = DoubledLoss(MLP([2, 6, 3]), num_classes=3)
+    with_loss.automatic_optimization = False
+    HaltingTime("train_loss_below", 0.5).setup(pl.Trainer(logger=False), with_loss, "fit")  # accepted

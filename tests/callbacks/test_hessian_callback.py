@@ -1,24 +1,28 @@
+import copy
+import gc
 import json
 
 import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from iclr17.callbacks import HessianSpectrum
+from iclr17.callbacks.hessian import callback as hessian_callback
 from iclr17.datamodules import GaussianMixtureDataModule
 from iclr17.modules import MLP, Classifier
 
 
-def _fit(callback, epochs=3, net=None, **trainer_kwargs):
+def _fit(callback, epochs=3, net=None, callbacks_extra=(), ckpt_path=None, **trainer_kwargs):
     pl.seed_everything(0)
     dm = GaussianMixtureDataModule(n_classes=3, dim=2, n_samples=90, batch_size=None, seed=1)
     model = Classifier(net or MLP([2, 6, 3]), num_classes=3, optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
     trainer = pl.Trainer(
         max_epochs=epochs, logger=False, enable_progress_bar=False, enable_checkpointing=False,
-        callbacks=[callback], **trainer_kwargs,
+        callbacks=[callback, *callbacks_extra], **trainer_kwargs,
     )  # fmt: skip
-    trainer.fit(model, dm)
+    trainer.fit(model, dm, ckpt_path=ckpt_path)
     return trainer, model, dm
 
 
@@ -42,7 +46,6 @@ def test_before_and_after_records_match_an_independent_hessian():
     expected = _independent_hessian_eigenvalues(model, x, y)
     torch.testing.assert_close(end["eigenvalues"], expected, rtol=1e-6, atol=1e-9)
     assert end["stats"]["lambda_max"] == pytest.approx(expected.max().item(), rel=1e-6)
-    assert next(model.parameters()).dtype == torch.float64  # the test's own conversion, after the fit
 
 
 def test_lanczos_and_slq_agree_with_exact():
@@ -151,3 +154,97 @@ def test_report_compares_runs_from_their_files(tmp_path, capsys):
     assert "outliers" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no hessian/end_step"):
         main([str(tmp_path / "figs"), "--out", str(out)])
+
+
+def test_a_plain_dataloader_fit_draws_the_subset_from_the_trainers_loader():
+    """No datamodule: ``trainer.fit(model, loader)``; the subset is the loader's dataset (all of it here)."""
+    pl.seed_everything(0)
+    x = torch.randn(60, 2)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    model = Classifier(MLP([2, 5, 3]), num_classes=3, optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
+    callback = HessianSpectrum(method="exact", n_samples=60)
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False, callbacks=[callback]
+    )
+    trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=20, shuffle=True))
+    assert [r["when"] for r in callback.history] == ["start", "end"] and callback.history[-1]["n_samples"] == 60
+    torch.testing.assert_close(
+        callback.history[-1]["eigenvalues"], _independent_hessian_eigenvalues(model, x, y), rtol=1e-6, atol=1e-9
+    )
+
+
+def _tensors(value):
+    """Every tensor inside a record (nested dicts and lists)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+
+
+def _tensors_with_history() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor) and o.grad_fn is not None)
+
+
+def test_train_mode_records_hold_no_graph_and_repeated_measurements_keep_none_alive():
+    """A train-mode BatchNorm once tied every record to its autograd graph (memory grew with each measurement
+    and the state could not be deep-copied)."""
+    net = MLP([2, 6, 3], batchnorm=True)
+    callback = HessianSpectrum(method="lanczos", n_samples=30, mode="train", top_k=2, lanczos_steps=8, save_files=False)
+    trainer, model, _ = _fit(callback, epochs=1, net=net)
+    alive = _tensors_with_history()
+    for method in ("lanczos", "slq", "trace", "exact", "lanczos"):
+        callback.method = method
+        callback.measure(trainer, model, "manual")
+    assert _tensors_with_history() == alive
+    tensors = list(_tensors(callback.history))
+    assert len(tensors) >= 7 and not any(t.requires_grad or t.grad_fn is not None for t in tensors)
+    copied = copy.deepcopy(callback.state_dict())
+    torch.testing.assert_close(copied["history"][-1]["eigenvalues"], callback.history[-1]["eigenvalues"])
+
+
+def _two_spectra():
+    return [
+        HessianSpectrum(method="lanczos", n_samples=90, top_k=2, lanczos_steps=20, param_filter=r"layers\.1\."),
+        HessianSpectrum(method="slq", n_samples=90, lanczos_steps=10, slq_probes=2, name="hessian_slq"),
+    ]
+
+
+def test_two_callbacks_share_a_trainer_and_each_resumes_its_own_history(tmp_path):
+    first = _two_spectra()
+    trainer, _, _ = _fit(first[0], epochs=1, callbacks_extra=first[1:], default_root_dir=tmp_path)
+    assert [r["n_params"] for r in first[0].history] == [2 * 6 + 6] * 2  # the first layer only
+    assert [r["method"] for r in first[1].history] == ["slq", "slq"]
+    assert {p.parent.name for p in tmp_path.rglob("*.npz")} == {"hessian", "hessian_slq"}
+    path = tmp_path / "two.ckpt"
+    trainer.save_checkpoint(path)
+
+    resumed = list(reversed(_two_spectra()))  # order in the Trainer does not matter
+    _fit(resumed[0], epochs=2, callbacks_extra=resumed[1:], ckpt_path=path, default_root_dir=tmp_path)
+    for before, after in zip(first, reversed(resumed), strict=True):
+        assert [r["when"] for r in after.history] == ["start", "end", "end"]
+        assert after.history[0]["stats"] == before.history[0]["stats"]
+    with pytest.raises(ValueError, match="name"):
+        _fit(HessianSpectrum(method="exact"), epochs=1, callbacks_extra=[HessianSpectrum(method="slq")])
+
+
+@pytest.mark.parametrize("method", ["lanczos", "slq", "trace"])
+def test_every_estimator_gets_the_parameters_device(method, monkeypatch):
+    """The estimators draw their probes on the device they are given (tested with the meta device in
+    test_hessian_functional.py); the callback must give them the parameters' device (SLQ once got the CPU)."""
+    devices = []
+    for name in ("lanczos_extremes", "slq_density", "hutchpp_trace", "hutchinson_trace"):
+        real = getattr(hessian_callback, name)
+
+        def recording(*args, real=real, **kwargs):
+            devices.append(kwargs.get("device"))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(hessian_callback, name, recording)
+    callback = HessianSpectrum(method=method, n_samples=30, lanczos_steps=5, slq_probes=2, trace_matvecs=9)
+    _, model, _ = _fit(callback, epochs=1)
+    assert devices == [next(model.parameters()).device] * 2  # start and end

@@ -77,7 +77,9 @@ def test_hvp_lanczos_and_traces_agree_with_the_exact_spectrum():
     torch.testing.assert_close(matvec(v), h @ v)
 
     generator = torch.Generator().manual_seed(0)
-    top, bottom = lanczos_extremes(matvec, len(theta), k=3, steps=len(theta), generator=generator, dtype=torch.float64)
+    top, bottom = lanczos_extremes(
+        matvec, len(theta), k=3, steps=len(theta), generator=generator, dtype=torch.float64, device="cpu"
+    )
     torch.testing.assert_close(top, exact.flip(0)[:3], rtol=1e-6, atol=1e-10)
     torch.testing.assert_close(bottom, exact[:3], rtol=1e-6, atol=1e-10)
 
@@ -85,10 +87,14 @@ def test_hvp_lanczos_and_traces_agree_with_the_exact_spectrum():
     explicit = lambda v: h @ v  # noqa: E731  (the HVP equals it, checked above; this one is cheap)
     # Rademacher probes: Var(v^T H v) = 2 * sum_{i != j} H_ij^2, so n probes are within 4 sd / sqrt(n) of the trace
     single_sd = (2 * (h**2).sum() - 2 * (h.diagonal() ** 2).sum()).sqrt().item()
-    estimate = hutchinson_trace(explicit, len(theta), 4000, torch.Generator().manual_seed(1), torch.float64)
+    estimate = hutchinson_trace(
+        explicit, len(theta), 4000, torch.Generator().manual_seed(1), torch.float64, device="cpu"
+    )
     assert abs(estimate - trace) < 4 * single_sd / 4000**0.5
 
-    grid, density, info = slq_density(explicit, len(theta), 20, 400, torch.Generator().manual_seed(2), torch.float64)
+    grid, density, info = slq_density(
+        explicit, len(theta), 20, 400, torch.Generator().manual_seed(2), torch.float64, device="cpu"
+    )
     assert torch.trapezoid(density, grid).item() == pytest.approx(1.0, abs=1e-3)
     assert abs(info["trace"] - trace) < 4 * single_sd / 400**0.5
     first_moment = torch.trapezoid(grid * density, grid).item()  # the same quadrature, so the same estimate / P
@@ -111,7 +117,9 @@ def test_hutchpp_is_exact_on_low_rank_and_beats_hutchinson_with_outliers():
     rng = np.random.default_rng(0)
     basis, _ = np.linalg.qr(rng.standard_normal((60, 60)))
     low_rank = torch.from_numpy(basis[:, :4] @ np.diag([9.0, 5.0, -3.0, 2.0]) @ basis[:, :4].T)
-    estimate = hutchpp_trace(lambda v: low_rank @ v, 60, 12, torch.Generator().manual_seed(0), torch.float64)
+    estimate = hutchpp_trace(
+        lambda v: low_rank @ v, 60, 12, torch.Generator().manual_seed(0), torch.float64, device="cpu"
+    )
     assert estimate == pytest.approx(13.0, abs=1e-9)
 
     spectrum = np.concatenate([[400.0, 300.0, 200.0], rng.uniform(-0.5, 1.0, 57)])
@@ -119,9 +127,13 @@ def test_hutchpp_is_exact_on_low_rank_and_beats_hutchinson_with_outliers():
     errors = {"hutchinson": [], "hutchpp": []}
     for seed in range(20):
         g = torch.Generator().manual_seed(seed)
-        errors["hutchinson"].append(abs(hutchinson_trace(lambda v: h @ v, 60, 30, g, torch.float64) - spectrum.sum()))
+        errors["hutchinson"].append(
+            abs(hutchinson_trace(lambda v: h @ v, 60, 30, g, torch.float64, device="cpu") - spectrum.sum())
+        )
         g = torch.Generator().manual_seed(seed)
-        errors["hutchpp"].append(abs(hutchpp_trace(lambda v: h @ v, 60, 30, g, torch.float64) - spectrum.sum()))
+        errors["hutchpp"].append(
+            abs(hutchpp_trace(lambda v: h @ v, 60, 30, g, torch.float64, device="cpu") - spectrum.sum())
+        )
     assert np.mean(errors["hutchpp"]) < 0.1 * np.mean(errors["hutchinson"])
 
 
@@ -132,3 +144,94 @@ def test_outliers_are_counted_on_a_log_scale_above_the_bulk():
     bulk = torch.logspace(-3, -12, 40)
     assert count_outliers(torch.cat([top, bulk])) == 9
     assert count_outliers(torch.tensor([-1.0, -2.0])) == 0 and count_outliers(torch.tensor([3.0])) == 1
+
+
+def test_products_of_a_train_mode_batchnorm_loss_carry_no_autograd_history():
+    """A train-mode BatchNorm writes its running statistics in place during the loss; the products must still
+    be plain tensors (no grad_fn keeping a graph alive) and equal double backward on the module itself."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 2)).double().train()
+    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randint(0, 2, (20,))
+    names = [n for n, _ in net.named_parameters()]
+    loss_fn = lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1])  # noqa: E731
+    loss_of, theta = flat_loss(net, loss_fn, (x, y), names)
+    v = torch.randn(len(theta), dtype=torch.float64)
+    hv = hessian_vector_product(loss_of, theta)(v)
+    h = exact_hessian(loss_of, theta)
+    assert not hv.requires_grad and hv.grad_fn is None and not h.requires_grad and h.grad_fn is None
+
+    params = list(net.parameters())
+    gradient = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss_fn(net, (x, y)), params, create_graph=True)])
+    reference = torch.cat([r.reshape(-1) for r in torch.autograd.grad(gradient @ v, params)])
+    torch.testing.assert_close(hv, reference)
+    torch.testing.assert_close(h @ v, reference)
+
+
+class _ProbeSeen(Exception):
+    """Raised by a stub product once it has recorded the device of the first vector it was given."""
+
+
+@pytest.mark.parametrize(
+    "estimate",
+    [
+        lambda mv, g: lanczos_extremes(mv, 8, 2, 4, g, torch.float32, device="meta"),
+        lambda mv, g: slq_density(mv, 8, 4, 2, g, torch.float32, device="meta"),
+        lambda mv, g: hutchinson_trace(mv, 8, 3, g, torch.float32, device="meta"),
+        lambda mv, g: hutchpp_trace(mv, 8, 6, g, torch.float32, device="meta"),
+    ],
+    ids=["lanczos", "slq", "hutchinson", "hutchpp"],
+)
+def test_estimators_send_their_probes_to_the_requested_device(estimate):
+    """The meta device stands in for a GPU: a probe left on the CPU would reach the product on the CPU."""
+    seen = []
+
+    def matvec(v):
+        seen.append(v.device)
+        raise _ProbeSeen
+
+    with pytest.raises(_ProbeSeen):
+        estimate(matvec, torch.Generator().manual_seed(0))
+    assert seen == [torch.device("meta")]
+
+
+class _SharedAndTied(nn.Module):
+    """One PReLU registered under two names (as EntNet shares one between memory and output) and one weight
+    tied between two layers (as an embedding tied to an output layer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.activation = nn.PReLU(num_parameters=3, init=0.3)
+        self.block = nn.Sequential(nn.Linear(2, 3), self.activation)
+        self.head = nn.Linear(3, 3, bias=False)
+        self.tail = nn.Linear(3, 3, bias=False)
+        self.tail.weight = self.head.weight
+
+    def forward(self, x):
+        return self.tail(self.activation(self.head(self.block(x)))).pow(2).sum()
+
+
+def test_a_shared_module_and_a_tied_weight_are_substituted_everywhere_and_restored():
+    torch.manual_seed(0)
+    model = _SharedAndTied().double()
+    x = torch.randn(5, 2, dtype=torch.float64)
+    params = dict(model.named_parameters())
+    originals = {name: p for name, p in model.named_parameters(remove_duplicate=False)}
+    names = list(params)
+    loss_of, theta = flat_loss(model, lambda m, batch: m(batch), x, names)
+
+    def reference(flat):  # the same network written out by hand, every use of a parameter from `flat`
+        chunks = dict(zip(names, torch.split(flat, [params[n].numel() for n in names]), strict=True))
+        w1, b1 = chunks["block.0.weight"].view(3, 2), chunks["block.0.bias"]
+        slope, w = chunks["activation.weight"], chunks["head.weight"].view(3, 3)
+
+        def prelu(z):
+            return torch.where(z >= 0, z, slope * z)
+
+        return (prelu(prelu(x @ w1.T + b1) @ w.T) @ w.T).pow(2).sum()
+
+    expected = torch.autograd.functional.hessian(reference, theta)
+    torch.testing.assert_close(exact_hessian(loss_of, theta), (expected + expected.T) / 2)
+    v = torch.randn(len(theta), dtype=torch.float64)
+    torch.testing.assert_close(hessian_vector_product(loss_of, theta)(v), expected @ v)
+    after = dict(model.named_parameters(remove_duplicate=False))
+    assert all(after[name] is p and isinstance(p, nn.Parameter) for name, p in originals.items())

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
+import wandb
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from iclr17.callbacks import ImageGrids
@@ -91,3 +92,15 @@ def test_media_go_to_wandb_and_tensorboard(monkeypatch, tmp_path):
 def test_contract_is_checked():
     with pytest.raises(TypeError, match="sample_noise"):
         ImageGrids().setup(None, pl.LightningModule(), "fit")
+
+
+def test_png_files_of_two_wandb_runs_land_in_each_runs_own_folder(mnist_fixture_dir, tmp_path, monkeypatch):
+    """wandb's save_dir is shared by every run; the PNG files go to the run's own folder, as its checkpoints."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for _ in range(2):
+        logger = WandbLogger(save_dir=str(tmp_path), offline=True)
+        _fit(ImageGrids(every_n_batches=0, n_images=4, save_png=True), mnist_fixture_dir, tmp_path, logger=logger)
+        wandb.finish()
+    folders = sorted(p.parent for p in tmp_path.rglob("image_grids"))
+    assert len(folders) == 2 and all((folder / "checkpoints").is_dir() for folder in folders)
+    assert all(len(list((folder / "image_grids").glob("samples_step*.png"))) == 1 for folder in folders)

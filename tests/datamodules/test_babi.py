@@ -1,3 +1,6 @@
+import os
+import re
+
 import pytest
 import torch
 
@@ -6,6 +9,7 @@ from iclr17.datamodules.babi import BabiDataModule
 from iclr17.datamodules.babi_format import BABI_TASKS, BabiExample, babi_path, parse_babi, tokenize
 from iclr17.datamodules.storage import DataFormatError, MissingDataError
 from iclr17.datamodules.stories import build_vocabulary, encode, pad_batch
+from tests.data.make_babi import write_babi
 
 STORY = (
     "1 Mary moved to the bathroom.\n"
@@ -41,17 +45,47 @@ def test_parser_against_hand_parsed_examples(tmp_path):
     ("text", "message"),
     [
         ("1 Mary moved.\nx2 John went.\n", r":2: expected '<number> <text>'"),
-        ("1 Mary moved.\n3 John went.\n", r":2: id 3 does not follow id 1"),
-        ("1 Mary moved.\n2 Where is Mary? bathroom 1\n", r":2: question without a TAB"),
-        ("1 Mary moved.\n2 Where is Mary? \t \t1\n", r":2: the answer after the TAB is missing"),
+        ("1 Mary moved.\n3 John went.\n", r":2: expected id 2 \(or 1 to start a story\), got 3"),
+        ("2 Mary moved.\n3 John went.\n", r":1: expected id 1 \(the first line of a story\), got 2"),
+        ("0 Mary moved.\n", r":1: expected id 1"),
+        # a question that lost its TABs, with or without its "?", is not a statement
+        ("1 Mary moved.\n2 Where is Mary? bathroom 1\n", r":2: expected a statement ending in '\.' or a question"),
+        ("1 Mary moved.\n2 Where is Mary bathroom 1\n", r":2: expected a statement ending in '\.' or a question"),
+        ("1 Mary moved.\n2 Where is Mary?\n", r":2: expected a statement ending in '\.' or a question"),
+        ("1 Mary moved.\n2 Mary is in the \tbathroom\t1\n", r":2: the question before the first TAB must end"),
+        ("1 Mary moved.\n2 Where is Mary? \tbathroom\t1\textra\n", r":2: a question line has 3 TAB-separated fields "
+         r"\(question, answer, supporting facts\); got 4"),
+        ("1 Mary moved.\n2 Where is Mary? \tbathroom\n", r":2: a question line has 3 TAB-separated fields.*got 2"),
+        ("1 Mary moved.\n2 Where is Mary? \t \t1\n", r":2: expected a one-word answer"),
+        ("1 Mary moved.\n2 Where is Mary? \tthe bathroom\t1\n", r":2: expected a one-word answer"),
         ("1 Where is Mary? \tbathroom\t1\n", r":1: question with an empty story"),
-        ("1 Mary moved.\n2 Where is Mary? \tbathroom\tone\n", r":2: supporting ids must be integers"),
+        ("1 Mary moved.\n2 Where is Mary? \tbathroom\tone\n", r":2: expected the ids of earlier statements"),
+        ("1 Mary moved.\n2 Where is Mary? \tbathroom\t\n", r":2: expected the ids of earlier statements"),
+        ("1 Mary moved.\n2 Where is Mary? \tbathroom\t2\n", r":2: expected the ids of earlier statements"),
+        ("1 Mary moved.\n2 Where? \tbathroom\t1\n3 Where? \tbathroom\t2\n", r":3: expected the ids of earlier"),
+        ("1 Mary moved.\n2 Where? \tbathroom\t1\n3 John went.\n1 Mary moved.\n",
+         r":3: the story ends without a question after this statement"),
+        ("1 Mary moved.\n2 Where? \tbathroom\t1\n3 John went.\n", r":3: the story ends without a question"),
+        ("", r": the file holds no questions"),
+        ("\n\n", r": the file holds no questions"),
     ],
-)
+)  # fmt: skip
 def test_malformed_lines_name_file_and_line(tmp_path, text, message):
     path = _write(tmp_path, text)
-    with pytest.raises(DataFormatError, match=str(path).replace(".", r"\.") + message):
+    with pytest.raises(DataFormatError, match=re.escape(str(path)) + message):
         parse_babi(path)
+
+
+def test_non_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "qa1_single-supporting-fact_train.txt"
+    path.write_bytes(b"1 Mary moved.\n2 Where is M\xe4ry? \tbathroom\t1\n")
+    with pytest.raises(DataFormatError, match=re.escape(str(path)) + r":2: not UTF-8 text \(byte 12"):
+        parse_babi(path)
+
+
+def test_crlf_line_ends_parse_like_lf(tmp_path):
+    crlf = parse_babi(_write(tmp_path, STORY.replace("\n", "\r\n"), name="crlf.txt"))
+    assert crlf == parse_babi(_write(tmp_path, STORY))
 
 
 def test_vocabulary_encoding_and_unknown_words():
@@ -140,8 +174,41 @@ def test_second_setup_reads_the_cache_without_parsing(fixture_data_root, monkeyp
 
 
 def test_missing_file_names_it(tmp_path):
-    with pytest.raises(MissingDataError, match="qa5_three-arg-relations_train.txt"):
+    with pytest.raises(MissingDataError, match=re.escape(str(babi_path(tmp_path, 5, "train", "en-10k")))):
         _datamodule(tmp_path, tasks=[5])
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_bad_file_publishes_no_cache_entry_and_a_fixed_file_then_works(tmp_path, split):
+    root = tmp_path / "data"
+    write_babi(root, tasks=(1,))
+    path = babi_path(root, 1, split, "en")
+    good = path.read_text()
+    cache = tmp_path / "cache" / "babi"  # the conftest's ICLR17_CACHE_DIR
+    path.write_text("")
+    with pytest.raises(DataFormatError, match=re.escape(str(path)) + ": the file holds no questions"):
+        _datamodule(root, tasks=[1], subset="en")
+    path.write_text(good.replace("\t", " ", 2))  # the first question (line 3) lost its TABs
+    with pytest.raises(DataFormatError, match=re.escape(str(path)) + ":3: expected a statement ending in"):
+        _datamodule(root, tasks=[1], subset="en")
+    assert not cache.exists() or os.listdir(cache) == []
+    path.write_text(good)
+    dm = _datamodule(root, tasks=[1], subset="en")
+    assert len(dm.splits[split]) == {"train": 180, "test": 50}[split]
+    assert len(os.listdir(cache)) == 1
+
+
+@pytest.mark.parametrize(("val_split", "empty"), [("official", "val"), ("story_level", "train")])
+def test_a_split_left_empty_names_the_file_and_the_arguments(tmp_path, val_split, empty):
+    root = tmp_path / "data"
+    write_babi(root, tasks=(1,))
+    path = babi_path(root, 1, "train", "en")
+    path.write_text("1 Mary moved to the garden.\n2 Where is Mary? \tgarden\t1\n")
+    fraction = {"val": 0.1, "train": 0.9}[empty]
+    message = rf"{re.escape(str(path))}: val_split='{val_split}' and val_fraction={fraction} leave no {empty} questions"
+    with pytest.raises(ValueError, match=message):
+        _datamodule(root, tasks=[1], subset="en", val_split=val_split, val_fraction=fraction)
+    assert not (tmp_path / "cache" / "babi").exists() or os.listdir(tmp_path / "cache" / "babi") == []
 
 
 def test_bad_arguments():
@@ -153,8 +220,10 @@ def test_bad_arguments():
 
 @pytest.mark.parametrize("task", sorted(BABI_TASKS))
 def test_real_files_have_the_published_question_counts(real_data_dir, task):
+    """Also checks that every line of the release follows ``parse_babi``'s rules (it raises otherwise)."""
     assert len(parse_babi(babi_path(real_data_dir, task, "test", "en"))) == 1000
     assert len(parse_babi(babi_path(real_data_dir, task, "train", "en"))) == 1000
+    assert len(parse_babi(babi_path(real_data_dir, task, "test", "en-10k"))) == 1000
     train_10k = babi_path(real_data_dir, task, "train", "en-10k")
     if task == 3 and not train_10k.exists():
         pytest.skip("en-10k/qa3 train is missing from the shared data (see shared/data/README.md)")

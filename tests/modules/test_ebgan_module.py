@@ -5,9 +5,10 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from iclr17.datamodules import MNISTDataModule
-from iclr17.modules import EBGAN, MnistDiscriminator, MnistGenerator
+from iclr17.modules import EBGAN, ConvDiscriminator, DCGANGenerator, MnistDiscriminator, MnistGenerator
 from iclr17.modules.ebgan.functional import reconstruction_energy
 
 
@@ -109,7 +110,7 @@ def test_margin_schedule_is_applied_per_batch(mnist_fixture_dir):
 def test_mnist_score_and_fid_are_logged_in_validation(mnist_fixture_dir):
     model = _tiny(mnist_score=True, fid=True)
     (metrics,) = _trainer().validate(model, _mnist(mnist_fixture_dir, batch_size=50))
-    assert metrics["val/mnist_score"] >= 0.0 and metrics["val/fid"] > 0.0
+    assert math.isfinite(metrics["val/mnist_score"]) and metrics["val/fid"] > 0.0  # I' is >= 0 by construction
 
 
 def test_checkpoint_resume_continues_steps_optimizers_and_noise(mnist_fixture_dir, tmp_path):
@@ -142,6 +143,57 @@ def test_arguments_are_checked():
         _tiny(loss="gan", pt_weight=0.1)
     with pytest.raises(ValueError, match="d_steps_per_g"):
         _tiny(d_steps_per_g=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"loss": "wgan"}, "loss must be one of ebgan, gan; got 'wgan'"),
+        ({"energy": "l1"}, "energy must be one of l2, sse, mse; got 'l1'"),
+        ({"margin_schedule": "cosine"}, "margin_schedule must be one of constant, linear, exponential, step"),
+        ({"hinge_reduction": "sum"}, "hinge_reduction must be one of per_sample, batch_mean; got 'sum'"),
+        ({"z_distribution": "gaussian"}, "z_distribution must be one of normal, uniform; got 'gaussian'"),
+        ({"metric_features": "clip"}, "metric_features must be one of mnist, inception; got 'clip'"),
+        ({"margin": 0.0}, "margin must be > 0; got 0.0"),
+        ({"margin": -10.0}, "margin must be > 0; got -10.0"),
+        ({"final_margin": -1.0}, "final_margin must be >= 0; got -1.0"),
+        ({"margin_decay_epochs": 0.0}, "margin_decay_epochs must be > 0; got 0.0"),
+        ({"margin_step_every": -1.0}, "margin_step_every must be > 0; got -1.0"),
+        ({"pt_weight": -0.1}, "pt_weight must be >= 0; got -0.1"),
+        ({"gradient_clip_val": 0.0}, "gradient_clip_val must be > 0 or None; got 0.0"),
+    ],
+)
+def test_every_switch_and_range_is_checked_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=f"EBGAN: {message}"):
+        _tiny(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("g_size", "d_size", "data_size"),
+    [(16, 16, 8), (16, 16, 32), (8, 16, 16), (8, 16, 8)],  # a pair fed smaller / larger images; G and D disagree
+)
+def test_image_sizes_that_disagree_are_refused_naming_every_size(g_size, d_size, data_size):
+    model = EBGAN(
+        DCGANGenerator(z_dim=4, image_size=g_size, image_channels=1, width=2),
+        ConvDiscriminator(image_channels=1, image_size=d_size, widths=[2]),
+    )
+    images = DataLoader(TensorDataset(torch.zeros(4, 1, data_size, data_size)), batch_size=2)
+    sizes = f"images are 1x{data_size}x{data_size}, .* makes 1x{g_size}x{g_size} .* built for 1x{d_size}x{d_size}"
+    with pytest.raises(ValueError, match=sizes):
+        _trainer(max_epochs=1, limit_val_batches=0).fit(model, images)
+    with pytest.raises(ValueError, match=sizes):
+        _trainer().validate(model, images, verbose=False)
+
+
+def test_matching_convolutional_sizes_train():
+    model = EBGAN(
+        DCGANGenerator(z_dim=4, image_size=8, image_channels=1, width=2),
+        ConvDiscriminator(image_channels=1, image_size=8, widths=[2]),
+    )
+    images = DataLoader(TensorDataset(torch.zeros(4, 1, 8, 8)), batch_size=2)
+    trainer = _trainer(max_epochs=1)
+    trainer.fit(model, images, images)
+    assert trainer.global_step == 4
 
 
 def test_metric_nets_stay_out_of_checkpoints_and_noise_state_is_device_independent():

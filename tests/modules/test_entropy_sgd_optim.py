@@ -1,6 +1,8 @@
 """EntropySGD without Lightning: closed forms on a quadratic, reference optimizers, switches, resume."""
 
 import copy
+import inspect
+import re
 
 import pytest
 import torch
@@ -283,6 +285,52 @@ def test_closure_runs_l_plus_one_times_on_zeroed_gradients():
     loss = EntropySGD([x], L=4, eps=0.0).step(closure)
     assert len(calls) == 5 and all(g is None for g in calls)
     assert loss == pytest.approx(quadratic(torch.tensor([1.0, 2.0, 3.0])).item())
+
+
+BAD_ARGUMENTS = [  # every argument of EntropySGD but params and seed, each with a value outside its choices
+    ("lr", -0.1, ">= 0"),
+    ("L", 0, "a positive integer"),
+    ("L", 2.5, "a positive integer"),
+    ("gamma0", -1e-4, ">= 0"),
+    ("gamma1", -1e-3, ">= 0"),
+    ("eta_prime", 0.0, "> 0"),
+    ("eps", -1e-4, ">= 0"),
+    ("alpha", 0.0, "in \\(0, 1\\]"),
+    ("alpha", 1.5, "in \\(0, 1\\]"),
+    ("momentum", 1.0, "in \\[0, 1\\)"),
+    ("nesterov", "false", "True or False"),
+    ("weight_decay", -1.0, ">= 0"),
+    ("rho", -0.01, ">= 0"),
+    ("base", "rmsprop", "one of sgd, adam"),
+    ("betas", (0.9, 1.0), "two numbers in \\[0, 1\\)"),
+    ("adam_eps", -1e-8, ">= 0"),
+    ("variant", "lua", "one of paper_v5, arxiv_v1, official_lua, official_python"),
+    ("outer_grad", "x-mu", "one of x_minus_mu, gamma_x_minus_mu, v1"),
+    ("mu_update", "new", "one of new_weighted, old_weighted"),
+    ("noise", "gaussian", "one of paper_v5, code, v1"),
+    ("eta_prime_relative", "true", "True or False"),
+    ("outer_momentum", "false", "True or False"),
+    ("inner_momentum", 1, "True or False"),
+    ("scoping", "frozn", "one of advance, frozen"),
+    ("momentum_init", "zeros", "one of zero, first_grad"),
+    ("inner_weight_decay", "before", "one of before_momentum, after_momentum"),
+    ("outer_weight_decay", "no", "True or False"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), BAD_ARGUMENTS)
+def test_every_argument_is_checked_against_its_choices_at_construction(name, value, expected):
+    x = nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match=f"EntropySGD: {name} must be {expected}; got {re.escape(repr(value))}"):
+        EntropySGD([x], **{name: value})
+    if name != "variant":  # a parameter group may override any other argument
+        with pytest.raises(ValueError, match=f"EntropySGD: {name} \\(parameter group 1\\) must be {expected}"):
+            EntropySGD([{"params": [x]}, {"params": [nn.Parameter(torch.zeros(1))], name: value}])
+
+
+def test_the_bad_argument_list_covers_every_argument():
+    arguments = set(inspect.signature(EntropySGD).parameters) - {"params", "seed"}
+    assert {name for name, _, _ in BAD_ARGUMENTS} == arguments
 
 
 def test_bad_arguments_are_refused():

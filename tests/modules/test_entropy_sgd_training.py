@@ -1,14 +1,25 @@
 """EntropyClassifier under Lightning: fresh minibatches per Langevin step, outer-step counting, refusals."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
+from pytorch_lightning import LightningDataModule, LightningModule
 from torch import nn
 
 from iclr17 import EntropyClassifier, EntropySGD, GaussianMixtureDataModule, HessianSpectrum
+from iclr17.cli import ICLR17CLI, cli, resolve_config_args, resolve_config_path, shipped_configs
 from iclr17.modules.entropy_sgd.training import refuse_unsupported, split_minibatches
+
+
+def _shipped(name: str) -> dict:
+    return yaml.safe_load(Path(resolve_config_path(name)).read_text())
+
+
+ENTROPY_CONFIGS = [name for name in shipped_configs() if "EntropySGD" in str(_shipped(name).get("model"))]
 
 
 class RecordingNet(nn.Module):
@@ -144,3 +155,67 @@ def test_same_mode_refuses_stacked_batches():
     )
     with pytest.raises(ValueError, match="batches_per_step: 1"):
         _fit(model, dm, max_steps=1, limit_val_batches=0)
+
+
+class CountBatches(pl.Callback):
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batches += 1
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.batches += 1
+
+
+def test_batches_per_step_that_disagrees_with_l_is_refused_before_any_batch():
+    """12-row batches (2 x 6) would split silently into L + 1 = 4 minibatches of 3: refuse, naming both."""
+    dm = GaussianMixtureDataModule(n_samples=60, batch_size=6, batches_per_step=2)
+    model = EntropyClassifier(RecordingNet(), num_classes=2, optimizer=lambda p: EntropySGD(p, L=3))
+    count = CountBatches()
+    names_both = "L = 3 takes L \\+ 1 = 4 .* GaussianMixtureDataModule stacks batches_per_step = 2"
+    with pytest.raises(ValueError, match=names_both):
+        _fit(model, dm, max_epochs=1, callbacks=[count])
+    assert count.batches == 0 and model.net.seen == []
+
+
+class ParseOnly(ICLR17CLI):
+    def instantiate_classes(self) -> None:
+        """Parse (links included) without building anything."""
+
+
+def _parsed(*args: str) -> tuple[int, int]:
+    """The optimizer's L and the data's batches_per_step after the CLI parsed ``args``."""
+    kwargs = dict(subclass_mode_model=True, subclass_mode_data=True, run=False, args=resolve_config_args(list(args)))
+    config = ParseOnly(LightningModule, LightningDataModule, **kwargs).config
+    return config.model.init_args.optimizer.init_args.L, config.data.init_args.batches_per_step
+
+
+@pytest.mark.parametrize("name", ENTROPY_CONFIGS)
+def test_each_entropy_config_stacks_l_plus_one_minibatches_and_follows_l_from_the_command_line(name):
+    L = _shipped(name)["model"]["init_args"]["optimizer"]["init_args"]["L"]
+    assert _parsed("--config", name) == (L, L + 1)
+    assert _parsed("--config", name, "--model.init_args.optimizer.init_args.L=3") == (3, 4)
+
+
+def test_same_mode_on_the_command_line_stacks_one_minibatch():
+    same = ("--model.init_args.inner_batches=same", "--model.init_args.optimizer.init_args.L=3")
+    assert _parsed("--config", "entropy_sgd/mnistfc_entropy.yaml", *same) == (3, 1)
+
+
+def test_entropy_configs_are_found():
+    assert {"entropy_sgd/mnistfc_entropy.yaml", "entropy_sgd/ptb_lstm_medium_entropy.yaml"} <= set(ENTROPY_CONFIGS)
+
+
+def test_changing_l_on_the_command_line_trains(mnist_fixture_dir, monkeypatch):
+    monkeypatch.setenv("ICLR17_DATA_DIR", str(mnist_fixture_dir))
+    args = ["--config", "entropy_sgd/mnistfc_entropy.yaml", "--data.init_args.val_size=100", "--trainer.logger=false"]
+    result = cli(["fit", *args, "--model.init_args.optimizer.init_args.L=2", "--trainer.fast_dev_run=1"])
+    assert result.datamodule.batches_per_step == 3 and result.trainer.global_step == 1
+
+
+def test_a_negative_scoping_rate_on_the_command_line_is_refused(mnist_fixture_dir, monkeypatch):
+    monkeypatch.setenv("ICLR17_DATA_DIR", str(mnist_fixture_dir))
+    args = ["--config", "entropy_sgd/mnistfc_entropy.yaml", "--data.init_args.val_size=100", "--trainer.logger=false"]
+    with pytest.raises(ValueError, match="EntropySGD: gamma1 must be >= 0; got -1.0"):
+        cli(["fit", *args, "--model.init_args.optimizer.init_args.gamma1=-1", "--trainer.fast_dev_run=1"])

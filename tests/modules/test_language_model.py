@@ -90,6 +90,22 @@ def test_state_restarts_when_the_batch_size_changes():
     torch.testing.assert_close(after_four_rows, model._mean_nll("val", (tokens[:2, 3:5], tokens[:2, 4:6])))
 
 
+@pytest.mark.parametrize("train_loss", ["mean", "sum_over_time"])
+def test_loss_scores_each_window_from_zero_and_leaves_the_carried_state_alone(train_loss):
+    """``loss(batch)``, what callbacks measure: the training objective from a zero state, by hand from log-softmax
+    over a fresh forward pass, whatever state training carries, and without touching that state."""
+    model = _tiny(train_loss=train_loss).eval()
+    tokens = torch.randint(0, FIXTURE_PTB_VOCAB_SIZE, (3, 11), generator=torch.Generator().manual_seed(2))
+    batch = (tokens[:, 5:10], tokens[:, 6:11])
+    model._mean_nll("train", (tokens[:, :5], tokens[:, 1:6]))  # a carried state, as after a training step
+    carried = model._states["train"]
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model.decoder(model.lstm(model.embedding(batch[0]))[0]).double(), dim=-1)
+    by_hand = -log_probs.gather(-1, batch[1][..., None]).mean() * (5 if train_loss == "sum_over_time" else 1)
+    assert model.loss(batch).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert model._states.keys() == {"train"} and model._states["train"] is carried
+
+
 @pytest.mark.parametrize("unit", ["word", "char"])
 def test_validation_perplexity_equals_a_hand_computation(fixture_data_root, unit):
     pl.seed_everything(0)

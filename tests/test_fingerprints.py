@@ -1,0 +1,83 @@
+"""Every shipped config (in its fast form) and every smoke config trains exactly as recorded.
+
+The fast form: the fixture data root, 20 optimizer steps, no validation, one CPU thread, seed 0, plus the few
+overrides below where a config names data that the fixtures do not have. The record is
+``tests/fingerprints.json``; a change of behaviour makes this test fail. Only a commit that changes training on
+purpose regenerates it, and says why: ``ICLR17_UPDATE_FINGERPRINTS=1 python -m pytest tests/test_fingerprints.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from iclr17.cli import resolve_config_path, shipped_configs
+from tests.conftest import REPO_ROOT
+from tests.fingerprint import fingerprint
+
+RECORD = Path(__file__).parent / "fingerprints.json"
+UPDATE = os.environ.get("ICLR17_UPDATE_FINGERPRINTS") == "1"
+
+FIXTURE_DATA = {  # per datamodule: what the fixture data root can serve, small enough for 20 fast steps
+    "MNISTDataModule": ["--data.init_args.val_size=100", "--data.init_args.batch_size=8"],
+    "CIFAR10DataModule": ["--data.init_args.val_size=50", "--data.init_args.batch_size=2"],
+    "ImageFolderDataModule": ["--data.init_args.val_size=4", "--data.init_args.batch_size=2"],
+    "CelebADataModule": ["--data.init_args.batch_size=4"],
+    "LSUNDataModule": ["--data.init_args.batch_size=4"],
+    "PTBDataModule": ["--data.init_args.batch_size=4", "--model.init_args.vocab_size=24"],
+    "CharTextDataModule": ["--data.init_args.batch_size=4", "--model.init_args.vocab_size=40"],
+}
+FIXTURE_OVERRIDES = {  # configs whose data the fixture root holds under another name or in fewer tasks
+    "ebgan/imagenet128.yaml": ["--data.init_args.folder=images"],
+    "entnet/babi10k_joint.yaml": ["--data.init_args.tasks=[1,2]"],
+}
+
+
+def fast_form(name: str, path: str) -> list[str]:
+    """The overrides that make ``path`` train on the fixture data root."""
+    data = yaml.safe_load(Path(path).read_text()).get("data") or {}
+    data_class = (data.get("class_path") or "").split(".")[-1]
+    return FIXTURE_DATA.get(data_class, []) + FIXTURE_OVERRIDES.get(name.removeprefix("configs/"), [])
+
+
+CONFIGS = [name for name in shipped_configs() if not name.startswith("halting_time/study/")]
+SMOKE = sorted(p.name for p in (REPO_ROOT / "tests" / "smoke").glob("*.yaml"))
+SLOW = {  # over 10 s each on the 2-core dev machine: run with -m slow
+    "configs/entropy_sgd/ptb_lstm_large_entropy.yaml",
+    "configs/entropy_sgd/ptb_lstm_large_sgd.yaml",
+    "configs/entropy_sgd/ptb_lstm_medium_entropy.yaml",
+    "configs/entropy_sgd/allcnn_entropy.yaml",
+    "configs/hessian/mnist_small.yaml",
+    "configs/ebgan/imagenet128.yaml",
+    "configs/entnet/world_model.yaml",
+}
+CASES = [
+    pytest.param(name, path, id=name, marks=[pytest.mark.slow] if name in SLOW else [])
+    for name, path in [(f"configs/{name}", resolve_config_path(name)) for name in CONFIGS]
+    + [(f"tests/smoke/{name}", str(REPO_ROOT / "tests" / "smoke" / name)) for name in SMOKE]
+]
+
+
+@pytest.fixture(scope="module")
+def record() -> dict:
+    recorded = json.loads(RECORD.read_text()) if RECORD.is_file() else {}
+    yield recorded
+    if UPDATE:
+        RECORD.write_text(json.dumps(dict(sorted(recorded.items())), indent=1) + "\n")
+
+
+@pytest.mark.parametrize(("name", "path"), CASES)
+def test_training_matches_its_fingerprint(name, path, record, monkeypatch, fixture_data_root):
+    monkeypatch.setenv("ICLR17_DATA_DIR", str(fixture_data_root))
+    measured = fingerprint(path, fast_form(name, path))
+    assert measured["losses"], f"{name}: no training loss was logged"
+    if UPDATE:
+        record[name] = measured
+        return
+    assert name in record, f"{name} has no fingerprint: run with ICLR17_UPDATE_FINGERPRINTS=1 and commit it"
+    assert measured["losses"] == record[name]["losses"], f"{name}: the first training losses changed"
+    assert measured["weights"] == record[name]["weights"], f"{name}: the weights after 20 steps changed"
