@@ -53,8 +53,16 @@ def require_rerunnable_training_step(callback: str, module: pl.LightningModule, 
 
 
 def _has_loss_method(module: nn.Module) -> bool:
-    """A ``loss`` method of the module's class (not, say, an ``nn.CrossEntropyLoss`` stored as ``self.loss``)."""
-    return inspect.ismethod(getattr(module, "loss", None))
+    """A ``loss`` method of the module's class that takes the batch alone: not an ``nn.CrossEntropyLoss`` stored
+    as ``self.loss``, nor a helper such as ``loss(self, logits, y)``."""
+    method = getattr(module, "loss", None)
+    if not inspect.ismethod(method):
+        return False
+    try:
+        inspect.signature(method).bind(None)
+    except TypeError:
+        return False
+    return True
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 import iclr17  # noqa: F401  (registers every module, datamodule and callback for bare class names)
 from iclr17.callbacks.run_folder import run_folder
-from iclr17.modules.entropy_sgd.training import stacked_minibatches
+from iclr17.modules.entropy_sgd.training import EntropySGDTraining, stacked_minibatches
 from iclr17.wandb_logger import OfflineFirstWandbLogger
 
 
@@ -84,11 +84,13 @@ class ICLR17CLI(LightningCLI):
     """LightningCLI with the project's defaults: wandb (offline first), a RichProgressBar, a recorded seed."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Entropy-SGD: the data stacks the L + 1 minibatches of each outer step (1 with inner_batches: same)
+        # Entropy-SGD: an EntropySGDTraining module gets L + 1 stacked minibatches per outer step (1 with
+        # inner_batches: same); any other module steps EntropySGD on one batch. The derived value replaces a
+        # batches_per_step given in a config or on the command line.
         parser.link_arguments(
-            ("model.init_args.optimizer.init_args.L", "model.init_args"),
+            ("model.init_args.optimizer.init_args.L", "model"),
             "data.init_args.batches_per_step",
-            compute_fn=lambda L, model: stacked_minibatches(L, model.get("inner_batches", "fresh")),
+            compute_fn=_batches_per_step,
         )
 
     def before_instantiate_classes(self) -> None:
@@ -98,6 +100,13 @@ class ICLR17CLI(LightningCLI):
         has_progress_bar = any(_is_progress_bar(c) for c in callbacks)
         if trainer.enable_progress_bar is not False and not has_progress_bar:
             trainer.callbacks = [*callbacks, Namespace(class_path=_class_path(RichProgressBar), init_args=Namespace())]
+
+
+def _batches_per_step(L: int, model: Namespace) -> int:
+    module, _, name = model.class_path.rpartition(".")
+    if not issubclass(getattr(importlib.import_module(module), name), EntropySGDTraining):
+        return 1
+    return stacked_minibatches(L, model.init_args.get("inner_batches", "fresh"))
 
 
 def _class_path(cls: type) -> str:

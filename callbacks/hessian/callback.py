@@ -180,7 +180,10 @@ class HessianSpectrum(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.batch is None:  # the training DataLoader exists from here on, with or without a datamodule
-            self._draw_subset(trainer)
+            cuda_devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda_devices):  # a dataset may draw (augmentations): training's
+                torch.manual_seed(self.seed)  # RNG stays as it was, and the subset depends on seed alone
+                self._draw_subset(trainer)
         if self.at_fit_start and not any(r["when"] == "start" for r in self.history):
             self.measure(trainer, pl_module, "start")
 

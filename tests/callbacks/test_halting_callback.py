@@ -281,7 +281,16 @@ class LossAttribute(Classifier):
         self.loss = torch.nn.CrossEntropyLoss()
 
 
-@pytest.mark.parametrize(("cls", "factor"), [(DoubledLoss, 2.0), (LossAttribute, 1.0), (Classifier, 1.0)])
+class LossHelper(Classifier):
+    """A module with a ``loss(logits, y)`` helper of its own: not a ``loss(batch)`` method."""
+
+    def loss(self, logits, y):
+        return 3 * F.cross_entropy(logits, y)
+
+
+@pytest.mark.parametrize(
+    ("cls", "factor"), [(DoubledLoss, 2.0), (LossAttribute, 1.0), (LossHelper, 1.0), (Classifier, 1.0)]
+)
 def test_full_data_default_loss_is_the_modules_loss_method_else_its_training_step(cls, factor):
     losses, _ = _plain_trajectory(1)
     callback = HaltingTime("train_loss_below", 100.0, loss_source="full_data")

@@ -156,6 +156,32 @@ def test_report_compares_runs_from_their_files(tmp_path, capsys):
         main([str(tmp_path / "figs"), "--out", str(out)])
 
 
+class NoisyDataset(TensorDataset):
+    """A dataset that draws from torch's global RNG on every item, as a random augmentation does."""
+
+    def __getitem__(self, index):
+        x, y = super().__getitem__(index)
+        return x + 0.1 * torch.randn_like(x), y
+
+
+def _weights_after_a_fit(callbacks) -> list:
+    pl.seed_everything(0)
+    x = torch.randn(60, 2)
+    y = (x[:, 0] > 0).long()
+    model = Classifier(MLP([2, 5, 3]), num_classes=3, optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False, callbacks=callbacks
+    )
+    trainer.fit(model, DataLoader(NoisyDataset(x, y), batch_size=20, shuffle=True))
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_drawing_the_subset_from_a_random_dataset_leaves_training_as_it_would_be():
+    callback = HessianSpectrum(method="exact", n_samples=30, at_fit_start=False, at_fit_end=False)
+    for with_callback, without in zip(_weights_after_a_fit([callback]), _weights_after_a_fit([]), strict=True):
+        assert torch.equal(with_callback, without)
+
+
 def test_a_plain_dataloader_fit_draws_the_subset_from_the_trainers_loader():
     """No datamodule: ``trainer.fit(model, loader)``; the subset is the loader's dataset (all of it here)."""
     pl.seed_everything(0)

@@ -203,6 +203,12 @@ def test_same_mode_on_the_command_line_stacks_one_minibatch():
     assert _parsed("--config", "entropy_sgd/mnistfc_entropy.yaml", *same) == (3, 1)
 
 
+def test_a_plain_module_stepping_entropy_sgd_takes_one_minibatch_per_step():
+    """Lightning's closure for a module without EntropySGDTraining re-evaluates one batch: no stacking."""
+    entropy = ("--model.init_args.optimizer=EntropySGD", "--model.init_args.optimizer.init_args.L=5")
+    assert _parsed("--config", "entropy_sgd/lenet_adam.yaml", *entropy) == (5, 1)
+
+
 def test_entropy_configs_are_found():
     assert {"entropy_sgd/mnistfc_entropy.yaml", "entropy_sgd/ptb_lstm_medium_entropy.yaml"} <= set(ENTROPY_CONFIGS)
 
