@@ -180,8 +180,7 @@ class HessianSpectrum(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.batch is None:  # the training DataLoader exists from here on, with or without a datamodule
-            cuda_devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda_devices):  # a dataset may draw (augmentations): training's
+            with _forked_rng(pl_module):  # a dataset may draw (augmentations): training's
                 torch.manual_seed(self.seed)  # RNG stays as it was, and the subset depends on seed alone
                 self._draw_subset(trainer)
         if self.at_fit_start and not any(r["when"] == "start" for r in self.history):
@@ -327,8 +326,7 @@ class HessianSpectrum(pl.Callback):
         training = {m: m.training for m in pl_module.modules()}
         tensors = [*pl_module.parameters(), *pl_module.buffers()]
         saved = [(t, t.data) for t in tensors]
-        cuda_devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices):  # CPU and CUDA generators come back as they were
+        with _forked_rng(pl_module):
             pl_module.train(self.mode == "train")
             for tensor in tensors:
                 if tensor.is_floating_point():
@@ -359,6 +357,11 @@ def _mean_over_processes(tensor: Tensor) -> Tensor:
         torch.distributed.all_reduce(tensor)
         tensor /= torch.distributed.get_world_size()
     return tensor
+
+
+def _forked_rng(module: nn.Module):
+    """``torch.random.fork_rng`` over the CPU generator and, on a GPU, the module's device: both come back."""
+    return torch.random.fork_rng(devices=[module.device] if module.device.type == "cuda" else [])
 
 
 def _rows(batch: Any) -> int:
