@@ -23,8 +23,8 @@ import pytorch_lightning as pl
 import torch
 
 from iclr17.datamodules import MNISTDataModule
+from iclr17.functional.ebgan import discriminator_loss, generator_loss, reconstruction_energy
 from iclr17.modules import EBGAN, MnistDiscriminator, MnistGenerator
-from iclr17.modules.ebgan.functional import discriminator_loss, generator_loss, reconstruction_energy
 
 
 def _nets() -> tuple[MnistGenerator, MnistDiscriminator]:

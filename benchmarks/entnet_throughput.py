@@ -20,7 +20,7 @@ Before timing, each mode runs one step on every timed batch (so ``torch.compile`
 up on, every story length it will see), then times a second pass over the same batches.
 
 Four ways to run the memory: the default (``fused``: the recurrence with its hand-written backward,
-``iclr17.modules.entnet.functional``), ``recorded`` (every step under autograd, what ports do), and each
+``iclr17.functional.entnet``), ``recorded`` (every step under autograd, what ports do), and each
 under ``torch.compile`` of the memory module (where it compiles); the output gives each one's first losses
 to show whether they agree. Target: at least 30% of the matmul ceiling at the paper unroll.
 """

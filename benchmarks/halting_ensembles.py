@@ -30,9 +30,9 @@ import torch
 
 from iclr17.callbacks import HaltingTime
 from iclr17.datamodules import MNISTDataModule
+from iclr17.functional.spin_glass import descend_until_halted, random_sphere_points, sample_couplings, symmetrize
 from iclr17.modules import MLP, Classifier
-from iclr17.modules.halting.mlp_ensemble import init_ensemble, train_until_halted
-from iclr17.modules.halting.spin_glass import descend_until_halted, random_sphere_points, sample_couplings, symmetrize
+from iclr17.studies.mlp_ensemble import init_ensemble, train_until_halted
 
 
 def spin_glass(args: argparse.Namespace) -> tuple[list[float], list[float]]:

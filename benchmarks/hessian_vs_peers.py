@@ -68,14 +68,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from iclr17.callbacks.hessian.functional import (
+from iclr17.datamodules import MNISTDataModule
+from iclr17.functional.hessian import (
     exact_hessian,
     flat_loss,
     hessian_vector_product,
     lanczos_extremes,
     slq_density,
 )
-from iclr17.datamodules import MNISTDataModule
 from iclr17.modules import MLP
 
 try:

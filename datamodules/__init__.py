@@ -7,6 +7,7 @@ from .gaussian_mixture import GaussianMixtureDataModule
 from .images import CelebADataModule, ImageFolderDataModule, LSUNDataModule
 from .language_model import CharTextDataModule, PTBDataModule
 from .mnist import MNISTDataModule
+from .spin_glass import SpinGlassDataModule
 from .world_model import WorldModelDataModule
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "CIFAR10DataModule",
     "PTBDataModule",
     "CharTextDataModule",
+    "SpinGlassDataModule",
 ]

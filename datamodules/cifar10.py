@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from .cifar10_functional import global_contrast_normalize, zca_apply, zca_fit
+from iclr17.functional.preprocessing import global_contrast_normalize, zca_apply, zca_fit
+
 from .in_memory import InMemoryDataModule
 from .storage import DataFormatError, cache_root, data_root, download, extract_archive, require_files, sha256sum
 

@@ -6,6 +6,9 @@
 
 A ``--config`` path that does not exist on disk is looked up among the configs shipped in the package
 (``iclr17.configs``), with or without its leading ``configs/``; ``iclr17 configs`` lists them.
+
+Layers: this LightningCLI sits above ``modules``, ``datamodules`` and ``callbacks`` and below the studies, which
+run it; the console script's front door is ``iclr17.__main__``.
 """
 
 from __future__ import annotations
@@ -118,18 +121,6 @@ def _is_progress_bar(callback: object) -> bool:
         module, _, name = callback.class_path.rpartition(".")
         return issubclass(getattr(importlib.import_module(module), name), ProgressBar)
     return isinstance(callback, ProgressBar)
-
-
-def main() -> None:
-    """Entry point of the ``iclr17`` console script and ``python -m iclr17``."""
-    if sys.argv[1:2] == ["configs"]:
-        print("\n".join(shipped_configs()))
-    elif sys.argv[1:2] == ["halting-study"]:
-        from iclr17.modules.halting.study import main as halting_study
-
-        halting_study(sys.argv[2:])
-    else:
-        cli()
 
 
 def cli(args: list[str] | None = None) -> ICLR17CLI:

@@ -4,9 +4,9 @@ from .classifier import Classifier
 from .ebgan import EBGAN, ConvDiscriminator, DCGANGenerator, MnistDiscriminator, MnistGenerator, NoiseGenerator128
 from .entnet import EntNet, EntNetCBT
 from .entropy_sgd import EntropyClassifier, EntropyLanguageModel, EntropySGD, EntropySGDTraining
-from .halting import SpinGlass, SpinGlassDataModule
 from .language_model import LanguageModel
 from .nets import MLP, AllCNN, LeNet, MnistFC
+from .spin_glass import SpinGlass
 
 __all__ = [
     "Classifier",
@@ -23,7 +23,6 @@ __all__ = [
     "EntropyLanguageModel",
     "EntropySGDTraining",
     "SpinGlass",
-    "SpinGlassDataModule",
     "LanguageModel",
     "MLP",
     "MnistFC",

@@ -12,9 +12,10 @@ import wandb
 import yaml
 from pytorch_lightning.callbacks import RichProgressBar
 
-from iclr17.callbacks.hessian.report import main as report_main
-from iclr17.cli import cli, main, resolve_config_path, shipped_configs
-from iclr17.modules.halting.study import main as halting_study
+from iclr17.__main__ import main
+from iclr17.cli import cli, resolve_config_path, shipped_configs
+from iclr17.studies.halting import main as halting_study
+from iclr17.studies.hessian_report import main as report_main
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -143,7 +144,7 @@ def test_documented_width_sweep_keeps_every_run_in_its_own_folder(tmp_path, monk
         if line.startswith("#")
     )
     loop = re.search(r"for w in ([\d ]+); do (iclr17 fit .+?); done", header)
-    report = re.search(r"python -m iclr17\.callbacks\.hessian\.report (\S+) --out (\S+)", header)
+    report = re.search(r"python -m iclr17\.studies\.hessian_report (\S+) --out (\S+)", header)
     widths = loop.group(1).split()[:2]
     for w in widths:
         args = shlex.split(loop.group(2).replace("$w", w))[1:]  # after "iclr17"

@@ -42,7 +42,7 @@ def real_energy(module: nn.Module, batch: Any) -> Tensor:
 
 def spin_glass_energy(module: nn.Module, couplings: Tensor) -> Tensor:
     """A user loss for SpinGlass: the mean energy per spin of its instances."""
-    from iclr17.modules.halting.spin_glass import energy
+    from iclr17.functional.spin_glass import energy
 
     return energy(couplings, module.w).mean() / module.w.shape[1]
 

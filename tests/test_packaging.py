@@ -11,11 +11,11 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-PACKAGE_SOURCES = ["pyproject.toml", "README.md", "iclr17", "modules", "datamodules", "callbacks", "configs"]
+PACKAGE_SOURCES = ["pyproject.toml", "README.md", "iclr17", "functional", "modules", "datamodules", "callbacks", "studies", "configs"]
 
 
 def test_editable_install_maps_top_level_folders():
-    for package, folder in [("iclr17.modules", "modules"), ("iclr17.datamodules", "datamodules")]:
+    for package, folder in [(f"iclr17.{name}", name) for name in ("functional", "modules", "datamodules", "callbacks", "studies")]:
         origin = Path(importlib.util.find_spec(package).origin)
         assert origin == REPO_ROOT / folder / "__init__.py"
 

@@ -13,8 +13,9 @@ from pytorch_lightning.utilities.data import extract_batch_size
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
+from iclr17.functional.halting import update_first_hits
+
 from ..training_loss import LossFn, require_rerunnable_training_step, training_step_loss
-from .functional import update_first_hits
 
 Rule = Literal["train_loss_below", "grad_norm_below", "metric_at_least", "metric_below"]
 LossSource = Literal["full_data", "epoch_mean", "ema"]

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
 
-from .functional import GumbelSide, standardized_gumbel
+from iclr17.functional.halting import GumbelSide, standardized_gumbel
 
 BIN_WIDTH = 0.36  # the authors' duration_plot.py (leventsagun/decision-time-universality)
 

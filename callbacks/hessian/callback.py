@@ -17,9 +17,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from ..run_folder import run_folder
-from ..training_loss import LossFn, require_rerunnable_training_step, training_step_loss
-from .functional import (
+from iclr17.functional.hessian import (
     count_outliers,
     exact_hessian,
     flat_loss,
@@ -30,6 +28,9 @@ from .functional import (
     slq_density,
     spectrum_statistics,
 )
+
+from ..run_folder import run_folder
+from ..training_loss import LossFn, require_rerunnable_training_step, training_step_loss
 
 
 class HessianSpectrum(pl.Callback):

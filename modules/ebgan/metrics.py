@@ -5,7 +5,7 @@ The shipped classifier ``mnist_score_net.pt`` is the state dict of a :class:`Mni
 project's own ``Classifier`` on MNIST scaled to [-1, 1] (the generator's range)::
 
     iclr17 fit --config configs/ebgan/mnist_score_net.yaml
-    python -m iclr17.modules.ebgan.metrics runs/iclr17/<run>/checkpoints/last.ckpt
+    python -m iclr17.studies.mnist_score_net runs/iclr17/<run>/checkpoints/last.ckpt
 
 The second command writes the net's weights to ``modules/ebgan/mnist_score_net.pt`` and prints its accuracy on
 the official 10,000 test images (the number is in the config's header).
@@ -13,14 +13,14 @@ the official 10,000 test images (the number is in the config's header).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from .functional import mnist_score_from_statistics, mnist_score_statistics
+from iclr17.functional.ebgan import mnist_score_from_statistics, mnist_score_statistics
+
 from .nets import MnistScoreNet
 
 SCORE_NET_PATH = Path(__file__).with_name("mnist_score_net.pt")
@@ -31,7 +31,7 @@ def load_score_net(path: str | Path | None = None) -> MnistScoreNet:
     path = Path(path) if path is not None else SCORE_NET_PATH
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: MNIST score classifier not found; see the iclr17.modules.ebgan.metrics docstring"
+            f"{path}: MNIST score classifier not found; rebuild it with python -m iclr17.studies.mnist_score_net"
         )
     net = MnistScoreNet()
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -110,34 +110,3 @@ class MnistFeatures(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             return self.net.to(x.device).eval().features(x.float())
-
-
-def export_score_net(checkpoint: str | Path, out: str | Path = SCORE_NET_PATH) -> Path:
-    """Write the ``net`` weights of a ``Classifier(net=MnistScoreNet())`` Lightning checkpoint to ``out``."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    net_state = {k.removeprefix("net."): v.clone() for k, v in state.items() if k.startswith("net.")}
-    MnistScoreNet().load_state_dict(net_state)  # fails loudly on a checkpoint of another net
-    torch.save(net_state, out)
-    return Path(out)
-
-
-def _test_accuracy(net: nn.Module) -> float:
-    from iclr17.datamodules import MNISTDataModule
-
-    datamodule = MNISTDataModule(normalization="tanh", batch_size=1000)
-    datamodule.setup("test")
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in datamodule.test_dataloader():
-            correct += int((net(x).argmax(dim=-1) == y).sum())
-            total += len(y)
-    return correct / total
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m iclr17.modules.ebgan.metrics CLASSIFIER_CHECKPOINT")
-    written = export_score_net(sys.argv[1])
-    print(
-        f"wrote {written} ({written.stat().st_size} bytes); test accuracy {_test_accuracy(load_score_net(written)):.4f}"
-    )

@@ -13,8 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from ..step_logging import is_logging_step
-from .functional import (
+from iclr17.functional.ebgan import (
     Energy,
     HingeReduction,
     MarginSchedule,
@@ -26,6 +25,8 @@ from .functional import (
     pulling_away_term,
     reconstruction_energy,
 )
+
+from ..step_logging import is_logging_step
 from .metrics import MnistFeatures, MNISTScore
 from .nets import MnistDiscriminator, MnistGenerator
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..step_logging import is_logging_step
-from .components import DynamicMemory, FeaturePReLU, InputEncoder, SimpleMemory
+from .nets import DynamicMemory, FeaturePReLU, InputEncoder, SimpleMemory
 
 N_CANDIDATES = 10
 

@@ -12,8 +12,8 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from ..step_logging import is_logging_step
-from .components import DynamicMemory, FeaturePReLU, InputEncoder, OutputModule
 from .metrics import PerTaskError
+from .nets import DynamicMemory, FeaturePReLU, InputEncoder, OutputModule
 
 FAILED_TASK_ERROR = 0.05  # the paper counts a task as failed above 5% test error
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from iclr17.callbacks.halting_time.functional import (
+from iclr17.functional.halting import (
     GUMBEL_SKEWNESS,
     bootstrap_ci,
     describe,

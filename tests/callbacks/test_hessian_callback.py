@@ -142,7 +142,7 @@ def test_writes_npz_and_png_per_snapshot(tmp_path):
 
 
 def test_report_compares_runs_from_their_files(tmp_path, capsys):
-    from iclr17.callbacks.hessian.report import main
+    from iclr17.studies.hessian_report import main
 
     for width in (4, 8):
         callback = HessianSpectrum(method="exact", n_samples=30)

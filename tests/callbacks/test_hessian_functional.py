@@ -4,7 +4,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from iclr17.callbacks.hessian.functional import (
+from iclr17.functional.hessian import (
     count_outliers,
     exact_eigenvalues,
     exact_hessian,

@@ -10,8 +10,8 @@ from torchvision.datasets import cifar as tv_cifar
 
 import iclr17.datamodules.cifar10 as cifar10
 from iclr17.datamodules.cifar10 import CIFAR10DataModule, load_batch
-from iclr17.datamodules.cifar10_functional import global_contrast_normalize, zca_apply, zca_fit
 from iclr17.datamodules.storage import ChecksumError, DataFormatError, MissingDataError, sha256sum
+from iclr17.functional.preprocessing import global_contrast_normalize, zca_apply, zca_fit
 from tests.data.make_cifar10 import write_cifar10
 
 FOLDER = ("cifar10", "cifar-10-batches-py")

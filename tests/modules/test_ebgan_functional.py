@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import entropy
 
-from iclr17.modules.ebgan.functional import (
+from iclr17.functional.ebgan import (
     discriminator_loss,
     gan_discriminator_loss,
     gan_generator_loss,

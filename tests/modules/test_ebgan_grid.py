@@ -2,7 +2,7 @@
 
 import csv
 
-from iclr17.modules.ebgan.grid import main, table1_grid
+from iclr17.studies.ebgan_grid import main, table1_grid
 
 
 def test_full_grids_have_the_papers_sizes():

@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from iclr17.datamodules import MNISTDataModule
+from iclr17.functional.ebgan import reconstruction_energy
 from iclr17.modules import EBGAN, ConvDiscriminator, DCGANGenerator, MnistDiscriminator, MnistGenerator
-from iclr17.modules.ebgan.functional import reconstruction_energy
 
 
 def _tiny(loss="ebgan", **kwargs) -> EBGAN:

@@ -5,8 +5,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from iclr17.datamodules import BabiDataModule
 from iclr17.modules import EntNet
-from iclr17.modules.entnet.components import DynamicMemory, FeaturePReLU, OutputModule, SimpleMemory, normalize_slots
 from iclr17.modules.entnet.metrics import PerTaskError
+from iclr17.modules.entnet.nets import DynamicMemory, FeaturePReLU, OutputModule, SimpleMemory, normalize_slots
 
 torch.set_default_dtype(torch.float32)
 

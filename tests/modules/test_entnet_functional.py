@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from iclr17.modules.entnet.components import DynamicMemory, FeaturePReLU
-from iclr17.modules.entnet.functional import memory_recurrence
+from iclr17.functional.entnet import memory_recurrence
+from iclr17.modules.entnet.nets import DynamicMemory, FeaturePReLU
 
 # story 0 has a hole, story 1 ends early, story 2 starts with padding (its memory is then still the
 # initial, not unit-norm one); step 3 is padding for all three (skipped)

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iclr17.modules.halting.conjugate_gradient import cg_until_halted, critical_width, wishart_systems
-from iclr17.modules.halting.mlp_ensemble import init_ensemble, train_until_halted
-from iclr17.modules.halting.study import main as study_main
+from iclr17.functional.conjugate_gradient import cg_until_halted, critical_width, wishart_systems
 from iclr17.modules.nets import MLP
+from iclr17.studies.halting import main as study_main
+from iclr17.studies.mlp_ensemble import init_ensemble, train_until_halted
 
 
 def _numpy_cg(a, b, eps, max_steps):
@@ -84,7 +84,7 @@ def test_study_command_writes_statistics_raw_times_and_figure(tmp_path):
     config.write_text(
         "name: tiny\nn_runs: 60\nn_resamples: 100\n"
         f"out_dir: {tmp_path}\n"
-        "system:\n  class_path: iclr17.modules.halting.study.ConjugateGradientRuns\n"
+        "system:\n  class_path: iclr17.studies.halting.ConjugateGradientRuns\n"
         "  init_args: {n: 20, eps: [1.0e-4, 1.0e-8], chunk_size: 25}\n"
     )
     result = study_main(["--config", str(config)])
@@ -107,7 +107,7 @@ def test_spin_glass_and_cg_reproduce_the_spec_acceptance_thresholds(tmp_path):
     skewness positive and closer to 1.14 than to 0; CG at critical scaling: skewness near 0 (15-60 s)."""
     sg = study_main(
         ["--name=sg", "--n_runs=2000", f"--out_dir={tmp_path}", "--ensembles=[gaussian, bernoulli]",
-         "--system=iclr17.modules.halting.study.SpinGlassRuns", "--system.n_spins=32", "--system.eps=[1.0]",
+         "--system=iclr17.studies.halting.SpinGlassRuns", "--system.n_spins=32", "--system.eps=[1.0]",
          "--system.max_steps=5000"]
     )  # fmt: skip
     report = sg["by_threshold"]["1"]
@@ -115,7 +115,7 @@ def test_spin_glass_and_cg_reproduce_the_spec_acceptance_thresholds(tmp_path):
     assert abs(report["pooled"]["skewness"] - 1.14) < report["pooled"]["skewness"]
     cg = study_main(
         ["--name=cg", "--n_runs=2000", f"--out_dir={tmp_path}",
-         "--system=iclr17.modules.halting.study.ConjugateGradientRuns", "--system.n=100", "--system.eps=[1.0e-8]"]
+         "--system=iclr17.studies.halting.ConjugateGradientRuns", "--system.n=100", "--system.eps=[1.0e-8]"]
     )  # fmt: skip
     assert abs(cg["by_threshold"]["1e-08"]["pooled"]["skewness"]) < 0.2
     assert cg["by_threshold"]["1e-08"]["universality"]["gaussian vs bernoulli"]["ks_pvalue"] > 0.05

@@ -7,8 +7,8 @@ import pytorch_lightning as pl
 import torch
 
 from iclr17.callbacks import HaltingTime
-from iclr17.modules import SpinGlass, SpinGlassDataModule
-from iclr17.modules.halting.spin_glass import (
+from iclr17.datamodules import SpinGlassDataModule
+from iclr17.functional.spin_glass import (
     COUPLING_ENSEMBLES,
     descend_until_halted,
     energy,
@@ -17,6 +17,7 @@ from iclr17.modules.halting.spin_glass import (
     sphere_gradient,
     symmetrize,
 )
+from iclr17.modules import SpinGlass
 
 
 @pytest.mark.parametrize("ensemble", COUPLING_ENSEMBLES)

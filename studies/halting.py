@@ -25,11 +25,19 @@ import numpy as np
 import torch
 from jsonargparse import CLI
 
-from iclr17.callbacks.halting_time.functional import GumbelSide, ensemble_report, halting_times
-
-from .conjugate_gradient import WishartEnsemble, cg_until_halted, critical_width, wishart_systems
-from .mlp_ensemble import init_ensemble, train_until_halted
-from .spin_glass import CouplingEnsemble, descend_until_halted, random_sphere_points, sample_couplings, symmetrize
+from iclr17.callbacks.halting_time.figures import halting_figure
+from iclr17.cli import resolve_config_args
+from iclr17.datamodules import MNISTDataModule
+from iclr17.functional.conjugate_gradient import WishartEnsemble, cg_until_halted, critical_width, wishart_systems
+from iclr17.functional.halting import GumbelSide, ensemble_report, halting_times
+from iclr17.functional.spin_glass import (
+    CouplingEnsemble,
+    descend_until_halted,
+    random_sphere_points,
+    sample_couplings,
+    symmetrize,
+)
+from iclr17.studies.mlp_ensemble import init_ensemble, train_until_halted
 
 
 def _chunks(n_runs: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -177,8 +185,6 @@ class MLPRuns(HaltingSystem):
         self.max_steps, self.chunk_size, self.device = max_steps, chunk_size, device
 
     def data(self, inputs: Literal["mnist", "random"]) -> tuple[torch.Tensor, torch.Tensor]:
-        from iclr17.datamodules import MNISTDataModule
-
         datamodule = MNISTDataModule(
             data_dir=self.data_dir, val_size=10_000, normalization=self.normalization, flatten=True,
             subset_size=self.subset_size, inputs=inputs, seed=0,
@@ -270,8 +276,6 @@ def study(
         "by_threshold": reports,
     }
     (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=_jsonable))
-    from iclr17.callbacks.halting_time.figures import halting_figure
-
     panels = {label: taus for label, taus in panels.items() if taus}
     figure = halting_figure(panels, title=name, gumbel_side=gumbel_side)
     figure.savefig(out / f"{name}.png", dpi=110)
@@ -311,14 +315,12 @@ def _print_summary(result: dict) -> None:
 
 
 def main(args: list[str] | None = None) -> dict:
-    """Command line: ``iclr17 halting-study --config <yaml>`` (or ``python -m iclr17.modules.halting.study``);
+    """Command line: ``iclr17 halting-study --config <yaml>`` (or ``python -m iclr17.studies.halting``);
     shipped configs are found by name, e.g. ``halting_time/study/spin_glass_n32.yaml``."""
-    from iclr17.cli import resolve_config_args
-
     return CLI(study, args=resolve_config_args(sys.argv[1:] if args is None else args), as_positional=False)
 
 
 if __name__ == "__main__":  # through the package, so the systems' classes are the importable ones
-    from iclr17.modules.halting.study import main as package_main
+    from iclr17.studies.halting import main as package_main
 
     package_main()

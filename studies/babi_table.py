@@ -1,6 +1,6 @@
 """Multi-seed bAbI study for EntNet: train every (task, seed), test, and print the paper's Table 2 layout.
 
-    python -m iclr17.babi_table --config configs/entnet/babi10k.yaml --tasks 1 2 4 --seeds 1 2 3 \\
+    python -m iclr17.studies.babi_table --config configs/entnet/babi10k.yaml --tasks 1 2 4 --seeds 1 2 3 \\
         --jobs 2 --out results/entnet_babi10k.json [-- extra iclr17 fit flags, e.g. --trainer.max_epochs=50]
 
 Each run is ``iclr17 fit`` on one task with one seed, then a test of its final weights (the authors'
@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from iclr17.cli import cli
+
 FAILED = 0.05
 PAPER_TABLE2_ENTNET = {  # test error (%), EntNet column of the paper's Table 2 (best of 10 runs by validation)
     1: 0.0, 2: 0.1, 3: 4.1, 4: 0.0, 5: 0.3, 6: 0.2, 7: 0.0, 8: 0.5, 9: 0.1, 10: 0.6,
@@ -32,8 +34,6 @@ PAPER_TABLE2_ENTNET = {  # test error (%), EntNet column of the paper's Table 2 
 
 def run_one(config: str, task: int, seed: int, extra: list[str], threads: int, out_dir: str) -> dict:
     """Fit one task with one seed, test the final weights, and return the errors."""
-    from iclr17.cli import cli
-
     torch.set_num_threads(threads)
     start = time.perf_counter()
     fit = cli(
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
         runs = [f.result() for f in futures]
     summary = summarize(runs)
-    command = sys.argv if argv is None else ["python", "-m", "iclr17.babi_table", *argv]
+    command = sys.argv if argv is None else ["python", "-m", "iclr17.studies.babi_table", *argv]
     out.write_text(json.dumps({"command": command, "runs": runs, "summary": summary}, indent=1))
     print(markdown_table(summary))
 

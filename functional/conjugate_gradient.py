@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from iclr17.callbacks.halting_time.functional import update_first_hits  # the rule HaltingTime applies
+from iclr17.functional.halting import update_first_hits  # the rule HaltingTime applies
 
 WishartEnsemble = Literal["gaussian", "bernoulli"]
 

@@ -1,7 +1,7 @@
 """Compare the spectra that ``HessianSpectrum`` wrote for several runs (a width sweep, say) in one figure and
 one JSON table::
 
-    python -m iclr17.callbacks.hessian.report runs/width_5 runs/width_10 --out results/hessian/width_sweep.png
+    python -m iclr17.studies.hessian_report runs/width_5 runs/width_10 --out results/hessian/width_sweep.png
 
 Each run folder is searched for ``hessian/start_step*.npz`` and ``hessian/end_step*.npz`` (the callback's files,
 in whatever logger sub-folder they sit). The figure shows, per run, the ordered eigenvalues after training on a
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .functional import spectrum_statistics
+from iclr17.functional.hessian import spectrum_statistics
 
 
 def snapshot(run: Path, when: str) -> dict | None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import memory_recurrence
+from iclr17.functional.entnet import memory_recurrence
 
 
 class InputEncoder(nn.Module):

@@ -1,7 +1,7 @@
 """The MNIST architecture grid of EBGAN's Table 1 (arXiv:1609.03126 section 4.1): EBGAN vs GAN runs, I' per
 run, and the Fig. 2 histograms.
 
-    ICLR17_DATA_DIR=/path/to/data python -m iclr17.modules.ebgan.grid --out results/ebgan/grid \\
+    ICLR17_DATA_DIR=/path/to/data python -m iclr17.studies.ebgan_grid --out results/ebgan/grid \\
         [--n-layer-g 2 3 4 5] [--n-layer-d 2 3 4 5] [--size-g 400 800 1600 3200] [--size-d 128 256 512 1024] \\
         [--dropout-d 0 1] [--pt-weight 0] [--gan-optim adam sgd] [--gan-lr 0.01 0.001 0.0001] \\
         [--subset N] [--epochs 1] [--limit-batches N] [--score-samples 10000]
@@ -32,10 +32,9 @@ import torch
 from torchvision.utils import save_image
 
 from iclr17.datamodules import MNISTDataModule
-
-from .metrics import MNISTScore
-from .module import EBGAN
-from .nets import MnistDiscriminator, MnistGenerator
+from iclr17.modules.ebgan.metrics import MNISTScore
+from iclr17.modules.ebgan.module import EBGAN
+from iclr17.modules.ebgan.nets import MnistDiscriminator, MnistGenerator
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 

@@ -12,9 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from iclr17.callbacks.halting_time.functional import update_first_hits  # the rule HaltingTime applies
-
-from ..nets import MLP
+from iclr17.functional.halting import update_first_hits  # the rule HaltingTime applies
+from iclr17.modules.nets import MLP
 
 
 def init_ensemble(widths: list[int], seeds: list[int]) -> tuple[nn.Module, dict[str, Tensor]]:

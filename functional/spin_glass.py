@@ -1,0 +1,115 @@
+"""The p = 3 spherical spin glass and its projected gradient descent, for K independent instances at once
+(Sagun, Trogdon, LeCun, arXiv:1511.06444 section 2.1; the authors' ``3spin.lua``).
+
+Energy ``H(w) = (1/N) sum_ijk x_ijk w_i w_j w_k`` on the sphere ``||w|| = sqrt(N)`` (the 1/N is N^-(p-1)/2),
+couplings i.i.d. with mean 0 and variance 1 from one of four ensembles. Gradient descent from a uniform
+random point: project the gradient onto the sphere's tangent space, step with ``gamma_t = lr / (1 + t decay)``,
+rescale to radius sqrt(N); the halting time at eps is the first step at which the projected gradient's norm is
+below eps. Every function takes a leading ensemble dimension K. Pure torch: ``iclr17.modules.SpinGlass`` and
+``iclr17.datamodules.SpinGlassDataModule`` wrap it for Lightning.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .halting import update_first_hits  # the rule HaltingTime applies
+
+CouplingEnsemble = Literal["gaussian", "bernoulli", "uniform", "exponential"]
+COUPLING_ENSEMBLES: tuple[str, ...] = ("gaussian", "bernoulli", "uniform", "exponential")
+
+
+def sample_couplings(
+    n_instances: int, n_spins: int, ensemble: CouplingEnsemble, generator: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:  # fmt: skip
+    """``(K, N, N, N)`` i.i.d. couplings with mean 0 and variance 1 (arXiv:1511.06444): ``gaussian`` N(0, 1),
+    ``bernoulli`` +-1, ``uniform`` on [-sqrt(3), sqrt(3)], ``exponential`` Exp(1) - 1."""
+    shape = (n_instances, n_spins, n_spins, n_spins)
+    if ensemble == "gaussian":
+        return torch.randn(shape, generator=generator, dtype=dtype)
+    if ensemble == "bernoulli":
+        return torch.randint(0, 2, shape, generator=generator).to(dtype).mul_(2).sub_(1)
+    if ensemble == "uniform":
+        return torch.rand(shape, generator=generator, dtype=dtype).mul_(2 * math.sqrt(3)).sub_(math.sqrt(3))
+    if ensemble == "exponential":
+        return torch.empty(shape, dtype=dtype).exponential_(1.0, generator=generator).sub_(1)
+    raise ValueError(f"ensemble must be one of {COUPLING_ENSEMBLES}, got {ensemble!r}")
+
+
+def symmetrize(couplings: Tensor) -> Tensor:
+    """The average of ``x_ijk`` over the 6 permutations of (i, j, k): the same energy, and the gradient
+    becomes one contraction (:func:`sphere_gradient`)."""
+    out = couplings.clone()
+    for perm in ((0, 2, 1, 3), (0, 1, 3, 2), (0, 2, 3, 1), (0, 3, 1, 2), (0, 3, 2, 1)):
+        out += couplings.permute(perm)
+    return out.div_(6)
+
+
+def random_sphere_points(n_instances: int, n_spins: int, generator: torch.Generator, dtype=torch.float32) -> Tensor:
+    """``(K, N)`` points drawn uniformly on the sphere of radius sqrt(N)."""
+    w = torch.randn(n_instances, n_spins, generator=generator, dtype=dtype)
+    return w * (math.sqrt(n_spins) / w.norm(dim=1, keepdim=True))
+
+
+def energy(couplings: Tensor, w: Tensor) -> Tensor:
+    """``(K,)`` energies ``H(w) = (1/N) sum_ijk x_ijk w_i w_j w_k`` (any couplings, symmetric or not)."""
+    return torch.einsum("kabc,ka,kb,kc->k", couplings, w, w, w) / w.shape[1]
+
+
+def sphere_gradient(symmetric_couplings: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """``(energy, projected gradient)`` at points ``w`` on the sphere, for symmetrised couplings.
+
+    The Euclidean gradient is ``g_i = (3/N) sum_jk xs_ijk w_j w_k``; its tangent part is
+    ``g - (g . w / N) w`` (``||w||^2 = N``); ``H = (g . w) / 3`` by Euler's theorem for a cubic form.
+    """
+    k, n = w.shape
+    ww = (w.unsqueeze(2) * w.unsqueeze(1)).reshape(k, 1, n * n)
+    # a row vector times the transposed view: CPU BLAS runs it as gemv (a column-vector bmm is 2-3x slower)
+    g = torch.bmm(ww, symmetric_couplings.reshape(k, n, n * n).transpose(1, 2)).squeeze(1) * (3.0 / n)
+    radial = (g * w).sum(dim=1, keepdim=True)
+    return radial.squeeze(1) / 3.0, g - radial / n * w
+
+
+def sphere_step(w: Tensor, projected_gradient: Tensor, gamma: float) -> Tensor:
+    """One step ``w - gamma g`` rescaled to radius sqrt(N)."""
+    w = w - gamma * projected_gradient
+    return w * (math.sqrt(w.shape[1]) / w.norm(dim=1, keepdim=True))
+
+
+def step_size(lr: float, decay: float, step: int) -> float:
+    """``gamma_t = lr / (1 + t decay)`` for the (t + 1)-th update, as the Lua code counts (``time`` from 1)."""
+    return lr / (1.0 + (step + 1) * decay)
+
+
+def descend_until_halted(
+    symmetric_couplings: Tensor, w: Tensor, eps: Tensor, lr: float = 0.2, decay: float = 0.0, max_steps: int = 10_000
+) -> tuple[Tensor, int, Tensor]:
+    """Projected gradient descent on K instances in lockstep, each until it met every eps.
+
+    Returns ``(first, last_step, w)``: ``first[k, e]`` is the number of updates instance k had taken when its
+    projected gradient norm was first below ``eps[e]`` (-1: not within ``max_steps``, i.e. censored at
+    ``last_step``), and ``w`` each instance's last point. An instance that met every eps stops moving, and
+    the working set is compacted whenever half of it has halted, so the cost is the sum of the halting times,
+    not K times the longest. The Lua code counts gradient evaluations from 1, so its times are these plus one.
+    """
+    first = torch.full((w.shape[0], len(eps)), -1, dtype=torch.long, device=w.device)
+    w_final, active = w.clone(), torch.arange(w.shape[0], device=w.device)
+    couplings, step = symmetric_couplings, 0
+    for step in range(max_steps + 1):
+        _, g = sphere_gradient(couplings, w)
+        first[active] = update_first_hits(first[active], torch.linalg.vector_norm(g, dim=1), eps, step)
+        halted = (first[active] >= 0).all(dim=1)
+        if step == max_steps or bool(halted.all()):
+            break
+        w = sphere_step(w, g, step_size(lr, decay, step))
+        if 2 * int(halted.sum()) >= len(active):
+            w_final[active] = w
+            keep = ~halted
+            active, couplings, w = active[keep], couplings[keep], w[keep]
+    w_final[active] = w
+    return first, step, w_final
