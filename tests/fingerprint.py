@@ -2,7 +2,7 @@
 
 A refactor that must not change behaviour (moving code between layers, renaming) keeps every fingerprint
 bit-identical on the same machine; ``tests/test_fingerprints.py`` compares them with the committed
-``tests/fingerprints.json``. Both halves ignore names, so that renaming a logged key or a submodule does not
+``tests/fingerprints/<machine>.json``. Both halves ignore names, so that renaming a logged key or a submodule does not
 count as a change: the losses are the values of the ``train/*loss*`` scalars of each step, sorted, and the
 checksum is over the sorted digests of the individual state-dict tensors.
 """
@@ -10,6 +10,9 @@ checksum is over the sorted digests of the individual state-dict tensors.
 from __future__ import annotations
 
 import hashlib
+import platform
+import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +22,19 @@ from pytorch_lightning.utilities import rank_zero_only
 from iclr17.cli import cli
 
 STEPS = 20
+
+
+def machine_kind() -> str:
+    """The CPU model, its widest vector unit and the torch version, e.g. ``x86_64-amd-epyc-avx512-torch2.14.1``:
+    what decides the last bits of a float reduction on the CPU."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M)
+    flags = set(flags.group(1).split()) if flags else set()
+    vector = next((unit for unit in ("avx512f", "avx2", "avx") if unit in flags), "novec").removesuffix("f")
+    cpu = re.sub(r"[^a-z0-9]+", "-", (model.group(1) if model else platform.processor() or "cpu").lower()).strip("-")
+    version = torch.__version__.split("+")[0]
+    return f"{platform.machine()}-{cpu}-{vector}-torch{version}"
 
 
 class LossRecorder(Logger):

@@ -1,9 +1,15 @@
 """Every shipped config (in its fast form) and every smoke config trains exactly as recorded.
 
 The fast form: the fixture data root, 20 optimizer steps, no validation, one CPU thread, seed 0, plus the few
-overrides below where a config names data that the fixtures do not have. The record is
-``tests/fingerprints.json``; a change of behaviour makes this test fail. Only a commit that changes training on
-purpose regenerates it, and says why: ``ICLR17_UPDATE_FINGERPRINTS=1 python -m pytest tests/test_fingerprints.py``.
+overrides below where a config names data that the fixtures do not have.
+
+Float results depend on the CPU's kernels (AVX-512 vs AVX2 reductions differ in the last bits), so the records
+are kept per machine kind in ``tests/fingerprints/<machine>.json``. On a machine kind with a record the
+comparison is bit for bit (losses and the weights' digest); on any other, where 20 steps of training can drift
+apart (Langevin and GAN runs by up to 100%), only the number of logged steps and the first step's losses (the
+initial weights, the data, the forward pass) are compared with every other record, to a relative 1e-2. Only a commit that changes training on purpose regenerates a record, and
+says why; a new machine kind adds its own: ``ICLR17_UPDATE_FINGERPRINTS=1 python -m pytest tests/test_fingerprints.py
+-m ""`` writes ``tests/fingerprints/<this machine>.json``.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import yaml
 
 from iclr17.cli import resolve_config_path, shipped_configs
 from tests.conftest import REPO_ROOT
-from tests.fingerprint import fingerprint
+from tests.fingerprint import fingerprint, machine_kind
 
-RECORD = Path(__file__).parent / "fingerprints.json"
+RECORDS = Path(__file__).parent / "fingerprints"
+OWN_RECORD = RECORDS / f"{machine_kind()}.json"
 UPDATE = os.environ.get("ICLR17_UPDATE_FINGERPRINTS") == "1"
 
 FIXTURE_DATA = {  # per datamodule: what the fixture data root can serve, small enough for 20 fast steps
@@ -64,10 +71,14 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def record() -> dict:
-    recorded = json.loads(RECORD.read_text()) if RECORD.is_file() else {}
+    recorded = json.loads(OWN_RECORD.read_text()) if OWN_RECORD.is_file() else {}
     yield recorded
     if UPDATE:
-        RECORD.write_text(json.dumps(dict(sorted(recorded.items())), indent=1) + "\n")
+        OWN_RECORD.write_text(json.dumps(dict(sorted(recorded.items())), indent=1) + "\n")
+
+
+def other_machines() -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json")) if p != OWN_RECORD}
 
 
 @pytest.mark.parametrize(("name", "path"), CASES)
@@ -78,6 +89,14 @@ def test_training_matches_its_fingerprint(name, path, record, monkeypatch, fixtu
     if UPDATE:
         record[name] = measured
         return
-    assert name in record, f"{name} has no fingerprint: run with ICLR17_UPDATE_FINGERPRINTS=1 and commit it"
-    assert measured["losses"] == record[name]["losses"], f"{name}: the first training losses changed"
-    assert measured["weights"] == record[name]["weights"], f"{name}: the weights after 20 steps changed"
+    if name in record:  # this machine kind's own record: bit for bit
+        assert measured["losses"] == record[name]["losses"], f"{name}: the first training losses changed"
+        assert measured["weights"] == record[name]["weights"], f"{name}: the weights after 20 steps changed"
+        return
+    others = {machine: fingerprints[name] for machine, fingerprints in other_machines().items() if name in fingerprints}
+    assert others, f"{name} has no fingerprint: run with ICLR17_UPDATE_FINGERPRINTS=1 and commit it"
+    for machine, recorded in others.items():  # training is chaotic across kernels: the first step only
+        assert len(measured["losses"]) == len(recorded["losses"]), f"{name}: {machine} logged other steps"
+        assert measured["losses"][0] == pytest.approx(recorded["losses"][0], rel=1e-2), (
+            f"{name}: the first step's losses differ from {machine}'s record beyond float noise"
+        )

@@ -11,11 +11,23 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-PACKAGE_SOURCES = ["pyproject.toml", "README.md", "iclr17", "functional", "modules", "datamodules", "callbacks", "studies", "configs"]
+PACKAGE_SOURCES = [
+    "pyproject.toml",
+    "README.md",
+    "iclr17",
+    "functional",
+    "modules",
+    "datamodules",
+    "callbacks",
+    "studies",
+    "configs",
+]
 
 
 def test_editable_install_maps_top_level_folders():
-    for package, folder in [(f"iclr17.{name}", name) for name in ("functional", "modules", "datamodules", "callbacks", "studies")]:
+    for package, folder in [
+        (f"iclr17.{name}", name) for name in ("functional", "modules", "datamodules", "callbacks", "studies")
+    ]:
         origin = Path(importlib.util.find_spec(package).origin)
         assert origin == REPO_ROOT / folder / "__init__.py"
 
