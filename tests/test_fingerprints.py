@@ -7,7 +7,8 @@ Float results depend on the CPU's kernels (AVX-512 vs AVX2 reductions differ in 
 are kept per machine kind in ``tests/fingerprints/<machine>.json``. On a machine kind with a record the
 comparison is bit for bit (losses and the weights' digest); on any other, where 20 steps of training can drift
 apart (Langevin and GAN runs by up to 100%), only the number of logged steps and the first step's losses (the
-initial weights, the data, the forward pass) are compared with every other record, to a relative 1e-2. Only a commit that changes training on purpose regenerates a record, and
+initial weights, the data, the forward pass) are compared with every other record, to a relative 1e-2.
+Only a commit that changes training on purpose regenerates a record, and
 says why; a new machine kind adds its own: ``ICLR17_UPDATE_FINGERPRINTS=1 python -m pytest tests/test_fingerprints.py
 -m ""`` writes ``tests/fingerprints/<this machine>.json``.
 """
