@@ -2,7 +2,7 @@
 
     ICLR17_DATA_DIR=/path/to/data python benchmarks/ebgan_step.py [--repeats 5] [--batches 100]
 
-Both sides build the paper's best EBGAN-PT MNIST nets (``MnistGenerator(5, 800)``, ``MnistDiscriminator(2, 1024)``,
+Both sides build the paper's best EBGAN-PT MNIST nets (``MNISTGenerator(5, 800)``, ``MNISTDiscriminator(2, 1024)``,
 same seed, so identical weights), Adam lr 1e-3, and train on the same batches (the datamodule's loader: global
 batch 64, MNIST in [-1, 1]) for ``--batches`` batches. Each batch is one D step (fake = G(z) without gradient,
 l2 energy, per-sample hinge, m = 10) and one G step (energy of G(z) + 0.1 PT, same z). The plain loop freezes
@@ -24,12 +24,12 @@ import torch
 
 from iclr17.datamodules import MNISTDataModule
 from iclr17.functional.ebgan import discriminator_loss, generator_loss, reconstruction_energy
-from iclr17.modules import EBGAN, MnistDiscriminator, MnistGenerator
+from iclr17.modules import EBGAN, MNISTDiscriminator, MNISTGenerator
 
 
-def _nets() -> tuple[MnistGenerator, MnistDiscriminator]:
+def _nets() -> tuple[MNISTGenerator, MNISTDiscriminator]:
     torch.manual_seed(0)
-    return MnistGenerator(z_dim=100, n_layers=5, size=800), MnistDiscriminator(n_layers=2, size=1024)
+    return MNISTGenerator(z_dim=100, n_layers=5, size=800), MNISTDiscriminator(n_layers=2, size=1024)
 
 
 def plain_loop(datamodule: MNISTDataModule, batches: int) -> float:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iclr17 import EntropySGD, LeNet, MnistFC
+from iclr17 import EntropySGD, LeNet, MNISTFC
 
 
 def batches(n: int, device: torch.device, conv: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     device = torch.device(args.device)
-    compare("mnistfc", MnistFC, conv=False, L=args.L, repeats=args.repeats, device=device)
+    compare("mnistfc", MNISTFC, conv=False, L=args.L, repeats=args.repeats, device=device)
     compare("LeNet-BN", LeNet, conv=True, L=args.L, repeats=args.repeats, device=device)
 
 

@@ -2,7 +2,7 @@
 
     ICLR17_DATA_DIR=/path/to/data python benchmarks/lightning_overhead.py [--repeats 3] [--limit-batches N]
 
-Both sides train a fresh ``MnistFC`` with Adam (lr 1e-3) on the same DataLoader (the datamodule's: global
+Both sides train a fresh ``MNISTFC`` with Adam (lr 1e-3) on the same DataLoader (the datamodule's: global
 batch 128, shuffled, 50,000 images), compute the same cross-entropy, and keep the epoch's mean loss. The
 Trainer runs with no logger, no checkpointing, no progress bar and no validation, so the ratio measures the
 framework's own cost: its loop, hooks and ``self.log``. The timed region of each side starts before the
@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from iclr17.datamodules import MNISTDataModule
-from iclr17.modules import Classifier, MnistFC
+from iclr17.modules import Classifier, MNISTFC
 
 
 def plain_epoch(datamodule: MNISTDataModule, limit_batches: int | None) -> float:
     torch.manual_seed(0)
     start = time.perf_counter()
-    model = MnistFC()
+    model = MNISTFC()
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_sum, n_batches = torch.zeros(()), 0
@@ -46,7 +46,7 @@ def plain_epoch(datamodule: MNISTDataModule, limit_batches: int | None) -> float
 def lightning_epoch(datamodule: MNISTDataModule, limit_batches: int | None) -> float:
     torch.manual_seed(0)
     start = time.perf_counter()
-    model = Classifier(MnistFC(), optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
+    model = Classifier(MNISTFC(), optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=1,

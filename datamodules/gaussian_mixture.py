@@ -27,11 +27,11 @@ class GaussianMixtureDataModule(InMemoryDataModule):
 
     The Hessian paper's setting (arXiv:1611.07476; ``docs/papers/hessian.md``) is two clusters at (-1, -1) and
     (1, 1), 100 samples, cluster standard deviation 1, standardised inputs: pass those ``centers`` in the
-    config. Without ``centers``, ``n_classes`` centres are drawn uniformly from the box
+    config. Without ``centers``, ``num_classes`` centres are drawn uniformly from the box
     ``[-center_box, center_box]^dim`` (as scikit-learn's ``make_blobs`` does).
 
     Args:
-        n_classes: number of clusters k (must agree with ``centers`` when given).
+        num_classes: number of clusters k (must agree with ``centers`` when given).
         dim: input dimension d (must agree with ``centers`` when given).
         centers: explicit cluster centres, k lists of d numbers.
         n_samples: training samples.
@@ -48,7 +48,7 @@ class GaussianMixtureDataModule(InMemoryDataModule):
 
     def __init__(
         self,
-        n_classes: int = 2,
+        num_classes: int = 2,
         dim: int = 2,
         centers: list[list[float]] | None = None,
         n_samples: int = 100,
@@ -65,12 +65,12 @@ class GaussianMixtureDataModule(InMemoryDataModule):
         super().__init__(batch_size=batch_size, num_workers=num_workers, batches_per_step=batches_per_step)
         if centers is not None:
             shape = (len(centers), len(centers[0]) if centers else 0)
-            if shape != (n_classes, dim) or any(len(c) != dim for c in centers):
-                raise ValueError(f"centers must be n_classes={n_classes} lists of dim={dim} numbers, got {centers}")
-        if n_classes < 2 or dim < 1 or min(n_samples, n_val, n_test) < 1:
-            raise ValueError("need n_classes >= 2, dim >= 1 and at least one sample in every split")
+            if shape != (num_classes, dim) or any(len(c) != dim for c in centers):
+                raise ValueError(f"centers must be num_classes={num_classes} lists of dim={dim} numbers, got {centers}")
+        if num_classes < 2 or dim < 1 or min(n_samples, n_val, n_test) < 1:
+            raise ValueError("need num_classes >= 2, dim >= 1 and at least one sample in every split")
         self.save_hyperparameters()
-        self.num_classes = n_classes
+        self.num_classes = num_classes
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -84,7 +84,7 @@ class GaussianMixtureDataModule(InMemoryDataModule):
         if hp.centers is not None:
             centers = torch.tensor(hp.centers, dtype=torch.float64)
         else:
-            centers = torch.rand(hp.n_classes, hp.dim, generator=generator, dtype=torch.float64) * 2 - 1
+            centers = torch.rand(hp.num_classes, hp.dim, generator=generator, dtype=torch.float64) * 2 - 1
             centers = centers * hp.center_box
         splits = [
             sample_gaussian_mixture(centers, n, hp.cluster_std, generator) for n in (hp.n_samples, hp.n_val, hp.n_test)

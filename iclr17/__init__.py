@@ -2,7 +2,7 @@
 
 Everything public is importable from here::
 
-    from iclr17 import Classifier, MnistFC, MNISTDataModule
+    from iclr17 import Classifier, MNISTFC, MNISTDataModule
 """
 
 from iclr17.callbacks import *  # noqa: F403

@@ -1,18 +1,18 @@
 """LightningModules (one per paper, plus the shared Classifier) and the networks they train."""
 
 from .classifier import Classifier
-from .ebgan import EBGAN, ConvDiscriminator, DCGANGenerator, MnistDiscriminator, MnistGenerator, NoiseGenerator128
+from .ebgan import EBGAN, ConvDiscriminator, DCGANGenerator, MNISTDiscriminator, MNISTGenerator, NoiseGenerator128
 from .entnet import EntNet, EntNetCBT
 from .entropy_sgd import EntropyClassifier, EntropyLanguageModel, EntropySGD, EntropySGDTraining
 from .language_model import LanguageModel
-from .nets import MLP, AllCNN, LeNet, MnistFC
+from .nets import MLP, AllCNN, LeNet, MNISTFC
 from .spin_glass import SpinGlass
 
 __all__ = [
     "Classifier",
     "EBGAN",
-    "MnistGenerator",
-    "MnistDiscriminator",
+    "MNISTGenerator",
+    "MNISTDiscriminator",
     "DCGANGenerator",
     "ConvDiscriminator",
     "NoiseGenerator128",
@@ -25,7 +25,7 @@ __all__ = [
     "SpinGlass",
     "LanguageModel",
     "MLP",
-    "MnistFC",
+    "MNISTFC",
     "LeNet",
     "AllCNN",
 ]

@@ -32,7 +32,7 @@ class Classifier(pl.LightningModule):
         model:
           class_path: Classifier
           init_args:
-            net: {class_path: MnistFC}
+            net: {class_path: MNISTFC}
             optimizer: {class_path: torch.optim.Adam, init_args: {lr: 0.001}}
 
     A checkpoint stores ``num_classes`` but not the injected objects: restore with

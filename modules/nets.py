@@ -69,7 +69,7 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
-class MnistFC(MLP):
+class MNISTFC(MLP):
     """Entropy-SGD's ``mnistfc``: 784 - [1024, ReLU, dropout 0.5] x 2 - 10.
 
     Args:

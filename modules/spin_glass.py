@@ -24,7 +24,7 @@ class SpinGlass(pl.LightningModule):
     the first step at which the gradient norm is below each eps, and takes the step with
     ``gamma_t = lr / (1 + t decay)``. The projected gradient is what ``w.grad`` holds before the optimizer
     step, so ``HaltingTime(rule="grad_norm_below")`` finds the same halting step for K = 1. Training stops
-    once every instance met every eps (``stop_when_halted``). Logs ``train/loss`` (mean energy per spin,
+    once every instance met every eps (``stop_when_halted``). Logs ``train/loss_step`` (mean energy per spin,
     H/N), ``train/grad_norm`` (mean over instances) and ``train/halted`` (fraction halted at the last eps);
     the test step logs ``test/energy``, ``test/grad_norm`` and ``test/halted``.
 
@@ -91,7 +91,7 @@ class SpinGlass(pl.LightningModule):
             self.w.mul_(math.sqrt(self.hparams.n_spins) / self.w.norm(dim=1, keepdim=True))
         halted = (self.first_hits[:, -1] >= 0).float().mean()
         loss = h.mean() / self.hparams.n_spins
-        self.log_dict({"train/loss": loss, "train/grad_norm": norms.mean(), "train/halted": halted}, prog_bar=True)
+        self.log_dict({"train/loss_step": loss, "train/grad_norm": norms.mean(), "train/halted": halted}, prog_bar=True)
         if self.hparams.stop_when_halted and bool((self.first_hits >= 0).all()):
             self.trainer.should_stop = True
         return loss

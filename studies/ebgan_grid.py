@@ -34,7 +34,7 @@ from torchvision.utils import save_image
 from iclr17.datamodules import MNISTDataModule
 from iclr17.modules.ebgan.metrics import MNISTScore
 from iclr17.modules.ebgan.module import EBGAN
-from iclr17.modules.ebgan.nets import MnistDiscriminator, MnistGenerator
+from iclr17.modules.ebgan.nets import MNISTDiscriminator, MNISTGenerator
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
@@ -82,8 +82,8 @@ def table1_grid(
 
 def build_module(point: GridPoint) -> EBGAN:
     head = "autoencoder" if point.model == "ebgan" else "binary"
-    generator = MnistGenerator(z_dim=100, n_layers=point.n_layer_g, size=point.size_g)
-    discriminator = MnistDiscriminator(
+    generator = MNISTGenerator(z_dim=100, n_layers=point.n_layer_g, size=point.size_g)
+    discriminator = MNISTDiscriminator(
         point.n_layer_d, point.size_d, dropout=0.5 if point.dropout_d else 0.0, head=head
     )
     return EBGAN(

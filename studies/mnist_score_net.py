@@ -17,14 +17,14 @@ from torch import nn
 
 from iclr17.datamodules import MNISTDataModule
 from iclr17.modules.ebgan.metrics import SCORE_NET_PATH, load_score_net
-from iclr17.modules.ebgan.nets import MnistScoreNet
+from iclr17.modules.ebgan.nets import MNISTScoreNet
 
 
 def export_score_net(checkpoint: str | Path, out: str | Path = SCORE_NET_PATH) -> Path:
-    """Write the ``net`` weights of a ``Classifier(net=MnistScoreNet())`` Lightning checkpoint to ``out``."""
+    """Write the ``net`` weights of a ``Classifier(net=MNISTScoreNet())`` Lightning checkpoint to ``out``."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     net_state = {k.removeprefix("net."): v.clone() for k, v in state.items() if k.startswith("net.")}
-    MnistScoreNet().load_state_dict(net_state)  # fails loudly on a checkpoint of another net
+    MNISTScoreNet().load_state_dict(net_state)  # fails loudly on a checkpoint of another net
     torch.save(net_state, out)
     return Path(out)
 

@@ -45,7 +45,7 @@ def test_python_m_print_config_resolves_bare_names(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     config = yaml.safe_load(run.stdout)
     assert config["model"]["class_path"] == "iclr17.Classifier"
-    assert config["model"]["init_args"]["net"]["class_path"] == "iclr17.MnistFC"
+    assert config["model"]["init_args"]["net"]["class_path"] == "iclr17.MNISTFC"
     assert config["data"]["class_path"] == "iclr17.MNISTDataModule"
     assert config["seed_everything"] == 0
 

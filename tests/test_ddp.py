@@ -139,7 +139,7 @@ def test_hessian_spectrum_under_ddp_equals_one_process(tmp_path, method):
     records = {}
     for name, kwargs in (("ddp", {"strategy": "ddp_spawn", "devices": 2}), ("single", {"devices": 1})):
         pl.seed_everything(0)
-        dm = GaussianMixtureDataModule(n_classes=3, n_samples=90, batch_size=30, seed=1)
+        dm = GaussianMixtureDataModule(num_classes=3, n_samples=90, batch_size=30, seed=1)
         model = Classifier(MLP([2, 6, 3]), num_classes=3)
         path = tmp_path / f"{name}.pt"
         callback = SavedHessianSpectrum(path, method=method, n_samples=90, top_k=3, lanczos_steps=40, at_fit_end=False)
@@ -153,7 +153,7 @@ def test_hessian_spectrum_under_ddp_equals_one_process(tmp_path, method):
 def test_entropy_sgd_replicas_stay_identical_with_langevin_noise(tmp_path):
     """Every rank draws the same Langevin noise and averages gradients per inner step: no drift."""
     pl.seed_everything(0)
-    dm = GaussianMixtureDataModule(n_classes=3, dim=4, n_samples=240, batch_size=20, batches_per_step=4)
+    dm = GaussianMixtureDataModule(num_classes=3, dim=4, n_samples=240, batch_size=20, batches_per_step=4)
     model = EntropyClassifier(MLP([4, 16, 3]), num_classes=3, optimizer=partial(EntropySGD, L=3, eps=0.05, gamma0=0.03))
     trainer = _trainer(
         strategy="ddp_spawn",

@@ -82,7 +82,7 @@ class HessianSpectrum(pl.Callback):
         mode: ``eval`` or ``train`` (see above).
         dtype: ``float64`` (exact arithmetic for small models; default) or ``float32``.
         param_filter: regular expression; only parameters whose name matches are included (per-block spectra).
-        n_classes: number of classes, logged beside the outlier count.
+        num_classes: number of classes, logged beside the outlier count.
         seed: seeds the subset and the probes.
         loss_fn: ``(module, batch) -> scalar``; default: the module's ``loss(batch)``, else the training step's.
         save_files: write ``<run folder>/<name>/<when>_step<N>.npz`` (eigenvalues or density, and the
@@ -109,7 +109,7 @@ class HessianSpectrum(pl.Callback):
         mode: Literal["eval", "train"] = "eval",
         dtype: Literal["float64", "float32"] = "float64",
         param_filter: str | None = None,
-        n_classes: int | None = None,
+        num_classes: int | None = None,
         seed: int = 0,
         loss_fn: LossFn | None = None,
         save_files: bool = True,
@@ -125,7 +125,7 @@ class HessianSpectrum(pl.Callback):
         self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
         self.at_fit_start, self.at_fit_end = at_fit_start, at_fit_end
         self.mode, self.dtype = mode, getattr(torch, dtype)
-        self.param_filter, self.n_classes, self.seed = param_filter, n_classes, seed
+        self.param_filter, self.num_classes, self.seed = param_filter, num_classes, seed
         self.loss_fn = loss_fn or training_step_loss
         self.save_files, self.name = save_files, name
         self.history: list[dict[str, Any]] = []
@@ -214,8 +214,8 @@ class HessianSpectrum(pl.Callback):
             batch = _to(self.batch, pl_module.device, self.dtype)
             loss_of, theta = flat_loss(pl_module, self._seeded(self.loss_fn), batch, names)
             eigenvalues, density, stats = self._spectrum(method, loss_of, theta)
-        if self.n_classes is not None:
-            stats["n_classes"] = float(self.n_classes)
+        if self.num_classes is not None:
+            stats["num_classes"] = float(self.num_classes)
         record = {
             "step": trainer.global_step,
             "epoch": trainer.current_epoch,

@@ -1,24 +1,24 @@
 """EBGAN (Zhao, Mathieu, LeCun, ICLR 2017): the module, its networks, math and metrics."""
 
-from .metrics import MnistFeatures, MNISTScore
+from .metrics import MNISTFeatures, MNISTScore
 from .module import EBGAN
 from .nets import (
     ConvDiscriminator,
     DCGANGenerator,
-    MnistDiscriminator,
-    MnistGenerator,
-    MnistScoreNet,
+    MNISTDiscriminator,
+    MNISTGenerator,
+    MNISTScoreNet,
     NoiseGenerator128,
 )
 
 __all__ = [
     "EBGAN",
     "MNISTScore",
-    "MnistFeatures",
-    "MnistGenerator",
-    "MnistDiscriminator",
+    "MNISTFeatures",
+    "MNISTGenerator",
+    "MNISTDiscriminator",
     "DCGANGenerator",
     "ConvDiscriminator",
     "NoiseGenerator128",
-    "MnistScoreNet",
+    "MNISTScoreNet",
 ]

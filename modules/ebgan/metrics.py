@@ -1,7 +1,7 @@
 """The paper's MNIST score I' (section 4.1) as a DDP-safe metric, with the shipped classifier, and the offline
 feature extractor that lets torchmetrics' FID and KID run on MNIST without downloading Inception weights.
 
-The shipped classifier ``mnist_score_net.pt`` is the state dict of a :class:`MnistScoreNet` trained with the
+The shipped classifier ``mnist_score_net.pt`` is the state dict of a :class:`MNISTScoreNet` trained with the
 project's own ``Classifier`` on MNIST scaled to [-1, 1] (the generator's range)::
 
     iclr17 fit --config configs/ebgan/mnist_score_net.yaml
@@ -21,19 +21,19 @@ from torchmetrics import Metric
 
 from iclr17.functional.ebgan import mnist_score_from_statistics, mnist_score_statistics
 
-from .nets import MnistScoreNet
+from .nets import MNISTScoreNet
 
 SCORE_NET_PATH = Path(__file__).with_name("mnist_score_net.pt")
 
 
-def load_score_net(path: str | Path | None = None) -> MnistScoreNet:
+def load_score_net(path: str | Path | None = None) -> MNISTScoreNet:
     """The shipped (or given) MNIST classifier, in eval mode with frozen weights."""
     path = Path(path) if path is not None else SCORE_NET_PATH
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: MNIST score classifier not found; rebuild it with python -m iclr17.studies.mnist_score_net"
         )
-    net = MnistScoreNet()
+    net = MNISTScoreNet()
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return net.eval().requires_grad_(False)
 
@@ -53,7 +53,7 @@ class MNISTScore(Metric):
         0.5108
 
     Args:
-        classifier: maps images to logits; default the shipped ``MnistScoreNet``; None with ``from_probs``.
+        classifier: maps images to logits; default the shipped ``MNISTScoreNet``; None with ``from_probs``.
         from_probs: ``update`` receives probabilities instead of images.
         num_classes: number of classes.
     """
@@ -91,7 +91,7 @@ class MNISTScore(Metric):
         return mnist_score_from_statistics(self.prob_sum, self.log_prob_sum, self.count)
 
 
-class MnistFeatures(nn.Module):
+class MNISTFeatures(nn.Module):
     """The shipped classifier's 512 penultimate features, as torchmetrics' ``FrechetInceptionDistance(feature=...)``
     and ``KernelInceptionDistance(feature=...)`` expect (``num_features`` attribute; images in [-1, 1]); works
     offline, unlike the default Inception weights. Use Inception features where you have the weights.
@@ -100,9 +100,9 @@ class MnistFeatures(nn.Module):
         net: the classifier; default the shipped one.
     """
 
-    num_features = MnistScoreNet.num_features
+    num_features = MNISTScoreNet.num_features
 
-    def __init__(self, net: MnistScoreNet | None = None) -> None:
+    def __init__(self, net: MNISTScoreNet | None = None) -> None:
         super().__init__()
         # kept out of the module tree, like MNISTScore's classifier: not part of any checkpoint
         object.__setattr__(self, "net", net if net is not None else load_score_net())

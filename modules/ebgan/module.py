@@ -27,8 +27,8 @@ from iclr17.functional.ebgan import (
 )
 
 from ..step_logging import is_logging_step
-from .metrics import MnistFeatures, MNISTScore
-from .nets import MnistDiscriminator, MnistGenerator
+from .metrics import MNISTFeatures, MNISTScore
+from .nets import MNISTDiscriminator, MNISTGenerator
 
 Loss = Literal["ebgan", "gan"]
 ZDistribution = Literal["normal", "uniform"]
@@ -57,7 +57,7 @@ class EBGAN(pl.LightningModule):
     without ``find_unused_parameters``. Noise comes from the module's own ``torch.Generator``, seeded from the
     global seed plus the process rank (so DDP processes draw different z) and stored in checkpoints.
 
-    Logged on logging steps: ``train/loss`` (``loss_d + loss_g``, a progress signal only), ``train/loss_d``,
+    Logged on logging steps: ``train/loss_step`` (``loss_d + loss_g``, a progress signal only), ``train/loss_d``,
     ``train/loss_g``, ``train/energy_real``, ``train/energy_fake``, ``train/margin``, ``train/margin_active``
     (fraction of fakes with ``D(G(z)) < m``, the hinge's active set), ``train/pt``. Validation and test log
     ``<split>/energy_real``, ``<split>/energy_fake`` and, with ``mnist_score=True``, ``<split>/mnist_score`` (I',
@@ -67,9 +67,9 @@ class EBGAN(pl.LightningModule):
 
     Args:
         generator: maps ``(N, z_dim)`` noise to images and has a ``z_dim`` attribute (default: the best MNIST
-            EBGAN G, ``MnistGenerator(n_layers=5, size=800)``).
+            EBGAN G, ``MNISTGenerator(n_layers=5, size=800)``).
         discriminator: maps images to ``(output, code)``: a reconstruction for ``loss="ebgan"``, one logit per
-            sample for ``loss="gan"`` (default ``MnistDiscriminator(n_layers=2, size=1024)`` with the head the loss
+            sample for ``loss="gan"`` (default ``MNISTDiscriminator(n_layers=2, size=1024)`` with the head the loss
             needs). Its declared ``image_shape`` (ours declare one), G's images and the data's must agree: the
             first batch of each fit, validation or test checks it.
         loss: ``ebgan`` (energy, margin hinge) or ``gan`` (the paper's baseline, non-saturating G loss).
@@ -156,9 +156,9 @@ class EBGAN(pl.LightningModule):
             raise ValueError("pt_weight applies to loss='ebgan' only; set it to 0 for the GAN baseline")
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer_g", "optimizer_d"])
         self.automatic_optimization = False
-        self.generator = generator if generator is not None else MnistGenerator()
+        self.generator = generator if generator is not None else MNISTGenerator()
         head = "autoencoder" if loss == "ebgan" else "binary"
-        self.discriminator = discriminator if discriminator is not None else MnistDiscriminator(head=head)
+        self.discriminator = discriminator if discriminator is not None else MNISTDiscriminator(head=head)
         if not isinstance(getattr(self.generator, "z_dim", None), int):
             raise TypeError(f"generator {type(self.generator).__name__} needs an integer z_dim attribute")
         self.z_dim: int = self.generator.z_dim
@@ -284,7 +284,7 @@ class EBGAN(pl.LightningModule):
 
         if is_logging_step(self, batch_idx):
             values = {
-                "train/loss": loss_d.detach() + loss_g.detach(),
+                "train/loss_step": loss_d.detach() + loss_g.detach(),
                 "train/loss_d": loss_d.detach(),
                 "train/loss_g": loss_g.detach(),
                 "train/energy_real": real_energy.detach().mean(),
@@ -396,7 +396,7 @@ def _feature_metric(kind: Literal["fid", "kid"], features: MetricFeatures, subse
     metric = FrechetInceptionDistance if kind == "fid" else KernelInceptionDistance
     extra = {} if kind == "fid" else {"subset_size": subset_size}
     if features == "mnist":
-        return metric(feature=MnistFeatures(), **extra)
+        return metric(feature=MNISTFeatures(), **extra)
     try:
         return metric(feature=2048, normalize=True, **extra)
     except (ModuleNotFoundError, OSError, RuntimeError) as err:

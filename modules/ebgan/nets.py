@@ -30,7 +30,7 @@ def init_normal_(module: nn.Module, std: float) -> None:
                 nn.init.zeros_(layer.bias)
 
 
-class MnistGenerator(nn.Module):
+class MNISTGenerator(nn.Module):
     """The MNIST grid's fully connected G: ``z -> [Linear, BatchNorm, ReLU] x (n_layers - 1) -> Linear -> tanh``.
 
     Output ``(N, 1, 28, 28)`` in [-1, 1]. BatchNorm after every layer except the output (App. C, recalled).
@@ -59,7 +59,7 @@ class MnistGenerator(nn.Module):
         return self.layers(z)
 
 
-class MnistDiscriminator(nn.Module):
+class MNISTDiscriminator(nn.Module):
     """The MNIST grid's fully connected D: an encoder of ``n_layers - 1`` Linear layers and a one-layer head.
 
     Encoder: ``Linear(784, size), ReLU`` then ``[Linear(size, size), BatchNorm, ReLU] x (n_layers - 2)``, with
@@ -251,7 +251,7 @@ class NoiseGenerator128(nn.Module):
         return self.out(h)
 
 
-class MnistScoreNet(nn.Module):
+class MNISTScoreNet(nn.Module):
     """The small MNIST ConvNet behind I' and FID/KID features (a 3-layer ConvNet, App. C; ours):
     ``conv 5x5 (16) - ReLU - maxpool 2 - conv 5x5 (32) - ReLU - maxpool 2 - Linear(512, 10)``, about 18k
     parameters, on ``(1, 28, 28)`` images in [-1, 1] (the generator's range). ``features`` gives the 512 inputs
@@ -279,7 +279,7 @@ class MnistScoreNet(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         if tuple(x.shape[1:]) not in ((1, 28, 28), (28, 28), (784,)):
             raise ValueError(
-                f"MnistScoreNet scores 28x28 MNIST-like images, shape (N, 1, 28, 28) or (N, 784); got {tuple(x.shape)}"
+                f"MNISTScoreNet scores 28x28 MNIST-like images, shape (N, 1, 28, 28) or (N, 784); got {tuple(x.shape)}"
             )
         return self.body(x.reshape(-1, 1, 28, 28))
 

@@ -175,7 +175,7 @@ class EntropyClassifier(EntropySGDTraining, Classifier):
         model:
           class_path: EntropyClassifier
           init_args:
-            net: {class_path: MnistFC}
+            net: {class_path: MNISTFC}
             optimizer: {class_path: EntropySGD, init_args: {lr: 1.0, L: 20}}
         data:
           class_path: MNISTDataModule

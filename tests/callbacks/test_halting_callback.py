@@ -14,7 +14,7 @@ LR = 0.5
 
 
 def _data() -> GaussianMixtureDataModule:
-    dm = GaussianMixtureDataModule(n_classes=3, dim=2, n_samples=90, batch_size=None, seed=1)
+    dm = GaussianMixtureDataModule(num_classes=3, dim=2, n_samples=90, batch_size=None, seed=1)
     dm.setup("fit")
     return dm
 
@@ -166,7 +166,7 @@ def test_full_data_evaluation_leaves_a_loader_with_workers_alone():
     """The full-data pass must not iterate the training loader itself: with persistent workers that resets the
     training iterator mid-epoch and silently skips batches."""
     pl.seed_everything(0)
-    dm = GaussianMixtureDataModule(n_classes=3, dim=2, n_samples=90, batch_size=10, seed=1, num_workers=1)
+    dm = GaussianMixtureDataModule(num_classes=3, dim=2, n_samples=90, batch_size=10, seed=1, num_workers=1)
     count = CountBatches()
     halting = HaltingTime("train_loss_below", [1e-9], loss_source="full_data", stop=False)
     trainer = pl.Trainer(

@@ -31,7 +31,7 @@ def test_ddp_halting_equals_one_process(tmp_path):
     results = {}
     for name, strategy in (("ddp", {"strategy": "ddp_spawn", "devices": 2}), ("single", {"devices": 1})):
         pl.seed_everything(0)
-        dm = GaussianMixtureDataModule(n_classes=3, n_samples=90, batch_size=None, seed=1)  # 45 samples a process
+        dm = GaussianMixtureDataModule(num_classes=3, n_samples=90, batch_size=None, seed=1)  # 45 samples a process
         model = Classifier(MLP([2, 6, 3]), num_classes=3, optimizer=functools.partial(torch.optim.SGD, lr=0.5))
         callbacks = [
             SavedHaltingTime(tmp_path / f"{name}_loss", rule="train_loss_below", thresholds=[0.9, 0.6], stop=False),

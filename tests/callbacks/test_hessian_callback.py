@@ -16,7 +16,7 @@ from iclr17.modules import MLP, Classifier
 
 def _fit(callback, epochs=3, net=None, callbacks_extra=(), ckpt_path=None, **trainer_kwargs):
     pl.seed_everything(0)
-    dm = GaussianMixtureDataModule(n_classes=3, dim=2, n_samples=90, batch_size=None, seed=1)
+    dm = GaussianMixtureDataModule(num_classes=3, dim=2, n_samples=90, batch_size=None, seed=1)
     model = Classifier(net or MLP([2, 6, 3]), num_classes=3, optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
     trainer = pl.Trainer(
         max_epochs=epochs, logger=False, enable_progress_bar=False, enable_checkpointing=False,
@@ -37,7 +37,7 @@ def _independent_hessian_eigenvalues(model, x, y):
 
 
 def test_before_and_after_records_match_an_independent_hessian():
-    callback = HessianSpectrum(method="exact", n_samples=90, n_classes=3)
+    callback = HessianSpectrum(method="exact", n_samples=90, num_classes=3)
     trainer, model, dm = _fit(callback)
     assert [r["when"] for r in callback.history] == ["start", "end"]
     end = callback.history[-1]
@@ -76,7 +76,7 @@ def test_leaves_training_state_untouched_under_inference_mode():
     net = MLP([2, 6, 3], batchnorm=True, dropout=0.3)
     callback = HessianSpectrum(method="exact", n_samples=40, every_n_epochs=1, mode="train")
     pl.seed_everything(0)
-    dm = GaussianMixtureDataModule(n_classes=3, n_samples=90, batch_size=30, seed=1)
+    dm = GaussianMixtureDataModule(num_classes=3, n_samples=90, batch_size=30, seed=1)
     model = Classifier(net, num_classes=3)
     trainer = pl.Trainer(
         max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False, inference_mode=True
@@ -108,7 +108,7 @@ def test_history_resumes_from_a_checkpoint(tmp_path):
     trainer.save_checkpoint(path)
     resumed = HessianSpectrum(method="exact", n_samples=90)
     pl.seed_everything(0)
-    dm = GaussianMixtureDataModule(n_classes=3, dim=2, n_samples=90, batch_size=None, seed=1)
+    dm = GaussianMixtureDataModule(num_classes=3, dim=2, n_samples=90, batch_size=None, seed=1)
     model = Classifier(MLP([2, 6, 3]), num_classes=3, optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
     trainer = pl.Trainer(
         max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False, callbacks=[resumed]

@@ -10,12 +10,12 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from iclr17.callbacks import ImageGrids
 from iclr17.datamodules import MNISTDataModule
-from iclr17.modules import EBGAN, MnistDiscriminator, MnistGenerator
+from iclr17.modules import EBGAN, MNISTDiscriminator, MNISTGenerator
 
 
 def _model(loss="ebgan") -> EBGAN:
     head = "autoencoder" if loss == "ebgan" else "binary"
-    return EBGAN(MnistGenerator(z_dim=8, n_layers=2, size=16), MnistDiscriminator(2, 16, head=head), loss=loss)
+    return EBGAN(MNISTGenerator(z_dim=8, n_layers=2, size=16), MNISTDiscriminator(2, 16, head=head), loss=loss)
 
 
 def _fit(callback, root, tmp_path, **kwargs):

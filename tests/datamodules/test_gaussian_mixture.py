@@ -26,7 +26,7 @@ def test_paper_setting_standardized_and_seeded():
 
 
 def test_random_centres_inside_box():
-    dm = GaussianMixtureDataModule(n_classes=5, dim=3, center_box=2.0)
+    dm = GaussianMixtureDataModule(num_classes=5, dim=3, center_box=2.0)
     dm.setup()
     assert dm.centers.shape == (5, 3) and dm.centers.abs().max() <= 2.0
     assert dm.input_shape == (3,) and dm.num_classes == 5
@@ -39,5 +39,5 @@ def test_full_batch_default():
 
 
 def test_centers_must_match_declared_shape():
-    with pytest.raises(ValueError, match="centers must be n_classes=2 lists of dim=2"):
+    with pytest.raises(ValueError, match="centers must be num_classes=2 lists of dim=2"):
         GaussianMixtureDataModule(centers=[[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])

@@ -5,12 +5,12 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from iclr17.modules.ebgan import MnistFeatures, MNISTScore
+from iclr17.modules.ebgan import MNISTFeatures, MNISTScore
 
 
 def test_fid_and_kid_run_offline_on_the_classifier_features():
     torch.manual_seed(0)
-    features = MnistFeatures()
+    features = MNISTFeatures()
     real = torch.rand(120, 1, 28, 28) * 2 - 1
     fid_same, fid_other = FrechetInceptionDistance(feature=features), FrechetInceptionDistance(feature=features)
     kid = KernelInceptionDistance(feature=features, subset_size=40)

@@ -9,14 +9,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from iclr17.datamodules import MNISTDataModule
 from iclr17.functional.ebgan import reconstruction_energy
-from iclr17.modules import EBGAN, ConvDiscriminator, DCGANGenerator, MnistDiscriminator, MnistGenerator
+from iclr17.modules import EBGAN, ConvDiscriminator, DCGANGenerator, MNISTDiscriminator, MNISTGenerator
 
 
 def _tiny(loss="ebgan", **kwargs) -> EBGAN:
     head = "autoencoder" if loss == "ebgan" else "binary"
     return EBGAN(
-        MnistGenerator(z_dim=8, n_layers=2, size=32, init_std=0.02),
-        MnistDiscriminator(n_layers=3, size=16, head=head, init_std=0.02),
+        MNISTGenerator(z_dim=8, n_layers=2, size=32, init_std=0.02),
+        MNISTDiscriminator(n_layers=3, size=16, head=head, init_std=0.02),
         loss=loss,
         **kwargs,
     )
@@ -70,8 +70,8 @@ class RecordingEBGAN(EBGAN):
 @pytest.mark.parametrize("loss", ["ebgan", "gan"])
 def test_each_step_leaves_the_other_networks_gradients_alone(loss, mnist_fixture_dir):
     model = RecordingEBGAN(
-        MnistGenerator(z_dim=8, n_layers=2, size=32, init_std=0.02),
-        MnistDiscriminator(n_layers=2, size=16, head="autoencoder" if loss == "ebgan" else "binary"),
+        MNISTGenerator(z_dim=8, n_layers=2, size=32, init_std=0.02),
+        MNISTDiscriminator(n_layers=2, size=16, head="autoencoder" if loss == "ebgan" else "binary"),
         loss=loss,
         pt_weight=0.1 if loss == "ebgan" else 0.0,
     )
@@ -210,11 +210,11 @@ def test_metric_nets_stay_out_of_checkpoints_and_noise_state_is_device_independe
 
 
 def test_the_score_net_refuses_images_that_are_not_28_by_28():
-    from iclr17.modules.ebgan.nets import MnistScoreNet
+    from iclr17.modules.ebgan.nets import MNISTScoreNet
 
     with pytest.raises(ValueError, match="28x28"):
-        MnistScoreNet()(torch.zeros(2, 1, 56, 56))
-    assert MnistScoreNet()(torch.zeros(2, 784)).shape == (2, 10)
+        MNISTScoreNet()(torch.zeros(2, 1, 56, 56))
+    assert MNISTScoreNet()(torch.zeros(2, 784)).shape == (2, 10)
 
 
 def test_fid_and_kid_are_logged_on_the_offline_features(mnist_fixture_dir):

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from iclr17.modules import ConvDiscriminator, DCGANGenerator, MnistDiscriminator, MnistGenerator, NoiseGenerator128
-from iclr17.modules.ebgan import MnistFeatures, MnistScoreNet
+from iclr17.modules import ConvDiscriminator, DCGANGenerator, MNISTDiscriminator, MNISTGenerator, NoiseGenerator128
+from iclr17.modules.ebgan import MNISTFeatures, MNISTScoreNet
 from iclr17.modules.ebgan.metrics import SCORE_NET_PATH, load_score_net
 
 
@@ -15,7 +15,7 @@ def _count(module: nn.Module, kind: type) -> int:
 
 @pytest.mark.parametrize("n_layers", [2, 5])
 def test_mnist_generator(n_layers):
-    g = MnistGenerator(z_dim=10, n_layers=n_layers, size=40)
+    g = MNISTGenerator(z_dim=10, n_layers=n_layers, size=40)
     out = g(torch.randn(3, 10))
     assert out.shape == (3, 1, 28, 28) and out.abs().max() <= 1
     assert _count(g, nn.Linear) == n_layers and _count(g, nn.BatchNorm1d) == n_layers - 1  # none on the output
@@ -23,17 +23,17 @@ def test_mnist_generator(n_layers):
 
 @pytest.mark.parametrize("n_layers", [2, 4])
 def test_mnist_discriminator_counts_encoder_plus_one_decoder_layer(n_layers):
-    d = MnistDiscriminator(n_layers=n_layers, size=24, dropout=0.5)
+    d = MNISTDiscriminator(n_layers=n_layers, size=24, dropout=0.5)
     recon, code = d(torch.randn(3, 1, 28, 28))
     assert recon.shape == (3, 1, 28, 28) and code.shape == (3, 24)
     assert _count(d, nn.Linear) == n_layers and _count(d.encoder, nn.Linear) == n_layers - 1
     assert _count(d, nn.BatchNorm1d) == n_layers - 2  # none on D's input layer
-    logits, _ = MnistDiscriminator(n_layers=n_layers, size=24, head="binary")(torch.randn(3, 1, 28, 28))
+    logits, _ = MNISTDiscriminator(n_layers=n_layers, size=24, head="binary")(torch.randn(3, 1, 28, 28))
     assert logits.shape == (3,)
 
 
 def test_init_std():
-    g, d = MnistGenerator(init_std=2e-4), MnistDiscriminator(init_std=2e-3)
+    g, d = MNISTGenerator(init_std=2e-4), MNISTDiscriminator(init_std=2e-3)
     assert g.layers[0].weight.std().item() == pytest.approx(2e-4, rel=0.05)
     assert d.encoder[1].weight.std().item() == pytest.approx(2e-3, rel=0.05)
 
@@ -76,15 +76,15 @@ def test_invalid_sizes_are_refused():
     with pytest.raises(ValueError, match="divisible"):
         ConvDiscriminator(image_size=60)
     with pytest.raises(ValueError, match="nLayerD"):
-        MnistDiscriminator(n_layers=1)
+        MNISTDiscriminator(n_layers=1)
 
 
 def test_shipped_score_net_is_small_and_loads():
     assert SCORE_NET_PATH.stat().st_size < 2_000_000
     net = load_score_net()
-    assert isinstance(net, MnistScoreNet) and not net.training
-    features = MnistFeatures(net)(torch.zeros(4, 1, 28, 28))
-    assert features.shape == (4, MnistFeatures.num_features)
+    assert isinstance(net, MNISTScoreNet) and not net.training
+    features = MNISTFeatures(net)(torch.zeros(4, 1, 28, 28))
+    assert features.shape == (4, MNISTFeatures.num_features)
 
 
 def test_shipped_score_net_reads_real_digits(real_data_dir):

@@ -11,9 +11,9 @@ from iclr17.modules import (
     ConvDiscriminator,
     DCGANGenerator,
     LeNet,
-    MnistDiscriminator,
-    MnistFC,
-    MnistGenerator,
+    MNISTDiscriminator,
+    MNISTFC,
+    MNISTGenerator,
     NoiseGenerator128,
 )
 
@@ -25,11 +25,11 @@ EXPORTED_NETS = [
 ]
 EXAMPLE = {  # (constructor kwargs, input shape, output shape); an exported net missing here fails
     MLP: ({"widths": [6, 5, 3]}, (4, 6), (4, 3)),
-    MnistFC: ({}, (4, 1, 28, 28), (4, 10)),
+    MNISTFC: ({}, (4, 1, 28, 28), (4, 10)),
     LeNet: ({}, (4, 1, 28, 28), (4, 10)),
     AllCNN: ({"c1": 8, "c2": 16}, (2, 3, 32, 32), (2, 10)),
-    MnistGenerator: ({"n_layers": 2, "size": 16}, (2, 100), (2, 1, 28, 28)),
-    MnistDiscriminator: ({}, (2, 1, 28, 28), (2, 1, 28, 28)),  # (reconstruction, code): the first is checked
+    MNISTGenerator: ({"n_layers": 2, "size": 16}, (2, 100), (2, 1, 28, 28)),
+    MNISTDiscriminator: ({}, (2, 1, 28, 28), (2, 1, 28, 28)),  # (reconstruction, code): the first is checked
     DCGANGenerator: ({}, (2, 100), (2, 3, 64, 64)),
     ConvDiscriminator: ({}, (2, 3, 64, 64), (2, 3, 64, 64)),
     NoiseGenerator128: ({}, (2, 100 + 31_744), (2, 3, 128, 128)),  # dense noise + the noise planes
@@ -54,10 +54,10 @@ def _linear(n_in, n_out):
 
 def test_parameter_counts_against_hand_counts():
     bn = 2  # weight and bias per channel
-    assert sum(p.numel() for p in MnistFC().parameters()) == (
+    assert sum(p.numel() for p in MNISTFC().parameters()) == (
         _linear(784, 1024) + bn * 1024 + _linear(1024, 1024) + bn * 1024 + _linear(1024, 10)
     )
-    assert sum(p.numel() for p in MnistFC("lua").parameters()) == (
+    assert sum(p.numel() for p in MNISTFC("lua").parameters()) == (
         _linear(784, 1024) + _linear(1024, 1024) + _linear(1024, 10)
     )
     conv1, conv2 = 20 * 25 + 20, 50 * 20 * 25 + 50
@@ -74,8 +74,8 @@ def test_layouts_differ_where_the_lua_code_differs():
     port, lua = LeNet("pytorch_port"), LeNet("lua")
     assert [type(m).__name__ for m in port.layers[0]] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout"]
     assert [type(m).__name__ for m in lua.layers[0]] == ["Conv2d", "ReLU", "MaxPool2d", "BatchNorm2d", "Dropout"]
-    assert not any(isinstance(m, (nn.BatchNorm1d, nn.Dropout)) for m in MnistFC("lua").layers[:3])
-    assert isinstance(MnistFC().layers[1], nn.Dropout) and MnistFC().layers[1].p == 0.2
+    assert not any(isinstance(m, (nn.BatchNorm1d, nn.Dropout)) for m in MNISTFC("lua").layers[:3])
+    assert isinstance(MNISTFC().layers[1], nn.Dropout) and MNISTFC().layers[1].p == 0.2
 
 
 def test_mlp_layers_in_order():

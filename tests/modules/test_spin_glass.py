@@ -111,7 +111,7 @@ def test_module_records_the_same_halting_steps_as_the_functions_and_the_callback
     assert model.first_hits.tolist() == first.tolist()
     assert [r["step"] for r in callback.record] == first[0].tolist()
     assert trainer.global_step == first.max().item() + 1  # stopped once halted
-    assert "train/loss" in trainer.callback_metrics
+    assert "train/loss_step" in trainer.callback_metrics
 
 
 def test_module_runs_k_instances_and_refuses_a_mismatched_datamodule():
