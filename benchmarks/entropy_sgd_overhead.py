@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iclr17 import EntropySGD, LeNet, MNISTFC
+from iclr17 import MNISTFC, EntropySGD, LeNet
 
 
 def batches(n: int, device: torch.device, conv: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from iclr17.datamodules import MNISTDataModule
-from iclr17.modules import Classifier, MNISTFC
+from iclr17.modules import MNISTFC, Classifier
 
 
 def plain_epoch(datamodule: MNISTDataModule, limit_batches: int | None) -> float:

@@ -5,7 +5,7 @@ from .ebgan import EBGAN, ConvDiscriminator, DCGANGenerator, MNISTDiscriminator,
 from .entnet import EntNet, EntNetCBT
 from .entropy_sgd import EntropyClassifier, EntropyLanguageModel, EntropySGD, EntropySGDTraining
 from .language_model import LanguageModel
-from .nets import MLP, AllCNN, LeNet, MNISTFC
+from .nets import MLP, MNISTFC, AllCNN, LeNet
 from .spin_glass import SpinGlass
 
 __all__ = [

@@ -7,12 +7,12 @@ from torch import nn
 import iclr17.modules
 from iclr17.modules import (
     MLP,
+    MNISTFC,
     AllCNN,
     ConvDiscriminator,
     DCGANGenerator,
     LeNet,
     MNISTDiscriminator,
-    MNISTFC,
     MNISTGenerator,
     NoiseGenerator128,
 )
