@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-PACKAGE_DIRS = ("iclr17", "modules", "datamodules", "callbacks", "configs", "benchmarks")
+PACKAGE_DIRS = ("iclr17", "functional", "modules", "datamodules", "callbacks", "studies", "configs", "benchmarks")
 OUTSIDE = re.compile(r"shared/papers|\.\./shared|spec section|\bspec \d|\[mem\b")
 DOCS_PAGE = re.compile(r"docs/papers/([\w-]+)\.md")
 
