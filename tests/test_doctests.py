@@ -9,7 +9,14 @@ import iclr17
 
 def _package_modules() -> list[str]:
     names = []
-    for package in ("iclr17", "iclr17.modules", "iclr17.datamodules", "iclr17.callbacks"):
+    for package in (
+        "iclr17",
+        "iclr17.functional",
+        "iclr17.modules",
+        "iclr17.datamodules",
+        "iclr17.callbacks",
+        "iclr17.studies",
+    ):
         path = importlib.import_module(package).__path__
         names += [package] + [m.name for m in pkgutil.walk_packages(path, prefix=f"{package}.")]
     return sorted(set(names) - {"iclr17.__main__", "iclr17.demo"})  # entry points that run on import
