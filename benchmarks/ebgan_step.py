@@ -16,15 +16,15 @@ are reported. Target: ratio <= 1.10.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from functools import partial
 
-import pytorch_lightning as pl
 import torch
+from timing import alternate, print_medians
 
 from iclr17.datamodules import MNISTDataModule
 from iclr17.functional.ebgan import discriminator_loss, generator_loss, reconstruction_energy
 from iclr17.modules import EBGAN, MNISTDiscriminator, MNISTGenerator
+from iclr17.studies.trainers import quiet_trainer
 
 
 def _nets() -> tuple[MNISTGenerator, MNISTDiscriminator]:
@@ -32,8 +32,7 @@ def _nets() -> tuple[MNISTGenerator, MNISTDiscriminator]:
     return MNISTGenerator(z_dim=100, n_layers=5, size=800), MNISTDiscriminator(n_layers=2, size=1024)
 
 
-def plain_loop(datamodule: MNISTDataModule, batches: int) -> float:
-    start = time.perf_counter()
+def plain_loop(datamodule: MNISTDataModule, batches: int) -> None:
     generator, discriminator = _nets()
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
@@ -58,26 +57,12 @@ def plain_loop(datamodule: MNISTDataModule, batches: int) -> float:
         loss_g.backward()
         opt_g.step()
         discriminator.requires_grad_(True)
-    return time.perf_counter() - start
 
 
-def lightning_loop(datamodule: MNISTDataModule, batches: int) -> float:
-    start = time.perf_counter()
+def lightning_loop(datamodule: MNISTDataModule, batches: int) -> None:
     generator, discriminator = _nets()
     model = EBGAN(generator, discriminator, pt_weight=0.1)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=batches,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, datamodule=datamodule)
-    return time.perf_counter() - start
+    quiet_trainer(max_epochs=1, limit_train_batches=batches).fit(model, datamodule=datamodule)
 
 
 def main() -> None:
@@ -88,20 +73,15 @@ def main() -> None:
 
     datamodule = MNISTDataModule(batch_size=64, normalization="tanh")
     datamodule.setup("fit")
-    plain_loop(datamodule, 5)  # warm-up: allocator, kernels, thread pool
-    lightning_loop(datamodule, 5)
-
-    plain, ours = [], []
-    for _ in range(args.repeats):
-        plain.append(plain_loop(datamodule, args.batches))
-        ours.append(lightning_loop(datamodule, args.batches))
+    sides = {"plain PyTorch loop (peer)": plain_loop, "iclr17 EBGAN + Trainer": lightning_loop}
+    alternate({label: partial(side, datamodule, 5) for label, side in sides.items()}, 1)  # warm-up
+    times = alternate({label: partial(side, datamodule, args.batches) for label, side in sides.items()}, args.repeats)
     print(
         f"EBGAN-PT MNIST (G 5x800, D 2x1024), {args.batches} batches of 64, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
-    print(f"plain PyTorch loop (peer):  median {statistics.median(plain):.2f} s   runs {[round(t, 2) for t in plain]}")
-    print(f"iclr17 EBGAN + Trainer:     median {statistics.median(ours):.2f} s   runs {[round(t, 2) for t in ours]}")
-    print(f"ratio (ours / peer): {statistics.median(ours) / statistics.median(plain):.3f}   target <= 1.10")
+    plain, ours = print_medians(times).values()
+    print(f"ratio (ours / peer): {ours / plain:.3f}   target <= 1.10")
 
 
 if __name__ == "__main__":

@@ -23,19 +23,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import pytorch_lightning as pl
 import torch
+from timing import alternate, print_medians
 
 from iclr17.callbacks import HaltingTime
 from iclr17.datamodules import MNISTDataModule
 from iclr17.functional.spin_glass import descend_until_halted, random_sphere_points, sample_couplings, symmetrize
 from iclr17.modules import MLP, Classifier
 from iclr17.studies.mlp_ensemble import init_ensemble, train_until_halted
+from iclr17.studies.trainers import quiet_trainer
 
 
-def spin_glass(args: argparse.Namespace) -> tuple[list[float], list[float]]:
+def spin_glass(args: argparse.Namespace) -> dict[str, list[float]]:
     generator = torch.Generator().manual_seed(0)
     couplings = symmetrize(sample_couplings(args.k, args.n, "gaussian", generator))
     w = random_sphere_points(args.k, args.n, generator)
@@ -52,10 +53,10 @@ def spin_glass(args: argparse.Namespace) -> tuple[list[float], list[float]]:
     times = vectorised()
     assert torch.equal(times, one_at_a_time()), "vectorised and one-at-a-time halting times differ"
     print(f"spin glass K={args.k} N={args.n} eps={args.eps}: T mean {times.float().mean():.1f}, max {times.max()}")
-    return _alternate(vectorised, one_at_a_time, args.repeats)
+    return alternate({"ours": vectorised, "peer": one_at_a_time}, args.repeats)
 
 
-def mlp(args: argparse.Namespace) -> tuple[list[float], list[float]]:
+def mlp(args: argparse.Namespace) -> dict[str, list[float]]:
     datamodule = MNISTDataModule(val_size=10_000, normalization="standard", flatten=True, subset_size=1000,
                                  batch_size=100)  # fmt: skip
     datamodule.setup("fit")
@@ -73,11 +74,7 @@ def mlp(args: argparse.Namespace) -> tuple[list[float], list[float]]:
             pl.seed_everything(seed, verbose=False)
             model = Classifier(MLP([784, 32, 10]), optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
             callback = HaltingTime("train_loss_below", args.theta, loss_source="full_data")
-            trainer = pl.Trainer(
-                accelerator="cpu", max_steps=5000, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                callbacks=[callback],
-            )  # fmt: skip
+            trainer = quiet_trainer(max_steps=5000, callbacks=[callback])
             trainer.fit(model, datamodule)
             steps.append(callback.halting_step)
         return steps
@@ -87,17 +84,7 @@ def mlp(args: argparse.Namespace) -> tuple[list[float], list[float]]:
     print(f"MLP K={args.k} theta={args.theta}: vmapped T mean {vmapped_times.float().mean():.1f}, "
           f"Lightning T mean {statistics.mean(s for s in lightning_times if s is not None):.1f} "
           "(different sample orders: equal laws, not equal runs)")  # fmt: skip
-    return _alternate(vmapped, sequential_lightning, args.repeats)
-
-
-def _alternate(ours, peer, repeats: int) -> tuple[list[float], list[float]]:
-    ours_times, peer_times = [], []
-    for _ in range(repeats):
-        for fn, out in ((ours, ours_times), (peer, peer_times)):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-    return ours_times, peer_times
+    return alternate({"ours": vmapped, "peer": sequential_lightning}, args.repeats)
 
 
 def main() -> None:
@@ -114,12 +101,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     args.k = args.k or (256 if args.system == "spin-glass" else 64)
-    ours, peer = spin_glass(args) if args.system == "spin-glass" else mlp(args)
+    times = spin_glass(args) if args.system == "spin-glass" else mlp(args)
     label = "one at a time" if args.system == "spin-glass" else "sequential Lightning fits"
-    print(f"vectorised ({args.k} at once): median {statistics.median(ours):.2f} s   runs {[round(t, 2) for t in ours]}")
-    print(f"{label}: median {statistics.median(peer):.2f} s   runs {[round(t, 2) for t in peer]}")
+    ours, peer = print_medians({f"vectorised ({args.k} at once)": times["ours"], label: times["peer"]}).values()
     target = 20 if args.system == "spin-glass" else 5
-    print(f"speed-up (peer / ours): {statistics.median(peer) / statistics.median(ours):.1f}x   target >= {target}x")
+    print(f"speed-up (peer / ours): {peer / ours:.1f}x   target >= {target}x")
 
 
 if __name__ == "__main__":

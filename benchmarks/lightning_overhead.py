@@ -12,20 +12,19 @@ optimizer is built and ends after the epoch; runs alternate, and medians are rep
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from functools import partial
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from timing import alternate, print_medians
 
 from iclr17.datamodules import MNISTDataModule
 from iclr17.modules import MNISTFC, Classifier
+from iclr17.studies.trainers import quiet_trainer
 
 
-def plain_epoch(datamodule: MNISTDataModule, limit_batches: int | None) -> float:
+def plain_epoch(datamodule: MNISTDataModule, limit_batches: int | None) -> None:
     torch.manual_seed(0)
-    start = time.perf_counter()
     model = MNISTFC()
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -40,26 +39,12 @@ def plain_epoch(datamodule: MNISTDataModule, limit_batches: int | None) -> float
         loss_sum += loss.detach()
         n_batches += 1
     _ = (loss_sum / n_batches).item()
-    return time.perf_counter() - start
 
 
-def lightning_epoch(datamodule: MNISTDataModule, limit_batches: int | None) -> float:
+def lightning_epoch(datamodule: MNISTDataModule, limit_batches: int | None) -> None:
     torch.manual_seed(0)
-    start = time.perf_counter()
     model = Classifier(MNISTFC(), optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=limit_batches,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, datamodule=datamodule)
-    return time.perf_counter() - start
+    quiet_trainer(max_epochs=1, limit_train_batches=limit_batches).fit(model, datamodule=datamodule)
 
 
 def main() -> None:
@@ -70,18 +55,15 @@ def main() -> None:
 
     datamodule = MNISTDataModule(batch_size=128, normalization="unit")
     datamodule.setup("fit")
-    plain_epoch(datamodule, 5)  # warm-up: allocator, kernels, thread pool
-    lightning_epoch(datamodule, 5)
-
-    plain, ours = [], []
-    for _ in range(args.repeats):
-        plain.append(plain_epoch(datamodule, args.limit_batches))
-        ours.append(lightning_epoch(datamodule, args.limit_batches))
+    sides = {"plain PyTorch loop (peer)": plain_epoch, "iclr17 Classifier+Trainer": lightning_epoch}
+    alternate({label: partial(side, datamodule, 5) for label, side in sides.items()}, 1)  # warm-up
+    times = alternate(
+        {label: partial(side, datamodule, args.limit_batches) for label, side in sides.items()}, args.repeats
+    )
     batches = args.limit_batches or len(datamodule.train_dataloader())
     print(f"mnistfc, 1 epoch = {batches} batches of 128, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"plain PyTorch loop (peer): median {statistics.median(plain):.2f} s   runs {[round(t, 2) for t in plain]}")
-    print(f"iclr17 Classifier+Trainer: median {statistics.median(ours):.2f} s   runs {[round(t, 2) for t in ours]}")
-    print(f"ratio (ours / peer): {statistics.median(ours) / statistics.median(plain):.3f}   target <= 1.10")
+    plain, ours = print_medians(times).values()
+    print(f"ratio (ours / peer): {ours / plain:.3f}   target <= 1.10")
 
 
 if __name__ == "__main__":

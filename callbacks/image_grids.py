@@ -3,15 +3,14 @@ model, sent to whichever loggers are present (wandb, TensorBoard) and otherwise 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
+from .measurement import LoggingStep, log_histogram, log_image, measurement_mode, media_loggers
 from .run_folder import run_folder
 
 
@@ -28,8 +27,11 @@ class ImageGrids(pl.Callback):
     device and ``model(z)`` returns images in [-1, 1] of shape ``(n, C, H, W)``; ``reconstruct(x)`` and
     ``energy(x)`` (per-sample energies) are optional. Images go to wandb (``log_image``) and TensorBoard
     (``add_image``, ``add_histogram``); PNG files go to ``<run folder>/image_grids/`` (the run's own folder,
-    ``iclr17.callbacks.run_folder``) when neither logger is present or ``save_png=True``. The batch counter is
-    kept in the callback's state, so a resumed run keeps its cadence.
+    ``iclr17.callbacks.run_folder``) when neither logger is present or ``save_png=True``. Media are logged at the
+    step Lightning gives the scalars of the same batch (one per batch; a GAN's ``global_step`` counts its G and D
+    steps), counted by the callback (``iclr17.callbacks.measurement.LoggingStep``). The batch and step counters
+    are kept in the callback's state, so a resumed run keeps its cadence and its steps. The model runs in eval
+    mode without gradients, with its train flags and the RNG restored afterwards.
 
     Args:
         every_n_batches: training batches between grids (0: only at the end of training).
@@ -46,6 +48,7 @@ class ImageGrids(pl.Callback):
         self.seed = seed
         self.save_png = save_png
         self.batches_seen = 0
+        self.logging_step = LoggingStep()
         self.fixed_z: Tensor | None = None
         self.real: Tensor | None = None
 
@@ -64,45 +67,38 @@ class ImageGrids(pl.Callback):
             x = batch[0] if isinstance(batch, list | tuple) else batch
             self.real = x[: self.n_images // 2].detach().clone()
         self.batches_seen += 1
+        step = self.logging_step.batch_end(trainer)
         if self.every_n_batches and self.batches_seen % self.every_n_batches == 0:
-            self.log_grids(trainer, pl_module)
+            self.log_grids(trainer, pl_module, step)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.logging_step.epoch_end(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.every_n_batches or self.batches_seen % self.every_n_batches:
-            self.log_grids(trainer, pl_module)
+            self.log_grids(trainer, pl_module, self.logging_step.value)
 
-    def log_grids(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Tensor]:
-        """Compute the grids and histograms now and send them; returns them (on rank 0; empty elsewhere)."""
+    def log_grids(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int | None = None
+    ) -> dict[str, Tensor]:
+        """Compute the grids and histograms now and send them at ``step`` (default: the logging step of the next
+        batch); returns them (on rank 0; empty elsewhere). wandb drops a log whose step is behind one already
+        written, so media must not run ahead of the scalars."""
         if not trainer.is_global_zero:
             return {}
+        step = self.logging_step.value if step is None else step
         media = self._media(pl_module)
-        # the step Lightning gives the scalars (one per batch; global_step counts G and D steps): wandb drops any
-        # log whose step is behind one already written, so images must not run ahead of the scalars
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
-        image_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger | TensorBoardLogger)]
-        for logger in image_loggers:
-            for key, value in media.items():
-                name = f"images/{key}"
-                if isinstance(logger, WandbLogger):
-                    if value.dim() == 3:
-                        logger.log_image(key=name, images=[value], step=step)
-                    else:
-                        import wandb
-
-                        logger.log_metrics({name: wandb.Histogram(value.numpy())}, step=step)
-                elif value.dim() == 3:
-                    logger.experiment.add_image(name, value, global_step=step)
-                else:
-                    logger.experiment.add_histogram(name, value, global_step=step)
-        if self.save_png or not image_loggers:
-            self._write_png(run_folder(trainer) / "image_grids", media, step)
+        for key, value in media.items():
+            if value.dim() == 3:
+                log_image(trainer, f"images/{key}", value, step, "image_grids", always_file=self.save_png)
+            else:
+                log_histogram(trainer, f"images/{key}", value, step)
+        if "energy_fake" in media and (self.save_png or not media_loggers(trainer)):
+            self._write_energy_png(trainer, media, step)
         return media
 
-    @torch.no_grad()
     def _media(self, pl_module: pl.LightningModule) -> dict[str, Tensor]:
-        was_training = {m: m.training for m in pl_module.modules()}
-        pl_module.eval()
-        try:
+        with measurement_mode(pl_module):
             fake = pl_module(self.fixed_z.to(pl_module.device))
             nrow = max(1, round(self.n_images**0.5))
             media = {"samples": _grid(fake, nrow)}
@@ -119,40 +115,38 @@ class ImageGrids(pl.Callback):
                 media["energy_fake"] = pl_module.energy(fake).float().cpu()
                 if self.real is not None:
                     media["energy_real"] = pl_module.energy(self.real.to(pl_module.device)).float().cpu()
-        finally:
-            for module, mode in was_training.items():
-                module.train(mode)
         return media
 
-    def _write_png(self, folder: Path, media: dict[str, Tensor], step: int) -> None:
+    @staticmethod
+    def _write_energy_png(trainer: pl.Trainer, media: dict[str, Tensor], step: int) -> None:
+        """The real and fake energy histograms in one figure, ``<run folder>/image_grids/energy_step<N>.png``."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        keys = [key for key in ("energy_real", "energy_fake") if key in media]
+        values = torch.cat([media[key] for key in keys])
+        low, high = float(values.min()), float(values.max())
+        pad = 0.5 * max(abs(high), 1.0) if high - low < 1e-6 * max(abs(high), 1.0) else 0.0  # constant energies
+        figure, ax = plt.subplots(figsize=(4, 3))
+        for key in keys:
+            ax.hist(media[key].numpy(), bins=30, range=(low - pad, high + pad), alpha=0.6, label=key[7:])
+        ax.set(xlabel="energy", ylabel="count", title=f"step {step}")
+        ax.legend()
+        figure.tight_layout()
+        folder = run_folder(trainer) / "image_grids"
         folder.mkdir(parents=True, exist_ok=True)
-        for key, value in media.items():
-            if value.dim() == 3:
-                save_image(value, folder / f"{key}_step{step}.png")
-        if "energy_fake" in media:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            keys = [key for key in ("energy_real", "energy_fake") if key in media]
-            values = torch.cat([media[key] for key in keys])
-            low, high = float(values.min()), float(values.max())
-            pad = 0.5 * max(abs(high), 1.0) if high - low < 1e-6 * max(abs(high), 1.0) else 0.0  # constant energies
-            figure, ax = plt.subplots(figsize=(4, 3))
-            for key in keys:
-                ax.hist(media[key].numpy(), bins=30, range=(low - pad, high + pad), alpha=0.6, label=key[7:])
-            ax.set(xlabel="energy", ylabel="count", title=f"step {step}")
-            ax.legend()
-            figure.tight_layout()
-            figure.savefig(folder / f"energy_step{step}.png", dpi=100)
-            plt.close(figure)
+        figure.savefig(folder / f"energy_step{step}.png", dpi=100)
+        plt.close(figure)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"batches_seen": self.batches_seen}
+        return {"batches_seen": self.batches_seen, "logging_step": self.logging_step.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.batches_seen = state_dict["batches_seen"]
+        if "logging_step" in state_dict:
+            self.logging_step.load_state_dict(state_dict["logging_step"])
 
 
 def _grid(images: Tensor, nrow: int) -> Tensor:

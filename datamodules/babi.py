@@ -7,11 +7,9 @@ option that changes the result, so a second run starts at once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -19,7 +17,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from .babi_format import BabiExample, babi_path, parse_babi
-from .storage import cache_root, data_root, require_files, sha256sum
+from .storage import atomic_publish, cache_entry, data_root, require_files
 from .stories import EncodedStories, StoryDataModule, build_vocabulary, encode
 
 _CACHE_VERSION = 2  # 2: stricter parsing; an entry from a file that now fails is not reused
@@ -92,44 +90,26 @@ class BabiDataModule(StoryDataModule):
         )
         return files
 
-    def _cache_key(self, files: dict[int, dict[str, os.PathLike]]) -> str:
-        parse_options = (
-            "tasks",
-            "subset",
-            "memory_horizon",
-            "task3_memory_horizon",
-            "val_split",
-            "val_fraction",
-            "seed",
-        )
-        options = {k: self.hparams[k] for k in parse_options}
-        checksums = {f"{t}/{s}": sha256sum(p) for t, per_task in files.items() for s, p in per_task.items()}
-        blob = json.dumps({"version": _CACHE_VERSION, "options": options, "files": checksums}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    def _cache_path(self, files: dict[int, dict[str, os.PathLike]]) -> Path:
+        """``<cache root>/babi/<key>``, keyed by the files and every option that changes the parsed data."""
+        parse_options = ("tasks", "subset", "memory_horizon", "task3_memory_horizon", "val_split", "val_fraction")
+        options = {k: self.hparams[k] for k in (*parse_options, "seed")}
+        labelled = {f"{t}/{s}": p for t, per_task in files.items() for s, p in per_task.items()}
+        return cache_entry(self.hparams.cache_dir, "babi/{key}", _CACHE_VERSION, options, labelled)
 
     def prepare_data(self) -> None:
         """Parse and encode into the cache (once per machine; rank 0 under DDP)."""
         files = self._files()
-        target = cache_root(self.hparams.cache_dir) / "babi" / self._cache_key(files)
+        target = self._cache_path(files)
         if (target / "meta.json").is_file():
             return
         splits, meta = self._parse_and_encode(files, target.name)  # every check runs before anything is written
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
-            import datasets
+        import datasets
 
-            datasets.disable_progress_bars()
-            datasets.DatasetDict(splits).save_to_disk(staging)
-            with open(os.path.join(staging, "meta.json"), "w") as f:
-                json.dump(meta, f)
-            try:
-                os.replace(staging, target)  # the cache entry appears whole or not at all
-            except OSError:
-                if not (target / "meta.json").is_file():  # not a concurrent writer that finished first
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        datasets.disable_progress_bars()
+        with atomic_publish(target, folder=True) as staging:
+            datasets.DatasetDict(splits).save_to_disk(str(staging))
+            (staging / "meta.json").write_text(json.dumps(meta))
 
     def _parse_and_encode(self, files: dict[int, dict[str, os.PathLike]], key: str) -> tuple[dict, dict]:
         hp = self.hparams
@@ -191,7 +171,7 @@ class BabiDataModule(StoryDataModule):
         if self.splits:
             return
         files = self._files()
-        target = cache_root(self.hparams.cache_dir) / "babi" / self._cache_key(files)
+        target = self._cache_path(files)
         if not (target / "meta.json").is_file():
             self.prepare_data()  # e.g. setup() called directly, outside a Trainer
         with open(target / "meta.json") as f:

@@ -9,11 +9,8 @@ computed once and kept in the cache root, keyed by the files' checksums and ever
 from __future__ import annotations
 
 import codecs
-import hashlib
-import json
 import os
 import pickle
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -26,7 +23,15 @@ from torch.utils.data import TensorDataset
 from iclr17.functional.preprocessing import global_contrast_normalize, zca_apply, zca_fit
 
 from .in_memory import InMemoryDataModule
-from .storage import DataFormatError, cache_root, data_root, download, extract_archive, require_files, sha256sum
+from .storage import (
+    DataFormatError,
+    atomic_publish,
+    cache_entry,
+    data_root,
+    download,
+    extract_archive,
+    require_files,
+)
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 # SHA-256 of the official archive (also Keras's file_hash); torchvision checks its MD5, c58f30108f718f92721af3b95e74349a
@@ -180,15 +185,12 @@ class CIFAR10DataModule(InMemoryDataModule):
 
     def _download(self) -> None:
         archive = download(CIFAR10_URL, self.folder.parent / "cifar-10-python.tar.gz", CIFAR10_SHA256)
-        staging = Path(tempfile.mkdtemp(dir=self.folder.parent, prefix=".extract."))
-        try:
-            extract_archive(archive, staging)
+        with tempfile.TemporaryDirectory(dir=self.folder.parent, prefix=".extract.") as staging:
+            extracted = extract_archive(archive, staging) / "cifar-10-batches-py"
             self.folder.mkdir(exist_ok=True)
             for name in FILES:  # move only what is missing: a user's files are never overwritten
                 if not (self.folder / name).is_file():
-                    os.replace(staging / "cifar-10-batches-py" / name, self.folder / name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                    os.replace(extracted / name, self.folder / name)
 
     def _require_files(self) -> None:
         require_files(
@@ -219,23 +221,13 @@ class CIFAR10DataModule(InMemoryDataModule):
         self._require_files()
         options = ("val_size", "seed", "gcn_scale", "gcn_divisor", "gcn_sqrt_bias", "gcn_min_divisor")
         options = {k: self.hparams[k] for k in (*options, "zca_eps", "zca_eps_on")}
-        checksums = {name: sha256sum(self.folder / name) for name in TRAIN_FILES}
-        blob = json.dumps({"version": _CACHE_VERSION, "options": options, "files": checksums}, sort_keys=True)
-        key = hashlib.sha256(blob.encode()).hexdigest()[:20]
-        return cache_root(self.hparams.cache_dir) / "cifar10" / f"zca-{key}.pt"
+        files = {name: self.folder / name for name in TRAIN_FILES}
+        return cache_entry(self.hparams.cache_dir, "cifar10/zca-{key}.pt", _CACHE_VERSION, options, files)
 
     def _fit_and_cache_zca(self, train_images: Tensor) -> tuple[Tensor, Tensor]:
         mean, w = zca_fit(self._gcn(train_images), self.hparams.zca_eps, self.hparams.zca_eps_on)
-        path = self._zca_cache_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save({"mean": mean, "W": w, "n_train": len(train_images)}, f)
-            os.replace(tmp_name, path)  # the cache entry appears whole or not at all
-        finally:
-            if os.path.exists(tmp_name):
-                os.remove(tmp_name)
+        with atomic_publish(self._zca_cache_path()) as part, open(part, "wb") as f:
+            torch.save({"mean": mean, "W": w, "n_train": len(train_images)}, f)
         return mean, w
 
     def _zca_statistics(self, train_images: Tensor) -> tuple[Tensor, Tensor]:

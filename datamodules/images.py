@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from .in_memory import per_device_batch_size
+from .in_memory import split_loader
 from .storage import DataFormatError, MissingDataError, data_root
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -99,18 +99,11 @@ class ImageFilesDataModule(pl.LightningDataModule):
         return (self.channels, self.image_size, self.image_size)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        if self.splits is None:
-            raise RuntimeError(f"{type(self).__name__}: call setup() first")
-        files = self.splits[split]
-        dataset = ImageFiles(files, image_transform(self.image_size, self.crop_size, self.channels), self.channels)
-        return DataLoader(
-            dataset,
-            batch_size=per_device_batch_size(self.batch_size, self.trainer, len(files)),
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        dataset = None
+        if self.splits is not None:
+            transform = image_transform(self.image_size, self.crop_size, self.channels)
+            dataset = ImageFiles(self.splits[split], transform, self.channels)
+        return split_loader(self, split, dataset, self.batch_size, self.num_workers, shuffle=train, drop_last=train)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -1,11 +1,12 @@
-"""Shared base for datamodules whose splits are tensors held in memory."""
+"""Shared base for datamodules whose splits are tensors held in memory, and the loader every map-style split uses."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 
 def per_device_batch_size(batch_size: int | None, trainer: pl.Trainer | None, split_size: int) -> int:
@@ -18,6 +19,38 @@ def per_device_batch_size(batch_size: int | None, trainer: pl.Trainer | None, sp
             f"batch_size={batch_size} is the global batch and must divide evenly over {world_size} processes"
         )
     return batch_size // world_size
+
+
+def split_loader(
+    datamodule: pl.LightningDataModule,
+    split: str,
+    dataset: Dataset | None,
+    batch_size: int | None,
+    num_workers: int,
+    shuffle: bool = False,
+    drop_last: bool = False,
+    sampler: Sampler | None = None,
+    collate_fn: Callable | None = None,
+    stacked: int = 1,
+) -> DataLoader:
+    """The DataLoader of one split of ``datamodule``: each process loads its share of the global ``batch_size``
+    (:func:`per_device_batch_size`) times ``stacked``; workers persist between epochs.
+
+    Raises:
+        RuntimeError: naming the datamodule and the split, if ``dataset`` is None (``setup`` has not run).
+    """
+    if dataset is None:
+        raise RuntimeError(f"{type(datamodule).__name__}: the {split} split is not set up; call setup() first")
+    return DataLoader(
+        dataset,
+        batch_size=per_device_batch_size(batch_size, datamodule.trainer, len(dataset)) * stacked,
+        shuffle=shuffle,
+        sampler=sampler,
+        drop_last=drop_last,
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
 
 
 class InMemoryDataModule(pl.LightningDataModule):
@@ -51,29 +84,15 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.val_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None
 
-    def per_device_batch_size(self, split_size: int) -> int:
-        return per_device_batch_size(self.batch_size, self.trainer, split_size)
-
-    def _loader(self, dataset: TensorDataset | None, split: str, shuffle: bool, stacked: int = 1) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError(f"{type(self).__name__}: the {split} split is not set up; call setup() first")
-        return DataLoader(
-            dataset,
-            batch_size=self.per_device_batch_size(len(dataset)) * stacked,
-            shuffle=shuffle,
-            drop_last=stacked > 1,  # a short last batch would not hold k equal minibatches
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, "train", shuffle=True, stacked=self.batches_per_step)
+        k = self.batches_per_step  # k > 1: the short last batch would not hold k equal minibatches, so it is dropped
+        return split_loader(self, "train", self.train_set, self.batch_size, self.num_workers, True, k > 1, stacked=k)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, "val", shuffle=False)
+        return split_loader(self, "val", self.val_set, self.batch_size, self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, "test", shuffle=False)
+        return split_loader(self, "test", self.test_set, self.batch_size, self.num_workers)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, "test", shuffle=False)
+        return self.test_dataloader()

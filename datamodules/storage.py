@@ -11,11 +11,15 @@ Every datamodule reads from a *data root* and writes processed files to a *cache
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import tarfile
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -66,6 +70,49 @@ def sha256sum(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def cache_key(version: int, options: dict, files: dict[str, str | os.PathLike]) -> str:
+    """The name of a cache entry: 20 hex digits of the SHA-256 of ``{"version", "options", "files"}`` as sorted
+    JSON, ``files`` mapping each input's label to its SHA-256. Any change to the inputs' bytes, to an option that
+    changes the result, or to ``version`` (bumped when the processing changes) gives a new entry."""
+    checksums = {label: sha256sum(path) for label, path in files.items()}
+    blob = json.dumps({"version": version, "options": options, "files": checksums}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def cache_entry(
+    cache_dir: str | os.PathLike | None, template: str, version: int, options: dict, files: dict[str, str | os.PathLike]
+) -> Path:
+    """``<cache root>/<template>`` with ``{key}`` in ``template`` replaced by :func:`cache_key` of the rest."""
+    return cache_root(cache_dir) / template.format(key=cache_key(version, options, files))
+
+
+@contextmanager
+def atomic_publish(target: str | os.PathLike, folder: bool = False) -> Iterator[Path]:
+    """Yield a hidden temporary sibling of ``target`` (a file path, or an empty folder if ``folder``) to write;
+    when the block ends without error it is renamed to ``target`` in one step, so readers find the whole entry
+    or none. On an error it is removed and nothing is published. A folder that a concurrent writer published
+    first is kept (a file is replaced: both writers wrote the same bytes)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if folder:
+        staging = tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.")
+    else:
+        fd, staging = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        os.close(fd)
+    try:
+        yield Path(staging)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (folder and target.is_dir()):  # not a concurrent writer that finished first
+                raise
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+        elif os.path.exists(staging):
+            os.remove(staging)
+
+
 def download(url: str, destination: str | os.PathLike, sha256: str) -> Path:
     """Fetch ``url`` to ``destination`` and verify its SHA-256; an existing verified file is kept.
 
@@ -76,19 +123,13 @@ def download(url: str, destination: str | os.PathLike, sha256: str) -> Path:
     destination = Path(destination)
     if destination.is_file() and sha256sum(destination) == sha256:
         return destination
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+    with atomic_publish(destination) as part:
+        with open(part, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
-        actual = sha256sum(tmp_name)
+        actual = sha256sum(part)
         if actual != sha256:
             raise ChecksumError(f"{url}: SHA-256 {actual} does not match the expected {sha256}; the file was discarded")
-        os.replace(tmp_name, destination)
-    finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
     return destination
 
 

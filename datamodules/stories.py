@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from .babi_format import BabiExample
-from .in_memory import per_device_batch_size
+from .in_memory import split_loader
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -140,15 +140,11 @@ class StoryDataModule(pl.LightningDataModule):
     def vocab_size(self) -> int:
         return len(self.vocab)
 
-    def _loader(self, split: str, **kwargs) -> DataLoader:
-        return DataLoader(
-            self.splits[split],
-            batch_size=per_device_batch_size(self.batch_size, self.trainer, len(self.splits[split])),
-            collate_fn=pad_batch,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            **kwargs,
-        )
+    def _loader(
+        self, split: str, shuffle: bool = False, drop_last: bool = False, sampler: RandomSampler | None = None
+    ) -> DataLoader:
+        dataset, workers = self.splits.get(split), self.num_workers
+        return split_loader(self, split, dataset, self.batch_size, workers, shuffle, drop_last, sampler, pad_batch)
 
     def train_dataloader(self) -> DataLoader:
         train = self.splits["train"]

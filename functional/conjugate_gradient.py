@@ -1,5 +1,7 @@
-"""Conjugate gradient on K random positive-definite Wishart systems at once: the Gaussian-class reference of the
-halting-time paper (arXiv:1511.06444; Deift, Menon, Olver, Trogdon, PNAS 2014).
+"""Conjugate gradient on K random positive-definite Wishart systems at once: the Gaussian-like class of the
+halting-time paper (Sagun, Trogdon, LeCun, arXiv:1511.06444, abstract and introduction), set up as in Deift, Menon,
+Olver, Trogdon, "Universality in numerical computations with random data", PNAS 2014. The paper's own CG settings
+differ from these (``docs/papers/halting_time.md``).
 
 ``A = X X^T / M`` with ``X`` of size N x M, entries mean 0 and variance 1 (Gaussian or +-1), at the critical
 scaling ``M = N + floor(sqrt(4 c N))`` where the halting time fluctuates universally; ``b`` uniform on the unit
@@ -20,7 +22,9 @@ WishartEnsemble = Literal["gaussian", "bernoulli"]
 
 
 def critical_width(n: int, c: float = 1.0) -> int:
-    """``M = N + floor(sqrt(4 c N))`` (Deift, Menon, Olver, Trogdon, PNAS 2014)."""
+    """``M = N + floor(sqrt(4 c N))``, the critical scaling where the halting time of CG fluctuates universally
+    (Deift, Menon, Olver, Trogdon, PNAS 2014). The CG runs of arXiv:1511.06444 (Gaussian-like class, abstract) used
+    ``M = N + 2 floor(sqrt(N))``, close to c = 1 (``docs/papers/halting_time.md``)."""
     return n + math.floor(math.sqrt(4 * c * n))
 
 
@@ -28,8 +32,9 @@ def wishart_systems(
     n_systems: int, n: int, m: int, ensemble: WishartEnsemble, generator: torch.Generator,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """``(A, b)``: ``(K, N, N)`` matrices ``X X^T / M`` and ``(K, N)`` right-hand sides uniform on the unit
-    sphere."""
+    """``(A, b)``: ``(K, N, N)`` Wishart matrices ``X X^T / M`` (entries of X with mean 0 and variance 1; Deift,
+    Menon, Olver, Trogdon, PNAS 2014; the CG ensembles of arXiv:1511.06444, abstract) and ``(K, N)`` right-hand
+    sides uniform on the unit sphere (ours, ``docs/papers/halting_time.md``)."""
     shape = (n_systems, n, m)
     if ensemble == "gaussian":
         x = torch.randn(shape, generator=generator, dtype=dtype)
@@ -42,7 +47,9 @@ def wishart_systems(
 
 
 def cg_until_halted(a: Tensor, b: Tensor, eps: Tensor, max_steps: int = 10_000) -> tuple[Tensor, int, Tensor]:
-    """Conjugate gradient on K systems ``A x = b`` in lockstep from ``x = 0``.
+    """Conjugate gradient (Hestenes & Stiefel 1952, J. Res. Nat. Bur. Standards 49) on K systems ``A x = b`` in
+    lockstep from ``x = 0`` (ours, ``docs/papers/halting_time.md``), halting as in arXiv:1511.06444 (abstract and
+    introduction) and Deift, Menon, Olver, Trogdon, PNAS 2014 when the residual norm is below eps.
 
     Returns ``(first, last_step, x)``: ``first[k, e]`` is the number of CG iterations after which the residual
     norm ``||b - A x||`` (the recursively updated residual) of system k was first below ``eps[e]`` (-1: not

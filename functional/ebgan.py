@@ -1,6 +1,8 @@
-"""EBGAN's math as pure functions (arXiv:1609.03126 section 2): the auto-encoder energy (eq 13), the
-per-sample margin hinge (eqs 1-2), the pulling-away term (eq 14), margin schedules, the standard-GAN losses of
-the paper's baseline, and the MNIST score I' (section 4.1). Nothing here knows about Lightning."""
+"""EBGAN's math as pure functions (Zhao, Mathieu, LeCun, arXiv:1609.03126 section 2): the auto-encoder energy
+(section 2.3, eq 13), the per-sample margin hinge (section 2.1, eqs 1-2), the pulling-away term (section 2.4, eq 14),
+margin schedules (section 4.2), the standard-GAN losses of the paper's baseline (section 4.1), and the MNIST score
+I' (section 4.1). Our choices where the paper is silent: ``docs/papers/ebgan.md``. Nothing here knows about
+Lightning."""
 
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ MarginSchedule = Literal["constant", "linear", "exponential", "step"]
 
 
 def reconstruction_energy(x: Tensor, reconstruction: Tensor, energy: Energy = "l2") -> Tensor:
-    """Per-sample energy ``D(x) = ||Dec(Enc(x)) - x||`` (eq 13), shape ``(N,)``.
+    """Per-sample energy ``D(x) = ||Dec(Enc(x)) - x||`` (arXiv:1609.03126 section 2.3, eq 13), shape ``(N,)``.
 
     ``l2``: square root of the sum of squared errors over all pixels (the literal eq 13, the default);
     ``sse``: the sum of squared errors; ``mse``: their mean (what most ports use). The paper's margins
-    (m = 10, 20, 40, 80) only make sense on the scale they were tuned on (``docs/papers/ebgan.md``), so configs
-    store ``energy`` next to ``margin``. ``l2`` adds 1e-12 under the square root so that its gradient is finite at 0.
+    (m = 10, 20, 40, 80) only make sense on the scale they were tuned on, so configs store ``energy`` next to
+    ``margin``; the scale is ours (``docs/papers/ebgan.md``). ``l2`` adds 1e-12 under the square root so that its
+    gradient is finite at 0.
     """
     if x.shape != reconstruction.shape:
         raise ValueError(f"reconstruction has shape {tuple(reconstruction.shape)} but x has {tuple(x.shape)}")
@@ -37,7 +40,7 @@ def reconstruction_energy(x: Tensor, reconstruction: Tensor, energy: Energy = "l
 
 
 def margin_hinge(fake_energy: Tensor, margin: float, reduction: HingeReduction = "per_sample") -> Tensor:
-    """The fake term of L_D (eq 1): ``mean_i [m - D(G(z_i))]^+`` for ``per_sample`` (the paper).
+    """The fake term of L_D (arXiv:1609.03126 section 2.1, eq 1): ``mean_i [m - D(G(z_i))]^+`` for ``per_sample``.
 
     ``batch_mean`` computes ``[m - mean_i D(G(z_i))]^+`` instead, the bug of a popular port (``docs/papers/ebgan.md``),
     kept only to reproduce it: one low-energy fake can then hide behind high-energy ones.
@@ -52,12 +55,14 @@ def margin_hinge(fake_energy: Tensor, margin: float, reduction: HingeReduction =
 def discriminator_loss(
     real_energy: Tensor, fake_energy: Tensor, margin: float, reduction: HingeReduction = "per_sample"
 ) -> Tensor:
-    """``L_D = mean_i D(x_i) + mean_i [m - D(G(z_i))]^+`` (eq 1)."""
+    """``L_D = mean_i D(x_i) + mean_i [m - D(G(z_i))]^+`` (arXiv:1609.03126 section 2.1, eq 1), the per-sample loss
+    averaged over the batch."""
     return real_energy.mean() + margin_hinge(fake_energy, margin, reduction)
 
 
 def pulling_away_term(codes: Tensor, eps: float = 1e-8) -> Tensor:
-    """``f_PT(S) = 1 / (N (N - 1)) sum_i sum_{j != i} (s_i . s_j)^2`` with ``s_i = S_i / ||S_i||_2`` (eq 14).
+    """``f_PT(S) = 1 / (N (N - 1)) sum_i sum_{j != i} (s_i . s_j)^2`` with ``s_i = S_i / ||S_i||_2``
+    (arXiv:1609.03126 section 2.4, eq 14).
 
     ``codes`` is ``(N, ...)``; each sample's code is flattened and divided by its own L2 norm (``eps`` keeps a
     zero row finite). The result is the mean squared cosine similarity between distinct rows: 0 for mutually
@@ -74,7 +79,8 @@ def pulling_away_term(codes: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 def generator_loss(fake_energy: Tensor, codes: Tensor | None = None, pt_weight: float = 0.0) -> Tensor:
-    """``L_G = mean_i D(G(z_i)) + lambda_PT f_PT(Enc(G(z)))`` (eq 2 plus section 2.4; ``pt_weight`` = lambda_PT)."""
+    """``L_G = mean_i D(G(z_i)) + lambda_PT f_PT(Enc(G(z)))`` (arXiv:1609.03126 section 2.1, eq 2, plus the PT term of
+    section 2.4, eq 14; ``pt_weight`` = lambda_PT, 0.1 in the paper, never added to L_D)."""
     loss = fake_energy.mean()
     if pt_weight:
         if codes is None:
@@ -96,8 +102,9 @@ def margin_at(
     ``constant``: ``initial`` always. ``linear``: straight line reaching ``final`` at ``decay_epochs``.
     ``exponential``: geometric interpolation ``initial * (final / initial)^(t / decay_epochs)`` (``final`` must be
     > 0; use a small value to approach 0). ``step``: ``linear`` evaluated at the last multiple of ``step_every``.
-    After ``decay_epochs`` every decaying schedule stays at ``final``. EBGAN-LN decays m towards 0 (section 4.2); the
-    paper's schedule is unknown, so none of these is the paper's.
+    After ``decay_epochs`` every decaying schedule stays at ``final``. EBGAN-LN decays m towards 0
+    (arXiv:1609.03126 section 4.2); the paper's schedule (App. D) is unknown to us, so these four are ours
+    (``docs/papers/ebgan.md``).
     """
     if schedule == "constant":
         return initial
@@ -119,31 +126,36 @@ def margin_at(
 
 
 def gan_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """The standard GAN discriminator loss: ``-mean log D(x) - mean log(1 - D(G(z)))`` on logits."""
+    """The standard GAN discriminator loss ``-mean log D(x) - mean log(1 - D(G(z)))`` on logits (Goodfellow et al.
+    2014, arXiv:1406.2661, eq 1), for the GAN baseline of the EBGAN grid (arXiv:1609.03126 section 4.1, Table 1)."""
     real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
     fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
     return real + fake
 
 
 def gan_generator_loss(fake_logits: Tensor) -> Tensor:
-    """The non-saturating GAN generator loss ``-mean log D(G(z))`` (Goodfellow et al. 2014, section 3)."""
+    """The non-saturating GAN generator loss ``-mean log D(G(z))`` (Goodfellow et al. 2014, arXiv:1406.2661,
+    section 3), for the GAN baseline of arXiv:1609.03126 section 4.1."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
 def mnist_score_statistics(probs: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor, int]:
-    """Sufficient statistics of I' for a batch of class probabilities ``(N, K)``: ``sum_x p(y|x)``,
-    ``sum_x log p(y|x)`` (probabilities clamped at ``eps``) and ``N``. Sums add up over batches and processes."""
+    """Sufficient statistics of I' (arXiv:1609.03126 section 4.1) for class probabilities ``(N, K)``:
+    ``sum_x p(y|x)``, ``sum_x log p(y|x)`` (probabilities clamped at ``eps``) and ``N``. Sums add up over batches
+    and processes (torchmetrics style)."""
     return probs.sum(dim=0), probs.clamp_min(eps).log().sum(dim=0), probs.shape[0]
 
 
 def mnist_score_from_statistics(prob_sum: Tensor, log_prob_sum: Tensor, n: int | Tensor, eps: float = 1e-12) -> Tensor:
-    """``I' = E_x KL(p(y) || p(y|x)) = sum_y p(y) (log p(y) - E_x log p(y|x))`` with ``p(y) = E_x p(y|x)``."""
+    """``I' = E_x KL(p(y) || p(y|x)) = sum_y p(y) (log p(y) - E_x log p(y|x))`` with ``p(y) = E_x p(y|x)``
+    (arXiv:1609.03126 section 4.1), from the sums of :func:`mnist_score_statistics`."""
     p_y = prob_sum / n
     return (p_y * (p_y.clamp_min(eps).log() - log_prob_sum / n)).sum().clamp_min(0.0)  # a KL: < 0 only by rounding
 
 
 def mnist_score(probs: Tensor, eps: float = 1e-12) -> Tensor:
-    """The paper's MNIST score ``I' = E_x KL(p(y) || p(y|x))`` (section 4.1) of class probabilities ``(N, K)``.
+    """The paper's MNIST score ``I' = E_x KL(p(y) || p(y|x))`` (arXiv:1609.03126 section 4.1) of class
+    probabilities ``(N, K)``.
 
     The KL arguments are swapped relative to the Inception Score and there is no exponential. It is 0 when every
     sample has the same p(y|x); higher is better (our reading of Fig. 2, ``docs/papers/ebgan.md``).

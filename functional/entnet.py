@@ -1,4 +1,5 @@
-"""The dynamic memory's recurrence (paper eqs. 2-5) with a hand-written backward pass.
+"""The dynamic memory's recurrence with a hand-written backward pass (Henaff, Weston, Szlam, Bordes, LeCun,
+"Tracking the World State with Recurrent Entity Networks", arXiv:1612.03969 section 2.2, eqs 2-5).
 
 Autograd records about a dozen small nodes per sentence and replays them one by one, so at bAbI sizes
 (d = 100, 32 x 20 slots) a training step is bound by per-operation overhead, not arithmetic. Here the
@@ -8,7 +9,8 @@ gradients of U, of the PReLU slopes, of the memory-independent terms) is one bat
 loop, e.g. ``dU = sum_t dpre_t^T h_{t-1}`` as a single matmul.
 
 The result is differentiable once (``once_differentiable``): second-order tools need
-``DynamicMemory(fused=False)``, the plain autograd path, which the tests check this against.
+``DynamicMemory(fused=False)``, the plain autograd path, which the tests check this against. The fused backward is
+ours; the gate bias and the padding mask follow the authors' code (``docs/papers/entnet.md``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ NORM_EPS = 1e-12  # as F.normalize: x / max(||x||, eps)
 
 
 def _normalise_into(z: Tensor, out: Tensor) -> Tensor:
-    """``out = z / max(||z||, eps)`` over the last dimension (eq. 5); returns the clamped norms ``(..., 1)``."""
+    """``out = z / max(||z||, eps)`` over the last dimension (eq 5); returns the clamped norms ``(..., 1)``."""
     norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(NORM_EPS)
     torch.div(z, norm, out=out)
     return norm
@@ -41,7 +43,10 @@ def _step_plan(step_mask: Tensor) -> tuple[list[bool], list[Tensor | None]]:
 
 
 class MemoryRecurrence(torch.autograd.Function):
-    """Run eqs. 2-5 over all steps. Time-major inputs (T first):
+    """Run arXiv:1612.03969 section 2.2, eqs 2-5 over all steps: gate ``g_j = sigmoid(s_t . h_j + s_t . w_j + b_j)``
+    (eq 2), candidate ``phi(U h_j + V w_j + W s_t)`` (eq 3), ``h_j <- h_j + g_j * candidate`` (eq 4), normalise
+    (eq 5). The gate bias ``b_j`` and the mask come from the authors' code (``docs/papers/entnet.md``); the
+    hand-written backward is ours. Time-major inputs (T first):
 
     - ``sentences`` ``(T, B, d)``: s_t, for the content term ``s_t . h_j`` of the gate;
     - ``key_gate`` ``(T, B, m)``: ``s_t . w_j + b_j``;
@@ -152,7 +157,8 @@ def memory_recurrence(
     initial: Tensor,
     step_mask: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """Eqs. 2-5 over a story with the hand-written backward; arguments as in :class:`MemoryRecurrence`.
+    """arXiv:1612.03969 section 2.2, eqs 2-5 over a story with the hand-written backward (ours,
+    ``docs/papers/entnet.md``); arguments as in :class:`MemoryRecurrence`.
 
     Runs in the memory's dtype with autocast off (under mixed precision the memory-independent terms
     arrive in half precision, and the buffers the loop writes into must share one dtype).

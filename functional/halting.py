@@ -1,5 +1,6 @@
 """Halting-time math as pure functions (Sagun, Trogdon, LeCun, "Universal halting times in optimization and
-machine learning", arXiv:1511.06444; ``docs/papers/halting_time.md``).
+machine learning", arXiv:1511.06444, abstract and introduction: the halting time T, its fluctuations tau and their
+two universality classes; our choices in ``docs/papers/halting_time.md``).
 
 Two parts. Stopping rules: :func:`update_first_hits` records, for a batch of runs and a list of thresholds, the
 first step at which each rule holds (the same function serves the callback, with one run, and the vectorised
@@ -32,7 +33,9 @@ GUMBEL_SKEWNESS = 12 * math.sqrt(6) * 1.2020569031595942 / math.pi**3  # 12 sqrt
 def update_first_hits(
     first: Tensor, values: Tensor, thresholds: Tensor, step: int, direction: Direction = "below"
 ) -> Tensor:
-    """The first-hit record after observing ``values`` at ``step``.
+    """The first-hit record after observing ``values`` at ``step``: the halting time T(eps, N, A, E) of
+    arXiv:1511.06444 (introduction) is the first step at which the stopping rule holds; several thresholds at once
+    are ours (``docs/papers/halting_time.md``).
 
     Args:
         first: ``(..., E)`` int64, the step at which each run first met each of the E thresholds, -1 if not yet.
@@ -49,16 +52,17 @@ def update_first_hits(
 
 
 def halting_times(first: Tensor, last_step: int) -> tuple[Tensor, Tensor]:
-    """``(T, censored)``: runs that never met a threshold are right-censored at ``last_step`` (our choice),
-    never dropped."""
+    """``(T, censored)``, the halting times of arXiv:1511.06444 (introduction): runs that never met a threshold are
+    right-censored at ``last_step``, never dropped (ours, ``docs/papers/halting_time.md``)."""
     censored = first < 0
     return torch.where(censored, torch.full_like(first, last_step), first), censored
 
 
 def standardized_gumbel(side: GumbelSide = "right") -> Any:
-    """The Gumbel law scaled to mean 0 and variance 1: ``(G - gamma) / (pi / sqrt(6))`` for the
-    maximum type ``G ~ gumbel_r(0, 1)`` (right tail, skewness +1.1395); ``left`` is its mirror image
-    (``gumbel_l``, skewness -1.1395). A frozen ``scipy.stats`` distribution."""
+    """The Gumbel law scaled to mean 0 and variance 1, the reference law of the Gumbel-like class of
+    arXiv:1511.06444 (abstract and introduction): ``(G - gamma) / (pi / sqrt(6))`` for the maximum type
+    ``G ~ gumbel_r(0, 1)`` (right tail, skewness +1.1395); ``left`` is its mirror image (``gumbel_l``, skewness
+    -1.1395; the orientation is ours, ``docs/papers/halting_time.md``). A frozen ``scipy.stats`` distribution."""
     scale = math.sqrt(6) / math.pi
     if side == "right":
         return stats.gumbel_r(loc=-EULER_GAMMA * scale, scale=scale)
@@ -66,7 +70,8 @@ def standardized_gumbel(side: GumbelSide = "right") -> Any:
 
 
 def fluctuations(times: Any) -> np.ndarray:
-    """``tau = (T - mean T) / std T`` with the sample mean and the unbiased (ddof=1) standard deviation."""
+    """The fluctuations ``tau = (T - mean T) / std T`` of arXiv:1511.06444 (introduction), with the sample mean and
+    the unbiased (ddof=1) standard deviation."""
     times = np.asarray(times, dtype=np.float64)
     if times.size < 2 or times.std() == 0:
         raise ValueError(f"tau needs at least two distinct halting times, got {times.size} values")
@@ -74,7 +79,8 @@ def fluctuations(times: Any) -> np.ndarray:
 
 
 def describe(times: Any, censored: Any | None = None) -> dict[str, float]:
-    """Counts and moments of one ensemble's halting times: ``n``, ``n_censored``,
+    """Counts and moments of one ensemble's halting times (arXiv:1511.06444, introduction; the report of
+    ``docs/papers/halting_time.md``, ours): ``n``, ``n_censored``,
     ``censored_fraction``, and over the halted runs ``mean``, ``std`` (the raw scale, reported beside tau as
     the report gives), ``skewness`` and excess ``kurtosis`` (bias-corrected), ``median``, ``min``, ``max``."""
     times = np.asarray(times, dtype=np.float64)
@@ -123,10 +129,13 @@ def _ks_to_law(sorted_tau: np.ndarray, cdf) -> np.ndarray:
 def reference_tests(
     tau: Any, gumbel_side: GumbelSide = "right", groups: list[int] | None = None, n_null: int = 999, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """One-sample tests of ``tau`` against N(0, 1) (``normal``) and the standardised Gumbel (``gumbel``).
+    """One-sample tests of ``tau`` against N(0, 1) (``normal``) and the standardised Gumbel (``gumbel``), the two
+    classes of arXiv:1511.06444 (abstract). The paper overlays histograms; these tests are ours
+    (``docs/papers/halting_time.md``).
 
     Tau is standardised by its own sample moments, so a KS p-value against the fully specified law would be far
-    too large (Lilliefors' problem: two parameters were estimated). ``ks_pvalue`` is therefore calibrated by
+    too large (Lilliefors 1967, J. Amer. Statist. Assoc. 62: two parameters were estimated). ``ks_pvalue`` is
+    therefore calibrated by
     Monte Carlo: ``n_null`` samples of the same size are drawn from the reference law, standardised the same way
     (per group when ``groups`` lists the sizes of separately standardised parts, as for pooled ensembles), and
     the p-value is the share of null distances at least as large, ``(1 + #) / (1 + n_null)``.
@@ -160,9 +169,11 @@ def reference_tests(
 def universality_tests(
     taus: Mapping[str, Any], n_permutations: int = 999, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """Two-sample tests between every pair of ensembles' tau (the universality test), keyed ``"a vs b"``:
-    the Kolmogorov-Smirnov distance and the k-sample Anderson-Darling statistic (midrank) of the two
-    standardised samples, each with a permutation p-value: the pooled taus are split at random
+    """Two-sample tests between every pair of ensembles' tau, keyed ``"a vs b"``: the universality of
+    arXiv:1511.06444 (abstract: the law of tau does not depend on the ensemble), tested by us where the paper
+    overlays histograms (``docs/papers/halting_time.md``). The Kolmogorov-Smirnov distance (``scipy.stats.ks_2samp``)
+    and the k-sample Anderson-Darling statistic (``scipy.stats.anderson_ksamp``, midrank) of the two standardised
+    samples, each with a permutation p-value: the pooled taus are split at random
     ``n_permutations`` times, each part standardised again, and the p-value is ``(1 + #) / (1 + n_permutations)``
     of the permuted statistics at least as large. (scipy's own p-values assume nothing was estimated; with each
     sample standardised by its own moments they almost never reject.)"""
@@ -198,7 +209,9 @@ def bootstrap_ci(
     sample: Any, statistic: Literal["skewness", "kurtosis", "mean", "std"] = "skewness", *,
     confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
 ) -> tuple[float, float]:  # fmt: skip
-    """Percentile bootstrap confidence interval of a statistic of one sample (``scipy.stats.bootstrap``)."""
+    """Percentile bootstrap confidence interval of a statistic of one sample (``scipy.stats.bootstrap``; Efron 1979,
+    Ann. Statist. 7), for the skewness of tau that places an ensemble in a class of arXiv:1511.06444 (abstract; ours,
+    ``docs/papers/halting_time.md``)."""
     functions = {
         "skewness": lambda x, axis: stats.skew(x, axis=axis, bias=False),
         "kurtosis": lambda x, axis: stats.kurtosis(x, axis=axis, bias=False),
@@ -217,7 +230,8 @@ def bootstrap_ci(
 
 
 def dithered(times: Any, seed: int = 0) -> np.ndarray:
-    """Integer halting times spread uniformly over their unit cell, ``T + U - 1/2`` with ``U ~ U(0, 1)``.
+    """Integer halting times spread uniformly over their unit cell, ``T + U - 1/2`` with ``U ~ U(0, 1)`` (ours,
+    ``docs/papers/halting_time.md``; the halting times of arXiv:1511.06444, introduction, are integers).
 
     Tau of integer data lives on a lattice of spacing ``1 / std``; two ensembles whose means differ by a
     fraction of an iteration have offset lattices, and a KS distance then reaches the mass of one lattice point
@@ -232,11 +246,12 @@ def ensemble_report(
     times: Mapping[str, Any], censored: Mapping[str, Any] | None = None, gumbel_side: GumbelSide = "right",
     n_resamples: int = 2000, seed: int = 0, dither: bool = True,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # fmt: skip
-    """``(report, taus)``: the statistics of ``docs/papers/halting_time.md`` for several ensembles of the same
-    (algorithm, eps, N): per ensemble :func:`describe` (raw times), the skewness of tau with its bootstrap 95% CI, and
-    :func:`reference_tests`; between ensembles :func:`universality_tests`; and the same class tests on all
-    ensembles' tau pooled. Tau is computed per ensemble over its halted runs, from :func:`dithered` times when
-    ``dither`` (seeded by ``seed`` and the ensemble's position); the censored counts are reported beside it.
+    """``(report, taus)``: the statistics of ``docs/papers/halting_time.md`` (ours) for several ensembles of the same
+    (algorithm, eps, N) of arXiv:1511.06444 (introduction): per ensemble :func:`describe` (raw times), the skewness
+    of tau with its bootstrap 95% CI, and :func:`reference_tests`; between ensembles :func:`universality_tests`; and
+    the same class tests on all ensembles' tau pooled. Tau is computed per ensemble over its halted runs, from
+    :func:`dithered` times when ``dither`` (seeded by ``seed`` and the ensemble's position); the censored counts are
+    reported beside it.
     ``taus`` maps each ensemble to its tau sample (for figures)."""
     censored = censored or {}
     per_ensemble, taus = {}, {}

@@ -1,6 +1,8 @@
 """Hessian spectra as pure functions, for the measurements of Sagun, Bottou & LeCun, "Eigenvalues of the Hessian
-in Deep Learning: Singularity and Beyond" (arXiv:1611.07476): exact, Lanczos, stochastic Lanczos quadrature,
-Hutchinson's and Hutch++ traces, and the spectrum statistics. Nothing here knows about Lightning.
+in Deep Learning: Singularity and Beyond" (arXiv:1611.07476, abstract: a bulk at zero plus a few outliers, before and
+after training) and its follow-up (Sagun, Evci, Guney, Dauphin, Bottou, arXiv:1706.04454): exact, Lanczos,
+stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017), Hutchinson's (1989) and Hutch++ (arXiv:2010.09649) traces,
+and the spectrum statistics. Our choices: ``docs/papers/hessian.md``. Nothing here knows about Lightning.
 
 A *flat loss* is a function ``theta -> loss`` of one flat parameter vector; a *matvec* is ``v -> H v``. The
 estimators take the parameters' ``device`` as a required argument, so that products on a GPU get GPU probes;
@@ -37,7 +39,8 @@ def flat_loss(
     module: nn.Module, loss_fn: Callable[[nn.Module, object], Tensor], batch: object, names: list[str]
 ) -> tuple[FlatLoss, Tensor]:
     """The loss as a function of the parameters ``names`` of ``module`` flattened into one vector, and the
-    current value of that vector (detached, float64 if the module is float64).
+    current value of that vector (detached, float64 if the module is float64): the training loss L(theta) whose
+    Hessian arXiv:1611.07476 (abstract) studies, on a fixed batch (ours, ``docs/papers/hessian.md``).
 
     A parameter is substituted wherever the module uses it: under every name of a tensor tied between two
     modules (an embedding and an output layer), and once for a module registered under several names (one
@@ -79,7 +82,8 @@ def _slots(module: nn.Module, kind: str) -> list[tuple[str, Tensor]]:
 
 
 def exact_hessian(loss_of: FlatLoss, theta: Tensor) -> Tensor:
-    """The dense, symmetrised Hessian ``(P, P)``: ``jacfwd`` of ``grad`` (random operations such as dropout draw
+    """The dense, symmetrised Hessian ``(P, P)`` of arXiv:1611.07476 (abstract; the ``exact`` method of
+    ``docs/papers/hessian.md``): ``jacfwd`` of ``grad`` (random operations such as dropout draw
     the same values for every column). Not ``jacrev`` inside, as ``torch.func.hessian`` has it: through a
     train-mode BatchNorm its vmapped backward gives a wrong, asymmetric Hessian (torch 2.x), while ``grad``
     agrees with finite differences."""
@@ -89,12 +93,14 @@ def exact_hessian(loss_of: FlatLoss, theta: Tensor) -> Tensor:
 
 
 def exact_eigenvalues(loss_of: FlatLoss, theta: Tensor) -> Tensor:
-    """All P eigenvalues, ascending, computed in float64."""
+    """All P eigenvalues of :func:`exact_hessian`, ascending, computed in float64: the full spectrum whose bulk and
+    outliers arXiv:1611.07476 (abstract) describes."""
     return torch.linalg.eigvalsh(exact_hessian(loss_of, theta).double())
 
 
 def hessian_vector_product(loss_of: FlatLoss, theta: Tensor) -> MatVec:
-    """``v -> H v`` by reverse-over-reverse: the gradient's graph is built once (``vjp`` of ``grad``) and each
+    """``v -> H v`` without forming H (Pearlmutter 1994, "Fast exact multiplication by the Hessian", Neural
+    Computation 6(1)), by reverse-over-reverse: the gradient's graph is built once (``vjp`` of ``grad``) and each
     product is one backward pass through it (H is symmetric, so the vector-Jacobian product is H v). The graph,
     and any random draw in the loss (a dropout mask), are fixed for the life of the returned function.
 
@@ -113,10 +119,13 @@ def hessian_vector_product(loss_of: FlatLoss, theta: Tensor) -> MatVec:
 
 
 def lanczos(matvec: MatVec, start: Tensor, steps: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Lanczos tridiagonalisation from ``start`` with full reorthogonalisation (no ghost eigenvalues).
+    """Lanczos tridiagonalisation from ``start`` with full reorthogonalisation (no ghost eigenvalues), as in the
+    stochastic Lanczos quadrature of Ubaru, Chen & Saad 2017 ("Fast estimation of tr(f(A)) via stochastic Lanczos
+    quadrature", SIAM J. Matrix Anal. Appl. 38(4)).
 
     Each step applies the three-term recurrence, then one Gram-Schmidt pass against the whole basis, and a
-    second pass only when the first removed most of the vector (the Daniel-Gragg-Kaufman-Stewart criterion).
+    second pass only when the first removed most of the vector (the criterion of Daniel, Gragg, Kaufman & Stewart
+    1976, Math. Comp. 30).
     Returns the diagonal ``alpha`` ``(k,)``, the off-diagonal ``beta`` ``(k - 1,)`` and the basis ``(k, P)``,
     with ``k <= steps`` (it stops early when the Krylov space is exhausted). Work is in float64.
     """
@@ -146,6 +155,8 @@ def lanczos(matvec: MatVec, start: Tensor, steps: int) -> tuple[Tensor, Tensor, 
 
 
 def tridiagonal(alpha: Tensor, beta: Tensor) -> Tensor:
+    """The symmetric tridiagonal ``T_k`` of :func:`lanczos` from its diagonal ``alpha`` and off-diagonal ``beta``:
+    its eigenvalues are the Ritz values / quadrature nodes (Ubaru, Chen & Saad 2017)."""
     return torch.diag(alpha) + torch.diag(beta, 1) + torch.diag(beta, -1)
 
 
@@ -160,7 +171,9 @@ def lanczos_extremes(
     device: torch.device | str,
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` largest and ``k`` smallest eigenvalues (Ritz values of ``steps`` Lanczos steps from a seeded
-    Gaussian start), each sorted descending / ascending."""
+    Gaussian start; Ubaru, Chen & Saad 2017), each sorted descending / ascending: the outlier edges and the
+    negative eigenvalues of arXiv:1611.07476 (abstract) when P is too large for :func:`exact_eigenvalues`
+    (the ``lanczos`` method of ``docs/papers/hessian.md``)."""
     start = torch.randn(dim, generator=generator, dtype=torch.float64).to(device, dtype)  # drawn on CPU: reproducible
     alpha, beta, _ = lanczos(matvec, start, min(steps, dim))
     ritz = torch.linalg.eigvalsh(tridiagonal(alpha, beta)).cpu()
@@ -180,14 +193,15 @@ def slq_density(
     grid_size: int = 1000,
     sigma: float | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, float]]:
-    """Spectral density by stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017).
+    """Spectral density by stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017, "Fast estimation of tr(f(A))
+    via stochastic Lanczos quadrature", SIAM J. Matrix Anal. Appl. 38(4)).
 
     For each Rademacher probe, Lanczos gives nodes ``theta_i`` (eigenvalues of the tridiagonal, by ``eigh``)
     and weights ``tau_i`` (squared first components); the density is the probe average of
     ``sum_i tau_i N(x; theta_i, sigma^2)`` on a grid spanning the nodes. ``sigma`` defaults to 1% of that
-    span. Returns the grid, the density (integrating to 1) and ``{"sigma", "trace", "lambda_max",
-    "lambda_min"}``: trace is the quadrature estimate ``dim * E[sum_i tau_i theta_i]``, the extremes are the
-    extreme Lanczos nodes.
+    span (ours, ``docs/papers/hessian.md``). Returns the grid, the density (integrating to 1) and
+    ``{"sigma", "trace", "lambda_max", "lambda_min"}``: trace is the quadrature estimate
+    ``dim * E[sum_i tau_i theta_i]``, the extremes are the extreme Lanczos nodes.
     """
     nodes, weights = [], []
     for _ in range(n_probes):
@@ -219,7 +233,8 @@ def hutchinson_trace(
     *,
     device: torch.device | str,
 ) -> float:
-    """Hutchinson's estimate ``E[v^T H v]`` over Rademacher probes (drawn on the CPU generator, then moved)."""
+    """Hutchinson's estimate ``tr H = E[v^T H v]`` over Rademacher probes (Hutchinson 1989, "A stochastic estimator
+    of the trace of the influence matrix for Laplacian smoothing splines"; drawn on the CPU generator, then moved)."""
     total = 0.0
     for _ in range(n_probes):
         v = (torch.randint(0, 2, (dim,), generator=generator) * 2 - 1).to(device, dtype)
@@ -236,9 +251,9 @@ def hutchpp_trace(
     *,
     device: torch.device | str,
 ) -> float:
-    """Hutch++ (Meyer, Musco, Musco & Woodruff 2021, Algorithm 1) with ``n_matvecs`` products: a third sketch
-    the top of the spectrum exactly (``Q = orth(H S)``), the rest estimate the trace of the deflated remainder
-    by Hutchinson. Exact for matrices of rank at most ``n_matvecs // 3``; far lower variance than Hutchinson
+    """Hutch++ (Meyer, Musco, Musco & Woodruff 2021, arXiv:2010.09649, Algorithm 1) with ``n_matvecs`` products:
+    a third sketch the top of the spectrum exactly (``Q = orth(H S)``), the rest estimate the trace of the deflated
+    remainder by Hutchinson. Exact for matrices of rank at most ``n_matvecs // 3``; far lower variance than Hutchinson
     when a few outliers carry the trace, as with Hessians."""
     k = max(1, n_matvecs // 3)
     n_residual = max(1, n_matvecs - 2 * k)
@@ -261,7 +276,9 @@ def count_outliers(top: Tensor, max_outliers: int = 50, floor: float = 1e-2) -> 
     descending) that are at least ``floor * lambda_max``: the outlier group the papers compare with the number
     of classes. A log scale because outliers spread over a decade or more (10 classes on MNIST give nine
     outliers between 0.18 and 0.72 above a bulk starting at 0.07); the floor keeps ratios between two
-    near-zero bulk values out of the search."""
+    near-zero bulk values out of the search. These are the edges of arXiv:1611.07476 (abstract); the follow-up
+    (arXiv:1706.04454) finds about one per class. The papers judge by eye, so the rule is ours
+    (``docs/papers/hessian.md``)."""
     top = top[: max_outliers + 1].double()
     top = top[top >= floor * top[0]] if len(top) and top[0] > 0 else top[:0]
     if len(top) < 2:
@@ -273,8 +290,10 @@ def count_outliers(top: Tensor, max_outliers: int = 50, floor: float = 1e-2) -> 
 def spectrum_statistics(
     eigenvalues: Tensor, relative_tol: float = 1e-3, absolute_tol: float = 1e-4
 ) -> dict[str, float]:
-    """The statistics of a full (or Ritz) spectrum (``docs/papers/hessian.md``): extremes, trace, share of near-zero
-    eigenvalues (absolute and relative to lambda_max), negative mass and the outlier count."""
+    """The statistics of a full (or Ritz) spectrum: extremes, trace, share of near-zero eigenvalues (absolute and
+    relative to lambda_max), negative mass and the outlier count, the shape properties of arXiv:1611.07476
+    (abstract and introduction: bulk at zero, outliers, small negative eigenvalues after training). The paper gives
+    no threshold for "zero"; both tolerances are ours (``docs/papers/hessian.md``)."""
     lam = eigenvalues.double()
     lam_max = lam.max().item()
     abs_sum = lam.abs().sum().clamp_min(1e-300)

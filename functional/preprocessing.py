@@ -1,4 +1,7 @@
-"""Global contrast normalisation and ZCA whitening as pure functions (Entropy-SGD, arXiv:1611.01838 section 5).
+"""Global contrast normalisation and ZCA whitening as pure functions: the CIFAR-10 input of Entropy-SGD's All-CNN-BN
+(arXiv:1611.01838 section 5), the preprocessing of Goodfellow et al., "Maxout networks" (arXiv:1302.4389, its CIFAR-10
+experiment) after Coates, Lee & Ng 2011 ("An analysis of single-layer networks in unsupervised feature learning",
+AISTATS). Our choices: ``docs/papers/entropy_sgd.md``.
 
 The defaults are those of the Entropy-SGD authors' ``process_cifar.py`` (ucla-vision/entropy-sgd, taken from
 tscohen/gconv_experiments), read in its source, which prepared the CIFAR-10 used for the paper's All-CNN-BN:
@@ -30,7 +33,9 @@ def global_contrast_normalize(
     sqrt_bias: float = 0.0,
     min_divisor: float = 1e-8,
 ) -> Tensor:
-    """Per-example contrast normalisation over all non-batch dimensions (pylearn2's ``global_contrast_normalize``).
+    """Per-example contrast normalisation over all non-batch dimensions (Coates, Lee & Ng 2011; pylearn2's
+    ``global_contrast_normalize``, used for arXiv:1302.4389's CIFAR-10), the first step of arXiv:1611.01838's CIFAR-10
+    input (section 5) with the authors' ``process_cifar.py`` defaults (``docs/papers/entropy_sgd.md``).
 
     ``y = scale * (x - mean(x)) / d`` with ``d = sqrt(sqrt_bias + var(x, ddof=1))`` (``divisor="std"``) or
     ``d = sqrt(sqrt_bias + sum((x - mean(x))^2))`` (``divisor="norm"``); where ``d / scale < min_divisor`` the
@@ -62,7 +67,9 @@ def global_contrast_normalize(
 def zca_fit(
     x: Tensor, eps: float = 1e-5, eps_on: Literal["singular_value", "eigenvalue"] = "singular_value"
 ) -> tuple[Tensor, Tensor]:
-    """Fit ZCA whitening on examples ``x``; returns the float32 feature mean ``(D,)`` and symmetric ``W`` ``(D, D)``.
+    """Fit ZCA whitening on examples ``x``; returns the float32 feature mean ``(D,)`` and symmetric ``W`` ``(D, D)``
+    (Bell & Sejnowski 1997, Vision Research 37; Coates, Lee & Ng 2011; arXiv:1302.4389's CIFAR-10; the second step of
+    arXiv:1611.01838's CIFAR-10 input, section 5).
 
     With ``C = U diag(lambda) U^T`` the ``ddof=1`` covariance of the flattened examples and ``s = sqrt(lambda)``:
     ``W = U diag(1 / (s + eps)) U^T`` (``eps_on="singular_value"``, ``process_cifar.py``) or
@@ -72,9 +79,9 @@ def zca_fit(
 
     Directions with no variance in ``x`` (numerical rank: ``s <= max(N, D) * machine eps * max(s)``, e.g. the
     constant image after GCN, or all but N - 1 directions when N < D) are projected out instead of being
-    multiplied by ``1 / eps``; ``process_cifar.py`` keeps them, where the training data has no variance, so
-    for N > D the two differ by round-off. Computed in float64: an eigendecomposition of ``C`` when
-    N >= D, an SVD of the centred data when N < D (cheaper, same ``U`` and ``s``).
+    multiplied by ``1 / eps`` (ours, ``docs/papers/entropy_sgd.md``); ``process_cifar.py`` keeps them, where the
+    training data has no variance, so for N > D the two differ by round-off. Computed in float64: an
+    eigendecomposition of ``C`` when N >= D, an SVD of the centred data when N < D (cheaper, same ``U`` and ``s``).
 
     Args:
         x: ``(N, ...)`` training examples, N >= 2.
@@ -94,19 +101,22 @@ def zca_fit(
             centred = chunk.double() - mean
             cov.addmm_(centred.T, centred)
         eigenvalues, u = torch.linalg.eigh(cov / (n - 1))
-        s = eigenvalues.clamp(min=0).sqrt()
+        # round-off in an eigenvalue is eps * lambda_max, so the rank test is on lambda (on s = sqrt(lambda) it
+        # would keep a zero-variance direction at s ~ sqrt(eps) s_max and multiply its round-off by 1 / eps)
+        keep = eigenvalues > max(n, d) * torch.finfo(torch.float64).eps * eigenvalues.max()
+        s, u = eigenvalues[keep].sqrt(), u[:, keep]
     else:
         _, s, vh = torch.linalg.svd((flat.double() - mean) / (n - 1) ** 0.5, full_matrices=False)
-        u = vh.T
-    keep = s > max(n, d) * torch.finfo(torch.float64).eps * s.max()
-    s, u = s[keep], u[:, keep]
+        keep = s > max(n, d) * torch.finfo(torch.float64).eps * s.max()
+        s, u = s[keep], vh.T[:, keep]
     gain = 1.0 / (s + eps) if eps_on == "singular_value" else 1.0 / torch.sqrt(s.square() + eps)
     w = (u * gain) @ u.T
     return mean.float(), w.float()
 
 
 def zca_apply(x: Tensor, mean: Tensor, w: Tensor, chunk_size: int = 8192) -> Tensor:
-    """``(x - mean) W`` per flattened example, returned in ``x``'s shape and float32.
+    """``(x - mean) W`` per flattened example (the whitening of :func:`zca_fit`; Bell & Sejnowski 1997,
+    arXiv:1302.4389), returned in ``x``'s shape and float32.
 
     Args:
         x: ``(N, ...)`` examples with ``D`` values each.

@@ -1,5 +1,7 @@
-"""The p = 3 spherical spin glass and its projected gradient descent, for K independent instances at once
-(Sagun, Trogdon, LeCun, arXiv:1511.06444 section 2.1; the authors' ``3spin.lua``).
+"""The p = 3 spherical spin glass and its projected gradient descent, for K independent instances at once: the
+Gumbel-like example of Sagun, Trogdon, LeCun, arXiv:1511.06444 (abstract and introduction), run as the first
+author's Lua code does (leventsagun/3-spin-glass-landscape, ``code/3spin.lua``); our choices in
+``docs/papers/halting_time.md``.
 
 Energy ``H(w) = (1/N) sum_ijk x_ijk w_i w_j w_k`` on the sphere ``||w|| = sqrt(N)`` (the 1/N is N^-(p-1)/2),
 couplings i.i.d. with mean 0 and variance 1 from one of four ensembles. Gradient descent from a uniform
@@ -27,8 +29,10 @@ def sample_couplings(
     n_instances: int, n_spins: int, ensemble: CouplingEnsemble, generator: torch.Generator,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:  # fmt: skip
-    """``(K, N, N, N)`` i.i.d. couplings with mean 0 and variance 1 (arXiv:1511.06444): ``gaussian`` N(0, 1),
-    ``bernoulli`` +-1, ``uniform`` on [-sqrt(3), sqrt(3)], ``exponential`` Exp(1) - 1."""
+    """``(K, N, N, N)`` i.i.d. couplings x_ijk of the spin glass of arXiv:1511.06444 (abstract and introduction),
+    with mean 0 and variance 1: ``gaussian``
+    N(0, 1), ``bernoulli`` +-1, ``uniform`` on [-sqrt(3), sqrt(3)], ``exponential`` Exp(1) - 1. Variance 1 for every
+    ensemble is ours (``docs/papers/halting_time.md``, "Uncertain values")."""
     shape = (n_instances, n_spins, n_spins, n_spins)
     if ensemble == "gaussian":
         return torch.randn(shape, generator=generator, dtype=dtype)
@@ -42,8 +46,8 @@ def sample_couplings(
 
 
 def symmetrize(couplings: Tensor) -> Tensor:
-    """The average of ``x_ijk`` over the 6 permutations of (i, j, k): the same energy, and the gradient
-    becomes one contraction (:func:`sphere_gradient`)."""
+    """The average of ``x_ijk`` over the 6 permutations of (i, j, k): the same energy H(w) (arXiv:1511.06444;
+    ``3spin.lua``), and the gradient becomes one contraction (:func:`sphere_gradient`)."""
     out = couplings.clone()
     for perm in ((0, 2, 1, 3), (0, 1, 3, 2), (0, 2, 3, 1), (0, 3, 1, 2), (0, 3, 2, 1)):
         out += couplings.permute(perm)
@@ -51,18 +55,21 @@ def symmetrize(couplings: Tensor) -> Tensor:
 
 
 def random_sphere_points(n_instances: int, n_spins: int, generator: torch.Generator, dtype=torch.float32) -> Tensor:
-    """``(K, N)`` points drawn uniformly on the sphere of radius sqrt(N)."""
+    """``(K, N)`` points drawn uniformly on the sphere of radius sqrt(N): the random starts of the descent of
+    arXiv:1511.06444 (``3spin.lua``)."""
     w = torch.randn(n_instances, n_spins, generator=generator, dtype=dtype)
     return w * (math.sqrt(n_spins) / w.norm(dim=1, keepdim=True))
 
 
 def energy(couplings: Tensor, w: Tensor) -> Tensor:
-    """``(K,)`` energies ``H(w) = (1/N) sum_ijk x_ijk w_i w_j w_k`` (any couplings, symmetric or not)."""
+    """``(K,)`` energies ``H(w) = (1/N) sum_ijk x_ijk w_i w_j w_k`` of the p = 3 spherical spin glass of
+    arXiv:1511.06444, as ``3spin.lua`` computes it (the 1/N is N^-(p-1)/2; any couplings, symmetric or not)."""
     return torch.einsum("kabc,ka,kb,kc->k", couplings, w, w, w) / w.shape[1]
 
 
 def sphere_gradient(symmetric_couplings: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    """``(energy, projected gradient)`` at points ``w`` on the sphere, for symmetrised couplings.
+    """``(energy, projected gradient)`` at points ``w`` on the sphere, for symmetrised couplings
+    (arXiv:1511.06444; the projection of ``3spin.lua``).
 
     The Euclidean gradient is ``g_i = (3/N) sum_jk xs_ijk w_j w_k``; its tangent part is
     ``g - (g . w / N) w`` (``||w||^2 = N``); ``H = (g . w) / 3`` by Euler's theorem for a cubic form.
@@ -76,26 +83,30 @@ def sphere_gradient(symmetric_couplings: Tensor, w: Tensor) -> tuple[Tensor, Ten
 
 
 def sphere_step(w: Tensor, projected_gradient: Tensor, gamma: float) -> Tensor:
-    """One step ``w - gamma g`` rescaled to radius sqrt(N)."""
+    """One step ``w - gamma g`` rescaled to radius sqrt(N) (arXiv:1511.06444; ``3spin.lua``)."""
     w = w - gamma * projected_gradient
     return w * (math.sqrt(w.shape[1]) / w.norm(dim=1, keepdim=True))
 
 
 def step_size(lr: float, decay: float, step: int) -> float:
-    """``gamma_t = lr / (1 + t decay)`` for the (t + 1)-th update, as the Lua code counts (``time`` from 1)."""
+    """``gamma_t = lr / (1 + t decay)`` for the (t + 1)-th update, as the Lua code of arXiv:1511.06444's first
+    author counts (``3spin.lua``, ``time`` from 1)."""
     return lr / (1.0 + (step + 1) * decay)
 
 
 def descend_until_halted(
     symmetric_couplings: Tensor, w: Tensor, eps: Tensor, lr: float = 0.2, decay: float = 0.0, max_steps: int = 10_000
 ) -> tuple[Tensor, int, Tensor]:
-    """Projected gradient descent on K instances in lockstep, each until it met every eps.
+    """Projected gradient descent on K instances in lockstep, each until it met every eps: the halting times
+    T(eps, N) of the spin glass of arXiv:1511.06444 (abstract and introduction), several eps per run and the
+    lockstep batching being ours (``docs/papers/halting_time.md``).
 
     Returns ``(first, last_step, w)``: ``first[k, e]`` is the number of updates instance k had taken when its
     projected gradient norm was first below ``eps[e]`` (-1: not within ``max_steps``, i.e. censored at
-    ``last_step``), and ``w`` each instance's last point. An instance that met every eps stops moving, and
-    the working set is compacted whenever half of it has halted, so the cost is the sum of the halting times,
-    not K times the longest. The Lua code counts gradient evaluations from 1, so its times are these plus one.
+    ``last_step``), and ``w`` each instance's last point. Instances that met every eps leave the working set
+    whenever at least half of it has halted (until then they keep stepping, which changes no recorded time), so
+    the cost is about the sum of the halting times, not K times the longest. The Lua code counts gradient
+    evaluations from 1, so its times are these plus one.
     """
     first = torch.full((w.shape[0], len(eps)), -1, dtype=torch.long, device=w.device)
     w_final, active = w.clone(), torch.arange(w.shape[0], device=w.device)

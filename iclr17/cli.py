@@ -14,6 +14,7 @@ run it; the console script's front door is ``iclr17.__main__``.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from importlib import resources
@@ -26,6 +27,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 import iclr17  # noqa: F401  (registers every module, datamodule and callback for bare class names)
 from iclr17.callbacks.run_folder import run_folder
+from iclr17.modules.entropy_sgd.optim import EntropySGD
 from iclr17.modules.entropy_sgd.training import EntropySGDTraining, stacked_minibatches
 from iclr17.wandb_logger import OfflineFirstWandbLogger
 
@@ -90,11 +92,7 @@ class ICLR17CLI(LightningCLI):
         # Entropy-SGD: an EntropySGDTraining module gets L + 1 stacked minibatches per outer step (1 with
         # inner_batches: same); any other module steps EntropySGD on one batch. The derived value replaces a
         # batches_per_step given in a config or on the command line.
-        parser.link_arguments(
-            ("model.init_args.optimizer.init_args.L", "model"),
-            "data.init_args.batches_per_step",
-            compute_fn=_batches_per_step,
-        )
+        parser.link_arguments("model", "data.init_args.batches_per_step", compute_fn=_batches_per_step)
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
@@ -105,10 +103,18 @@ class ICLR17CLI(LightningCLI):
             trainer.callbacks = [*callbacks, Namespace(class_path=_class_path(RichProgressBar), init_args=Namespace())]
 
 
-def _batches_per_step(L: int, model: Namespace) -> int:
+def _batches_per_step(model: Namespace) -> int:
+    """L + 1 for an EntropySGDTraining module (its optimizer's L, or its default optimizer's), else 1."""
     module, _, name = model.class_path.rpartition(".")
-    if not issubclass(getattr(importlib.import_module(module), name), EntropySGDTraining):
+    cls = getattr(importlib.import_module(module), name)
+    if not issubclass(cls, EntropySGDTraining):
         return 1
+    optimizer = model.init_args.get("optimizer")
+    if optimizer is not None:
+        L = optimizer.init_args.L
+    else:  # the class's default_optimizer: EntropySGD, or a functools.partial of it
+        defaults = getattr(cls.default_optimizer, "keywords", {})
+        L = defaults.get("L", inspect.signature(EntropySGD).parameters["L"].default)
     return stacked_minibatches(L, model.init_args.get("inner_batches", "fresh"))
 
 

@@ -2,33 +2,32 @@
 
 Perplexity is ``exp`` of the mean per-token negative log-likelihood (natural log) over every scored token of a
 split; for characters the paper's "perplexity per char" is the same quantity, and ``bits_per_char`` is the mean NLL
-divided by ``ln 2``. The NLL sums and token counts are torchmetrics ``MeanMetric`` states (sums), so the values
-are exact under DDP.
+divided by ``ln 2``. Every batch of a split holds the same number of tokens (the BPTT datamodules serve whole
+``batch_size x bptt`` batches only), so that mean is the mean over batches of their per-token NLL, which is what we
+sum: each batch counts once. (Weighting each batch by its tokens gives the same number up to rounding; counting
+batches keeps the logged values bit for bit what they were, torchmetrics' ``MeanMetric`` with
+``nan_strategy="disable"`` having silently ignored the token weights we passed it.) The sums are metric states
+(:class:`WeightedMean`), so the values are exact under DDP.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
+from .objective import ObjectiveModule, WeightedMean
 from .step_logging import is_logging_step
 
 State = tuple[Tensor, Tensor]
 
 
-def _sgd(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=1.0)
-
-
-class LanguageModel(pl.LightningModule):
+class LanguageModel(ObjectiveModule):
     """Embedding -> ``num_layers`` LSTM -> linear decoder over the vocabulary (Zaremba et al. 2014).
 
     Dropout as Zaremba: on the embeddings, between LSTM layers and before the decoder (non-recurrent
@@ -37,13 +36,13 @@ class LanguageModel(pl.LightningModule):
     order (``PTBDataModule``, ``CharTextDataModule``); it restarts at zero at each epoch's start and whenever the
     batch size changes. Validation and test keep their own states, restarted at each of their epochs.
 
-    ``training_step`` computes the mean token cross-entropy of ONE minibatch ``(inputs, targets)``, both
-    ``(B, bptt)`` (times ``bptt`` with ``train_loss="sum_over_time"``), and advances the training state; a
-    manual-optimization subclass that receives ``k`` stacked minibatches (``batches_per_step=k``) calls it on each
-    ``batch.chunk(k)`` in order. ``loss(batch)`` is the same objective from a zero state and without side effects
-    (what callbacks measure). Gradients are clipped to global norm ``grad_clip_norm`` in
-    ``on_before_optimizer_step``, which Lightning runs after every closure call, so the clip also applies when an
-    optimizer evaluates its closure several times per step.
+    ``training_loss(batch)`` (what ``training_step`` returns) is the mean token cross-entropy of ONE minibatch
+    ``(inputs, targets)``, both ``(B, bptt)`` (times ``bptt`` with ``train_loss="sum_over_time"``), and advances the
+    training state; a manual-optimization subclass that receives ``k`` stacked minibatches
+    (``batches_per_step=k``) calls it on each ``batch.chunk(k)`` in order. ``loss(batch)`` is the same objective
+    from a zero state and without side effects (what callbacks measure). Gradients are clipped to global norm
+    ``grad_clip_norm`` in ``on_before_optimizer_step``, which Lightning runs after every closure call, so the clip
+    also applies when an optimizer evaluates its closure several times per step.
 
     Logs ``train/loss_step`` (logging steps only), ``train/loss_epoch`` and ``train/ppl_epoch``, ``val/loss`` and
     ``val/ppl``, ``test/loss`` and ``test/ppl``, and with ``unit="char"`` also ``{split}/bits_per_char``.
@@ -76,9 +75,14 @@ class LanguageModel(pl.LightningModule):
             mean times ``bptt`` (the batch-mean NLL summed over the unrolled steps), which is what Zaremba's and
             char-rnn's code differentiate, so their lr 1 and clip 5 are in these units (plain SGD with lr 1 on
             ``sum_over_time`` equals lr ``bptt`` and clip ``5 / bptt`` on ``mean``). Logged losses are per token.
-        optimizer: callable from parameters to an optimizer (default SGD, lr 1, no momentum).
-        lr_scheduler: optional callable from an optimizer to a scheduler, stepped every epoch.
+        optimizer: callable from parameters to an optimizer (None: ``default_optimizer``, SGD with lr 1 and no
+            momentum).
+        lr_scheduler: optional callable from an optimizer to a scheduler.
+        lr_scheduler_interval: step the scheduler every ``epoch`` or every optimizer ``step``.
+        lr_scheduler_frequency: step it every this many intervals.
     """
+
+    default_optimizer = functools.partial(torch.optim.SGD, lr=1.0)
 
     def __init__(
         self,
@@ -92,10 +96,12 @@ class LanguageModel(pl.LightningModule):
         grad_clip_norm: float | None = 10.0,
         unit: Literal["word", "char"] = "word",
         train_loss: Literal["mean", "sum_over_time"] = "mean",
-        optimizer: OptimizerCallable = _sgd,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
+        lr_scheduler_frequency: int = 1,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, lr_scheduler_frequency)
         embedding_dim = embedding_dim or hidden_size
         if tie_weights and embedding_dim != hidden_size:
             raise ValueError(f"tie_weights needs embedding_dim == hidden_size, got {embedding_dim} and {hidden_size}")
@@ -104,7 +110,6 @@ class LanguageModel(pl.LightningModule):
         if grad_clip_norm is not None and grad_clip_norm <= 0:
             raise ValueError(f"grad_clip_norm must be positive or None, got {grad_clip_norm}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])  # the run's config.yaml has them
-        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.drop = nn.Dropout(dropout)
         self.lstm = nn.LSTM(
@@ -115,8 +120,9 @@ class LanguageModel(pl.LightningModule):
             nn.init.uniform_(parameter, -init_range, init_range)
         if tie_weights:
             self.decoder.weight = self.embedding.weight
-        # sums of token NLL and token counts; a diverged run's NaN reaches the perplexity instead of being dropped
-        self.train_nll, self.val_nll, self.test_nll = (MeanMetric(nan_strategy="disable") for _ in range(3))
+        # sums of batch NLLs and batch counts; a diverged run's NaN reaches the perplexity instead of being dropped
+        # (training's are the base's train_loss_epoch, weighted by epoch_loss_weight)
+        self.val_nll, self.test_nll = WeightedMean(), WeightedMean()
         self._states: dict[str, State] = {}
 
     def forward(self, inputs: Tensor, state: State | None = None) -> tuple[Tensor, State]:
@@ -150,7 +156,7 @@ class LanguageModel(pl.LightningModule):
         return self._window_nll(batch, None)[0] * self._objective_scale(batch)
 
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer else None
+        datamodule = self.trainer.datamodule
         datamodule_vocab = getattr(datamodule, "vocab_size", None)
         if datamodule_vocab is not None and datamodule_vocab != self.hparams.vocab_size:
             raise ValueError(
@@ -165,51 +171,55 @@ class LanguageModel(pl.LightningModule):
             )
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         self._states.pop("train", None)
-        self.train_nll.reset()
+
+    def training_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """The training objective of one minibatch run on from the carried training state, which it advances."""
+        return self._mean_nll("train", batch) * self._objective_scale(batch)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._mean_nll("train", batch)
+        """``training_loss(batch)``; logs the per-token NLL as ``train/loss_step`` on logging steps."""
+        nll = self._mean_nll("train", batch)
         if is_logging_step(self, batch_idx):
-            self.log("train/loss_step", loss, prog_bar=True)
-        return loss * self._objective_scale(batch)
+            self.log("train/loss_step", nll, prog_bar=True)  # before the scale, so the value is the NLL itself
+        return nll * self._objective_scale(batch)
+
+    def logged_loss(self, loss: Tensor, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """Per token: the training objective ``loss`` of ``batch`` without the ``sum_over_time`` factor."""
+        return loss / self._objective_scale(batch)
+
+    def epoch_loss_weight(self, batch: tuple[Tensor, Tensor]) -> int:
+        """1: each (whole) batch counts once in ``train/loss_epoch``, as in every split (see the module docstring)."""
+        return 1
 
     def _objective_scale(self, batch: tuple[Tensor, Tensor]) -> int:
         return batch[1].shape[1] if self.hparams.train_loss == "sum_over_time" else 1
 
-    def on_train_batch_end(self, outputs: Any, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        # here rather than in training_step, which a multi-minibatch optimizer calls once per stacked minibatch
-        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if loss is None:
-            return
-        tokens = self._states["train"][0].shape[1] * batch[1].shape[1]  # the minibatch the loss is a mean over
-        loss = loss.detach() * self.trainer.accumulate_grad_batches / self._objective_scale(batch)
-        self.train_nll.update(loss, weight=tokens)
-
     def on_train_epoch_end(self) -> None:
-        self._log_split("train", suffix="_epoch")
+        self._log_split("train", self.train_loss_epoch, suffix="_epoch")
 
     def on_validation_epoch_start(self) -> None:
         self._states.pop("val", None)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.val_nll.update(self._mean_nll("val", batch), weight=batch[1].numel())
+        self.val_nll.update(self._mean_nll("val", batch))
 
     def on_validation_epoch_end(self) -> None:
-        self._log_split("val")
+        self._log_split("val", self.val_nll)
 
     def on_test_epoch_start(self) -> None:
         self._states.pop("test", None)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.test_nll.update(self._mean_nll("test", batch), weight=batch[1].numel())
+        self.test_nll.update(self._mean_nll("test", batch))
 
     def on_test_epoch_end(self) -> None:
-        self._log_split("test")
+        self._log_split("test", self.test_nll)
 
-    def _log_split(self, stage: str, suffix: str = "") -> None:
-        """Mean NLL, perplexity (and bits per char) of the split's scored tokens on every process; then reset."""
-        metric: MeanMetric = getattr(self, f"{stage}_nll")
+    def _log_split(self, stage: str, metric: WeightedMean, suffix: str = "") -> None:
+        """Mean NLL, perplexity (and bits per char) of the split's scored tokens in ``metric`` on every process;
+        then reset it."""
         if not metric.update_called:
             return
         nll = metric.compute()  # summed over processes
@@ -223,9 +233,3 @@ class LanguageModel(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.hparams.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(self.parameters(), self.hparams.grad_clip_norm)
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}

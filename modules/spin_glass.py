@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from iclr17.functional.halting import update_first_hits
-from iclr17.functional.spin_glass import random_sphere_points, sphere_gradient, step_size, symmetrize
+from iclr17.functional.spin_glass import energy, random_sphere_points, sphere_gradient, step_size, symmetrize
 
 
 class SpinGlass(pl.LightningModule):
@@ -26,7 +26,8 @@ class SpinGlass(pl.LightningModule):
     step, so ``HaltingTime(rule="grad_norm_below")`` finds the same halting step for K = 1. Training stops
     once every instance met every eps (``stop_when_halted``). Logs ``train/loss_step`` (mean energy per spin,
     H/N), ``train/grad_norm`` (mean over instances) and ``train/halted`` (fraction halted at the last eps);
-    the test step logs ``test/energy``, ``test/grad_norm`` and ``test/halted``.
+    the test step logs ``test/energy``, ``test/grad_norm`` and ``test/halted``. ``loss(couplings)`` is that mean
+    energy per spin at the current points, without side effects, for measurement callbacks.
 
     Args:
         n_spins: N (must equal the datamodule's).
@@ -60,8 +61,7 @@ class SpinGlass(pl.LightningModule):
         self._couplings: Tensor | None = None
 
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer else None
-        hp = getattr(datamodule, "hparams", {})
+        hp = getattr(self.trainer.datamodule, "hparams", {})
         for name in ("n_spins", "n_instances"):
             if name in hp and hp[name] != self.hparams[name]:
                 raise ValueError(
@@ -76,6 +76,10 @@ class SpinGlass(pl.LightningModule):
                 raise ValueError(f"SpinGlass expects couplings of shape {expected}, got {tuple(batch.shape)}")
             self._host_couplings, self._couplings = batch, symmetrize(batch.to(device, self.w.dtype))
         return self._couplings
+
+    def loss(self, couplings: Tensor) -> Tensor:
+        """The mean over instances of the energy per spin, ``H(w) / N``, for (symmetrised or raw) couplings."""
+        return energy(couplings, self.w).mean() / self.hparams.n_spins
 
     def training_step(self, couplings: Tensor, batch_idx: int) -> Tensor:
         with torch.no_grad():

@@ -35,6 +35,7 @@ from iclr17.datamodules import MNISTDataModule
 from iclr17.modules.ebgan.metrics import MNISTScore
 from iclr17.modules.ebgan.module import EBGAN
 from iclr17.modules.ebgan.nets import MNISTDiscriminator, MNISTGenerator
+from iclr17.studies.trainers import quiet_trainer
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
@@ -115,17 +116,7 @@ def run_point(point: GridPoint, seed: int, datamodule: MNISTDataModule, args: ar
     pl.seed_everything(seed, workers=True, verbose=False)
     module = build_module(point)
     start = time.perf_counter()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=args.epochs,
-        limit_train_batches=args.limit_batches,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=args.epochs, limit_train_batches=args.limit_batches)
     trainer.fit(module, datamodule=datamodule)
     score, samples = score_generator(module, args.score_samples, seed)
     save_image(samples, args.out / "samples" / f"{point.name}.png", nrow=10, normalize=True, value_range=(-1, 1))

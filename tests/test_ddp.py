@@ -9,6 +9,7 @@ import torch
 from iclr17.callbacks import HessianSpectrum
 from iclr17.datamodules import BabiDataModule, GaussianMixtureDataModule, MNISTDataModule
 from iclr17.modules import MLP, Classifier, EntNet, EntropyClassifier, EntropySGD
+from tests.ddp_helpers import SaveOnEachRank, cpu_trainer
 
 
 class AssertReplicasEqual(pl.Callback):
@@ -45,39 +46,17 @@ class AssertPerDeviceBatch(pl.Callback):
         assert len(batch[0]) == self.size
 
 
-class CloseProcessGroup(pl.Callback):
-    """Each spawned worker leaves only after both have closed the process group: a worker that exits while its
-    peer's gloo threads still listen can make the peer abort ("terminate called without an active exception")."""
-
-    def teardown(self, trainer, pl_module, stage):
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
-
-
-def _trainer(callbacks=(), **kwargs) -> pl.Trainer:
-    callbacks = [*callbacks, CloseProcessGroup()] if kwargs.get("strategy") == "ddp_spawn" else list(callbacks)
-    return pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        **kwargs,
-    )
-
-
 @pytest.mark.timeout(300)
 def test_ddp_fit_keeps_replicas_equal_and_validates_like_one_process(tmp_path):
     pl.seed_everything(0)
     dm = GaussianMixtureDataModule(centers=[[-1.0, -1.0], [1.0, 1.0]], n_samples=200, n_val=100, batch_size=40)
     model = Classifier(MLP([2, 8, 2]), num_classes=2)
-    ddp = _trainer(
+    ddp = cpu_trainer(
         strategy="ddp_spawn", devices=2, max_epochs=3, callbacks=[AssertReplicasEqual()], default_root_dir=tmp_path
     )
     ddp.fit(model, dm)
-    (ddp_metrics,) = _trainer(strategy="ddp_spawn", devices=2).validate(model, dm)
-    (single_metrics,) = _trainer(devices=1).validate(model, dm)
+    (ddp_metrics,) = cpu_trainer(strategy="ddp_spawn", devices=2).validate(model, dm)
+    (single_metrics,) = cpu_trainer(devices=1).validate(model, dm)
     assert ddp_metrics["val/acc"] == pytest.approx(single_metrics["val/acc"], abs=1e-6)
     assert ddp_metrics["val/loss"] == pytest.approx(single_metrics["val/loss"], rel=1e-5)
 
@@ -86,7 +65,7 @@ def test_ddp_fit_keeps_replicas_equal_and_validates_like_one_process(tmp_path):
 def test_ddp_divides_the_global_batch(mnist_fixture_dir):
     dm = MNISTDataModule(data_dir=str(mnist_fixture_dir), val_size=100, batch_size=64, flatten=True)
     model = Classifier(MLP([784, 10]))
-    _trainer(strategy="ddp_spawn", devices=2, max_steps=2, callbacks=[AssertPerDeviceBatch(32)]).fit(model, dm)
+    cpu_trainer(strategy="ddp_spawn", devices=2, max_steps=2, callbacks=[AssertPerDeviceBatch(32)]).fit(model, dm)
 
 
 @pytest.mark.timeout(300)
@@ -112,24 +91,11 @@ def test_cli_ddp_launch_with_a_shipped_config_name(tmp_path):
 def test_entnet_ddp_fit_keeps_replicas_equal_and_counts_every_question(fixture_data_root):
     dm = BabiDataModule(data_dir=str(fixture_data_root), tasks=[1, 2], batch_size=16)
     model = EntNet(embedding_dim=8, n_slots=3)
-    trainer = _trainer(strategy="ddp_spawn", devices=2, max_epochs=1, callbacks=[AssertReplicasEqual()])
+    trainer = cpu_trainer(strategy="ddp_spawn", devices=2, max_epochs=1, callbacks=[AssertReplicasEqual()])
     trainer.fit(model, dm)
-    (ddp_metrics,) = _trainer(strategy="ddp_spawn", devices=2).test(model, dm)
-    (single_metrics,) = _trainer(devices=1).test(model, dm)
+    (ddp_metrics,) = cpu_trainer(strategy="ddp_spawn", devices=2).test(model, dm)
+    (single_metrics,) = cpu_trainer(devices=1).test(model, dm)
     assert ddp_metrics["test/error"] == pytest.approx(single_metrics["test/error"], abs=1e-6)
-
-
-class SavedHessianSpectrum(HessianSpectrum):
-    """Writes its history to a file on rank 0, since spawned workers do not send callbacks back."""
-
-    def __init__(self, path, **kwargs):
-        super().__init__(**kwargs)
-        self.path = path
-
-    def on_fit_end(self, trainer, pl_module):
-        super().on_fit_end(trainer, pl_module)
-        if trainer.is_global_zero:
-            torch.save(self.history, self.path)
 
 
 @pytest.mark.timeout(300)
@@ -141,10 +107,10 @@ def test_hessian_spectrum_under_ddp_equals_one_process(tmp_path, method):
         pl.seed_everything(0)
         dm = GaussianMixtureDataModule(num_classes=3, n_samples=90, batch_size=30, seed=1)
         model = Classifier(MLP([2, 6, 3]), num_classes=3)
-        path = tmp_path / f"{name}.pt"
-        callback = SavedHessianSpectrum(path, method=method, n_samples=90, top_k=3, lanczos_steps=40, at_fit_end=False)
-        _trainer(max_epochs=1, callbacks=[callback], **kwargs).fit(model, dm)
-        records[name] = torch.load(path, weights_only=False)[0]
+        callback = HessianSpectrum(method=method, n_samples=90, top_k=3, lanczos_steps=40, at_fit_end=False)
+        saver = SaveOnEachRank(callback, "history", tmp_path / name)
+        cpu_trainer(max_epochs=1, callbacks=[callback, saver], **kwargs).fit(model, dm)
+        records[name] = saver.load(rank=0)["history"][0]
     assert records["ddp"]["n_samples"] == records["single"]["n_samples"] == 90
     torch.testing.assert_close(records["ddp"]["eigenvalues"], records["single"]["eigenvalues"], rtol=1e-6, atol=1e-9)
 
@@ -155,7 +121,7 @@ def test_entropy_sgd_replicas_stay_identical_with_langevin_noise(tmp_path):
     pl.seed_everything(0)
     dm = GaussianMixtureDataModule(num_classes=3, dim=4, n_samples=240, batch_size=20, batches_per_step=4)
     model = EntropyClassifier(MLP([4, 16, 3]), num_classes=3, optimizer=partial(EntropySGD, L=3, eps=0.05, gamma0=0.03))
-    trainer = _trainer(
+    trainer = cpu_trainer(
         strategy="ddp_spawn",
         devices=2,
         max_epochs=2,

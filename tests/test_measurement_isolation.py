@@ -6,8 +6,8 @@ The callbacks run at every step (from before the first), and their full-data los
 module's loss on batches the training does not see at that moment, so a loss path that writes module state (a
 carried BPTT state, a flag), draws from the global RNG (dropout) or iterates the training loader shows up as a
 difference.
-Manual-optimization modules cannot give their ``training_step`` as a loss; they are measured through a
-gradient-norm rule, their ``loss(batch)`` when they have one, and otherwise the user ``loss_fn`` below.
+Every module is measured through its own ``loss(batch)`` (the contract of ``modules/objective.py``: side-effect
+free, the objective its ``training_step`` calls), manual-optimization modules included.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from iclr17.cli import cli
 from tests.test_exports import MODULES, SMOKE
@@ -30,26 +29,8 @@ BATCHES = 2  # training batches (a GAN takes two optimizer steps on each)
 NEVER = 1e-30  # a threshold no run reaches, so the callbacks measure at every step and never stop training
 
 
-def classification_loss(module: nn.Module, batch: Any) -> Tensor:
-    """A user loss for a manual-optimization classifier: cross-entropy of ``module(x)``."""
-    return F.cross_entropy(module(batch[0]), batch[1])
-
-
-def real_energy(module: nn.Module, batch: Any) -> Tensor:
-    """A user loss for EBGAN: the mean discriminator energy of the real images."""
-    return module.energy(batch[0]).mean()
-
-
-def spin_glass_energy(module: nn.Module, couplings: Tensor) -> Tensor:
-    """A user loss for SpinGlass: the mean energy per spin of its instances."""
-    from iclr17.functional.spin_glass import energy
-
-    return energy(couplings, module.w).mean() / module.w.shape[1]
-
-
 # Second-order measurement needs a loss that torch.func can differentiate twice: EntNet's recorded memory
 SECOND_ORDER_ARGS = {"EntNet": ["--model.init_args.fused_memory=false"]}
-USER_LOSS = {"EntropyClassifier": classification_loss, "EBGAN": real_energy, "SpinGlass": spin_glass_energy}
 
 
 def _callbacks(module: pl.LightningModule) -> list[dict[str, Any]]:
@@ -60,10 +41,7 @@ def _callbacks(module: pl.LightningModule) -> list[dict[str, Any]]:
     full_data = {"rule": "train_loss_below", "thresholds": NEVER, "loss_source": "full_data", "stop": False}
     hessian = {"method": "lanczos", "n_samples": 8, "top_k": 2, "lanczos_steps": 4, "every_n_steps": 1}
     hessian |= {"save_files": False}
-    if not (module.automatic_optimization or inspect.ismethod(getattr(module, "loss", None))):
-        name = type(module).__name__
-        assert name in USER_LOSS, f"{name} trains by manual optimization and has no loss(batch): add it to USER_LOSS"
-        full_data["loss_fn"] = hessian["loss_fn"] = f"{__name__}.{USER_LOSS[name].__name__}"
+    assert inspect.ismethod(getattr(module, "loss", None)), f"{type(module).__name__} has no loss(batch) method"
     specs.append({"class_path": "HaltingTime", "init_args": full_data})
     specs.append({"class_path": "HessianSpectrum", "init_args": hessian})
     if callable(getattr(module, "sample_noise", None)):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -15,7 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from iclr17.functional.halting import update_first_hits
 
-from ..training_loss import LossFn, require_rerunnable_training_step, training_step_loss
+from ..measurement import LossFn, check_loss_contract, measurement_mode, module_loss, reduce_over_processes
 
 Rule = Literal["train_loss_below", "grad_norm_below", "metric_at_least", "metric_below"]
 LossSource = Literal["full_data", "epoch_mean", "ema"]
@@ -33,11 +32,12 @@ class HaltingTime(pl.Callback):
       private loader, in eval mode, without gradients, with the RNG and the training loader left as they were,
       at step 0 and every ``every_n_steps`` optimizer steps), ``epoch_mean`` (the mean of the epoch's step
       losses, at each epoch end) or ``ema`` (an exponential moving average of the step losses, ``ema_decay``,
-      every step). The default ``loss_fn`` is the module's ``loss(batch)`` method when it has one, else the
-      loss ``training_step`` returns; either must be free of side effects (``callbacks/training_loss.py``), so
-      measuring never changes the training. For a BPTT language model (``LanguageModel.loss``) every window
-      starts from a zero state: the full-data loss is a function of the weights alone, not of the carried
-      training state, and usually higher than the carried-state training loss.
+      every step). The default ``loss_fn`` is the module's ``loss(batch)`` method, which every iclr17 module
+      has and which must be free of side effects (``iclr17.callbacks.measurement``), so measuring never changes
+      the training; a model of your own without it is given ``loss_fn`` (checked in ``setup``). For a BPTT
+      language model (``LanguageModel.loss``) every window starts from a zero state: the full-data loss is a
+      function of the weights alone, not of the carried training state, and usually higher than the
+      carried-state training loss.
     - ``grad_norm_below``: the norm of all parameter gradients ``< threshold``, read just before the optimizer
       step every ``every_n_steps`` steps (full-batch data gives the paper's rule; a module whose loss is
       written on the sphere gives the projected gradient, as ``SpinGlass`` does).
@@ -52,9 +52,17 @@ class HaltingTime(pl.Callback):
     dropped. With ``stop=True`` training stops once every threshold is reached (after the current step).
     Each first hit is logged as ``halting/step@<threshold>`` (and ``halting/epoch@...``) to every logger.
 
+    Usage on a model of your own (``loss_fn`` only if the model has no ``loss(batch)`` method)::
+
+        halting = HaltingTime("train_loss_below", thresholds=[0.5, 0.1], loss_fn=lambda model, batch:
+            F.cross_entropy(model(batch[0]), batch[1]))
+        pl.Trainer(max_steps=10_000, callbacks=[halting]).fit(model, datamodule)
+        print(halting.halting_step, halting.record)
+
     State (record, open thresholds, EMA, elapsed time) lives in checkpoints, so a resumed run finds the same
     halting steps; a censored entry is reopened when fitting resumes. Under DDP every value is reduced over
-    the processes (losses: sample-weighted means over each process's shard; gradients: DDP's averaged ones),
+    the processes through ``trainer.strategy`` (losses: sample-weighted means over each process's shard;
+    gradients: DDP's averaged ones),
     so every process records the same steps and stops together.
 
     Args:
@@ -65,8 +73,7 @@ class HaltingTime(pl.Callback):
         ema_decay: weight of the past in the ``ema`` loss.
         monitor: metric name for the metric rules (e.g. ``val/acc``).
         stop: stop training once every threshold is reached.
-        loss_fn: ``(module, batch) -> scalar`` for ``full_data``; default: the module's ``loss(batch)``, else the
-            training step's loss (needed for a manual-optimization module without ``loss``).
+        loss_fn: ``(module, batch) -> scalar`` for ``full_data``; default: the module's ``loss(batch)``.
     """
 
     def __init__(
@@ -89,7 +96,7 @@ class HaltingTime(pl.Callback):
         self.rule, self.loss_source, self.every_n_steps = rule, loss_source, every_n_steps
         self.ema_decay, self.monitor, self.stop = ema_decay, monitor, stop
         self.thresholds = [float(t) for t in (thresholds if isinstance(thresholds, (list, tuple)) else [thresholds])]
-        self.loss_fn = loss_fn or training_step_loss
+        self.loss_fn = loss_fn or module_loss
         self.direction = "at_least" if rule == "metric_at_least" else "below"
         self.record: list[dict[str, Any]] = [self._open(t) for t in self.thresholds]
         self.ema: float | None = None
@@ -125,9 +132,12 @@ class HaltingTime(pl.Callback):
     # ---- hooks ---------------------------------------------------------------------------------------------
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._uses_full_data and self.loss_fn is training_step_loss:
-            require_rerunnable_training_step(
-                "HaltingTime(loss_source='full_data')", pl_module, ", or loss_source='epoch_mean'/'ema'"
+        if stage == "fit" and self._uses_full_data:
+            check_loss_contract(
+                "HaltingTime(loss_source='full_data')",
+                pl_module,
+                self.loss_fn,
+                ", or use loss_source='epoch_mean'/'ema'",
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -167,7 +177,7 @@ class HaltingTime(pl.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if not isinstance(loss, Tensor):
             raise TypeError(f"HaltingTime(loss_source={self.loss_source!r}) needs training_step to return the loss")
-        loss = self._mean_over_processes(trainer, loss.detach().float() * trainer.accumulate_grad_batches)
+        loss = float(reduce_over_processes(trainer, loss.detach().float() * trainer.accumulate_grad_batches, "mean"))
         if self.loss_source == "epoch_mean":
             self._epoch_sum, self._epoch_count = self._epoch_sum + loss, self._epoch_count + 1
         else:
@@ -224,10 +234,6 @@ class HaltingTime(pl.Callback):
     def _wall(self) -> float:
         return self.elapsed + time.perf_counter() - self._started
 
-    @staticmethod
-    def _mean_over_processes(trainer: pl.Trainer, value: Tensor) -> float:
-        return float(trainer.strategy.reduce(value, reduce_op="mean"))
-
     def _full_data_loss(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float:
         """Sample-weighted mean of ``loss_fn`` over the training dataloader (this process's shard under DDP,
         then summed over processes); eval mode, no gradients, and the RNG left as it was."""
@@ -235,12 +241,12 @@ class HaltingTime(pl.Callback):
             self._eval_loader = self._evaluation_loader(trainer)
         loader = self._eval_loader
         total = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
-        with self._evaluation(pl_module):
+        with measurement_mode(pl_module):
             for batch in loader:
                 batch = trainer.strategy.batch_to_device(batch)
                 n = extract_batch_size(batch)
                 total += torch.stack([self.loss_fn(pl_module, batch).double() * n, torch.tensor(n).to(total)])
-        total = trainer.strategy.reduce(total, reduce_op="sum")
+        total = reduce_over_processes(trainer, total, "sum")
         self._evaluated_step = trainer.global_step
         return (total[0] / total[1]).item()
 
@@ -268,19 +274,6 @@ class HaltingTime(pl.Callback):
         if batch_size is None and loader.batch_sampler is not None:  # a custom batch sampler
             batch_size = math.ceil(len(sampler or dataset) / len(loader))
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=loader.collate_fn)
-
-    @staticmethod
-    @contextmanager
-    def _evaluation(pl_module: pl.LightningModule):
-        training = {m: m.training for m in pl_module.modules()}
-        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            pl_module.eval()
-            try:
-                yield
-            finally:
-                for m, was_training in training.items():
-                    m.training = was_training
 
     def state_dict(self) -> dict[str, Any]:
         return {

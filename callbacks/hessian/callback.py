@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
@@ -29,16 +30,32 @@ from iclr17.functional.hessian import (
     spectrum_statistics,
 )
 
+from ..measurement import (
+    LossFn,
+    check_loss_contract,
+    forked_rng,
+    log_image,
+    measurement_mode,
+    module_loss,
+    reduce_over_processes,
+)
 from ..run_folder import run_folder
-from ..training_loss import LossFn, require_rerunnable_training_step, training_step_loss
 
 
 class HessianSpectrum(pl.Callback):
     """Eigenvalues of the Hessian of the training loss on a fixed data subset, for any LightningModule.
 
     Contract with the model: the loss is ``loss_fn(module, batch)``, by default the module's side-effect-free
-    ``loss(batch)`` method, else the scalar that ``training_step(batch, 0)`` returns (``self.log`` calls are
-    silenced; checked in ``setup``). The loss must be twice differentiable by ``torch.func``: a custom
+    ``loss(batch)`` method, which every iclr17 module has; a model of your own defines that method or is given
+    ``loss_fn`` (checked in ``setup``; see ``iclr17.callbacks.measurement``)::
+
+        spectrum = HessianSpectrum(method="auto", n_samples=512, loss_fn=lambda model, batch: F.cross_entropy(
+            model(batch[0]), batch[1]))  # not needed when model.loss(batch) exists
+        pl.Trainer(max_epochs=3, callbacks=[spectrum]).fit(model, datamodule)
+        before, after = spectrum.history[0], spectrum.history[-1]
+        print(after["stats"]["lambda_max"], after["stats"]["n_outliers"])
+
+    The loss must be twice differentiable by ``torch.func``: a custom
     ``autograd.Function`` without a double backward is not (use ``EntNet(fused_memory=False)``). The Hessian
     subset is ``n_samples`` examples drawn once (seeded) from the dataset of the Trainer's own training
     DataLoader (``trainer.train_dataloader``: the datamodule's, or the loader passed to
@@ -64,7 +81,7 @@ class HessianSpectrum(pl.Callback):
     evaluation of the loss starts from the same RNG state). History lives in checkpoints.
 
     Under DDP the subset is split evenly over the processes and Hessian-vector products are averaged across
-    them, so every process holds the same record (loggers write from rank 0).
+    them (``trainer.strategy.reduce``), so every process holds the same record (loggers write from rank 0).
 
     Args:
         method: ``auto``, ``exact``, ``lanczos``, ``slq`` or ``trace``.
@@ -84,7 +101,7 @@ class HessianSpectrum(pl.Callback):
         param_filter: regular expression; only parameters whose name matches are included (per-block spectra).
         num_classes: number of classes, logged beside the outlier count.
         seed: seeds the subset and the probes.
-        loss_fn: ``(module, batch) -> scalar``; default: the module's ``loss(batch)``, else the training step's.
+        loss_fn: ``(module, batch) -> scalar``; default: the module's ``loss(batch)``.
         save_files: write ``<run folder>/<name>/<when>_step<N>.npz`` (eigenvalues or density, and the
             statistics) and ``.png`` (the paper's plots) on rank 0, and send the figure to wandb or TensorBoard.
             The run folder is the run's own (``iclr17.callbacks.run_folder``): ``runs/iclr17/<run id>`` with
@@ -126,7 +143,7 @@ class HessianSpectrum(pl.Callback):
         self.at_fit_start, self.at_fit_end = at_fit_start, at_fit_end
         self.mode, self.dtype = mode, getattr(torch, dtype)
         self.param_filter, self.num_classes, self.seed = param_filter, num_classes, seed
-        self.loss_fn = loss_fn or training_step_loss
+        self.loss_fn = loss_fn or module_loss
         self.save_files, self.name = save_files, name
         self.history: list[dict[str, Any]] = []
         self.batch: Any = None
@@ -140,8 +157,7 @@ class HessianSpectrum(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if self.loss_fn is training_step_loss:
-            require_rerunnable_training_step("HessianSpectrum", pl_module)
+        check_loss_contract("HessianSpectrum", pl_module, self.loss_fn)
         names = [c.name for c in trainer.callbacks if isinstance(c, HessianSpectrum)]
         if names.count(self.name) > 1:
             raise ValueError(
@@ -181,7 +197,7 @@ class HessianSpectrum(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.batch is None:  # the training DataLoader exists from here on, with or without a datamodule
-            with _forked_rng(pl_module):  # a dataset may draw (augmentations): training's
+            with forked_rng(pl_module):  # a dataset may draw (augmentations): training's
                 torch.manual_seed(self.seed)  # RNG stays as it was, and the subset depends on seed alone
                 self._draw_subset(trainer)
         if self.at_fit_start and not any(r["when"] == "start" for r in self.history):
@@ -210,10 +226,11 @@ class HessianSpectrum(pl.Callback):
             raise ValueError(f"HessianSpectrum: no trainable parameter matches param_filter={self.param_filter!r}")
         n_params = sum(dict(pl_module.named_parameters())[n].numel() for n in names)
         method = self.method if self.method != "auto" else ("exact" if n_params <= self.exact_max_params else "lanczos")
-        with self._isolated(pl_module), torch.inference_mode(False), torch.enable_grad():
+        with measurement_mode(pl_module, train=self.mode == "train", grad=True), self._in_dtype(pl_module):
             batch = _to(self.batch, pl_module.device, self.dtype)
             loss_of, theta = flat_loss(pl_module, self._seeded(self.loss_fn), batch, names)
-            eigenvalues, density, stats = self._spectrum(method, loss_of, theta)
+            mean = functools.partial(reduce_over_processes, trainer, op="mean")
+            eigenvalues, density, stats = self._spectrum(method, loss_of, theta, mean)
         if self.num_classes is not None:
             stats["num_classes"] = float(self.num_classes)
         record = {
@@ -251,36 +268,33 @@ class HessianSpectrum(pl.Callback):
         if not arrays:
             return  # a trace record has numbers only: they are logged
         figure = spectrum_figure(record)
-        figure.savefig(f"{stem}.png", dpi=120)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key=f"{self.name}/{record['when']}", images=[f"{stem}.png"], step=trainer.global_step)
-            elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure(f"{self.name}/{record['when']}", figure, global_step=trainer.global_step)
+        log_image(trainer, f"{self.name}/{record['when']}", figure, record["step"], self.name, always_file=True)
         import matplotlib.pyplot as plt
 
         plt.close(figure)
 
-    def _spectrum(self, method: str, loss_of, theta: Tensor) -> tuple[Tensor | None, dict | None, dict[str, float]]:
+    def _spectrum(
+        self, method: str, loss_of, theta: Tensor, mean: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor | None, dict | None, dict[str, float]]:
         """Eigenvalues (all for exact, the extremes for lanczos, None for slq), density (slq) and statistics.
 
         Under DDP each process holds an equal shard of the subset, so the subset's Hessian is the mean of the
-        shards' Hessians: dense Hessians and every product ``H v`` are averaged across processes (a plain
-        ``torch.func`` product bypasses DDP's gradient hooks). Probes come from the same seeded generator on
+        shards' Hessians: dense Hessians and every product ``H v`` are averaged across processes by ``mean`` (a
+        plain ``torch.func`` product bypasses DDP's gradient hooks). Probes come from the same seeded generator on
         every process, so all of them run the same number of products and reach the same result.
         """
         generator = torch.Generator().manual_seed(self.seed)
         if method == "exact":
-            eigenvalues = torch.linalg.eigvalsh(_mean_over_processes(self._dense(loss_of, theta)).double()).cpu()
+            eigenvalues = torch.linalg.eigvalsh(mean(self._dense(loss_of, theta)).double()).cpu()
             return eigenvalues, None, spectrum_statistics(eigenvalues)
         local_matvec = hessian_vector_product(loss_of, theta)
 
         def matvec(v: Tensor) -> Tensor:
-            return _mean_over_processes(local_matvec(v))
+            return mean(local_matvec(v))
 
         v = torch.randn(len(theta), generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64).to(theta)
         rebuilt = hessian_vector_product(loss_of, theta)  # a second graph: is the loss itself deterministic?
-        if not torch.allclose(matvec(v), _mean_over_processes(rebuilt(v)), rtol=1e-5, atol=1e-8):
+        if not torch.allclose(matvec(v), mean(rebuilt(v)), rtol=1e-5, atol=1e-8):
             rank_zero_warn("HessianSpectrum: H v differs between two evaluations; the loss is not deterministic")
         if method == "trace":
             estimator = hutchpp_trace if self.trace_estimator == "hutchpp" else hutchinson_trace
@@ -322,47 +336,30 @@ class HessianSpectrum(pl.Callback):
             return (h + h.T) / 2
 
     @contextmanager
-    def _isolated(self, pl_module: pl.LightningModule):
-        """Measurement mode and dtype in, and everything the measurement may touch restored on the way out."""
-        training = {m: m.training for m in pl_module.modules()}
+    def _in_dtype(self, pl_module: pl.LightningModule) -> Iterator[None]:
+        """Parameters and floating buffers in the measurement's dtype, and their original storage (values, dtype,
+        BatchNorm statistics) back on the way out, exception or not."""
         tensors = [*pl_module.parameters(), *pl_module.buffers()]
         saved = [(t, t.data) for t in tensors]
-        with _forked_rng(pl_module):
-            pl_module.train(self.mode == "train")
-            for tensor in tensors:
-                if tensor.is_floating_point():
-                    tensor.data = tensor.data.to(self.dtype)
-            try:
-                yield
-            finally:
-                for tensor, data in saved:
-                    tensor.data = data  # the original storage: values, dtype and BatchNorm statistics as they were
-                for m, was_training in training.items():
-                    m.training = was_training
-                    for name, parameter in list(m.named_parameters(recurse=False)):
-                        # registering again runs the module's own hook: an RNN refreshes its flat weights,
-                        # which functional_call leaves pointing at the measurement's float64 tensors
-                        setattr(m, name, parameter)
+        for tensor in tensors:
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.to(self.dtype)
+        try:
+            yield
+        finally:
+            for tensor, data in saved:
+                tensor.data = data
+            for m in pl_module.modules():
+                for name, parameter in list(m.named_parameters(recurse=False)):
+                    # registering again runs the module's own hook: an RNN refreshes its flat weights,
+                    # which functional_call leaves pointing at the measurement's float64 tensors
+                    setattr(m, name, parameter)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict["history"])
-
-
-def _mean_over_processes(tensor: Tensor) -> Tensor:
-    """The average of ``tensor`` over the processes of the default group (itself without one)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        tensor = tensor.clone()
-        torch.distributed.all_reduce(tensor)
-        tensor /= torch.distributed.get_world_size()
-    return tensor
-
-
-def _forked_rng(module: nn.Module):
-    """``torch.random.fork_rng`` over the CPU generator and, on a GPU, the module's device: both come back."""
-    return torch.random.fork_rng(devices=[module.device] if module.device.type == "cuda" else [])
 
 
 def _rows(batch: Any) -> int:

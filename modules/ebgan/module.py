@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import Any, Literal, get_args
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.strategies import DDPStrategy
 from torch import Tensor, nn
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-from torch.nn.parallel import DistributedDataParallel
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -33,10 +35,7 @@ from .nets import MNISTDiscriminator, MNISTGenerator
 Loss = Literal["ebgan", "gan"]
 ZDistribution = Literal["normal", "uniform"]
 MetricFeatures = Literal["mnist", "inception"]
-
-
-def _adam(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=1e-3)
+LOSS_NOISE_SEED = 0  # seeds the noise of loss(batch), the same at every call
 
 
 class EBGAN(pl.LightningModule):
@@ -52,8 +51,8 @@ class EBGAN(pl.LightningModule):
       ``G(z)``) unless ``detach_recon_target``.
 
     ``trainer.global_step`` counts optimizer steps, ``d_steps_per_g + 1`` per batch: budget runs with
-    ``max_epochs``. Under DDP each step's gradients are averaged over processes by one all-reduce of the stepped
-    network's gradients (DDP's own reducer would wait for the other network's), so ``strategy="ddp"`` works
+    ``max_epochs``. Under DDP each step's gradients are averaged over processes by one ``strategy.reduce`` of the
+    stepped network's gradients (DDP's own reducer would wait for the other network's), so ``strategy="ddp"`` works
     without ``find_unused_parameters``. Noise comes from the module's own ``torch.Generator``, seeded from the
     global seed plus the process rank (so DDP processes draw different z) and stored in checkpoints.
 
@@ -64,6 +63,9 @@ class EBGAN(pl.LightningModule):
     one generated sample per evaluation image), with ``fid=True`` ``<split>/fid``, and with ``kid=True``
     ``<split>/kid`` and ``<split>/kid_std``. In GAN mode "energy" means
     ``-log D(.)``.
+
+    ``loss(batch)``, for measurement callbacks, is the discriminator loss L_D of the batch at the current margin,
+    with fakes from noise of a generator seeded by ``LOSS_NOISE_SEED`` (see :meth:`loss`).
 
     Args:
         generator: maps ``(N, z_dim)`` noise to images and has a ``z_dim`` attribute (default: the best MNIST
@@ -86,8 +88,9 @@ class EBGAN(pl.LightningModule):
         resample_z_for_g: draw fresh z for the G step instead of reusing the D step's (not in the paper; default false).
         d_steps_per_g: D steps per G step, each with fresh z and the same real batch (not in the paper; default 1).
         z_distribution: ``normal`` N(0, 1) or ``uniform`` U(-1, 1) noise (not stated in the paper).
-        optimizer_g: callable from G's parameters to its optimizer (default Adam, lr 1e-3, the MNIST grid's).
-        optimizer_d: callable from D's parameters to its optimizer (default Adam, lr 1e-3).
+        optimizer_g: callable from G's parameters to its optimizer (None: ``default_optimizer``, Adam with lr 1e-3,
+            the MNIST grid's).
+        optimizer_d: callable from D's parameters to its optimizer (None: ``default_optimizer``).
         gradient_clip_val: clip each network's gradient norm to this value before its step (None: no clipping).
         mnist_score: compute I' with the shipped MNIST classifier during validation and test (28x28 1-channel
             generators only).
@@ -100,6 +103,8 @@ class EBGAN(pl.LightningModule):
         kid_subset_size: samples per KID subset (at most the number of evaluation images).
         eval_seed: seed of the noise used in validation and test (plus the process rank), so evaluations repeat.
     """
+
+    default_optimizer = partial(torch.optim.Adam, lr=1e-3)
 
     def __init__(
         self,
@@ -118,8 +123,8 @@ class EBGAN(pl.LightningModule):
         resample_z_for_g: bool = False,
         d_steps_per_g: int = 1,
         z_distribution: ZDistribution = "normal",
-        optimizer_g: OptimizerCallable = _adam,
-        optimizer_d: OptimizerCallable = _adam,
+        optimizer_g: OptimizerCallable | None = None,
+        optimizer_d: OptimizerCallable | None = None,
         gradient_clip_val: float | None = None,
         mnist_score: bool = False,
         fid: bool = False,
@@ -162,7 +167,8 @@ class EBGAN(pl.LightningModule):
         if not isinstance(getattr(self.generator, "z_dim", None), int):
             raise TypeError(f"generator {type(self.generator).__name__} needs an integer z_dim attribute")
         self.z_dim: int = self.generator.z_dim
-        self.optimizer_g_factory, self.optimizer_d_factory = optimizer_g, optimizer_d
+        self.optimizer_g_factory = optimizer_g if optimizer_g is not None else self.default_optimizer
+        self.optimizer_d_factory = optimizer_d if optimizer_d is not None else self.default_optimizer
         self.val_score = MNISTScore() if mnist_score else None
         self.test_score = MNISTScore() if mnist_score else None
         self.val_fid, self.test_fid = (_feature_metric("fid", metric_features) if fid else None for _ in range(2))
@@ -212,10 +218,11 @@ class EBGAN(pl.LightningModule):
         return self.discriminator(x)[0]
 
     def current_margin(self, batch_idx: int = 0) -> float:
+        """The margin at batch ``batch_idx`` of the current epoch (of its start by default)."""
         hp = self.hparams
         if hp.margin_schedule == "constant":
             return hp.margin
-        epoch = self.current_epoch + batch_idx / max(int(self.trainer.num_training_batches), 1)
+        epoch = self.current_epoch + (batch_idx / max(int(self.trainer.num_training_batches), 1) if batch_idx else 0)
         return margin_at(
             epoch, hp.margin, hp.margin_schedule, hp.final_margin, hp.margin_decay_epochs, hp.margin_step_every
         )
@@ -235,18 +242,18 @@ class EBGAN(pl.LightningModule):
         )
 
     def _g_loss(self, fake: Tensor) -> tuple[Tensor, Tensor | None]:
+        """L_G and the encoder codes of the fakes (None for the GAN)."""
         hp = self.hparams
         if hp.loss == "gan":
             return gan_generator_loss(self.discriminator(fake)[0]), None
         fake_energy, code = self.energy_and_code(fake, detach_target=hp.detach_recon_target)
-        pt = pulling_away_term(code) if hp.pt_weight else None
-        return generator_loss(fake_energy) + (hp.pt_weight * pt if pt is not None else 0.0), pt
+        return generator_loss(fake_energy, code, hp.pt_weight), code
 
     def _step(self, optimizer: Any, loss: Tensor) -> None:
         optimizer.zero_grad()
-        ddp = self.trainer.strategy.model
-        if isinstance(ddp, DistributedDataParallel):
-            with ddp.no_sync():  # DDP's reducer would wait for the other network's parameters; reduce by hand
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy):
+            with strategy.block_backward_sync():  # DDP's reducer would wait for the other network's parameters
                 self.manual_backward(loss)
             self._average_gradients(optimizer)
         else:
@@ -258,10 +265,28 @@ class EBGAN(pl.LightningModule):
         optimizer.step()
 
     def _average_gradients(self, optimizer: Any) -> None:
+        """Replace the stepped network's gradients by their mean over processes, in one reduction of them all."""
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        flat = self.trainer.strategy.reduce(_flatten_dense_tensors(grads), reduce_op="mean")
-        for grad, averaged in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
-            grad.copy_(averaged)
+        flat = self.trainer.strategy.reduce(torch.cat([grad.flatten() for grad in grads]), reduce_op="mean")
+        for grad, averaged in zip(grads, flat.split([grad.numel() for grad in grads]), strict=True):
+            grad.copy_(averaged.view_as(grad))
+
+    def loss(self, batch: Any) -> Tensor:
+        """L_D (arXiv:1609.03126 section 2.1, eq 1; GAN: the discriminator's cross-entropy) of the batch's images at
+        the current epoch's margin, with fakes ``G(z)`` held constant as in the D step, for measurement callbacks. We
+        chose the D loss, not the real images' energy alone: it is the objective D descends, and its value moves with
+        both networks.
+
+        Side-effect free: z comes from a generator seeded by ``LOSS_NOISE_SEED`` (so every call sees the same
+        noise and the training noise stream is untouched), dropout in D draws from a fork of the global RNG, and
+        BatchNorm updates copies of its running statistics; nothing is logged."""
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        noise = torch.Generator().manual_seed(LOSS_NOISE_SEED)
+        z = self.sample_noise(x.shape[0], noise).to(x.dtype)
+        with _on_buffer_copies(self.generator, self.discriminator), torch.random.fork_rng(devices=_cuda_devices(x)):
+            with torch.no_grad():
+                fake = self.generator(z)
+            return self._d_loss(x, fake, self.current_margin())[0]
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x = batch[0] if isinstance(batch, list | tuple) else batch
@@ -279,7 +304,7 @@ class EBGAN(pl.LightningModule):
         if self.hparams.resample_z_for_g:
             z = self.sample_noise(x.shape[0])
         with self.toggled_optimizer(opt_g):
-            loss_g, pt = self._g_loss(self.generator(z))
+            loss_g, code = self._g_loss(self.generator(z))
             self._step(opt_g, loss_g)
 
         if is_logging_step(self, batch_idx):
@@ -293,8 +318,8 @@ class EBGAN(pl.LightningModule):
             if self.hparams.loss == "ebgan":
                 values["train/margin_active"] = (fake_energy.detach() < margin).float().mean()
                 values["train/margin"] = torch.tensor(float(margin), device=self.device)
-            if pt is not None:
-                values["train/pt"] = pt.detach()
+            if code is not None and self.hparams.pt_weight:
+                values["train/pt"] = pulling_away_term(code.detach())
             self.log_dict(values, sync_dist=True, prog_bar=False)
 
     # ----- evaluation -------------------------------------------------------------------------------------------
@@ -385,6 +410,30 @@ class EBGAN(pl.LightningModule):
                 offset = int(torch.randint(2**62, (), generator=rng))
                 rng.manual_seed(offset + self.global_rank)
             self._pending_rng_state = None
+
+
+@contextmanager
+def _on_buffer_copies(*modules: nn.Module) -> Iterator[None]:
+    """Run ``modules`` on copies of their buffers, so that BatchNorm's running statistics and counters are written
+    to the copies; the originals are put back untouched (not copied into, which would break a backward pass)."""
+    owned = [
+        (owner, name, buffer)
+        for m in modules
+        for owner in m.modules()
+        for name, buffer in owner.named_buffers(recurse=False)
+    ]
+    for owner, name, buffer in owned:
+        setattr(owner, name, buffer.clone())
+    try:
+        yield
+    finally:
+        for owner, name, buffer in owned:
+            setattr(owner, name, buffer)
+
+
+def _cuda_devices(x: Tensor) -> list[torch.device]:
+    """The CUDA device whose generator a forward pass on ``x`` may draw from (none on the CPU)."""
+    return [x.device] if x.is_cuda else []
 
 
 def _size(shape: tuple[int, ...]) -> str:

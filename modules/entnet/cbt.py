@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..step_logging import is_logging_step
-from .nets import DynamicMemory, FeaturePReLU, InputEncoder, SimpleMemory
+from ..objective import ObjectiveModule
+from .nets import DynamicMemory, FeaturePReLU, InputEncoder, SimpleMemory, on_cpu_in_float32
 
 N_CANDIDATES = 10
 
 
-def _sgd(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=0.001)
-
-
-class EntNetCBT(pl.LightningModule):
+class EntNetCBT(ObjectiveModule):
     """EntNet on window memories with one slot per candidate (``CBTDataModule`` batches).
 
     The keys, and the memory's initial values, are the embeddings of the 10 candidate words; the story is
@@ -29,16 +25,21 @@ class EntNetCBT(pl.LightningModule):
     slots, ``softmax_j(q . h_j)``, is the answer distribution (no decoder R). ``simple`` drops U, V, phi and
     the normalisation (W = identity); ``general`` is the full memory. Dropout 0.5 on the embeddings and SGD
     at a fixed 0.001 follow the paper; d, batch size and epochs are not given there (``docs/papers/entnet.md``).
+    ``vocab_size`` and ``sentence_length`` left out are read from the datamodule in ``configure_model`` (as
+    ``EntNet``). ``loss(batch)`` is the mean negative log-likelihood of the answers (with dropout in training
+    mode); ``train/loss_step`` is logged, and no epoch loss.
 
     Args:
         embedding_dim: d.
         variant: ``simple`` (the paper's best single-pass model) or ``general``.
-        vocab_size: words in the vocabulary (default: from the datamodule at setup).
-        sentence_length: words per window (default: from the datamodule at setup).
+        vocab_size: words in the vocabulary (default: from the datamodule).
+        sentence_length: words per window (default: from the datamodule).
         embedding_dropout: dropout on embedding dimensions.
         gate_bias: learn a gate bias per slot.
-        optimizer: callable from parameters to an optimizer (default SGD, lr 0.001).
+        optimizer: callable from parameters to an optimizer (None: ``default_optimizer``, SGD with lr 0.001).
     """
+
+    default_optimizer = partial(torch.optim.SGD, lr=0.001)
 
     def __init__(
         self,
@@ -48,11 +49,10 @@ class EntNetCBT(pl.LightningModule):
         sentence_length: int | None = None,
         embedding_dropout: float = 0.5,
         gate_bias: bool = True,
-        optimizer: OptimizerCallable = _sgd,
+        optimizer: OptimizerCallable | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer)
         self.save_hyperparameters(ignore=["optimizer"])
-        self.optimizer_factory = optimizer
         self.val_acc = MulticlassAccuracy(N_CANDIDATES, average="micro")
         self.test_acc = MulticlassAccuracy(N_CANDIDATES, average="micro")
         if vocab_size is not None and sentence_length is not None:
@@ -74,13 +74,16 @@ class EntNetCBT(pl.LightningModule):
             self.memory = DynamicMemory(d, N_CANDIDATES, FeaturePReLU(d), gate_bias=hp.gate_bias)
         self.hparams.update(vocab_size=vocab_size, sentence_length=sentence_length)
 
-    def setup(self, stage: str) -> None:
+    def configure_model(self) -> None:
+        """Build the layers for the datamodule's vocabulary and window, unless they exist (see ``EntNet``)."""
         if not hasattr(self, "embedding"):
             datamodule = self.trainer.datamodule
-            self._build(datamodule.vocab_size, datamodule.sentence_length)
+            with on_cpu_in_float32():
+                self._build(datamodule.vocab_size, datamodule.sentence_length)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        """Build the layers from the saved shapes first when they do not exist yet (see ``EntNet``)."""
+        """Build the layers from the saved shapes first when they do not exist yet: the main process after
+        ``ddp_spawn`` only receives the trained weights (see ``EntNet``)."""
         if not hasattr(self, "embedding") and "embedding.weight" in state_dict:
             self._build(state_dict["embedding.weight"].shape[0], state_dict["gate_encoder.mask"].shape[0])
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
@@ -99,11 +102,16 @@ class EntNetCBT(pl.LightningModule):
         q = self.query_encoder(self.dropout(self.embedding(query)))
         return torch.log_softmax(torch.einsum("bd,bmd->bm", q, memory), dim=-1)
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = F.nll_loss(self(batch["story"], batch["query"], batch["candidates"]), batch["answer"])
-        if is_logging_step(self, batch_idx):
-            self.log("train/loss_step", loss, prog_bar=True)
-        return loss
+    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """The mean negative log-likelihood of the batch's answers among its candidates."""
+        return F.nll_loss(self(batch["story"], batch["query"], batch["candidates"]), batch["answer"])
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """No ``train/loss_epoch``: the step loss stays this module's only training log, as its recorded fingerprints
+        (``tests/fingerprints``) have it; the base's epoch mean would add a logged value."""
+
+    def on_train_epoch_end(self) -> None:
+        """No ``train/loss_epoch`` (see ``on_train_batch_end``)."""
 
     def _evaluate(self, batch: dict[str, Tensor], split: str, accuracy: MulticlassAccuracy) -> None:
         log_p = self(batch["story"], batch["query"], batch["candidates"])
@@ -116,6 +124,3 @@ class EntNetCBT(pl.LightningModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_acc)
-
-    def configure_optimizers(self) -> Any:
-        return self.optimizer_factory(self.parameters())

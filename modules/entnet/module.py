@@ -2,37 +2,41 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from ..objective import ObjectiveModule
 from ..step_logging import is_logging_step
 from .metrics import PerTaskError
-from .nets import DynamicMemory, FeaturePReLU, InputEncoder, OutputModule
+from .nets import DynamicMemory, FeaturePReLU, InputEncoder, OutputModule, on_cpu_in_float32
 
 FAILED_TASK_ERROR = 0.05  # the paper counts a task as failed above 5% test error
 
 
-def _adam(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=0.01)
+def halve_every_25_epochs(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """EntNet's default schedule for bAbI: the learning rate halved every 25 epochs (arXiv:1612.03969 section 5.2).
 
-
-def _halve_every_25_epochs(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    A named function rather than a ``functools.partial``: LightningCLI writes a default into the saved
+    ``config.yaml`` by its import path, which a partial does not have, and ``lr_scheduler: null`` must keep
+    meaning a constant learning rate."""
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=25, gamma=0.5)
 
 
-class EntNet(pl.LightningModule):
+class EntNet(ObjectiveModule):
     """EntNet with the authors' training recipe (arXiv:1612.03969 section 2 and 5.2; ``docs/papers/entnet.md``).
 
     Batches are dicts with ``story`` ``(B, T, L)``, ``query`` ``(B, Lq)``, ``answer`` ``(B,)`` and ``task``
     ``(B,)`` word ids, id 0 being padding (what ``BabiDataModule`` serves). ``vocab_size``,
-    ``sentence_length`` and ``query_length`` may be left out: they are then read from the datamodule at
-    setup and saved in the hyperparameters, so checkpoints restore without it.
+    ``sentence_length`` and ``query_length`` may be left out: the layers are then built in ``configure_model``
+    from the datamodule's and the sizes saved in the hyperparameters, so checkpoints restore without it.
+    ``loss(batch)`` is the training objective of a batch (summed or averaged over its questions, as
+    ``loss_reduction`` says), without side effects; ``train/loss_step`` and ``train/loss_epoch`` are per question.
 
     Keys are extra rows of the word embedding E (``n_slots`` of them) and the memory starts at the keys;
     with ``tied_keys`` the keys are the embeddings of the given words instead (one slot per word). One
@@ -57,14 +61,17 @@ class EntNet(pl.LightningModule):
         max_grad_norm: clip of the global gradient L2 norm (None: no clipping).
         paper_exact: the authors' code in every respect listed above; requires the defaults of
             ``loss_reduction`` and ``max_grad_norm`` and sets ``mask_init="official"``.
-        optimizer: callable from parameters to an optimizer (default Adam, lr 0.01).
-        lr_scheduler: callable from an optimizer to a scheduler (default: halve every 25 epochs).
+        optimizer: callable from parameters to an optimizer (None: ``default_optimizer``, Adam with lr 0.01).
+        lr_scheduler: callable from an optimizer to a scheduler (default :func:`halve_every_25_epochs`; None: a
+            constant learning rate).
         lr_scheduler_interval: step the scheduler every ``epoch`` or every optimizer ``step`` (the world
             model halves the learning rate every 10,000 updates).
         fused_memory: train the memory with its hand-written backward (same gradients, a bAbI training
             step 1.5-1.8x faster on CPU; differentiable once). Set False for second-order tools such as
             ``HessianSpectrum``.
     """
+
+    default_optimizer = partial(torch.optim.Adam, lr=0.01)
 
     def __init__(
         self,
@@ -80,12 +87,12 @@ class EntNet(pl.LightningModule):
         loss_reduction: Literal["sum", "mean"] = "sum",
         max_grad_norm: float | None = 40.0,
         paper_exact: bool = False,
-        optimizer: OptimizerCallable = _adam,
-        lr_scheduler: LRSchedulerCallable | None = _halve_every_25_epochs,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = halve_every_25_epochs,
         lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
         fused_memory: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
         if paper_exact:
             if loss_reduction != "sum" or max_grad_norm != 40.0:
                 raise ValueError("paper_exact=True uses loss_reduction='sum' and max_grad_norm=40")
@@ -94,10 +101,8 @@ class EntNet(pl.LightningModule):
             raise ValueError(f"n_slots={n_slots} but tied_keys names {len(tied_keys)} words; they must match")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.hparams.mask_init = mask_init
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
         self.val_task_error = PerTaskError()
-        self.epoch_loss_sum, self.epoch_samples, self.log_this_step = torch.zeros(()), 0, False
+        self.log_this_step = False
         self.test_task_error = PerTaskError()
         if None not in (vocab_size, sentence_length, query_length) and tied_keys is None:
             self._build(vocab_size, sentence_length, query_length, key_ids=None)
@@ -125,9 +130,17 @@ class EntNet(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self.trainer.gradient_clip_val:
             rank_zero_warn("EntNet clips gradients itself (max_grad_norm); Trainer(gradient_clip_val) is ignored")
+
+    def configure_model(self) -> None:
+        """Build the layers for the datamodule's vocabulary and lengths, unless they exist (Lightning calls this
+        after ``setup`` in every run). They are built on the CPU in float32 whatever the accelerator and precision,
+        so the initial weights come from the CPU generator as on any other machine; the strategy moves them."""
         if hasattr(self, "embedding"):
             return
-        datamodule = self.trainer.datamodule
+        try:
+            datamodule = self.trainer.datamodule
+        except RuntimeError:  # load_from_checkpoint calls this without a Trainer: load_state_dict builds the layers
+            return
         missing = [a for a in ("vocab_size", "sentence_length", "query_length") if not hasattr(datamodule, a)]
         if missing:
             raise ValueError(f"EntNet needs vocab_size, sentence_length and query_length (datamodule lacks {missing})")
@@ -137,11 +150,13 @@ class EntNet(pl.LightningModule):
             if unknown:
                 raise ValueError(f"tied_keys words not in the training vocabulary: {unknown}")
             key_ids = [datamodule.vocab.index(w) for w in self.hparams.tied_keys]
-        self._build(datamodule.vocab_size, datamodule.sentence_length, datamodule.query_length, key_ids)
+        with on_cpu_in_float32():
+            self._build(datamodule.vocab_size, datamodule.sentence_length, datamodule.query_length, key_ids)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        """Build the layers from the saved shapes first when they do not exist yet (a model restored from a
-        checkpoint, or the main process after ``ddp_spawn``, whose copy was never set up)."""
+        """Build the layers from the saved shapes first when they do not exist yet: ``configure_model`` cannot
+        build them for the main process after ``ddp_spawn``, which only receives the trained weights, nor for
+        ``load_from_checkpoint`` with ``tied_keys``, whose key word ids only the state dict holds."""
         if not hasattr(self, "embedding") and "embedding.weight" in state_dict:
             rows = state_dict["embedding.weight"].shape[0]
             tied = self.hparams.tied_keys is not None
@@ -160,15 +175,22 @@ class EntNet(pl.LightningModule):
         logits = self.output(self.query_encoder(self.embedding(query)), memory)
         return logits[:, : self.n_words], {"gates": gates, "memory": memory, "step_mask": step_mask}
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """The cross-entropy of the batch's answers, summed or averaged over its questions (``loss_reduction``)."""
+        return self._loss_and_diagnostics(batch)[0]
+
+    def _loss_and_diagnostics(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         logits, diagnostics = self(batch["story"], batch["query"])
-        loss = F.cross_entropy(logits, batch["answer"], reduction=self.hparams.loss_reduction)
+        return F.cross_entropy(logits, batch["answer"], reduction=self.hparams.loss_reduction), diagnostics
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, diagnostics = self._loss_and_diagnostics(batch)  # loss(batch), with the gates for the diagnostics
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"EntNet: non-finite training loss ({loss.item()}) at step {self.global_step}, epoch "
                 f"{self.current_epoch}; lower the learning rate or check max_grad_norm"
             )
-        per_question = loss.detach() / len(logits) if self.hparams.loss_reduction == "sum" else loss.detach()
+        per_question = self.logged_loss(loss.detach(), batch)
         if self.log_this_step:
             real = diagnostics["step_mask"].unsqueeze(-1)
             gates = diagnostics["gates"]
@@ -179,15 +201,8 @@ class EntNet(pl.LightningModule):
         return loss
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # here rather than in training_step, which stays free of side effects (measurement callbacks re-run it)
+        # read by training_step and configure_gradient_clipping, which cannot see batch_idx
         self.log_this_step = is_logging_step(self, batch_idx)
-
-    def on_train_epoch_start(self) -> None:
-        self.epoch_loss_sum, self.epoch_samples = torch.zeros((), device=self.device), 0
-
-    def on_train_epoch_end(self) -> None:
-        # every process sees the same number of questions (DistributedSampler), so the mean of means is exact
-        self.log("train/loss_epoch", self.epoch_loss_sum / max(self.epoch_samples, 1), sync_dist=True)
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
         parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -196,11 +211,19 @@ class EntNet(pl.LightningModule):
         if self.log_this_step:
             self.log("diag/grad_norm", grad_norm)
 
+    def logged_loss(self, loss: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """The loss per question, the training objective's scale whichever ``loss_reduction``."""
+        return loss / len(batch["answer"]) if self.hparams.loss_reduction == "sum" else loss
+
+    def epoch_loss_weight(self, batch: dict[str, Tensor]) -> int:
+        return len(batch["answer"])
+
+    @property
+    def loss_is_summed(self) -> bool:
+        return self.hparams.loss_reduction == "sum"
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        n = len(batch["answer"])
-        loss = outputs["loss"] * self.trainer.accumulate_grad_batches  # Lightning divided it before this hook
-        self.epoch_loss_sum += loss if self.hparams.loss_reduction == "sum" else loss * n
-        self.epoch_samples += n
+        super().on_train_batch_end(outputs, batch, batch_idx)
         with torch.no_grad():
             self.output.R.weight[0].zero_()  # the padding word is never an answer (authors' code)
 
@@ -237,10 +260,3 @@ class EntNet(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self(batch["story"], batch["query"])[0].argmax(dim=-1)
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        scheduler = {"scheduler": self.lr_scheduler_factory(optimizer), "interval": self.hparams.lr_scheduler_interval}
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -217,3 +219,17 @@ class OutputModule(nn.Module):
             query = query + self.H(self.attend(query, memory)[1])
         _, u = self.attend(query, memory)
         return self.R(self.activation(query + self.H(u)))
+
+
+@contextmanager
+def on_cpu_in_float32() -> Iterator[None]:
+    """Create tensors on the CPU in float32 inside this block, whatever device and default dtype Lightning's
+    ``configure_model`` context sets: layers built here draw their initial weights from the CPU generator in
+    float32, the same on every accelerator and precision (the strategy then moves and casts them)."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        with torch.device("cpu"):
+            yield
+    finally:
+        torch.set_default_dtype(dtype)

@@ -10,11 +10,12 @@ epochs" counted x (L + 1)); the paper's Table 1 counts them x L, and both are lo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import pytorch_lightning as pl
-import torch
+from lightning_utilities import apply_to_collection
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
@@ -25,22 +26,23 @@ from .optim import EntropySGD
 
 
 def split_minibatches(batch: Any, n: int) -> list[Any]:
-    """The ``n`` minibatches stacked along dim 0 of every tensor in ``batch`` (a tensor, tuple, list or dict),
-    in order. Raises when a tensor's first dimension is not a multiple of ``n``."""
-    if isinstance(batch, Tensor):
-        if len(batch) % n:
-            raise ValueError(
-                f"a training batch of {len(batch)} rows cannot hold {n} equal minibatches: EntropySGD with L = "
-                f"{n - 1} needs the datamodule to stack L + 1 = {n} minibatches (batches_per_step: {n})"
-            )
-        return list(batch.chunk(n))
-    if isinstance(batch, (tuple, list)):
-        parts = [split_minibatches(b, n) for b in batch]
-        return [type(batch)(p[i] for p in parts) for i in range(n)]
-    if isinstance(batch, dict):
-        parts = {k: split_minibatches(v, n) for k, v in batch.items()}
-        return [{k: v[i] for k, v in parts.items()} for i in range(n)]
-    raise TypeError(f"cannot split a training batch of type {type(batch).__name__} into minibatches")
+    """The ``n`` minibatches stacked along dim 0 of every tensor in ``batch`` (any collection Lightning's
+    ``apply_to_collection`` walks: tensors, tuples, lists, dicts, dataclasses), in order; other leaves are shared
+    by every minibatch. Raises when a tensor's first dimension is not a multiple of ``n``."""
+    apply_to_collection(batch, Tensor, _check_splits, n)
+    return [apply_to_collection(batch, Tensor, _chunk, n, i) for i in range(n)]
+
+
+def _check_splits(tensor: Tensor, n: int) -> None:
+    if len(tensor) % n:
+        raise ValueError(
+            f"a training batch of {len(tensor)} rows cannot hold {n} equal minibatches: EntropySGD with L = "
+            f"{n - 1} needs the datamodule to stack L + 1 = {n} minibatches (batches_per_step: {n})"
+        )
+
+
+def _chunk(tensor: Tensor, n: int, i: int) -> Tensor:
+    return tensor.chunk(n)[i]
 
 
 def stacked_minibatches(L: int, inner_batches: Literal["fresh", "same"] = "fresh") -> int:
@@ -66,20 +68,34 @@ def refuse_unsupported(trainer: pl.Trainer) -> None:
 
 
 class EntropySGDTraining:
-    """Mixin for a LightningModule whose ``training_step(batch, batch_idx)`` returns the loss of one minibatch:
-    the module's training step becomes one :class:`EntropySGD` outer step over the ``L + 1`` minibatches
-    stacked in ``batch`` (``inner_batches="fresh"``, the paper), or over one minibatch reused ``L + 1`` times
-    (``"same"``, arXiv v1's cheaper variant). Put it first in the bases::
+    """Mixin for an :class:`~iclr17.modules.objective.ObjectiveModule` whose ``training_loss(minibatch)`` is the
+    objective of one minibatch: the module's training step becomes one :class:`EntropySGD` outer step over the
+    ``L + 1`` minibatches stacked in ``batch`` (``inner_batches="fresh"``, the paper), or over one minibatch
+    reused ``L + 1`` times (``"same"``, arXiv v1's cheaper variant). Put it first in the bases::
 
         class EntropyClassifier(EntropySGDTraining, Classifier): ...
 
-    It logs ``train/gamma``, ``train/x_minus_mu_norm`` and ``train/inner_loss`` on logging steps and
-    ``train/effective_epoch_xL`` / ``train/effective_epoch_xL1`` at each epoch's end; LR schedulers are
-    stepped by their interval (manual optimization leaves that to the module). Validation and checkpoints
-    see the outer weights ``x``: between steps the parameters hold ``x``.
+    The mixin owns manual optimization (``automatic_optimization`` is False: the training step hands
+    EntropySGD a closure that draws the next minibatch on every call). It logs ``train/loss_step`` (the loss at
+    ``x`` on the step's first minibatch, through the module's ``logged_loss``), ``train/gamma``,
+    ``train/x_minus_mu_norm`` and ``train/inner_loss`` on logging steps and ``train/effective_epoch_xL`` /
+    ``train/effective_epoch_xL1`` at each epoch's end; ``train/loss_epoch`` weighs each step's loss by its first
+    minibatch (the one hook it overrides: ``epoch_loss_weight``). LR schedulers are stepped by their interval and
+    frequency (manual optimization leaves that to the module). Validation and checkpoints see the outer weights
+    ``x``: between steps the parameters hold ``x``.
     """
 
     inner_batches: Literal["fresh", "same"] = "fresh"
+
+    @property
+    def automatic_optimization(self) -> bool:
+        """False: the training step steps :class:`EntropySGD` with its own closure (manual optimization)."""
+        return False
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        if value:
+            raise ValueError(f"{type(self).__name__} steps EntropySGD itself: automatic optimization cannot be on")
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -116,14 +132,18 @@ class EntropySGDTraining:
             )
         return optimizer
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def minibatches(self, batch: Any) -> list[Any]:
+        """The ``L + 1`` minibatches of one outer step: ``batch`` split (``fresh``) or repeated (``same``)."""
         n = self.entropy_optimizer().L + 1
-        parts = split_minibatches(batch, n) if self.inner_batches == "fresh" else [batch] * n
+        return split_minibatches(batch, n) if self.inner_batches == "fresh" else [batch] * n
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """One EntropySGD outer step; its closure takes the next minibatch's ``training_loss`` on every call."""
+        parts = self.minibatches(batch)
         minibatches: Iterator[Any] = iter(parts)
-        one_minibatch_loss = super().training_step  # the base module's loss of one minibatch
 
         def closure() -> Tensor:
-            loss = one_minibatch_loss(next(minibatches), batch_idx)
+            loss = self.training_loss(next(minibatches))
             self.manual_backward(loss)
             return loss
 
@@ -131,17 +151,15 @@ class EntropySGDTraining:
         self._step_schedulers("step")
         if is_logging_step(self, batch_idx):
             stats = self.entropy_optimizer().diagnostics
-            self.log(
-                "train/loss_step", self.loss_to_log(loss, parts[0]), prog_bar=True
-            )  # at x (the closure's logs saw x')
+            self.log("train/loss_step", self.logged_loss(loss, parts[0]), prog_bar=True)  # at x
             self.log("train/gamma", float(stats["gamma"]))
             self.log("train/x_minus_mu_norm", stats["x_minus_mu_norm"])
             self.log("train/inner_loss", stats["inner_loss"])
         return loss
 
-    def loss_to_log(self, loss: Tensor, minibatch: Any) -> Tensor:
-        """The logged ``train/loss_step`` for the objective ``loss`` of ``minibatch`` at ``x`` (identity here)."""
-        return loss
+    def epoch_loss_weight(self, batch: Any) -> int:
+        """The weight of the step's first minibatch: the returned loss is the loss at ``x`` on it alone."""
+        return super().epoch_loss_weight(self.minibatches(batch)[0])
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
@@ -158,17 +176,14 @@ class EntropySGDTraining:
                 config.scheduler.step()
 
 
-def _entropy_sgd(params: Any) -> torch.optim.Optimizer:
-    return EntropySGD(params)
-
-
 class EntropyClassifier(EntropySGDTraining, Classifier):
     """:class:`Classifier` trained by :class:`EntropySGD` with a fresh minibatch per Langevin step.
 
     The data must stack ``L + 1`` minibatches per training batch (``batches_per_step: 21`` for L = 20: the fit
     checks it before the first batch, and the ``iclr17`` CLI sets it from the optimizer's ``L``); the logged
     ``train/loss_step`` and ``train/loss_epoch`` are the loss at ``x`` on each step's first minibatch. Everything
-    else is :class:`Classifier`'s.
+    else is :class:`Classifier`'s, and ``optimizer=None`` is :class:`EntropySGD` with the paper's defaults
+    (``default_optimizer``).
 
     Example (YAML)::
 
@@ -184,32 +199,28 @@ class EntropyClassifier(EntropySGDTraining, Classifier):
     Args:
         net: maps a batch of inputs to ``(batch, num_classes)`` logits.
         num_classes: number of classes.
-        optimizer: callable from parameters to an :class:`EntropySGD` (default: the paper's defaults).
-        lr_scheduler: optional callable from the optimizer to a scheduler, stepped every epoch.
+        optimizer: callable from parameters to an :class:`EntropySGD` (None: ``EntropySGD()``, the paper's defaults).
+        lr_scheduler: optional callable from the optimizer to a scheduler.
+        lr_scheduler_interval: step the scheduler every ``epoch`` or every outer ``step``.
+        lr_scheduler_frequency: step it every this many intervals.
         inner_batches: ``fresh`` (a new minibatch per Langevin step, the paper) or ``same`` (one minibatch
             reused L + 1 times; then ``batches_per_step`` must be 1).
     """
+
+    default_optimizer = EntropySGD
 
     def __init__(
         self,
         net: nn.Module,
         num_classes: int = 10,
-        optimizer: OptimizerCallable = _entropy_sgd,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
+        lr_scheduler_frequency: int = 1,
         inner_batches: Literal["fresh", "same"] = "fresh",
     ) -> None:
-        super().__init__(net=net, num_classes=num_classes, optimizer=optimizer, lr_scheduler=lr_scheduler)
-        self.automatic_optimization = False
+        super().__init__(net, num_classes, optimizer, lr_scheduler, lr_scheduler_interval, lr_scheduler_frequency)
         self.inner_batches = inner_batches
-
-    def on_train_batch_end(self, outputs: Any, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        first_minibatch_size = len(batch[1]) // (1 if self.inner_batches == "same" else self.entropy_optimizer().L + 1)
-        self.epoch_loss_sum += outputs["loss"] * first_minibatch_size
-        self.epoch_samples += first_minibatch_size
-
-
-def _entropy_adam(params: Any) -> torch.optim.Optimizer:
-    return EntropySGD(params, lr=0.01, L=5, eta_prime=0.002, base="adam")
 
 
 class EntropyLanguageModel(EntropySGDTraining, LanguageModel):
@@ -218,55 +229,12 @@ class EntropyLanguageModel(EntropySGDTraining, LanguageModel):
     them in order (at ``x`` for the first, at ``x'`` for the Langevin steps), and gradients are clipped after
     every closure call when ``grad_clip_norm`` is set.
 
-    Args:
-        vocab_size: vocabulary size (checked against the datamodule's).
-        hidden_size: LSTM width.
-        num_layers: LSTM layers.
-        embedding_dim: embedding width (None: ``hidden_size``).
-        dropout: dropout on embeddings, between layers and before the decoder.
-        init_range: uniform initialisation half-width.
-        tie_weights: share the embedding and decoder weights.
-        grad_clip_norm: global gradient-norm clip after every closure call (None: off).
-        unit: ``word`` or ``char`` (chars also log bits per char).
-        train_loss: ``mean`` or ``sum_over_time`` (see :class:`LanguageModel`).
-        optimizer: callable from parameters to an :class:`EntropySGD` (default: Entropy-Adam, L = 5; the step
-            sizes are our assumption: no Entropy-Adam code was released).
-        lr_scheduler: optional callable from the optimizer to a scheduler.
+    Its arguments are :class:`LanguageModel`'s; ``optimizer=None`` is Entropy-Adam with L = 5
+    (``default_optimizer``; the step sizes are our assumption: no Entropy-Adam code was released,
+    ``docs/papers/entropy_sgd.md``).
 
     Always a fresh minibatch per Langevin step: the hidden state runs forward through the stacked windows, so
     one window cannot be re-read L + 1 times (``inner_batches="same"`` exists for :class:`EntropyClassifier`).
     """
 
-    def __init__(
-        self,
-        vocab_size: int = 10_000,
-        hidden_size: int = 1500,
-        num_layers: int = 2,
-        embedding_dim: int | None = None,
-        dropout: float = 0.65,
-        init_range: float = 0.04,
-        tie_weights: bool = False,
-        grad_clip_norm: float | None = 10.0,
-        unit: Literal["word", "char"] = "word",
-        train_loss: Literal["mean", "sum_over_time"] = "mean",
-        optimizer: OptimizerCallable = _entropy_adam,
-        lr_scheduler: LRSchedulerCallable | None = None,
-    ) -> None:
-        super().__init__(
-            vocab_size=vocab_size,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            embedding_dim=embedding_dim,
-            dropout=dropout,
-            init_range=init_range,
-            tie_weights=tie_weights,
-            grad_clip_norm=grad_clip_norm,
-            unit=unit,
-            train_loss=train_loss,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-        )
-        self.automatic_optimization = False
-
-    def loss_to_log(self, loss: Tensor, minibatch: tuple[Tensor, Tensor]) -> Tensor:
-        return loss / self._objective_scale(minibatch)  # per token, as LanguageModel logs it
+    default_optimizer = functools.partial(EntropySGD, lr=0.01, L=5, eta_prime=0.002, base="adam")

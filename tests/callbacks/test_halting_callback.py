@@ -9,6 +9,7 @@ from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSa
 from iclr17.callbacks import HaltingTime
 from iclr17.datamodules import GaussianMixtureDataModule
 from iclr17.modules import MLP, Classifier
+from tests.callbacks.user_models import LossAttribute, LossHelper, UserClassifier, cross_entropy
 
 LR = 0.5
 
@@ -267,31 +268,14 @@ def test_full_data_evaluation_does_not_advance_the_training_samplers_generator()
 
 
 class DoubledLoss(Classifier):
-    """A module whose ``loss(batch)`` (twice the cross-entropy) differs from what its training_step returns."""
+    """A module whose ``loss(batch)`` is twice the cross-entropy: the callback measures what ``loss`` returns."""
 
     def loss(self, batch):
         return 2 * F.cross_entropy(self(batch[0]), batch[1])
 
 
-class LossAttribute(Classifier):
-    """A module that stores a loss object as ``self.loss``: not a ``loss(batch)`` method."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.loss = torch.nn.CrossEntropyLoss()
-
-
-class LossHelper(Classifier):
-    """A module with a ``loss(logits, y)`` helper of its own: not a ``loss(batch)`` method."""
-
-    def loss(self, logits, y):
-        return 3 * F.cross_entropy(logits, y)
-
-
-@pytest.mark.parametrize(
-    ("cls", "factor"), [(DoubledLoss, 2.0), (LossAttribute, 1.0), (LossHelper, 1.0), (Classifier, 1.0)]
-)
-def test_full_data_default_loss_is_the_modules_loss_method_else_its_training_step(cls, factor):
+@pytest.mark.parametrize(("cls", "factor"), [(DoubledLoss, 2.0), (Classifier, 1.0)])
+def test_full_data_default_loss_is_the_modules_loss_method(cls, factor):
     losses, _ = _plain_trajectory(1)
     callback = HaltingTime("train_loss_below", 100.0, loss_source="full_data")
     pl.seed_everything(0)
@@ -300,11 +284,20 @@ def test_full_data_default_loss_is_the_modules_loss_method_else_its_training_ste
     assert callback.record[0]["value"] == pytest.approx(factor * losses[0], rel=1e-6)
 
 
-def test_full_data_refuses_a_manual_optimization_module_without_a_loss_method():
-    manual = _model()
-    manual.automatic_optimization = False
-    with pytest.raises(ValueError, match=r"Classifier uses manual optimization.*define Classifier\.loss\(batch\)"):
-        HaltingTime("train_loss_below", 0.5).setup(pl.Trainer(logger=False), manual, "fit")
-    with_loss = DoubledLoss(MLP([2, 6, 3]), num_classes=3)
-    with_loss.automatic_optimization = False
-    HaltingTime("train_loss_below", 0.5).setup(pl.Trainer(logger=False), with_loss, "fit")  # accepted
+def test_a_user_model_without_loss_method_halts_through_loss_fn_where_a_plain_loop_does():
+    losses, _ = _plain_trajectory(200)
+    torch.manual_seed(0)
+    model = UserClassifier(MLP([2, 6, 3]), lr=LR)  # the plain loop's initial weights
+    callback = HaltingTime("train_loss_below", [0.9, 0.6], loss_source="full_data", loss_fn=cross_entropy)
+    _fit(callback, model=model)
+    assert [r["step"] for r in callback.record] == [_first(losses, 0.9), _first(losses, 0.6)]
+
+
+@pytest.mark.parametrize("cls", [UserClassifier, LossAttribute, LossHelper])
+def test_full_data_refuses_a_model_without_loss_method_or_loss_fn(cls):
+    name = cls.__name__
+    with pytest.raises(TypeError, match=rf"^HaltingTime.*: {name} .*Define {name}\.loss\(self, batch\).*loss_fn="):
+        _fit(HaltingTime("train_loss_below", 0.5), model=cls())
+    for accepted in (HaltingTime("train_loss_below", 0.5, loss_fn=cross_entropy), HaltingTime("grad_norm_below", 0.5)):
+        accepted.setup(pl.Trainer(logger=False), cls(), "fit")
+    HaltingTime("train_loss_below", 0.5, loss_source="ema").setup(pl.Trainer(logger=False), cls(), "fit")

@@ -9,7 +9,7 @@ import torch
 from iclr17.callbacks import HaltingTime
 from iclr17.datamodules import GaussianMixtureDataModule
 from iclr17.modules import MLP, Classifier
-from tests.test_ddp import CloseProcessGroup
+from tests.ddp_helpers import CloseProcessGroup
 
 
 class SavedHaltingTime(HaltingTime):

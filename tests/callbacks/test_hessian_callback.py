@@ -12,6 +12,7 @@ from iclr17.callbacks import HessianSpectrum
 from iclr17.callbacks.hessian import callback as hessian_callback
 from iclr17.datamodules import GaussianMixtureDataModule
 from iclr17.modules import MLP, Classifier
+from tests.callbacks.user_models import LossAttribute, LossHelper, UserClassifier, WithLoss, cross_entropy
 
 
 def _fit(callback, epochs=3, net=None, callbacks_extra=(), ckpt_path=None, **trainer_kwargs):
@@ -101,6 +102,31 @@ def test_leaves_training_state_untouched_under_inference_mode():
         assert all(torch.equal(vv, optimizer_state[k][kk]) for kk, vv in v.items())
 
 
+class Failure(Exception):
+    pass
+
+
+def test_a_measurement_that_fails_leaves_the_model_as_it_was():
+    """dtype, values, train flags and the RNG come back even when the loss raises mid-measurement."""
+    callback = HessianSpectrum(method="exact", n_samples=30, at_fit_start=False, at_fit_end=False, mode="train")
+    trainer, model, _ = _fit(callback, epochs=1, net=MLP([2, 6, 3], dropout=0.3))
+    model.net.layers[1].eval()  # a model half in eval mode stays so
+    flags = [m.training for m in model.modules()]
+    weights = [p.detach().clone() for p in model.parameters()]
+    rng = torch.get_rng_state()
+
+    def failing(module, batch):
+        torch.randn(10)
+        assert next(module.parameters()).dtype == torch.float64 and module.training
+        raise Failure
+
+    callback.loss_fn = failing
+    with pytest.raises(Failure):
+        callback.measure(trainer, model, "manual")
+    assert [m.training for m in model.modules()] == flags and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(a, b) and a.dtype == torch.float32 for a, b in zip(model.parameters(), weights, strict=True))
+
+
 def test_history_resumes_from_a_checkpoint(tmp_path):
     callback = HessianSpectrum(method="exact", n_samples=90)
     trainer, model, _ = _fit(callback, epochs=1)
@@ -123,6 +149,30 @@ def test_contract_errors():
         _fit(HessianSpectrum(param_filter="no_such_layer"), epochs=1)
     with pytest.raises(ValueError, match="positive"):
         HessianSpectrum(n_samples=0)
+
+
+@pytest.mark.parametrize("cls", [UserClassifier, LossAttribute, LossHelper])
+def test_a_model_without_loss_method_is_refused_in_setup_unless_given_loss_fn(cls):
+    name = cls.__name__
+    with pytest.raises(TypeError, match=rf"^HessianSpectrum: {name} .*Define {name}\.loss\(self, batch\).*loss_fn="):
+        HessianSpectrum().setup(pl.Trainer(logger=False), cls(), "fit")
+    HessianSpectrum(loss_fn=cross_entropy).setup(pl.Trainer(logger=False), cls(), "fit")
+    HessianSpectrum().setup(pl.Trainer(logger=False), WithLoss(), "fit")
+
+
+def test_a_user_model_measured_through_loss_fn_matches_an_independent_hessian():
+    """A model of the user's own, trained by its own training_step, measured through the loss_fn it is given."""
+    pl.seed_everything(0)
+    dm = GaussianMixtureDataModule(num_classes=3, dim=2, n_samples=90, batch_size=None, seed=1)
+    model = UserClassifier(MLP([2, 6, 3]))
+    callback = HessianSpectrum(method="exact", n_samples=90, loss_fn=cross_entropy, save_files=False)
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False, callbacks=[callback]
+    )
+    trainer.fit(model, dm)
+    x, y = dm.train_set.tensors
+    expected = _independent_hessian_eigenvalues(model, x, y)
+    torch.testing.assert_close(callback.history[-1]["eigenvalues"], expected, rtol=1e-6, atol=1e-9)
 
 
 def test_writes_npz_and_png_per_snapshot(tmp_path):

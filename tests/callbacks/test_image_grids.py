@@ -40,7 +40,10 @@ def test_png_fallback_writes_every_grid_and_the_histogram(mnist_fixture_dir, tmp
     names = sorted(p.name for p in (tmp_path / "image_grids").glob("*.png"))
     # at the step the scalars of the same batch get (one per batch; global_step counts G and D steps: 4, 8)
     assert names == [f"{kind}_step{s}.png" for kind in ("energy", "reconstructions", "samples") for s in (1, 3)]
-    assert callback.batches_seen == 4 and callback.state_dict() == {"batches_seen": 4}
+    assert callback.batches_seen == 4 and callback.logging_step.value == 4
+    resumed = ImageGrids()
+    resumed.load_state_dict(callback.state_dict())
+    assert resumed.batches_seen == 4 and resumed.logging_step.state_dict() == callback.logging_step.state_dict()
 
 
 def test_grids_use_fixed_noise_and_restore_train_mode():
@@ -77,7 +80,6 @@ def test_media_go_to_wandb_and_tensorboard(monkeypatch, tmp_path):
     trainer = SimpleNamespace(
         log_dir=str(tmp_path), default_root_dir=str(tmp_path), is_global_zero=True, global_step=7,
         loggers=[wandb_logger, tensorboard],
-        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=3)),
     )  # fmt: skip
     model = _model()
     callback = ImageGrids(n_images=4)

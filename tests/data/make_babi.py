@@ -1,6 +1,6 @@
 """Write small bAbI v1.2 files in the exact release format under ``<root>/babi/tasks_1-20_v1-2/<subset>/``.
 
-    python tests/data/make_babi.py OUT_DIR
+    python -m tests.data OUT_DIR --only babi
 
 Stories are generated like task 1 ("single supporting fact"): people move between places, and a question
 asks where someone is; the answer is the last place they moved to. Lines are ``<id> <text>``, questions
@@ -9,7 +9,6 @@ asks where someone is; the answer is the last place they moved to. Lines are ``<
 
 from __future__ import annotations
 
-import argparse
 import random
 from pathlib import Path
 
@@ -50,9 +49,3 @@ def write_babi(root: str | Path, tasks: tuple[int, ...] = (1, 2), n_train_storie
             write_babi_file(babi_path(root, task, "train", subset), n_train_stories, seed=task)
             write_babi_file(babi_path(root, task, "test", subset), n_train_stories // 4, seed=100 + task)
     return Path(root) / "babi"
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root")
-    print(write_babi(parser.parse_args().root))

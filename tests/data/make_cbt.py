@@ -1,6 +1,6 @@
 """Write small Children's Book Test files in the exact release format under ``<root>/cbt/CBTest/data/``.
 
-    python tests/data/make_cbt.py OUT_DIR
+    python -m tests.data OUT_DIR --only cbt
 
 Each example: lines ``1`` to ``20`` of tokenised context, then
 ``21 <query with XXXXX><TAB><answer><TAB><TAB><c1>|...|<c10>`` and a blank line. The answer is the name
@@ -9,7 +9,6 @@ mentioned most recently in the context, so the task is learnable.
 
 from __future__ import annotations
 
-import argparse
 import random
 from pathlib import Path
 
@@ -43,9 +42,3 @@ def write_cbt(root: str | Path, word_types: tuple[str, ...] = ("NE", "CN"), n_tr
         for split, n, seed in (("train", n_train, 1), ("val", n_train // 4, 2), ("test", n_train // 4, 3)):
             write_cbt_file(cbt_path(root, word_type, split), n, seed)
     return Path(root) / "cbt"
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root")
-    print(write_cbt(parser.parse_args().root))

@@ -1,6 +1,6 @@
 """Write a small CIFAR-10 in the exact on-disk format: ``<root>/cifar10/cifar-10-batches-py/``.
 
-    python tests/data/make_cifar10.py OUT_DIR [--per-batch 60] [--test 40]
+    python -m tests.data OUT_DIR --only cifar10
 
 The official files are Python 2 ``cPickle`` protocol-2 pickles (torchvision reads them with
 ``pickle.load(f, encoding="latin1")``): a dict whose keys are byte strings (``SHORT_BINSTRING``), with
@@ -16,7 +16,6 @@ task is learnable; what matters is the byte layout.
 
 from __future__ import annotations
 
-import argparse
 import io
 import pickle
 import struct
@@ -85,12 +84,3 @@ def write_cifar10(root: str | Path, per_batch: int = 60, n_test: int = 40, seed:
     meta = {"num_cases_per_batch": per_batch, "label_names": LABEL_NAMES, "num_vis": 3072}
     (folder / "batches.meta").write_bytes(py2_pickle_bytes(meta))
     return folder
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root")
-    parser.add_argument("--per-batch", type=int, default=60)
-    parser.add_argument("--test", type=int, default=40)
-    cli_args = parser.parse_args()
-    print(write_cifar10(cli_args.root, cli_args.per_batch, cli_args.test))

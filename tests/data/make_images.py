@@ -1,6 +1,6 @@
 """Write small CelebA, LSUN (exported) and image-folder fixtures in the original on-disk formats.
 
-    python tests/data/make_images.py OUT_DIR
+    python -m tests.data OUT_DIR --only images
 
 - ``celeba/img_align_celeba/000001.jpg ...``: 178x218 RGB JPEGs, and ``celeba/list_eval_partition.txt`` with
   lines ``000001.jpg 0`` (0 train, 1 validation, 2 test), as in the official aligned-and-cropped release.
@@ -12,7 +12,6 @@ The pixels are smooth random colour gradients; what matters is the file layout a
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 from pathlib import Path
 
@@ -70,9 +69,3 @@ def write_images(root: str | Path) -> Path:
     write_lsun(root)
     write_image_folder(root)
     return root
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root")
-    print(write_images(parser.parse_args().root))

@@ -1,6 +1,6 @@
 """Write a small MNIST in the exact on-disk format: gzip'd idx files in ``<root>/mnist/MNIST/raw/``.
 
-    python tests/data/make_mnist.py OUT_DIR [--train 600] [--test 100]
+    python -m tests.data OUT_DIR --only mnist
 
 The images are random digits-like blobs; what matters is the byte layout (big-endian idx header, uint8
 payload, gzip), which is the official one.
@@ -8,7 +8,6 @@ payload, gzip), which is the official one.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import struct
 from pathlib import Path
@@ -37,12 +36,3 @@ def write_mnist(root: str | Path, n_train: int = 600, n_test: int = 100, seed: i
         write_idx_gz(raw / f"{split}-images-idx3-ubyte.gz", images)
         write_idx_gz(raw / f"{split}-labels-idx1-ubyte.gz", labels)
     return raw
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root")
-    parser.add_argument("--train", type=int, default=600)
-    parser.add_argument("--test", type=int, default=100)
-    cli_args = parser.parse_args()
-    print(write_mnist(cli_args.root, cli_args.train, cli_args.test))

@@ -1,6 +1,6 @@
 """Write tiny language-model corpora in the exact on-disk formats of the real files.
 
-    python tests/data/make_text.py OUT_DIR
+    python -m tests.data OUT_DIR --only ptb war_and_peace
 
 - ``<root>/ptb/ptb.{train,valid,test}.txt``: Mikolov's format, one sentence a line, words separated by single
   spaces with a leading and a trailing space, rare words as ``<unk>`` and numbers as ``N``. Every word appears on
@@ -14,7 +14,6 @@ The sentences come from a small seeded grammar, so a language model can learn th
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +55,3 @@ def write_war_and_peace(root: str | Path, n_lines: int = 150, seed: int = 0) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode("utf-8") + b"\r\n")
     return path
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root")
-    cli_args = parser.parse_args()
-    print(write_ptb(cli_args.root), write_war_and_peace(cli_args.root))

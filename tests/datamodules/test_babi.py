@@ -226,7 +226,7 @@ def test_real_files_have_the_published_question_counts(real_data_dir, task):
     assert len(parse_babi(babi_path(real_data_dir, task, "test", "en-10k"))) == 1000
     train_10k = babi_path(real_data_dir, task, "train", "en-10k")
     if task == 3 and not train_10k.exists():
-        pytest.skip("en-10k/qa3 train is missing from the shared data (see shared/data/README.md)")
+        pytest.skip(f"{train_10k} is missing from this data root (the project's copy lacks it)")
     assert len(parse_babi(train_10k)) == 10_000
 
 

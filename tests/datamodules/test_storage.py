@@ -1,4 +1,6 @@
+import hashlib
 import io
+import json
 import os
 import tarfile
 import zipfile
@@ -10,6 +12,8 @@ from iclr17.datamodules.storage import (
     ChecksumError,
     DataFormatError,
     MissingDataError,
+    atomic_publish,
+    cache_key,
     cache_root,
     data_root,
     download,
@@ -125,3 +129,41 @@ def test_extract_rejects_non_archives(tmp_path):
     path.write_text("not an archive")
     with pytest.raises(DataFormatError, match="not a tar or zip"):
         extract_archive(path, tmp_path / "target")
+
+
+def test_cache_key_depends_on_version_options_and_file_bytes_only(tmp_path):
+    (tmp_path / "a").write_bytes(b"hello")
+    (tmp_path / "copy").write_bytes(b"hello")
+    key = cache_key(1, {"seed": 0}, {"train": tmp_path / "a"})
+    assert len(key) == 20 and key == cache_key(1, {"seed": 0}, {"train": tmp_path / "copy"})  # bytes, not paths
+    # the published recipe: sorted JSON of version, options and the files' SHA-256s
+    blob = json.dumps({"version": 1, "options": {"seed": 0}, "files": {"train": HELLO_SHA256}}, sort_keys=True)
+    assert key == hashlib.sha256(blob.encode()).hexdigest()[:20]
+    assert key != cache_key(2, {"seed": 0}, {"train": tmp_path / "a"})
+    assert key != cache_key(1, {"seed": 1}, {"train": tmp_path / "a"})
+    (tmp_path / "copy").write_bytes(b"hellO")
+    assert key != cache_key(1, {"seed": 0}, {"train": tmp_path / "copy"})
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_atomic_publish_shows_the_entry_only_when_complete(tmp_path, folder):
+    target = tmp_path / "cache" / "entry"
+    with pytest.raises(RuntimeError), atomic_publish(target, folder=folder) as staging:
+        assert staging.parent == target.parent and staging.name.startswith(".entry.")
+        (staging / "meta.json" if folder else staging).write_text("half")
+        raise RuntimeError("interrupted")
+    assert os.listdir(target.parent) == []  # nothing published, no staging left
+    with atomic_publish(target, folder=folder) as staging:
+        (staging / "meta.json" if folder else staging).write_text("whole")
+        assert not target.exists()
+    assert (target / "meta.json" if folder else target).read_text() == "whole"
+    assert os.listdir(target.parent) == ["entry"]
+
+
+def test_atomic_publish_keeps_a_folder_a_concurrent_writer_published_first(tmp_path):
+    target = tmp_path / "entry"
+    with atomic_publish(target, folder=True) as staging:
+        (staging / "meta.json").write_text("mine")
+        target.mkdir()
+        (target / "meta.json").write_text("theirs")
+    assert (target / "meta.json").read_text() == "theirs" and os.listdir(tmp_path) == ["entry"]

@@ -12,9 +12,11 @@ from iclr17.functional.hessian import (
     hessian_vector_product,
     hutchinson_trace,
     hutchpp_trace,
+    lanczos,
     lanczos_extremes,
     slq_density,
     spectrum_statistics,
+    tridiagonal,
 )
 
 
@@ -99,6 +101,30 @@ def test_hvp_lanczos_and_traces_agree_with_the_exact_spectrum():
     assert abs(info["trace"] - trace) < 4 * single_sd / 400**0.5
     first_moment = torch.trapezoid(grid * density, grid).item()  # the same quadrature, so the same estimate / P
     assert first_moment == pytest.approx(info["trace"] / len(theta), rel=1e-3)
+
+
+def test_lanczos_is_gauss_quadrature_and_stops_when_the_krylov_space_is_exhausted():
+    """With an orthonormal basis Q, Q A Q^T = T (scipy's tridiagonal solver gives its nodes and weights), and k steps
+    integrate every polynomial of degree < 2k exactly: sum_i tau_i theta_i^j = q1^T A^j q1 (Ubaru, Chen & Saad
+    2017). A matrix with three distinct eigenvalues has a three-dimensional Krylov space."""
+    rng = np.random.default_rng(5)
+    basis, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    a = torch.from_numpy(basis @ np.diag(np.linspace(-1.0, 2.0, 30)) @ basis.T)
+    start = torch.from_numpy(rng.standard_normal(30))
+    alpha, beta, q = lanczos(lambda v: a @ v, start, 8)
+    assert len(alpha) == 8 and len(beta) == 7
+    torch.testing.assert_close(q @ q.T, torch.eye(8, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(q @ a @ q.T, tridiagonal(alpha, beta), atol=1e-12, rtol=0)
+    nodes, vectors = scipy.linalg.eigh_tridiagonal(alpha.numpy(), beta.numpy())
+    q1 = (start / start.norm()).numpy()
+    for j in range(16):
+        moment = q1 @ np.linalg.matrix_power(a.numpy(), j) @ q1
+        assert (vectors[0] ** 2 * nodes**j).sum() == pytest.approx(moment, rel=1e-9, abs=1e-12)
+
+    three = torch.from_numpy(basis @ np.diag(np.repeat([1.0, 2.0, 5.0], 10)) @ basis.T)
+    alpha, beta, q = lanczos(lambda v: three @ v, start, 10)
+    assert len(alpha) == 3 and q.shape == (3, 30)
+    np.testing.assert_allclose(torch.linalg.eigvalsh(tridiagonal(alpha, beta)).numpy(), [1.0, 2.0, 5.0], atol=1e-10)
 
 
 def test_statistics_on_a_known_spectrum():

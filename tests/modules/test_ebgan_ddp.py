@@ -6,7 +6,8 @@ import torch
 
 from iclr17.datamodules import MNISTDataModule
 from iclr17.modules import EBGAN, MNISTDiscriminator, MNISTGenerator
-from tests.test_ddp import AssertReplicasEqual, _trainer
+from tests.ddp_helpers import cpu_trainer
+from tests.test_ddp import AssertReplicasEqual
 
 
 class AssertRanksDrawDifferentNoise(pl.Callback):
@@ -39,7 +40,7 @@ def test_ebgan_ddp_fit_keeps_replicas_equal(mnist_fixture_dir):
     pl.seed_everything(0)
     dm = MNISTDataModule(data_dir=str(mnist_fixture_dir), val_size=100, batch_size=32, normalization="tanh")
     model = EBGAN(MNISTGenerator(z_dim=8, n_layers=2, size=32), MNISTDiscriminator(n_layers=3, size=16), pt_weight=0.1)
-    trainer = _trainer(
+    trainer = cpu_trainer(
         strategy="ddp_spawn",
         devices=2,
         max_epochs=1,

@@ -1,11 +1,19 @@
 """I' with the shipped classifier, and torchmetrics FID/KID on its offline features."""
 
+import doctest
+
 import pytest
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+import iclr17.modules.ebgan.metrics
 from iclr17.modules.ebgan import MNISTFeatures, MNISTScore
+
+
+def test_docstring_examples_run():
+    results = doctest.testmod(iclr17.modules.ebgan.metrics)
+    assert results.attempted >= 3 and results.failed == 0
 
 
 def test_fid_and_kid_run_offline_on_the_classifier_features():

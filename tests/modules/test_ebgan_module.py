@@ -1,15 +1,18 @@
 """The EBGAN LightningModule: gradient routing, the two optimizers' separation, fits, resume and DDP."""
 
 import math
+from functools import partial
 
 import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+import iclr17.modules.ebgan.module as ebgan_module
 from iclr17.datamodules import MNISTDataModule
-from iclr17.functional.ebgan import reconstruction_energy
+from iclr17.functional.ebgan import discriminator_loss, gan_discriminator_loss, generator_loss, reconstruction_energy
 from iclr17.modules import EBGAN, ConvDiscriminator, DCGANGenerator, MNISTDiscriminator, MNISTGenerator
+from iclr17.modules.ebgan.module import LOSS_NOISE_SEED
 
 
 def _tiny(loss="ebgan", **kwargs) -> EBGAN:
@@ -232,3 +235,79 @@ def test_inception_features_fail_clearly_without_torch_fidelity():
             _tiny(fid=True, metric_features="inception")
     else:
         pytest.skip("torch-fidelity is installed here")
+
+
+def _state(model: EBGAN) -> dict:
+    """Everything loss(batch) could change: weights, BatchNorm statistics, both noise streams."""
+    return {
+        "tensors": {name: tensor.clone() for name, tensor in model.state_dict().items()},
+        "global_rng": torch.random.get_rng_state(),
+        "noise_rng": model.noise_rng.get_state(),
+    }
+
+
+def _refuse_logging(*args, **kwargs):
+    raise AssertionError("loss(batch) logged")
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_loss_is_the_discriminator_loss_on_fixed_noise_and_has_no_side_effects(dropout, monkeypatch):
+    model = EBGAN(
+        MNISTGenerator(z_dim=8, n_layers=3, size=32),  # BatchNorm: running statistics to keep
+        MNISTDiscriminator(n_layers=3, size=16, dropout=dropout),  # dropout: global RNG draws to keep
+        margin=3.0,
+    ).train()
+    model.noise_rng = torch.Generator().manual_seed(7)
+    monkeypatch.setattr(model, "log", _refuse_logging)
+    monkeypatch.setattr(model, "log_dict", _refuse_logging)
+    x = torch.rand(6, 1, 28, 28) * 2 - 1
+    before = _state(model)
+    first, second = model.loss([x, torch.zeros(6)]), model.loss(x)
+    after = _state(model)
+    assert before["tensors"].keys() == after["tensors"].keys()
+    assert all(torch.equal(before["tensors"][k], after["tensors"][k]) for k in before["tensors"])
+    assert torch.equal(before["global_rng"], after["global_rng"])
+    assert torch.equal(before["noise_rng"], after["noise_rng"])
+    assert torch.equal(first, second)  # the same noise (and dropout masks) at every call
+    if dropout == 0.0:
+        z = torch.randn(6, 8, generator=torch.Generator().manual_seed(LOSS_NOISE_SEED))
+        with torch.no_grad():
+            fake = model.generator(z)
+        torch.testing.assert_close(first, discriminator_loss(model.energy(x), model.energy(fake), 3.0), rtol=0, atol=0)
+    first.backward()  # the fakes are constants: D's gradient only, as in the D step
+    assert all(p.grad is None for p in model.generator.parameters())
+    assert all(p.grad is not None for p in model.discriminator.parameters())
+
+
+def test_gan_loss_is_the_gan_discriminator_loss():
+    model = _tiny("gan").eval()
+    x = torch.rand(5, 1, 28, 28) * 2 - 1
+    z = torch.randn(5, 8, generator=torch.Generator().manual_seed(LOSS_NOISE_SEED))
+    expected = gan_discriminator_loss(model.discriminator(x)[0], model.discriminator(model.generator(z))[0])
+    torch.testing.assert_close(model.loss(x), expected, rtol=0, atol=0)
+
+
+def test_generator_step_uses_the_functional_generator_loss_with_its_pt_term(monkeypatch):
+    calls = []
+
+    def recorded(fake_energy, codes=None, pt_weight=0.0):
+        loss = generator_loss(fake_energy, codes, pt_weight)
+        calls.append((codes is not None, pt_weight, loss.detach()))
+        return loss
+
+    monkeypatch.setattr(ebgan_module, "generator_loss", recorded)
+    model = _tiny(pt_weight=0.1)
+    loader = DataLoader(TensorDataset(torch.rand(16, 1, 28, 28) * 2 - 1), batch_size=8)
+    trainer = _trainer(max_epochs=1, limit_train_batches=1, enable_checkpointing=False, log_every_n_steps=1)
+    trainer.fit(model, loader)
+    assert [(has_codes, weight) for has_codes, weight, _ in calls] == [(True, 0.1)]
+    assert float(trainer.callback_metrics["train/loss_g"]) == float(calls[0][2])
+    assert "train/pt" in trainer.callback_metrics
+
+
+def test_default_and_injected_optimizers():
+    opt_g, opt_d = _tiny().configure_optimizers()
+    assert isinstance(opt_g, torch.optim.Adam) and isinstance(opt_d, torch.optim.Adam)
+    assert opt_g.defaults["lr"] == opt_d.defaults["lr"] == 1e-3
+    opt_g, opt_d = _tiny(optimizer_d=partial(torch.optim.SGD, lr=0.5)).configure_optimizers()
+    assert isinstance(opt_g, torch.optim.Adam) and isinstance(opt_d, torch.optim.SGD) and opt_d.defaults["lr"] == 0.5

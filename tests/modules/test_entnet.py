@@ -1,12 +1,21 @@
+from functools import partial
+
 import pytest
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from iclr17.datamodules import BabiDataModule
-from iclr17.modules import EntNet
+from iclr17.datamodules import BabiDataModule, CBTDataModule
+from iclr17.modules import EntNet, EntNetCBT
 from iclr17.modules.entnet.metrics import PerTaskError
-from iclr17.modules.entnet.nets import DynamicMemory, FeaturePReLU, OutputModule, SimpleMemory, normalize_slots
+from iclr17.modules.entnet.nets import (
+    DynamicMemory,
+    FeaturePReLU,
+    OutputModule,
+    SimpleMemory,
+    normalize_slots,
+    on_cpu_in_float32,
+)
 
 torch.set_default_dtype(torch.float32)
 
@@ -155,9 +164,15 @@ def test_learns_the_fixture_task_and_reports_errors(fixture_data_root, tmp_path)
 def test_tied_keys_use_word_embeddings(fixture_data_root, tmp_path):
     dm = BabiDataModule(data_dir=str(fixture_data_root), tasks=[1], batch_size=16)
     model = EntNet(embedding_dim=8, n_slots=2, tied_keys=["mary", "john"])
-    _trainer(tmp_path, fast_dev_run=True).fit(model, dm)
+    trainer = _trainer(tmp_path, fast_dev_run=True)
+    trainer.fit(model, dm)
     assert model.key_ids.tolist() == [dm.vocab.index("mary"), dm.vocab.index("john")]
     assert model.embedding.num_embeddings == dm.vocab_size
+    trainer.save_checkpoint(tmp_path / "tied.ckpt")  # the key ids are in the state dict only
+    restored = EntNet.load_from_checkpoint(tmp_path / "tied.ckpt")
+    assert torch.equal(restored.key_ids, model.key_ids) and torch.equal(
+        restored.embedding.weight, model.embedding.weight
+    )
 
 
 def test_checkpoint_restores_without_the_datamodule_and_resumes(fixture_data_root, tmp_path):
@@ -191,3 +206,113 @@ def test_non_finite_loss_stops_with_a_clear_message(fixture_data_root, tmp_path)
 def test_per_task_error_refuses_ids_beyond_its_size():
     with pytest.raises(ValueError, match="n_tasks"):
         PerTaskError(n_tasks=10).update(torch.tensor([1]), torch.tensor([1]), torch.tensor([11]))
+
+
+class SetupLeavesTheLayersToConfigureModel(EntNet):
+    def setup(self, stage):
+        super().setup(stage)
+        assert not hasattr(self, "embedding"), "EntNet built its layers in setup, not in configure_model"
+
+
+def test_layers_are_built_in_configure_model(fixture_data_root, tmp_path):
+    dm = BabiDataModule(data_dir=str(fixture_data_root), tasks=[1], batch_size=16)
+    model = SetupLeavesTheLayersToConfigureModel(embedding_dim=8, n_slots=3)
+    assert not hasattr(model, "embedding")
+    _trainer(tmp_path, fast_dev_run=True).fit(model, dm)
+    assert model.embedding.num_embeddings == dm.vocab_size + 3 and model.hparams.vocab_size == dm.vocab_size
+
+
+def test_layers_are_built_on_the_cpu_in_float32_whatever_the_context():
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.device("meta"), on_cpu_in_float32():
+            made = torch.empty(2)
+        assert made.device.type == "cpu" and made.dtype == torch.float32
+        assert torch.get_default_dtype() == torch.float64  # restored on the way out
+    finally:
+        torch.set_default_dtype(dtype)
+
+
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}, torch.random.get_rng_state()
+
+
+def _refuse_logging(*args, **kwargs):
+    raise AssertionError("loss(batch) logged")
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_loss_is_the_training_objective_without_side_effects(reduction, fixture_data_root, monkeypatch):
+    model, dm = _model_and_data(fixture_data_root, loss_reduction=reduction)
+    batch = next(iter(dm.train_dataloader()))
+    monkeypatch.setattr(model, "log", _refuse_logging)
+    monkeypatch.setattr(model, "log_dict", _refuse_logging)
+    (tensors, rng), loss = _state(model), model.loss(batch)
+    after, rng_after = _state(model)
+    assert all(torch.equal(tensors[k], after[k]) for k in tensors) and torch.equal(rng, rng_after)
+    logits, _ = model(batch["story"], batch["query"])
+    expected = torch.nn.functional.cross_entropy(logits, batch["answer"], reduction=reduction)
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+
+
+class RecordLosses(Callback):
+    def __init__(self):
+        self.losses, self.questions = [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+        self.questions.append(len(batch["answer"]))
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_epoch_loss_is_the_mean_loss_per_question(reduction, fixture_data_root, tmp_path):
+    dm = BabiDataModule(data_dir=str(fixture_data_root), tasks=[1], batch_size=48)  # not a power of 2
+    model = EntNet(embedding_dim=8, n_slots=3, loss_reduction=reduction)
+    record = RecordLosses()
+    trainer = _trainer(tmp_path, max_epochs=1, limit_val_batches=0, enable_checkpointing=False, callbacks=[record])
+    trainer.fit(model, dm)
+    assert len(record.losses) > 1
+    summed = [loss if reduction == "sum" else loss * n for loss, n in zip(record.losses, record.questions, strict=True)]
+    expected = sum(summed) / sum(record.questions)
+    assert float(trainer.callback_metrics["train/loss_epoch"]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_default_optimizer_scheduler_and_interval(fixture_data_root):
+    model, _ = _model_and_data(fixture_data_root)
+    configured = model.configure_optimizers()
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["lr"] == 0.01
+    assert isinstance(scheduler["scheduler"], torch.optim.lr_scheduler.StepLR)
+    assert (scheduler["scheduler"].step_size, scheduler["scheduler"].gamma, scheduler["interval"]) == (25, 0.5, "epoch")
+    model, _ = _model_and_data(fixture_data_root, lr_scheduler_interval="step")
+    assert model.configure_optimizers()["lr_scheduler"]["interval"] == "step"
+    model, _ = _model_and_data(fixture_data_root, lr_scheduler=None, optimizer=partial(torch.optim.SGD, lr=0.5))
+    optimizer = model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 0.5
+
+
+def test_cbt_builds_in_configure_model_trains_on_its_loss_and_logs_no_epoch_loss(fixture_data_root, tmp_path):
+    dm = CBTDataModule(data_dir=str(fixture_data_root), word_type="NE", batch_size=8)
+    model = EntNetCBT(embedding_dim=8)
+    assert not hasattr(model, "embedding")
+    optimizers = []
+
+    class KeepOptimizer(Callback):
+        def on_train_start(self, trainer, pl_module):
+            optimizers.append(trainer.optimizers[0])
+
+    trainer = _trainer(
+        tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0, log_every_n_steps=1,
+        enable_checkpointing=False, callbacks=[KeepOptimizer()],
+    )  # fmt: skip
+    trainer.fit(model, dm)
+    assert isinstance(optimizers[0], torch.optim.SGD) and optimizers[0].defaults["lr"] == 0.001
+    assert "train/loss_step" in trainer.callback_metrics and "train/loss_epoch" not in trainer.callback_metrics
+    batch = next(iter(dm.val_dataloader()))
+    model.eval()
+    (tensors, rng), loss = _state(model), model.loss(batch)
+    after, rng_after = _state(model)
+    assert all(torch.equal(tensors[k], after[k]) for k in tensors) and torch.equal(rng, rng_after)
+    log_p = model(batch["story"], batch["query"], batch["candidates"])
+    torch.testing.assert_close(loss, torch.nn.functional.nll_loss(log_p, batch["answer"]), rtol=0, atol=0)

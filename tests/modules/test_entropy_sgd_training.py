@@ -1,5 +1,6 @@
 """EntropyClassifier under Lightning: fresh minibatches per Langevin step, outer-step counting, refusals."""
 
+import inspect
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +11,15 @@ import yaml
 from pytorch_lightning import LightningDataModule, LightningModule
 from torch import nn
 
-from iclr17 import EntropyClassifier, EntropySGD, GaussianMixtureDataModule, HessianSpectrum
+from iclr17 import (
+    Classifier,
+    EntropyClassifier,
+    EntropyLanguageModel,
+    EntropySGD,
+    GaussianMixtureDataModule,
+    HessianSpectrum,
+    LanguageModel,
+)
 from iclr17.cli import ICLR17CLI, cli, resolve_config_args, resolve_config_path, shipped_configs
 from iclr17.modules.entropy_sgd.training import refuse_unsupported, split_minibatches
 
@@ -134,11 +143,13 @@ def test_fp16_mixed_precision_and_accumulation_are_refused():
         _fit(model, dm, max_steps=1, accumulate_grad_batches=2)
 
 
-def test_hessian_spectrum_asks_for_a_loss_fn_with_a_manual_optimization_module():
+def test_hessian_spectrum_measures_an_entropy_classifier_through_its_loss():
+    """A manual-optimization module with ``loss(batch)`` needs no ``loss_fn``: the callback measures that loss."""
     dm = GaussianMixtureDataModule(n_samples=20, batch_size=5, batches_per_step=3)
     model = EntropyClassifier(RecordingNet(), num_classes=2, optimizer=lambda p: EntropySGD(p, L=2))
-    with pytest.raises(ValueError, match="loss_fn"):
-        _fit(model, dm, max_steps=1, callbacks=[HessianSpectrum(method="exact", n_samples=10)])
+    spectrum = HessianSpectrum(method="exact", n_samples=10)
+    _fit(model, dm, max_steps=1, callbacks=[spectrum])
+    assert spectrum.history
 
 
 def test_stacked_training_batches_drop_the_short_last_group():
@@ -209,6 +220,20 @@ def test_a_plain_module_stepping_entropy_sgd_takes_one_minibatch_per_step():
     assert _parsed("--config", "entropy_sgd/lenet_adam.yaml", *entropy) == (5, 1)
 
 
+@pytest.mark.parametrize(
+    ("model", "data", "L"), [("EntropyClassifier", "MNISTDataModule", 20), ("EntropyLanguageModel", "PTBDataModule", 5)]
+)
+def test_a_module_left_on_its_default_optimizer_stacks_that_optimizers_l_plus_one(model, data, L):
+    """No optimizer in the config: the link reads L from the class's default_optimizer (EntropySGD's default
+    L = 20 for EntropyClassifier, Entropy-Adam's L = 5 for EntropyLanguageModel)."""
+    args = resolve_config_args(
+        [f"--model={model}", f"--data={data}"] + (["--model.net=MNISTFC"] if "Class" in model else [])
+    )
+    kwargs = dict(subclass_mode_model=True, subclass_mode_data=True, run=False, args=args)
+    config = ParseOnly(LightningModule, LightningDataModule, **kwargs).config
+    assert config.model.init_args.optimizer is None and config.data.init_args.batches_per_step == L + 1
+
+
 def test_entropy_configs_are_found():
     assert {"entropy_sgd/mnistfc_entropy.yaml", "entropy_sgd/ptb_lstm_medium_entropy.yaml"} <= set(ENTROPY_CONFIGS)
 
@@ -225,3 +250,69 @@ def test_a_negative_scoping_rate_on_the_command_line_is_refused(mnist_fixture_di
     args = ["--config", "entropy_sgd/mnistfc_entropy.yaml", "--data.init_args.val_size=100", "--trainer.logger=false"]
     with pytest.raises(ValueError, match="EntropySGD: gamma1 must be >= 0; got -1.0"):
         cli(["fit", *args, "--model.init_args.optimizer.init_args.gamma1=-1", "--trainer.fast_dev_run=1"])
+
+
+def _printed_model_arguments(capsys, *args: str) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["fit", *args, "--print_config"])
+    assert exit_info.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+
+
+def _arguments(cls: type) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def test_the_cli_shows_every_argument_of_the_entropy_modules(capsys):
+    """EntropyLanguageModel repeats none of its base's arguments, yet `--print_config` lists them all
+    (EntropyClassifier declares its base's six, typed, beside its own inner_batches)."""
+    language = _printed_model_arguments(capsys, "--model=EntropyLanguageModel", "--data=PTBDataModule")
+    assert set(language) == _arguments(LanguageModel) and len(language) == 14
+    assert language["vocab_size"] == 10_000 and language["optimizer"] is None
+    classifier = _printed_model_arguments(
+        capsys, "--model=EntropyClassifier", "--model.net=MNISTFC", "--data=MNISTDataModule"
+    )
+    assert set(classifier) == _arguments(Classifier) | {"inner_batches"}
+    assert classifier["inner_batches"] == "fresh" and classifier["net"]["class_path"] == "iclr17.MNISTFC"
+
+
+def test_the_mixin_owns_manual_optimization():
+    model = EntropyLanguageModel(vocab_size=5, hidden_size=2)
+    assert model.automatic_optimization is False
+    model.automatic_optimization = False  # what a Lightning tutorial would write: harmless
+    with pytest.raises(ValueError, match="EntropyLanguageModel steps EntropySGD itself"):
+        model.automatic_optimization = True
+    assert LanguageModel(vocab_size=5, hidden_size=2).automatic_optimization is True
+
+
+def test_entropy_classifier_passes_classifier_arguments_through_and_saves_them():
+    model = EntropyClassifier(RecordingNet(), 2, inner_batches="same", lr_scheduler_frequency=3)
+    assert model.inner_batches == "same" and model.lr_scheduler_frequency == 3
+    assert dict(model.hparams) == {
+        "num_classes": 2,
+        "lr_scheduler_interval": "epoch",
+        "lr_scheduler_frequency": 3,
+        "inner_batches": "same",
+    }
+
+
+class RecordWholeBatches(pl.Callback):
+    def __init__(self) -> None:
+        self.batches = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batches.append([t.clone() for t in batch])
+
+
+def test_epoch_loss_weighs_each_step_by_its_first_minibatch():
+    """With lr 0 the weights never move: train/loss_epoch is the mean loss at x of the steps' first minibatches
+    (5 samples each), not of their whole stacked batches."""
+    dm = GaussianMixtureDataModule(n_samples=60, batch_size=5, batches_per_step=4)
+    model = EntropyClassifier(RecordingNet(), num_classes=2, optimizer=lambda p: EntropySGD(p, lr=0.0, L=3, eps=0.0))
+    record = RecordWholeBatches()
+    trainer = _fit(model, dm, max_epochs=1, limit_val_batches=0, callbacks=[record])
+    with torch.no_grad():
+        firsts = [model.loss(split_minibatches(batch, 4)[0]) for batch in record.batches]
+        wholes = [model.loss(batch) for batch in record.batches]
+    assert len(firsts) == 3 and float(sum(firsts)) != pytest.approx(float(sum(wholes)), rel=1e-3)
+    assert float(trainer.callback_metrics["train/loss_epoch"]) == pytest.approx(float(sum(firsts) / 3), rel=1e-6)
