@@ -199,17 +199,11 @@ class LanguageModel(ObjectiveModule):
     def on_train_epoch_end(self) -> None:
         self._log_split("train", self.train_loss_epoch, suffix="_epoch")
 
-    def on_validation_epoch_start(self) -> None:
-        self._states.pop("val", None)
-
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.val_nll.update(self._mean_nll("val", batch))
 
     def on_validation_epoch_end(self) -> None:
         self._log_split("val", self.val_nll)
-
-    def on_test_epoch_start(self) -> None:
-        self._states.pop("test", None)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.test_nll.update(self._mean_nll("test", batch))
@@ -219,7 +213,9 @@ class LanguageModel(ObjectiveModule):
 
     def _log_split(self, stage: str, metric: WeightedMean, suffix: str = "") -> None:
         """Mean NLL, perplexity (and bits per char) of the split's scored tokens in ``metric`` on every process;
-        then reset it."""
+        then reset it, and the split's carried state (the next pass over the split starts from zero)."""
+        if stage != "train":
+            self._states.pop(stage, None)
         if not metric.update_called:
             return
         nll = metric.compute()  # summed over processes

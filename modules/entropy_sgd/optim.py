@@ -106,6 +106,10 @@ PAPER_V5: dict[str, Any] = dict(
     inner_weight_decay="before_momentum",
     outer_weight_decay=True,
 )
+HYPERPARAMETERS = (  # the constructor's arguments that every variant shares (the rest are PAPER_V5's switches)
+    "lr", "L", "gamma0", "gamma1", "eta_prime", "eps", "momentum", "nesterov", "weight_decay", "rho", "base", "betas",
+    "adam_eps",
+)  # fmt: skip
 _CODE = dict(mu_update="old_weighted", noise="code", inner_momentum=True)  # what both of the authors' codes share
 VARIANTS: dict[str, dict[str, Any]] = {  # each preset is the paper's switches with its differences
     "paper_v5": PAPER_V5,
@@ -233,36 +237,9 @@ class EntropySGD(torch.optim.Optimizer):
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"EntropySGD: variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
-        explicit = dict(
-            outer_grad=outer_grad,
-            mu_update=mu_update,
-            noise=noise,
-            alpha=alpha,
-            eta_prime_relative=eta_prime_relative,
-            outer_momentum=outer_momentum,
-            inner_momentum=inner_momentum,
-            scoping=scoping,
-            momentum_init=momentum_init,
-            inner_weight_decay=inner_weight_decay,
-            outer_weight_decay=outer_weight_decay,
-        )
-        switches = {k: (v if v is not None else VARIANTS[variant][k]) for k, v in explicit.items()}
-        defaults = dict(
-            lr=lr,
-            L=L,
-            gamma0=gamma0,
-            gamma1=gamma1,
-            eta_prime=eta_prime,
-            eps=eps,
-            momentum=momentum,
-            nesterov=nesterov,
-            weight_decay=weight_decay,
-            rho=rho,
-            base=base,
-            betas=betas,
-            adam_eps=adam_eps,
-            **switches,
-        )
+        arguments = locals()  # the constructor's arguments by name: a variant's switch is one where it is None
+        switches = {k: arguments[k] if arguments[k] is not None else preset for k, preset in VARIANTS[variant].items()}
+        defaults = {k: arguments[k] for k in HYPERPARAMETERS} | switches
         super().__init__(params, defaults)
         for i, group in enumerate(self.param_groups):  # a group may override any argument: check them all
             _check_arguments(group, "" if len(self.param_groups) == 1 else f" (parameter group {i})")
