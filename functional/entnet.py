@@ -58,16 +58,10 @@ class MemoryRecurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx: FunctionCtx,
-        sentences: Tensor,
-        key_gate: Tensor,
-        constant: Tensor,
-        u_weight: Tensor,
-        slope: Tensor,
-        initial: Tensor,
-        step_mask: Tensor,
-    ) -> tuple[Tensor, Tensor]:
+    def forward(ctx: FunctionCtx, *inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """``inputs``: ``sentences, key_gate, constant, u_weight, slope, initial, step_mask``, typed as in
+        :func:`memory_recurrence`, the public entry."""
+        sentences, key_gate, constant, u_weight, slope, initial, step_mask = inputs
         steps, batch, slots, dim = constant.shape
         mask = step_mask.to(initial.dtype)
         any_real, padded_rows = _step_plan(step_mask)
