@@ -1,0 +1,106 @@
+"""The results ledger: rows round-trip, bad lines are refused by file and line, two processes never interleave."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+
+import pytest
+
+from iclr17.studies.ledger import ROW_KEYS, LedgerError, append, done_keys, read, run_key
+from tests.conftest import REPO_ROOT
+
+
+def _row(seed: int = 1, status: str = "finished", payload: str = "") -> dict:
+    return {
+        "study": "toy", "config": "configs/entnet/world_model.yaml", "overrides": ["--a=1", payload], "seed": seed,
+        "commit": "0" * 40, "dirty": False, "machine": "test", "command": "iclr17 fit ...", "status": status,
+        "steps": 10, "fit_seconds": 1.5, "metrics": {"test/error": 0.25, "val/loss": float("nan")},
+    }  # fmt: skip
+
+
+def test_rows_round_trip_one_line_each(tmp_path):
+    path = tmp_path / "ledgers" / "toy.jsonl"
+    rows = [_row(1), _row(2, "capped")]
+    for row in rows:
+        append(path, row)
+    assert path.read_text().count("\n") == 2
+    back = read(path)
+    assert [r["seed"] for r in back] == [1, 2] and back[1]["status"] == "capped"
+    assert back[0]["metrics"]["test/error"] == 0.25 and back[0]["metrics"]["val/loss"] != back[0]["metrics"]["val/loss"]
+
+
+def test_a_missing_ledger_has_no_rows(tmp_path):
+    assert read(tmp_path / "none.jsonl") == []
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", r"toy.jsonl:2: not valid JSON"),
+        ("[1, 2]", r"toy.jsonl:2: a ledger row is a JSON object, got list"),
+        (json.dumps({k: v for k, v in _row().items() if k != "commit"}), r"toy.jsonl:2: missing key\(s\) commit"),
+        (json.dumps(_row(status="done")), r"toy.jsonl:2: status must be one of finished, capped, failed"),
+        ("", r"toy.jsonl:2: empty line"),
+    ],
+)
+def test_a_bad_line_is_refused_with_its_file_and_line(tmp_path, line, message):
+    path = tmp_path / "toy.jsonl"
+    path.write_text(json.dumps(_row()) + "\n" + line + "\n")
+    with pytest.raises(LedgerError, match=message):
+        read(path)
+
+
+def test_a_line_cut_short_is_refused(tmp_path):
+    path = tmp_path / "toy.jsonl"
+    full = json.dumps(_row())
+    path.write_text(full + "\n" + full[: len(full) // 2])
+    with pytest.raises(LedgerError, match=r"toy.jsonl:2: not valid JSON"):
+        read(path)
+    path.write_text(full)  # whole, but without its newline
+    with pytest.raises(LedgerError, match="the last line has no newline"):
+        read(path)
+
+
+def test_a_row_without_every_key_is_not_appended(tmp_path):
+    path = tmp_path / "toy.jsonl"
+    with pytest.raises(LedgerError, match="missing key"):
+        append(path, {"study": "toy"})
+    assert not path.exists()
+
+
+def _append_many(path: str, worker: int, n: int) -> None:
+    for i in range(n):
+        append(path, _row(seed=worker * 1000 + i, payload="x" * 20_000))  # 20 kB lines: larger than a pipe's buffer
+
+
+def test_two_processes_appending_at_once_never_interleave(tmp_path):
+    path = str(tmp_path / "toy.jsonl")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_append_many, args=(path, w, 60)) for w in (1, 2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    rows = read(path)
+    assert sorted(r["seed"] for r in rows) == sorted([1000 + i for i in range(60)] + [2000 + i for i in range(60)])
+
+
+def test_the_run_key_is_the_config_the_overrides_in_order_and_the_seed():
+    key = run_key("c.yaml", ["--a=1", "--b=2"], 1)
+    assert key == run_key("c.yaml", ("--a=1", "--b=2"), 1)
+    assert len({key, run_key("c.yaml", ["--b=2", "--a=1"], 1), run_key("c.yaml", ["--a=1", "--b=2"], 2)}) == 3
+    assert done_keys([_row(1), _row(2, "capped"), _row(3, "failed")]) == {
+        run_key(_row(1)["config"], _row(1)["overrides"], 1)
+    }
+
+
+def test_the_committed_ledgers_read_and_keep_their_capped_runs():
+    paths = sorted((REPO_ROOT / "results" / "ledgers").glob("*.jsonl"))
+    assert paths
+    for path in paths:
+        rows = read(path)
+        assert rows and all(set(ROW_KEYS) <= set(r) for r in rows)
+    world_model = read(REPO_ROOT / "results" / "ledgers" / "entnet_world_model.jsonl")
+    assert any(r["status"] == "capped" for r in world_model) and any(r["status"] == "finished" for r in world_model)
