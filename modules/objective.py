@@ -96,10 +96,6 @@ class ObjectiveModule(pl.LightningModule):
         self.lr_scheduler_interval, self.lr_scheduler_frequency = lr_scheduler_interval, lr_scheduler_frequency
         self.train_loss_epoch = WeightedMean()  # a diverged run's NaN reaches the log
 
-    def loss(self, batch: Any) -> Tensor:
-        """The scalar training objective of ``batch``, without side effects (no logging, no state writes)."""
-        raise NotImplementedError(f"{type(self).__name__} must define loss(batch)")
-
     def training_loss(self, batch: Any) -> Tensor:
         """The objective training differentiates on ``batch``: ``loss(batch)`` here. A module whose training
         carries state from batch to batch (``LanguageModel``'s truncated BPTT) overrides it to advance that state;
@@ -107,9 +103,10 @@ class ObjectiveModule(pl.LightningModule):
         return self.loss(batch)
 
     def logged_loss(self, loss: Tensor, batch: Any) -> Tensor:
-        """What the logs show for the training objective ``loss`` of ``batch``: ``loss`` itself here
-        (``LanguageModel`` logs its ``sum_over_time`` objective per token)."""
-        return loss
+        """What the logs show for the training objective ``loss`` of ``batch``: the loss per sample (``loss`` over
+        ``epoch_loss_weight(batch)`` when ``loss_is_summed``, else ``loss`` itself; ``LanguageModel`` logs its
+        ``sum_over_time`` objective per token)."""
+        return loss / self.epoch_loss_weight(batch) if self.loss_is_summed else loss
 
     @property
     def loss_is_summed(self) -> bool:

@@ -211,10 +211,6 @@ class EntNet(ObjectiveModule):
         if self.log_this_step:
             self.log("diag/grad_norm", grad_norm)
 
-    def logged_loss(self, loss: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        """The loss per question, the training objective's scale whichever ``loss_reduction``."""
-        return loss / len(batch["answer"]) if self.hparams.loss_reduction == "sum" else loss
-
     def epoch_loss_weight(self, batch: dict[str, Tensor]) -> int:
         return len(batch["answer"])
 
