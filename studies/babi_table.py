@@ -1,29 +1,24 @@
-"""Multi-seed bAbI study for EntNet: train every (task, seed), test, and print the paper's Table 2 layout.
+"""EntNet on bAbI, one model per task and seed, in the layout of the paper's Table 2 (arXiv:1612.03969 section
+5.2, EntNet column).
 
-    python -m iclr17.studies.babi_table --config configs/entnet/babi10k.yaml --tasks 1 2 4 --seeds 1 2 3 \\
-        --jobs 2 --out results/entnet_babi10k.json [-- extra iclr17 fit flags, e.g. --trainer.max_epochs=50]
+    iclr17 entnet-babi --config configs/studies/entnet_babi10k.yaml run --workers 2
+    iclr17 entnet-babi --config configs/studies/entnet_babi10k.yaml table
 
-Each run is ``iclr17 fit`` on one task with one seed, then a test of its final weights (the authors'
-selection: the final epoch; runs stop early once validation error reaches 0, as in the authors' code).
-Runs go to separate spawned processes (``--jobs``, each with ``--threads`` CPU threads). The table reports, per
-task, the test error of the run with the lowest validation error (the paper's protocol), the mean and
-standard deviation over seeds, and the number of failed tasks (test error above 5%) for both.
+Each run is ``iclr17 fit`` of the config on one task (``--data.init_args.tasks=[t]``) with one seed, then a
+validation and a test of its final weights (the authors' selection: the final epoch; a run stops early once its
+validation error is 0, as in the authors' code). The table gives per task the test error of the run with the
+lowest validation error (the paper's protocol: best of 10 seeds), the mean and standard deviation over seeds,
+and how that run stopped, beside the paper's EntNet column; then the mean over tasks and the failed tasks
+(test error above 5%).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import multiprocessing
 import statistics
-import sys
-import time
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
+from typing import Any
 
-import torch
-
-from iclr17.cli import cli
+from iclr17.studies.fit_study import FitStudy
+from iclr17.studies.seed_tables import Rows, header, mean_std, time_cap
 
 FAILED = 0.05
 PAPER_TABLE2_ENTNET = {  # test error (%), EntNet column of the paper's Table 2 (best of 10 runs by validation)
@@ -32,104 +27,112 @@ PAPER_TABLE2_ENTNET = {  # test error (%), EntNet column of the paper's Table 2 
 }  # fmt: skip
 
 
-def run_one(config: str, task: int, seed: int, extra: list[str], threads: int, out_dir: str) -> dict:
-    """Fit one task with one seed, test the final weights, and return the errors."""
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    fit = cli(
-        [
-            "fit",
-            "--config",
-            config,
-            f"--data.init_args.tasks=[{task}]",
-            f"--seed_everything={seed}",
-            "--trainer.logger=CSVLogger",
-            f"--trainer.logger.save_dir={out_dir}",
-            f"--trainer.logger.name=task{task}_seed{seed}",
-            "--trainer.enable_progress_bar=false",
-            *extra,
-        ]
-    )
-    trainer = fit.trainer
-    val_error = float(trainer.callback_metrics["val/error"])
-    (test,) = trainer.test(fit.model, datamodule=fit.datamodule, verbose=False)
-    return {
-        "task": task,
-        "seed": seed,
-        "val_error": val_error,
-        "test_error": float(test["test/error"]),
-        "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+class BabiStudy(FitStudy):
+    """Every task x every seed of a bAbI config (one model per task), tabled as the paper's Table 2.
+
+    Args:
+        fit_config: the bAbI fit config (a path or a shipped config's name).
+        tasks: the bAbI tasks, one run each per seed (default: 1 to 20).
+        seeds: ``seed_everything`` of the runs, in order.
+        max_time: a ``--trainer.max_time`` cap (``DD:HH:MM:SS``); a run it cuts is recorded ``capped``.
+        extra: overrides for every run that are not part of a run's identity (e.g. the accelerator).
+        **kwargs: :class:`~iclr17.studies.runner.Study`'s arguments (name, ledger_dir, runs_dir).
+    """
+
+    default_name = "entnet_babi"
+
+    def __init__(
+        self,
+        fit_config: str = "entnet/babi10k.yaml",
+        tasks: list[int] | None = None,
+        seeds: list[int] | None = None,
+        max_time: str | None = None,
+        extra: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            fit_config=fit_config, seeds=seeds, max_time=max_time, extra=extra, **kwargs
+        )  # the tasks are the points; the table is babi_markdown's
+        self.tasks = tasks or list(range(1, 21))
+
+    def points(self) -> list[tuple[dict[str, Any], list[str]]]:
+        return [({"task": task}, [f"--data.init_args.tasks=[{task}]"]) for task in self.tasks]
+
+    def markdown(self, rows: Rows) -> str:
+        return babi_markdown(rows)
 
 
-def summarize(runs: list[dict]) -> dict[int, dict]:
-    """Per task: best-by-validation test error, mean and std over seeds, number of seeds."""
-    summary = {}
-    for task in sorted({r["task"] for r in runs}):
-        mine = [r for r in runs if r["task"] == task]
-        best = min(mine, key=lambda r: (r["val_error"], r["seed"]))
-        errors = [r["test_error"] for r in mine]
-        summary[task] = {
-            "best_by_val": best["test_error"],
-            "mean": statistics.mean(errors),
-            "std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
-            "seeds": len(errors),
-            "epochs": [r["epochs"] for r in mine],
-        }
-    return summary
+def best_by_validation(runs: Rows) -> dict[str, Any]:
+    """The run with the lowest validation error (ties: the lowest seed)."""
+    return min(runs, key=lambda r: (r["metrics"]["val/error"], r["seed"]))
 
 
-def markdown_table(summary: dict[int, dict]) -> str:
-    """The paper's Table 2 layout (errors in %), with the paper's EntNet column beside ours."""
-    lines = [
-        "| task | ours: best by val | ours: mean +- std | seeds | epochs run | paper (EntNet) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for task, s in summary.items():
+def stopped_by(row: dict[str, Any]) -> str:
+    """How a run ended: its time cap (a capped row), validation error 0, or the epoch budget."""
+    if row["status"] == "capped":
+        return time_cap(row["command"]) or "time cap"
+    return "val error 0" if row["metrics"]["val/error"] == 0 else "epoch budget"
+
+
+def task_summaries(rows: Rows) -> dict[int, dict[str, Any]]:
+    """Per task (ascending), over its finished and capped runs: the best run by validation, the mean and standard
+    deviation of the test error over seeds, and the number of seeds."""
+    by_task: dict[int, Rows] = {}
+    for row in rows:
+        if row["status"] != "failed":
+            by_task.setdefault(row["params"]["task"], []).append(row)
+    summaries = {}
+    for task in sorted(by_task):
+        mean, std = mean_std([r["metrics"]["test/error"] for r in by_task[task]])
+        summaries[task] = {"best": best_by_validation(by_task[task]), "mean": mean, "std": std,
+                           "seeds": len(by_task[task])}  # fmt: skip
+    return summaries
+
+
+def _wall(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
+
+
+def _failed(errors: dict[int, float], threshold: float) -> str:
+    failed = [task for task, error in errors.items() if error > threshold]
+    return f"{len(failed)} ({', '.join(map(str, failed))})" if failed else "0"
+
+
+def babi_markdown(rows: Rows) -> str:
+    """The paper's Table 2 layout, test errors in %: per task the run best by validation (its epochs, how it
+    stopped and its wall time) and the mean +- std over seeds, beside the paper's EntNet column; then the mean
+    over the tasks and the failed tasks (> 5%). Failed runs are left out; capped runs show their cap."""
+    summaries = task_summaries(rows)
+    lines = header(["task", "ours: best by val", "ours: mean +- std", "seeds", "epochs run", "stopped by", "wall time",
+                    "paper (EntNet)"])  # fmt: skip
+    for task, s in summaries.items():
+        best = s["best"]
+        paper = PAPER_TABLE2_ENTNET.get(task)
         lines.append(
-            f"| {task} | {100 * s['best_by_val']:.1f} | {100 * s['mean']:.1f} +- {100 * s['std']:.1f} | "
-            f"{s['seeds']} | {', '.join(map(str, s['epochs']))} | {PAPER_TABLE2_ENTNET[task]:.1f} |"
+            f"| {task} | {100 * best['metrics']['test/error']:.1f} | {100 * s['mean']:.1f} +- {100 * s['std']:.1f} | "
+            f"{s['seeds']} | {best['metrics']['epochs']} | {stopped_by(best)} | {_wall(best['fit_seconds'])} | "
+            f"{'' if paper is None else f'{paper:.1f}'} |"
         )
-    best = [s["best_by_val"] for s in summary.values()]
-    means = [s["mean"] for s in summary.values()]
-    paper = [PAPER_TABLE2_ENTNET[t] for t in summary]
+    if not summaries:
+        return "\n".join(lines)
+    best = {task: s["best"]["metrics"]["test/error"] for task, s in summaries.items()}
+    means = {task: s["mean"] for task, s in summaries.items()}
+    paper = {task: PAPER_TABLE2_ENTNET[task] for task in summaries if task in PAPER_TABLE2_ENTNET}
+    paper_mean = f"{statistics.mean(paper.values()):.2f}" if paper else ""
     lines.append(
-        f"| mean error | {100 * statistics.mean(best):.2f} | {100 * statistics.mean(means):.2f} | | | "
-        f"{statistics.mean(paper):.2f} |"
+        f"| mean ({len(summaries)} tasks) | {100 * statistics.mean(best.values()):.2f} | "
+        f"{100 * statistics.mean(means.values()):.2f} | | | | | {paper_mean} |"
     )
     lines.append(
-        f"| failed (> 5%) | {sum(e > FAILED for e in best)} | {sum(e > FAILED for e in means)} | | | "
-        f"{sum(e > 100 * FAILED for e in paper)} |"
+        f"| failed (> 5%) | {_failed(best, FAILED)} | {_failed(means, FAILED)} | | | | | "
+        f"{_failed(paper, 100 * FAILED)} |"
     )
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/entnet/babi10k.yaml")
-    parser.add_argument("--tasks", type=int, nargs="+", default=list(range(1, 21)))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--out", default="results/entnet_babi.json")
-    parser.add_argument("extra", nargs="*", help="flags passed to every `iclr17 fit` (after --)")
-    args = parser.parse_args(argv)
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    jobs = [(t, s) for t in args.tasks for s in args.seeds]
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [
-            pool.submit(run_one, args.config, t, s, args.extra, args.threads, str(out.parent / "logs")) for t, s in jobs
-        ]
-        runs = [f.result() for f in futures]
-    summary = summarize(runs)
-    command = sys.argv if argv is None else ["python", "-m", "iclr17.studies.babi_table", *argv]
-    out.write_text(json.dumps({"command": command, "runs": runs, "summary": summary}, indent=1))
-    print(markdown_table(summary))
-
-
-if __name__ == "__main__":
-    main()
+RESULTS_TABLES = {
+    "entnet-babi10k-paper-schedule": ("entnet_babi10k", babi_markdown),
+    "entnet-babi10k-5min": ("entnet_babi10k_5min", babi_markdown),
+}

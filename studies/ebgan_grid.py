@@ -1,31 +1,33 @@
 """The MNIST architecture grid of EBGAN's Table 1 (arXiv:1609.03126 section 4.1): EBGAN vs GAN runs, I' per
-run, and the Fig. 2 histograms.
+run, and the Fig. 2 histograms, as a study of the runner (one ledger row per grid point).
 
-    ICLR17_DATA_DIR=/path/to/data python -m iclr17.studies.ebgan_grid --out results/ebgan/grid \\
-        [--n-layer-g 2 3 4 5] [--n-layer-d 2 3 4 5] [--size-g 400 800 1600 3200] [--size-d 128 256 512 1024] \\
-        [--dropout-d 0 1] [--pt-weight 0] [--gan-optim adam sgd] [--gan-lr 0.01 0.001 0.0001] \\
-        [--subset N] [--epochs 1] [--limit-batches N] [--score-samples 10000]
+    iclr17 ebgan-grid --config configs/studies/ebgan_grid_reduced.yaml run      # 32 runs, 200 batches each
+    iclr17 ebgan-grid --config configs/studies/ebgan_grid_reduced.yaml table --figure histograms.png
+    iclr17 ebgan-grid --config configs/studies/ebgan_grid.yaml status           # the paper's 512 + 6144 runs
 
-Every axis defaults to the paper's values, so the defaults run the full 512 EBGAN + 6144 GAN runs; pass fewer
-values per axis, and/or ``--subset N`` (a seeded random sample of N points per model), for a reduced grid.
-EBGAN runs use Adam lr 1e-3 and m = 10 on the l2 energy; GAN runs take (optimD, optimG, lr) from the GAN axes
-(each optimizer independently). Each run is seeded with its index in the full, ordered grid (recorded), trains
-for ``--epochs`` epochs (or ``--limit-batches`` batches) on MNIST in [-1, 1] with batch 64, and is scored by I'
-on ``--score-samples`` generated digits with the shipped classifier (G in eval mode). ``<out>/runs.csv`` gets one
-row per finished run (a rerun skips rows already there), ``<out>/samples/<run>.png`` a 10x10 grid per run, and
-``<out>/histograms.png`` the paper's Fig. 2: I' histograms of EBGAN vs GAN over (a) all runs, (b) nLayerG,
-nLayerD <= 4, (c) <= 3.
+Every axis defaults to the paper's values (512 EBGAN + 6144 GAN runs); fewer values per axis, and/or ``subset``
+(a seeded random sample of N points per model), give a reduced grid. EBGAN runs use Adam lr 1e-3 and m = 10 on
+the l2 energy; GAN runs take (optimD, optimG, lr) from the GAN axes (each optimizer independently). Each run is
+seeded with its index in the full, ordered grid of its model, trains for ``epochs`` epochs of ``limit_batches``
+batches (all when None) on MNIST in [-1, 1] with batch 64, and is scored by I' on ``score_samples`` generated
+digits with the shipped classifier (G in eval mode); its 10 x 10 sample grid goes to ``samples.png`` in its run
+folder. The budget (epochs, limit_batches, score_samples, val_size) is the run's config digest and part of its
+params, so one ledger holds several budgets and the tables group by them.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import itertools
+import json
+import math
 import random
+import shlex
+import statistics
 import time
-from dataclasses import asdict, dataclass, fields
+from bisect import bisect_right
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -35,9 +37,14 @@ from iclr17.datamodules import MNISTDataModule
 from iclr17.modules.ebgan.metrics import MNISTScore
 from iclr17.modules.ebgan.module import EBGAN
 from iclr17.modules.ebgan.nets import MNISTDiscriminator, MNISTGenerator
+from iclr17.studies.ledger import digest, row_key
+from iclr17.studies.runner import Outcome, Run, Study
 from iclr17.studies.trainers import quiet_trainer
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+CONFIG = "iclr17.studies.ebgan_grid.build_module"  # no config file: a run is build_module(point) under its budget
+BUDGET_KEYS = ("epochs", "limit_batches", "score_samples", "val_size")
+PANELS = {"(a) all": None, "(b) nLayer <= 4": 4, "(c) nLayer <= 3": 3}  # Fig. 2: max nLayerG and nLayerD
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,11 @@ class GridPoint:
     @property
     def name(self) -> str:
         return "_".join(str(v) for v in asdict(self).values())
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The point as ``--key=value`` strings, in field order (part of the run's key)."""
+        return tuple(f"--{k}={v}" for k, v in asdict(self).items())
 
 
 def table1_grid(
@@ -112,100 +124,262 @@ def score_generator(module: EBGAN, n_samples: int, seed: int, batch: int = 1000)
     return float(metric.compute()), first
 
 
-def run_point(point: GridPoint, seed: int, datamodule: MNISTDataModule, args: argparse.Namespace) -> dict:
-    pl.seed_everything(seed, workers=True, verbose=False)
-    module = build_module(point)
-    start = time.perf_counter()
-    trainer = quiet_trainer(max_epochs=args.epochs, limit_train_batches=args.limit_batches)
-    trainer.fit(module, datamodule=datamodule)
-    score, samples = score_generator(module, args.score_samples, seed)
-    save_image(samples, args.out / "samples" / f"{point.name}.png", nrow=10, normalize=True, value_range=(-1, 1))
-    return {**asdict(point), "seed": seed, "score": score, "seconds": round(time.perf_counter() - start, 1)}
+def budget_digest(budget: dict[str, Any]) -> str:
+    """The config digest of a run: the canonical JSON of the settings that change a run but are not its point."""
+    return digest(json.dumps({k: budget[k] for k in BUDGET_KEYS}, sort_keys=True))
 
 
-def histogram_figure(rows: list[dict], path: Path) -> None:
+class EbganGridStudy(Study):
+    """EBGAN's Table 1 MNIST grid (arXiv:1609.03126 section 4.1): I' of EBGAN vs GAN runs, Fig. 2.
+
+    Args:
+        models: which models' grids to run.
+        n_layer_g: nLayerG values (G's hidden layers).
+        n_layer_d: nLayerD values (D's layers).
+        size_g: sizeG values (G's hidden width).
+        size_d: sizeD values (D's hidden width).
+        dropout_d: dropoutD values (dropout 0.5 in D or none).
+        gan_optim: optimizers of the GAN runs (for D and G independently).
+        gan_lr: learning rates of the GAN runs.
+        pt_weight: lambda_PT values of the EBGAN runs (0: plain EBGAN).
+        subset: a seeded random sample of this many points per model (None: every point).
+        epochs: training epochs per run.
+        limit_batches: training batches per epoch (None: all).
+        score_samples: generated digits I' is computed on.
+        data_dir: data root (default ``$ICLR17_DATA_DIR``, else ./data); not part of a run's identity.
+        val_size: training images held out (not used, but they shrink an epoch).
+        **kwargs: :class:`~iclr17.studies.runner.Study`'s arguments (name, ledger_dir, runs_dir).
+    """
+
+    default_name = "ebgan_grid"
+
+    def __init__(
+        self,
+        models: tuple[Literal["ebgan", "gan"], ...] = ("ebgan", "gan"),
+        n_layer_g: tuple[int, ...] = (2, 3, 4, 5),
+        n_layer_d: tuple[int, ...] = (2, 3, 4, 5),
+        size_g: tuple[int, ...] = (400, 800, 1600, 3200),
+        size_d: tuple[int, ...] = (128, 256, 512, 1024),
+        dropout_d: tuple[bool, ...] = (True, False),
+        gan_optim: tuple[Literal["adam", "sgd"], ...] = ("adam", "sgd"),
+        gan_lr: tuple[float, ...] = (0.01, 0.001, 0.0001),
+        pt_weight: tuple[float, ...] = (0.0,),
+        subset: int | None = None,
+        epochs: int = 1,
+        limit_batches: int | None = None,
+        score_samples: int = 10_000,
+        data_dir: str | None = None,
+        val_size: int = 10_000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.models, self.subset, self.data_dir = tuple(models), subset, data_dir
+        self.axes = dict(
+            n_layer_g=list(n_layer_g), n_layer_d=list(n_layer_d), size_g=list(size_g), size_d=list(size_d),
+            dropout_d=[bool(d) for d in dropout_d], gan_optim=list(gan_optim), gan_lr=list(gan_lr),
+            pt_weight=list(pt_weight),
+        )  # fmt: skip
+        self.budget = {"epochs": epochs, "limit_batches": limit_batches, "score_samples": score_samples,
+                       "val_size": val_size}  # fmt: skip
+
+    def planned(self) -> list[Run]:
+        config_digest = budget_digest(self.budget)
+        runs = []
+        for model in self.models:
+            grid = list(enumerate(table1_grid(model, **self.axes)))
+            if self.subset is not None and self.subset < len(grid):
+                grid = sorted(random.Random(0).sample(grid, self.subset))
+            runs += [Run(CONFIG, config_digest, p.overrides, seed, asdict(p) | self.budget) for seed, p in grid]
+        return runs
+
+    def execute(self, run: Run, out_dir: Path) -> Outcome:
+        point = GridPoint(**{k: run.params[k] for k in GridPoint.__dataclass_fields__})
+        datamodule = MNISTDataModule(data_dir=self.data_dir, batch_size=64, normalization="tanh",
+                                     val_size=self.budget["val_size"])  # fmt: skip
+        pl.seed_everything(run.seed, workers=True, verbose=False)
+        module = build_module(point)
+        trainer = quiet_trainer(max_epochs=self.budget["epochs"], limit_train_batches=self.budget["limit_batches"])
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
+        fit_seconds = time.perf_counter() - start
+        score, samples = score_generator(module, self.budget["score_samples"], run.seed)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_image(samples, out_dir / "samples.png", nrow=10, normalize=True, value_range=(-1, 1))
+        return Outcome("finished", trainer.global_step, fit_seconds, {"score": score})
+
+    def command(self, run: Run) -> str:
+        flags = [f"--name={self.name}", f"--models={shlex.quote(json.dumps(list(self.models)))}"]
+        flags += [f"--{k}={shlex.quote(json.dumps(v))}" for k, v in self.axes.items()]
+        flags += [f"--{k}={json.dumps(v)}" for k, v in [("subset", self.subset), *self.budget.items()]]
+        return f"iclr17 ebgan-grid {' '.join(flags)} run  # the grid; this run is seed {run.seed}, key {run.key}"
+
+    def markdown(self, rows: list[dict[str, Any]]) -> str:
+        return summary_table(rows)
+
+    def figure(self, rows: list[dict[str, Any]], path: Path) -> bool:
+        """Fig. 2 for this study's budget (the ledger may hold others)."""
+        histogram_figure([r for r in rows if r["config_digest"] == budget_digest(self.budget)], path)
+        return True
+
+
+# ---- tables and figure: pure functions of ledger rows ------------------------------------------------------------
+
+
+def latest_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last row of each run that did not fail (a rerun replaces its earlier row), in ledger order."""
+    latest = {row_key(r): r for r in rows if r["status"] != "failed"}
+    return list(latest.values())
+
+
+def budget_label(params: dict[str, Any]) -> str:
+    """``200 batches`` (one epoch cut at 200 batches), ``1 epoch``, ``3 epochs of 100 batches``."""
+    epochs, limit = params["epochs"], params["limit_batches"]
+    plural = "epoch" if epochs == 1 else "epochs"
+    if limit is None:
+        return f"{epochs} {plural}"
+    return f"{limit} batches" if epochs == 1 else f"{epochs} {plural} of {limit} batches"
+
+
+def group_of(params: dict[str, Any]) -> tuple[str, float]:
+    """``(model, lambda_PT)``: EBGAN, EBGAN-PT per weight, GAN."""
+    return params["model"], float(params["pt_weight"])
+
+
+def group_label(group: tuple[str, float], pt_weights: set[float]) -> str:
+    """``GAN``, ``EBGAN`` (lambda_PT 0), ``EBGAN-PT`` (with its weight when ``pt_weights`` holds several)."""
+    model, pt = group
+    if model == "gan":
+        return "GAN"
+    if pt == 0:
+        return "EBGAN"
+    return "EBGAN-PT" if len(pt_weights - {0.0}) == 1 else f"EBGAN-PT {pt:g}"
+
+
+def summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per budget (and status) and group: runs, median I', runs with I' > 1 and the best run's params and I'.
+
+    Ordered by budget (epochs, batches, scored samples, held-out images), finished before capped, then EBGAN,
+    EBGAN-PT by weight, GAN.
+    """
+    cells: dict[tuple, list[dict[str, Any]]] = {}
+    for row in latest_runs(rows):
+        p = row["params"]
+        budget = tuple(p[k] for k in BUDGET_KEYS)
+        cells.setdefault((budget, row["status"], group_of(p)), []).append(row)
+
+    def order(key: tuple) -> tuple:
+        (epochs, limit, samples, val), status, (model, pt) = key
+        return epochs, math.inf if limit is None else limit, samples, val, status == "capped", model == "gan", pt
+
+    result = []
+    for key in sorted(cells, key=order):
+        group = cells[key]
+        scores = [float(r["metrics"]["score"]) for r in group]
+        best = max(group, key=lambda r: float(r["metrics"]["score"]))
+        result.append({
+            "budget": dict(zip(BUDGET_KEYS, key[0], strict=True)), "status": key[1], "group": key[2],
+            "runs": len(group), "median": statistics.median(scores), "above_one": sum(s > 1 for s in scores),
+            "best_score": float(best["metrics"]["score"]), "best_params": best["params"],
+        })  # fmt: skip
+    return result
+
+
+def budget_cell(summary: dict[str, Any], scored: bool) -> str:
+    """The table's budget column: ``200 batches``, plus the scored samples, plus ``capped`` for a capped run."""
+    label = budget_label(summary["budget"])
+    if scored:
+        label += f" ({summary['budget']['score_samples']:,} scored samples)"
+    return label + (", capped" if summary["status"] == "capped" else "")
+
+
+def budget_table(rows: list[dict[str, Any]]) -> str:
+    """RESULTS.md's table: median I' / runs with I' > 1 of each group (columns) per budget (rows)."""
+    stats = summaries(rows)
+    pts = {s["group"][1] for s in stats if s["group"][0] == "ebgan"}
+    groups = sorted({s["group"] for s in stats}, key=lambda g: (g[0] == "gan", g[1]))
+    by_budget: dict[str, dict[tuple, str]] = {}
+    for s in stats:
+        cell = f"{s['median']:.2f} / {s['above_one']} of {s['runs']}"
+        by_budget.setdefault(budget_cell(s, scored=True), {})[s["group"]] = cell
+    lines = ["| budget | " + " | ".join(group_label(g, pts) for g in groups) + " |", "|---" * (1 + len(groups)) + "|"]
+    lines += [f"| {b} | " + " | ".join(c.get(g, "") for g in groups) + " |" for b, c in by_budget.items()]
+    return "\n".join(lines)
+
+
+def architecture(params: dict[str, Any]) -> str:
+    """``nG_nD_sG_sD`` (``_dropout`` when D has dropout), plus the optimizers and lr of a GAN run."""
+    name = f"{params['n_layer_g']}_{params['n_layer_d']}_{params['size_g']}_{params['size_d']}"
+    name += "_dropout" if params["dropout_d"] else ""
+    if params["model"] == "gan":
+        name += f", {params['optim_d']}/{params['optim_g']} lr {params['lr']:g}"
+    return name
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """Per budget and group: runs, median I', runs with I' > 1, and the best run (results/ebgan/README.md)."""
+    stats = summaries(rows)
+    pts = {s["group"][1] for s in stats if s["group"][0] == "ebgan"}
+    lines = [
+        "| budget | model | runs | median I' | runs with I' > 1 | best I' (architecture nG_nD_sG_sD) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in stats:
+        model = group_label(s["group"], pts)
+        model += f" (lambda_PT {s['group'][1]:g})" if s["group"][0] == "ebgan" else ""
+        best = f"{s['best_score']:.3f} ({architecture(s['best_params'])})"
+        lines.append(
+            f"| {budget_cell(s, scored=True)} | {model} | {s['runs']} | {s['median']:.3f} | "
+            f"{s['above_one']}/{s['runs']} | {best} |"
+        )
+    return "\n".join(lines)
+
+
+def histogram_counts(rows: list[dict[str, Any]], bins: list[float]) -> dict[str, dict[str, list[int]]]:
+    """Fig. 2's counts: per panel (all runs, nLayerG and nLayerD <= 4, <= 3) and model, I' counts per bin.
+
+    Bins are half-open ``[b_i, b_{i+1})`` except the last, which is closed (numpy.histogram's rule); scores
+    outside ``[bins[0], bins[-1]]`` are not counted.
+    """
+    counts = {panel: {"ebgan": [0] * (len(bins) - 1), "gan": [0] * (len(bins) - 1)} for panel in PANELS}
+    for row in latest_runs(rows):
+        p, score = row["params"], float(row["metrics"]["score"])
+        if not bins[0] <= score <= bins[-1]:
+            continue
+        index = min(bisect_right(bins, score) - 1, len(bins) - 2)
+        for panel, limit in PANELS.items():
+            if limit is None or (p["n_layer_g"] <= limit and p["n_layer_d"] <= limit):
+                counts[panel][p["model"]][index] += 1
+    return counts
+
+
+def score_bins(rows: list[dict[str, Any]], n: int = 20) -> list[float]:
+    """``n`` equal bins from the lowest to the highest I' of the rows (0 to 1 when there are none)."""
+    scores = [float(r["metrics"]["score"]) for r in latest_runs(rows)]
+    low, high = min(scores, default=0.0), max(scores, default=1.0)
+    high = high if high > low else low + 1.0
+    return [low + (high - low) * i / n for i in range(n + 1)]
+
+
+def histogram_figure(rows: list[dict[str, Any]], path: Path) -> None:
     """Fig. 2: I' histograms of EBGAN vs GAN runs for all runs, nLayer <= 4 and nLayer <= 3."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharey=False)
-    scores = [float(r["score"]) for r in rows]
-    bins = torch.linspace(min(scores, default=0.0), max(scores, default=1.0) + 1e-9, 21).tolist()
-    for ax, (title, limit) in zip(axes, [("(a) all", 5), ("(b) nLayer <= 4", 4), ("(c) nLayer <= 3", 3)], strict=True):
+    bins = score_bins(rows)
+    counts = histogram_counts(rows, bins)
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(12, 3.2))
+    for ax, (panel, by_model) in zip(axes, counts.items(), strict=True):
         for model, color in (("ebgan", "tab:blue"), ("gan", "tab:orange")):
-            values = [
-                float(r["score"])
-                for r in rows
-                if r["model"] == model and int(r["n_layer_g"]) <= limit and int(r["n_layer_d"]) <= limit
-            ]
-            ax.hist(values, bins=bins, alpha=0.6, color=color, label=f"{model.upper()} ({len(values)})")
-        ax.set(title=title, xlabel="I'", ylabel="runs")
+            n = sum(by_model[model])
+            ax.stairs(by_model[model], bins, fill=True, alpha=0.6, color=color, label=f"{model.upper()} ({n})")
+        ax.set(title=panel, xlabel="I'", ylabel="runs")
         ax.legend()
     figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("results/ebgan/grid"))
-    parser.add_argument("--models", nargs="+", default=["ebgan", "gan"], choices=["ebgan", "gan"])
-    parser.add_argument("--n-layer-g", nargs="+", type=int, default=[2, 3, 4, 5])
-    parser.add_argument("--n-layer-d", nargs="+", type=int, default=[2, 3, 4, 5])
-    parser.add_argument("--size-g", nargs="+", type=int, default=[400, 800, 1600, 3200])
-    parser.add_argument("--size-d", nargs="+", type=int, default=[128, 256, 512, 1024])
-    parser.add_argument("--dropout-d", nargs="+", type=int, default=[1, 0], choices=[0, 1])
-    parser.add_argument("--pt-weight", nargs="+", type=float, default=[0.0], help="EBGAN lambda_PT values")
-    parser.add_argument("--gan-optim", nargs="+", default=["adam", "sgd"], choices=sorted(OPTIMIZERS))
-    parser.add_argument("--gan-lr", nargs="+", type=float, default=[0.01, 0.001, 0.0001])
-    parser.add_argument("--subset", type=int, default=None, help="seeded random sample of N points per model")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--limit-batches", type=int, default=None, help="training batches per epoch (default all)")
-    parser.add_argument("--score-samples", type=int, default=10_000)
-    parser.add_argument("--data-dir", default=None, help="data root (default $ICLR17_DATA_DIR, else ./data)")
-    parser.add_argument("--val-size", type=int, default=10_000, help="training images held out (not used)")
-    args = parser.parse_args(argv)
-
-    axes = dict(
-        n_layer_g=args.n_layer_g,
-        n_layer_d=args.n_layer_d,
-        size_g=args.size_g,
-        size_d=args.size_d,
-        dropout_d=[bool(d) for d in args.dropout_d],
-        gan_optim=args.gan_optim,
-        gan_lr=args.gan_lr,
-        pt_weight=args.pt_weight,
-    )
-    points: list[tuple[int, GridPoint]] = []
-    for model in args.models:
-        grid = list(enumerate(table1_grid(model, **axes)))
-        if args.subset is not None and args.subset < len(grid):
-            grid = sorted(random.Random(0).sample(grid, args.subset))
-        points += grid
-
-    (args.out / "samples").mkdir(parents=True, exist_ok=True)
-    csv_path = args.out / "runs.csv"
-    columns = [f.name for f in fields(GridPoint)] + ["seed", "score", "seconds"]
-    rows = list(csv.DictReader(csv_path.open())) if csv_path.is_file() else []
-    done = {(r["model"], r["n_layer_g"], r["n_layer_d"], r["size_g"], r["size_d"], r["dropout_d"], r["optim_d"],
-             r["optim_g"], r["lr"], r["pt_weight"]) for r in rows}  # fmt: skip
-    datamodule = MNISTDataModule(data_dir=args.data_dir, batch_size=64, normalization="tanh", val_size=args.val_size)
-    datamodule.setup("fit")
-    for seed, point in points:
-        if tuple(str(v) for v in asdict(point).values()) in done:
-            continue
-        row = run_point(point, seed, datamodule, args)
-        rows.append({k: str(v) for k, v in row.items()})
-        with csv_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"{len(rows)}/{len(points)} {point.name} seed {seed}: I' = {row['score']:.3f} ({row['seconds']} s)")
-    histogram_figure(rows, args.out / "histograms.png")
-    print(f"wrote {csv_path} and {args.out / 'histograms.png'}")
-
-
-if __name__ == "__main__":
-    main()
+RESULTS_TABLES = {"ebgan_grid_reduced": ("ebgan_grid_reduced", budget_table)}

@@ -18,7 +18,9 @@ from typing import Any
 
 ROW_KEYS = {
     "study": "the study's name, e.g. entnet_world_model",
-    "config": "the config file the run trained, as given (a path or a shipped config's name)",
+    "config": "the config file the run trained, as given (a path or a shipped config's name), or what stands for it",
+    "config_digest": "sha256 (16 hex digits) of what the config said when the run started: its text, resolved",
+    "params": "the run's coordinates in the study by name (e.g. task, lr): what its table groups and sorts by",
     "overrides": "the command-line overrides on top of the config, in order",
     "seed": "the run's seed_everything",
     "commit": "the git commit of the code that ran",
@@ -37,10 +39,10 @@ class LedgerError(ValueError):
     """A ledger line or row that is not what ``ROW_KEYS`` documents."""
 
 
-def run_key(config: str, overrides: Iterable[str], seed: int) -> str:
-    """The identity of a run within a study: its config, overrides (in order) and seed."""
-    text = json.dumps([config, list(overrides), int(seed)])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def run_key(config_digest: str, overrides: Iterable[str], seed: int) -> str:
+    """The identity of a run within a study: its config's digest, its overrides (in order) and its seed."""
+    text = json.dumps([config_digest, list(overrides), int(seed)])
+    return digest(text)
 
 
 def check_row(row: Any, where: str) -> dict[str, Any]:
@@ -93,4 +95,14 @@ def read(path: str | Path) -> list[dict[str, Any]]:
 
 def done_keys(rows: Iterable[dict[str, Any]]) -> set[str]:
     """The run keys of the rows that need no rerun: finished runs (a capped or failed run is tried again)."""
-    return {run_key(r["config"], r["overrides"], r["seed"]) for r in rows if r["status"] == "finished"}
+    return {row_key(r) for r in rows if r["status"] == "finished"}
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """The run key of a ledger row."""
+    return run_key(row["config_digest"], row["overrides"], row["seed"])
+
+
+def digest(text: str | bytes) -> str:
+    """The 16-hex-digit sha256 digest that ``config_digest`` holds."""
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()[:16]

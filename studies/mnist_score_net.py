@@ -1,7 +1,7 @@
 """Export the MNIST score I' classifier (EBGAN arXiv:1609.03126 section 4.1) from a trained ``Classifier`` checkpoint.
 
     iclr17 fit --config configs/ebgan/mnist_score_net.yaml
-    python -m iclr17.studies.mnist_score_net runs/iclr17/<run>/checkpoints/last.ckpt
+    iclr17 score-net runs/iclr17/<run>/checkpoints/last.ckpt
 
 writes the net's weights to ``modules/ebgan/mnist_score_net.pt`` and prints its accuracy on the official 10,000
 test images.
@@ -9,7 +9,7 @@ test images.
 
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
 
 import torch
@@ -25,7 +25,9 @@ def export_score_net(checkpoint: str | Path, out: str | Path = SCORE_NET_PATH) -
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     net_state = {k.removeprefix("net."): v.clone() for k, v in state.items() if k.startswith("net.")}
     MNISTScoreNet().load_state_dict(net_state)  # fails loudly on a checkpoint of another net
-    torch.save(net_state, out)
+    partial = Path(f"{out}.partial")
+    torch.save(net_state, partial)
+    os.replace(partial, out)  # never a half-written weights file
     return Path(out)
 
 
@@ -40,10 +42,13 @@ def _test_accuracy(net: nn.Module) -> float:
     return correct / total
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m iclr17.studies.mnist_score_net CLASSIFIER_CHECKPOINT")
-    written = export_score_net(sys.argv[1])
-    print(
-        f"wrote {written} ({written.stat().st_size} bytes); test accuracy {_test_accuracy(load_score_net(written)):.4f}"
-    )
+def main(checkpoint: str, out: str = str(SCORE_NET_PATH)) -> None:
+    """Export the I' classifier of a ``Classifier(net=MNISTScoreNet())`` checkpoint and print its test accuracy.
+
+    Args:
+        checkpoint: the Lightning checkpoint of ``configs/ebgan/mnist_score_net.yaml``'s fit.
+        out: where the net's weights go (default: the file the package ships and ``MNISTScore`` loads).
+    """
+    written = export_score_net(checkpoint, out)
+    accuracy = _test_accuracy(load_score_net(written))
+    print(f"wrote {written} ({written.stat().st_size} bytes); test accuracy {accuracy:.4f}")

@@ -1,22 +1,153 @@
-"""The Table 1 grid driver: grid sizes, and a two-run grid end to end on the fixture MNIST."""
+"""EBGAN's Table 1 grid study (arXiv:1609.03126 section 4.1): grid sizes and seeds, the tables and Fig. 2 counts
+on hand-written rows, a two-run grid end to end into a ledger on the fixture MNIST, and the committed ledger."""
 
-import csv
+from pathlib import Path
 
-from iclr17.studies.ebgan_grid import main, table1_grid
+import numpy as np
+import pytest
+import yaml
+from jsonargparse import CLI
+
+from iclr17.studies.ebgan_grid import (
+    CONFIG,
+    EbganGridStudy,
+    GridPoint,
+    budget_digest,
+    budget_table,
+    histogram_counts,
+    summary_table,
+    table1_grid,
+)
+from iclr17.studies.ledger import done_keys, read
+from iclr17.studies.runner import record_run
+
+ROOT = Path(__file__).resolve().parents[2]
+B200 = {"epochs": 1, "limit_batches": 200, "score_samples": 2000, "val_size": 10_000}
+EPOCH = {"epochs": 1, "limit_batches": None, "score_samples": 10_000, "val_size": 10_000}
 
 
-def test_full_grids_have_the_papers_sizes():
+def row(model, score, n_g=2, n_d=2, pt=0.0, budget=B200, seed=0, status="finished", lr=1e-3, size_d=128):
+    """A hand-written ledger row of one grid run."""
+    point = GridPoint(model, n_g, n_d, 400, size_d, False, "adam", "adam", lr, pt)
+    return {
+        "study": "ebgan_grid", "config": CONFIG, "config_digest": budget_digest(budget),
+        "params": point.__dict__ | budget, "overrides": list(point.overrides), "seed": seed, "commit": "x",
+        "dirty": False, "machine": "m", "command": "c", "status": status, "steps": None, "fit_seconds": 1.0,
+        "metrics": {"score": score},
+    }  # fmt: skip
+
+
+def test_full_grids_have_the_papers_sizes_and_seeds_are_grid_indices():
     assert len(table1_grid("ebgan")) == 512 and len(table1_grid("gan")) == 6144
     assert {p.lr for p in table1_grid("ebgan")} == {1e-3}
+    runs = EbganGridStudy().planned()
+    assert len(runs) == 512 + 6144 and len({r.key for r in runs}) == len(runs)
+    assert [r.seed for r in runs[:3]] == [0, 1, 2] and runs[512].seed == 0 and runs[512].params["model"] == "gan"
+    sampled = EbganGridStudy(subset=5).planned()
+    assert [r.params["model"] for r in sampled] == ["ebgan"] * 5 + ["gan"] * 5
+    full = {(r.params["model"], r.seed): r.overrides for r in runs}
+    assert all(full[(r.params["model"], r.seed)] == r.overrides for r in sampled)  # a sample keeps its seeds
+    assert EbganGridStudy(limit_batches=200).planned()[0].key != runs[0].key  # the budget is part of the key
 
 
-def test_a_tiny_grid_writes_csv_samples_and_histograms(fixture_data_root, tmp_path):
-    out = tmp_path / "grid"
-    args = ["--out", str(out), "--data-dir", str(fixture_data_root), "--n-layer-g", "2", "--n-layer-d", "2"]
-    args += ["--size-g", "16", "--size-d", "8", "--dropout-d", "0", "--gan-optim", "adam", "--gan-lr", "0.001"]
-    main([*args, "--limit-batches", "2", "--score-samples", "50", "--val-size", "100"])
-    rows = list(csv.DictReader((out / "runs.csv").open()))
-    assert [r["model"] for r in rows] == ["ebgan", "gan"] and all(float(r["score"]) >= 0 for r in rows)
-    assert len(list((out / "samples").glob("*.png"))) == 2 and (out / "histograms.png").is_file()
-    main([*args, "--limit-batches", "2", "--score-samples", "50", "--val-size", "100"])  # a rerun skips finished runs
-    assert len(list(csv.DictReader((out / "runs.csv").open()))) == 2
+def test_budget_table_medians_and_counts_by_hand():
+    rows = [
+        row("ebgan", 0.5, seed=0), row("ebgan", 2.0, seed=1), row("ebgan", 3.0, seed=2),  # median 2.0, 2 > 1
+        row("ebgan", 1.0, pt=0.1, seed=3), row("ebgan", 4.0, pt=0.1, seed=4),  # median 2.5; 1.0 is not > 1
+        row("gan", 0.1, seed=0), row("gan", 0.3, seed=1), row("gan", 1.5, seed=2), row("gan", 0.2, seed=3),
+        row("gan", 9.0, seed=4, status="failed"),  # never in a table
+        row("gan", 0.0, seed=0, budget=EPOCH), row("gan", 0.5, seed=1, budget=EPOCH),  # median 0.25
+        row("gan", 0.3, seed=1, budget=EPOCH),  # a rerun of seed 1 replaces its row: median 0.15
+    ]  # fmt: skip
+    assert budget_table(rows) == "\n".join([
+        "| budget | EBGAN | EBGAN-PT | GAN |",
+        "|---|---|---|---|",
+        "| 200 batches (2,000 scored samples) | 2.00 / 2 of 3 | 2.50 / 1 of 2 | 0.25 / 1 of 4 |",
+        "| 1 epoch (10,000 scored samples) |  |  | 0.15 / 0 of 2 |",
+    ])  # fmt: skip
+    assert budget_table(rows[:-1]).splitlines()[-1].endswith("| 0.25 / 0 of 2 |")
+
+
+def test_capped_runs_are_labelled_and_pt_weights_named_when_several():
+    rows = [row("ebgan", 2.0, pt=0.1), row("ebgan", 3.0, pt=0.5, seed=1), row("gan", 0.5, status="capped")]
+    assert budget_table(rows).splitlines() == [
+        "| budget | EBGAN-PT 0.1 | EBGAN-PT 0.5 | GAN |",
+        "|---|---|---|---|",
+        "| 200 batches (2,000 scored samples) | 2.00 / 1 of 1 | 3.00 / 1 of 1 |  |",
+        "| 200 batches (2,000 scored samples), capped |  |  | 0.50 / 0 of 1 |",
+    ]
+
+
+def test_summary_table_names_the_best_run():
+    rows = [row("gan", 0.2, n_g=3, lr=0.01), row("gan", 0.7, n_g=3, n_d=2, size_d=256, lr=0.01, seed=1)]
+    rows += [row("ebgan", 1.5, n_d=3), row("ebgan", 0.25, seed=1)]
+    assert summary_table(rows).splitlines()[2:] == [
+        "| 200 batches (2,000 scored samples) | EBGAN (lambda_PT 0) | 2 | 0.875 | 1/2 | 1.500 (2_3_400_128) |",
+        "| 200 batches (2,000 scored samples) | GAN | 2 | 0.450 | 0/2 | 0.700 (3_2_400_256, adam/adam lr 0.01) |",
+    ]
+
+
+def test_histogram_counts_by_hand_and_against_numpy():
+    bins = [0.0, 1.0, 2.0, 3.0]
+    rows = [row("ebgan", 0.0, n_g=5), row("ebgan", 1.0, n_d=4, seed=1), row("ebgan", 3.0, seed=2)]
+    rows += [row("gan", 3.5, seed=0), row("gan", 2.5, n_g=3, n_d=3, seed=1), row("gan", -0.1, seed=2)]
+    counts = histogram_counts(rows, bins)
+    assert counts["(a) all"] == {"ebgan": [1, 1, 1], "gan": [0, 0, 1]}  # 3.0 in the closed last bin; 3.5 out
+    assert counts["(b) nLayer <= 4"] == {"ebgan": [0, 1, 1], "gan": [0, 0, 1]}
+    assert counts["(c) nLayer <= 3"] == {"ebgan": [0, 0, 1], "gan": [0, 0, 1]}
+    scores = np.random.default_rng(0).uniform(-1, 6, 200)
+    bins = [0.0, 0.5, 2.0, 2.5, 5.0]
+    counts = histogram_counts([row("gan", float(s), seed=i) for i, s in enumerate(scores)], bins)
+    assert counts["(a) all"]["gan"] == np.histogram(scores, bins)[0].tolist()
+
+
+def test_a_tiny_grid_runs_into_a_ledger_and_draws_its_table_and_figure(fixture_data_root, tmp_path):
+    study = EbganGridStudy(
+        n_layer_g=(2,), n_layer_d=(2,), size_g=(16,), size_d=(8,), dropout_d=(False,), gan_optim=("adam",),
+        gan_lr=(0.001,), limit_batches=2, score_samples=50, val_size=100, data_dir=str(fixture_data_root),
+        ledger_dir=str(tmp_path / "ledgers"), runs_dir=str(tmp_path / "runs"),
+    )  # fmt: skip
+    for run in study.planned():
+        record_run(study, run, threads=1, machine="test")
+    rows = read(study.ledger)
+    assert [(r["params"]["model"], r["status"], r["steps"]) for r in rows] == [("ebgan", "finished", 4)] + [
+        ("gan", "finished", 4)
+    ]  # two optimizer steps per batch
+    assert all(r["metrics"]["score"] >= 0 for r in rows) and "--name=ebgan_grid" in rows[0]["command"]
+    assert len(list((tmp_path / "runs").glob("ebgan_grid/*/samples.png"))) == 2
+    assert study.run() == []  # every planned run is done: nothing to do
+    assert study.markdown(rows).count("| 2 batches (50 scored samples) |") == 2
+    assert study.figure(rows, tmp_path / "fig2.png") and (tmp_path / "fig2.png").is_file()
+
+
+# The committed ledger, migrated by results/migrations/ebgan.py from results/ebgan/grid*/runs.csv at 978148c.
+REDUCED = ["ebgan_grid_reduced.yaml", "ebgan_grid_reduced_1epoch.yaml"]
+
+
+def test_the_committed_ledger_is_the_reduced_configs_runs_and_gives_results_md_table():
+    rows = read(ROOT / "results/ledgers/ebgan_grid_reduced.jsonl")
+    assert len(rows) == 64 and {r["status"] for r in rows} == {"finished"}
+    assert {r["commit"] for r in rows} == {"606ebf7a67fdf9b47f4593a1553160221810ea56"}
+    scores = {(r["params"]["model"], r["params"]["score_samples"], r["seed"]): r["metrics"]["score"] for r in rows}
+    assert scores[("gan", 2000, 5)] == 2.4846869100430573  # grid/runs.csv, gan 2_3_400_128 lr 0.001
+    assert scores[("ebgan", 10_000, 12)] == 5.6753118560195475  # grid_1epoch/runs.csv, ebgan 3_3_400_128 PT 0
+    assert scores[("gan", 10_000, 12)] == 0.0  # grid_1epoch/runs.csv, gan 3_3_400_128 lr 0.01
+    planned = set()
+    for name in REDUCED:
+        planned |= {r.key for r in EbganGridStudy(**yaml.safe_load((ROOT / "configs/studies" / name).open())).planned()}
+    assert planned == done_keys(rows)
+    assert budget_table(rows) == "\n".join([  # RESULTS.md, section EBGAN (medians of the CSVs' scores)
+        "| budget | EBGAN | EBGAN-PT | GAN |",
+        "|---|---|---|---|",
+        "| 200 batches (2,000 scored samples) | 2.09 / 4 of 8 | 1.50 / 4 of 8 | 0.34 / 1 of 16 |",
+        "| 1 epoch (10,000 scored samples) | 3.22 / 5 of 8 | 2.90 / 4 of 8 | 0.07 / 0 of 16 |",
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "done", "missing"), [(REDUCED[0], 32, 0), (REDUCED[1], 32, 0), ("ebgan_grid.yaml", 0, 6656)]
+)
+def test_study_configs_parse_and_find_the_committed_runs(name, done, missing, capsys):
+    config = str(ROOT / "configs/studies" / name)
+    report = CLI(EbganGridStudy, args=["--config", config, "--ledger_dir", str(ROOT / "results/ledgers"), "status"])
+    assert (len(report["done"]), len(report["missing"])) == (done, missing)

@@ -7,13 +7,14 @@ import multiprocessing
 
 import pytest
 
-from iclr17.studies.ledger import ROW_KEYS, LedgerError, append, done_keys, read, run_key
+from iclr17.studies.ledger import ROW_KEYS, LedgerError, append, digest, done_keys, read, run_key
 from tests.conftest import REPO_ROOT
 
 
 def _row(seed: int = 1, status: str = "finished", payload: str = "") -> dict:
     return {
-        "study": "toy", "config": "configs/entnet/world_model.yaml", "overrides": ["--a=1", payload], "seed": seed,
+        "study": "toy", "config": "configs/entnet/world_model.yaml", "config_digest": "ab" * 8, "params": {"lr": 0.1},
+        "overrides": ["--a=1", payload], "seed": seed,
         "commit": "0" * 40, "dirty": False, "machine": "test", "command": "iclr17 fit ...", "status": status,
         "steps": 10, "fit_seconds": 1.5, "metrics": {"test/error": 0.25, "val/loss": float("nan")},
     }  # fmt: skip
@@ -87,13 +88,19 @@ def test_two_processes_appending_at_once_never_interleave(tmp_path):
     assert sorted(r["seed"] for r in rows) == sorted([1000 + i for i in range(60)] + [2000 + i for i in range(60)])
 
 
-def test_the_run_key_is_the_config_the_overrides_in_order_and_the_seed():
-    key = run_key("c.yaml", ["--a=1", "--b=2"], 1)
-    assert key == run_key("c.yaml", ("--a=1", "--b=2"), 1)
-    assert len({key, run_key("c.yaml", ["--b=2", "--a=1"], 1), run_key("c.yaml", ["--a=1", "--b=2"], 2)}) == 3
+def test_the_run_key_is_the_config_digest_the_overrides_in_order_and_the_seed():
+    key = run_key("c0ffee", ["--a=1", "--b=2"], 1)
+    assert key == run_key("c0ffee", ("--a=1", "--b=2"), 1)
+    others = {run_key("c0ffee", ["--b=2", "--a=1"], 1), run_key("c0ffee", ["--a=1", "--b=2"], 2)}
+    others.add(run_key("decaf0", ["--a=1", "--b=2"], 1))
+    assert len({key} | others) == 4
     assert done_keys([_row(1), _row(2, "capped"), _row(3, "failed")]) == {
-        run_key(_row(1)["config"], _row(1)["overrides"], 1)
+        run_key(_row(1)["config_digest"], _row(1)["overrides"], 1)
     }
+
+
+def test_the_digest_is_sha256_of_the_text():
+    assert digest("abc") == digest(b"abc") == "ba7816bf8f01cfea"  # FIPS 180-2 test vector, first 16 hex digits
 
 
 def test_the_committed_ledgers_read_and_keep_their_capped_runs():

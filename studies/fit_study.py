@@ -1,0 +1,125 @@
+"""Studies whose runs are ``iclr17 fit`` runs of one config: the same config under named variants, a grid of
+overrides and several seeds; each run is fitted, then its final weights are validated and tested.
+
+    iclr17 seeds --config configs/studies/entropy_sgd_mnist_table1.yaml run --workers 2
+
+``FitStudy`` is the runner's generic LightningCLI study (its table: mean +- std of chosen metrics per variant and
+grid point); the bAbI and world-model studies are FitStudies with their papers' tables.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.callbacks import Timer
+
+from iclr17.cli import cli, resolve_config_path
+from iclr17.studies.ledger import digest
+from iclr17.studies.runner import Outcome, Run, Study
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar entries of a Lightning metrics dict as floats."""
+    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+class FitStudy(Study):
+    """Runs of ``iclr17 fit --config <config>``: every variant x every grid point x every seed.
+
+    Args:
+        fit_config: the fit config (a path or a shipped config's name); ``--config`` is the study's own file.
+        variants: named override lists, e.g. ``{"adam": [], "entropy": ["--model.init_args.optimizer=..."]}``.
+        grid: override key (without ``--``) -> values; every combination is a run (values written as JSON).
+        seeds: ``seed_everything`` of the runs, in order.
+        max_time: a ``--trainer.max_time`` cap (``DD:HH:MM:SS``); a run it cuts is recorded ``capped``.
+        extra: overrides for every run that are not part of a run's identity (e.g. the accelerator).
+        metrics: the metric names the table shows (default: every ``test/`` metric).
+        **kwargs: :class:`~iclr17.studies.runner.Study`'s arguments (name, ledger_dir, runs_dir).
+    """
+
+    default_name = "seeds"
+
+    def __init__(
+        self,
+        fit_config: str,
+        variants: dict[str, list[str]] | None = None,
+        grid: dict[str, list[Any]] | None = None,
+        seeds: list[int] | None = None,
+        max_time: str | None = None,
+        extra: list[str] | None = None,
+        metrics: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.config, self.variants, self.grid = fit_config, variants or {"": []}, grid or {}
+        self.seeds, self.max_time, self.extra, self.metrics = seeds or [1], max_time, extra or [], metrics
+
+    def points(self) -> list[tuple[dict[str, Any], list[str]]]:
+        """``(params, overrides)`` of every variant x grid point, in order."""
+        points = []
+        keys = list(self.grid)
+        for name, overrides in self.variants.items():
+            for values in itertools.product(*(self.grid[k] for k in keys)):
+                params = ({"variant": name} if name else {}) | dict(zip(keys, values, strict=True))
+                grid_overrides = [f"--{k}={json.dumps(v)}" for k, v in zip(keys, values, strict=True)]
+                points.append((params, [*overrides, *grid_overrides]))
+        return points
+
+    def planned(self) -> list[Run]:
+        config_digest = digest(Path(resolve_config_path(self.config)).read_bytes())
+        return [
+            Run(self.config, config_digest, (*overrides, f"--seed_everything={seed}"), seed, params)
+            for params, overrides in self.points()
+            for seed in self.seeds
+        ]
+
+    def fit_args(self, run: Run, out_dir: Path) -> list[str]:
+        cap = [f"--trainer.max_time={self.max_time}"] if self.max_time else []
+        logs = ["--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={out_dir}"]
+        return ["fit", "--config", self.config, *run.overrides, *logs, "--trainer.enable_progress_bar=false", *cap,
+                *self.extra]  # fmt: skip
+
+    def command(self, run: Run) -> str:
+        fit = " ".join(self.fit_args(run, Path("<run dir>")))
+        return f"iclr17 {fit}; then validate and test the final weights"
+
+    def execute(self, run: Run, out_dir: Path) -> Outcome:
+        start = time.perf_counter()
+        fit = cli(self.fit_args(run, out_dir))
+        fit_seconds = time.perf_counter() - start
+        trainer = fit.trainer
+        metrics = scalar_metrics(trainer.callback_metrics)
+        for stage in (trainer.validate, trainer.test):
+            for results in stage(fit.model, datamodule=fit.datamodule, verbose=False):
+                metrics |= scalar_metrics(results)
+        metrics["epochs"] = trainer.current_epoch
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        capped = timer is not None and timer.time_remaining("train") is not None and timer.time_remaining("train") <= 0
+        return Outcome("capped" if capped else "finished", trainer.global_step, fit_seconds, metrics)
+
+    def markdown(self, rows: list[dict[str, Any]]) -> str:
+        return seeds_table(rows, self.metrics)
+
+
+def seeds_table(rows: list[dict[str, Any]], metrics: list[str] | None = None) -> str:
+    """Mean +- std (and the values) of ``metrics`` over the finished runs of each params point, capped runs apart."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["status"] != "failed":
+            groups.setdefault(json.dumps(row["params"], sort_keys=True) + " " + row["status"], []).append(row)
+    names = metrics or sorted({k for r in rows for k in r["metrics"] if k.startswith("test/")})
+    lines = ["| run | status | seeds | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
+    for label, group in groups.items():
+        params, status = label.rsplit(" ", 1)
+        cells = []
+        for name in names:
+            values = [r["metrics"][name] for r in group if name in r["metrics"]]
+            spread = f" +- {statistics.stdev(values):.4g}" if len(values) > 1 else ""
+            cells.append(f"{statistics.mean(values):.4g}{spread}" if values else "")
+        lines.append(f"| {params} | {status} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""Tables of seeds for the generic ``FitStudy`` studies of Entropy-SGD (arXiv:1611.01838 section 5, Table 1):
+its MNIST rows (mnistfc and LeNet-BN, Entropy-SGD and their Adam baselines, with mnistfc's Adam baseline at the
+full 100 epochs) and its char-LSTM row, each a pure function of one ledger's rows.
+
+    iclr17 seeds --config configs/studies/entropy_sgd_table1_mnistfc_entropy.yaml run
+    iclr17 seeds --config configs/studies/entropy_sgd_char_lstm_adam.yaml run
+
+The MNIST study configs (``entropy_sgd_table1_*.yaml``) all write the ledger ``entropy_sgd_mnist_table1`` and the
+char-LSTM ones ``entropy_sgd_char_lstm``; a row's variant (one name per config and preset) is its table row. Failed
+runs never enter a table; a run cut by a time cap is counted and labelled ``capped`` (with its cap, read from the
+row's command by :func:`time_cap`, which the EntNet tables use too).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from typing import Any
+
+Rows = list[dict[str, Any]]
+
+# variant -> (model, optimizer, effective epochs (x L / x (L + 1)), paper): Table 1 of arXiv:1611.01838 and the
+# configs' headers; the paper's values are test error over 5 seeds. The variants are the study configs'
+# (configs/studies/entropy_sgd_table1_*.yaml), one name per config and preset, so one ledger holds them all.
+TABLE1_MNIST = {
+    "mnistfc_entropy_v5": ("mnistfc", "Entropy-SGD, L = 20 (`paper_v5`)", "120 / 126", "1.37 +- 0.03%"),
+    "mnistfc_entropy_lua": ("mnistfc", "Entropy-SGD, L = 20 (`official_lua`)", "120 / 126",
+                            "(the Lua code made the paper's numbers)"),
+    "mnistfc_adam": ("mnistfc", "Adam (`configs/classifier/mnistfc.yaml`)", "100", "1.39 +- 0.03%"),
+    "lenet_entropy_v5": ("LeNet-BN", "Entropy-SGD, L = 20 (`paper_v5`)", "80 / 84", "0.50 +- 0.01%"),
+    "lenet_adam": ("LeNet-BN", "Adam (`lenet_adam.yaml`)", "100", "0.51 +- 0.01%"),
+}  # fmt: skip
+# variant -> (optimizer, paper: per-char cross-entropy in nats, which the spec calls "perplexity per char")
+TABLE1_CHAR_LSTM = {
+    "char_adam": ("Adam (lr 2e-3)", "1.226 +- 0.01 at 40-50 epochs"),
+    "char_entropy_adam": ("Entropy-Adam, L = 5", "1.217 +- 0.005 at 25 effective epochs"),
+}
+MNISTFC_ADAM = "mnistfc_adam"
+PAPER_MNISTFC_ADAM = TABLE1_MNIST[MNISTFC_ADAM][3]
+
+
+def time_cap(command: str) -> str | None:
+    """The ``--trainer.max_time`` (``DD:HH:MM:SS``) in ``command`` as ``"55-min cap"``, or None without one."""
+    found = re.findall(r"--trainer\.max_time[= ](\d+):(\d+):(\d+):(\d+)", command)
+    if not found:
+        return None
+    days, hours, minutes, seconds = map(int, found[-1])
+    return f"{days * 1440 + hours * 60 + minutes + seconds / 60:g}-min cap"
+
+
+def capped_label(row: dict[str, Any]) -> str:
+    """``"capped (3.5-min cap)"`` for a capped row (``"capped"`` if its command names no cap)."""
+    cap = time_cap(row["command"])
+    return f"capped ({cap})" if cap else "capped"
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def error_percent(row: dict[str, Any]) -> float:
+    """Test error in percent from a classifier row's ``test/acc``."""
+    return 100 * (1 - row["metrics"]["test/acc"])
+
+
+def header(columns: list[str]) -> list[str]:
+    """A markdown table's first two lines."""
+    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+
+
+def _kept(rows: Rows) -> Rows:
+    return sorted((r for r in rows if r["status"] != "failed"), key=lambda r: r["seed"])
+
+
+def _values(rows: Rows, value, digits: int) -> str:
+    """``"1.26, 1.30 (capped)"``: each run's value in seed order, a capped run labelled where not all are."""
+    mixed = len({r["status"] for r in rows}) > 1
+    return ", ".join(
+        f"{value(r):.{digits}f}" + (" (capped)" if mixed and r["status"] == "capped" else "") for r in rows
+    )
+
+
+def mnistfc_adam_markdown(rows: Rows) -> str:
+    """mnistfc + Adam at the full 100 epochs (Table 1's baseline row): each seed's test error, mean +- std."""
+    runs = [r for r in _kept(rows) if _variant(r) == MNISTFC_ADAM]
+    lines = header(["seed", "steps", "stopped by", "test error"])
+    for r in runs:
+        stop = capped_label(r) if r["status"] == "capped" else "the epoch budget"
+        steps = "" if r["steps"] is None else f"{r['steps']:,}"
+        lines.append(f"| {r['seed']} | {steps} | {stop} | {error_percent(r):.2f}% |")
+    if runs:
+        mean, std = mean_std([error_percent(r) for r in runs])
+        lines.append(f"| mean +- std | | | {mean:.2f} +- {std:.2f}% |")
+    lines.append(f"| paper (Adam) | | | {PAPER_MNISTFC_ADAM} |")
+    return "\n".join(lines)
+
+
+def _variant(row: dict[str, Any]) -> str:
+    return row["params"].get("variant", "")
+
+
+def _groups(rows: Rows, order: list[str]) -> dict[str, Rows]:
+    """Non-failed rows by variant: those of ``order`` in its order, then the others by name."""
+    groups: dict[str, Rows] = {}
+    for row in _kept(rows):
+        groups.setdefault(_variant(row), []).append(row)
+    return {v: groups[v] for v in [*order, *sorted(set(groups) - set(order))] if v in groups}
+
+
+def table1_markdown(rows: Rows) -> str:
+    """Entropy-SGD Table 1, MNIST rows: per variant (a config and preset) the test error over seeds (mean +- std,
+    then each seed's), the paper's, and the mean wall time of a fit."""
+    lines = header(["model", "optimizer (preset)", "effective epochs (x L / x (L + 1))", "test error", "seeds", "paper",
+                    "wall per run"])  # fmt: skip
+    for variant, runs in _groups(rows, list(TABLE1_MNIST)).items():
+        model, optimizer, epochs, paper = TABLE1_MNIST.get(variant, (runs[0]["config"], variant, "", ""))
+        mean, std = mean_std([error_percent(r) for r in runs])
+        seconds = [r["fit_seconds"] for r in runs if r["fit_seconds"] is not None]
+        wall = f"{statistics.mean(seconds):.0f} s" if seconds else ""
+        lines.append(
+            f"| {model} | {optimizer} | {epochs} | {mean:.2f} +- {std:.2f}% ({_values(runs, error_percent, 2)}) "
+            f"| {len(runs)} | {paper} | {wall} |"
+        )
+    return "\n".join(lines)
+
+
+def char_lstm_markdown(rows: Rows) -> str:
+    """Entropy-SGD Table 1, char-LSTM row: per variant (a config) each seed's test loss (nats per char),
+    perplexity and bits per char, the epochs it reached, and the paper's number."""
+    lines = header(["optimizer", "reached", "test loss (nats per char)", "test perplexity per char", "bits per char",
+                    "paper"])  # fmt: skip
+    for variant, runs in _groups(rows, list(TABLE1_CHAR_LSTM)).items():
+        optimizer, paper = TABLE1_CHAR_LSTM.get(variant, (runs[0]["config"], ""))
+        reached = ", ".join(dict.fromkeys(  # each distinct outcome once, in seed order
+            f"{r['metrics']['epochs']} epochs" + (f", {capped_label(r)}" if r["status"] == "capped" else "")
+            for r in runs
+        ))  # fmt: skip
+        cells = [_values(runs, lambda r, m=m: r["metrics"][m], 3 if m == "test/loss" else 2)
+                 for m in ("test/loss", "test/ppl", "test/bits_per_char")]  # fmt: skip
+        lines.append(f"| {optimizer} | {reached} | " + " | ".join(cells) + f" | {paper} |")
+    return "\n".join(lines)
+
+
+RESULTS_TABLES = {
+    "mnistfc-adam-100-epochs": ("entropy_sgd_mnist_table1", mnistfc_adam_markdown),
+    "entropy-sgd-table1-mnist": ("entropy_sgd_mnist_table1", table1_markdown),
+    "entropy-sgd-char-lstm": ("entropy_sgd_char_lstm", char_lstm_markdown),
+}

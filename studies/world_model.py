@@ -1,0 +1,179 @@
+"""EntNet on the world-model task: story lengths x learning rates x move lengths x seeds, in the layout of the
+paper's Table 1 (arXiv:1612.03969 section 5.1).
+
+    iclr17 entnet-world-model --config configs/studies/entnet_world_model.yaml run --workers 2
+    iclr17 entnet-world-model --config configs/studies/entnet_world_model.yaml table
+
+Each run is ``iclr17 fit`` of the config with one variant's training and test story lengths (``VARIANTS``: T =
+10, 20, 40, and ``gen``: trained on T = 2..20, tested on T = 20, 30, ..., 80), one Adam learning rate, one
+longest move of the generator (``max_step``: moves of 1..max_step squares) and one seed, then a validation and a
+test of its final weights. The paper picks the learning rate from {0.1, 0.01, 0.001} and reports the best of 5
+initialisations; Table 1 here gives, per variant, max_step and lr, the test error of the run with the lowest
+validation error at each test length, beside the paper's; the exploration table gives the last validation error
+over the lr x max_step grid at one story length.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from iclr17.studies.fit_study import FitStudy
+from iclr17.studies.seed_tables import Rows, capped_label, header, mean_std
+
+VARIANTS = {  # name -> (training lengths, test lengths)
+    "t10": ([10], [10]),
+    "t20": ([20], [20]),
+    "t40": ([40], [40]),
+    "gen": (list(range(2, 21)), list(range(20, 81, 10))),
+}
+LABELS = {"t10": "T = 10", "t20": "T = 20", "t40": "T = 40", "gen": "T <= 20 (2..20)"}
+PAPER_TABLE1 = {  # arXiv:1612.03969 Table 1, EntNet: test error by test length (best of 5 initialisations)
+    "paper (EntNet)": {10: 0.0, 20: 0.0, 40: 0.0},
+    "paper, trained on T <= 20": {20: 0.0, 30: 0.0, 40: 0.0, 50: 0.01, 60: 0.03, 70: 0.05, 80: 0.08},
+}
+GRID = {"max_step": "data.init_args.max_step", "lr": "model.init_args.optimizer.init_args.lr"}  # param -> key
+
+
+def variant_overrides(name: str) -> list[str]:
+    """The ``--data.init_args.{train,test}_lengths`` overrides of a variant of ``VARIANTS``."""
+    if name not in VARIANTS:
+        raise ValueError(f"world-model variant {name!r} is not one of {', '.join(VARIANTS)}")
+    train, test = (json.dumps(lengths, separators=(",", ":")) for lengths in VARIANTS[name])
+    return [f"--data.init_args.train_lengths={train}", f"--data.init_args.test_lengths={test}"]
+
+
+class WorldModelStudy(FitStudy):
+    """Every variant x max_step x lr x seed of the world-model config, tabled as the paper's Table 1.
+
+    Args:
+        fit_config: the world-model fit config (a path or a shipped config's name).
+        variants: names of ``VARIANTS`` (story lengths trained and tested).
+        lr: the Adam learning rates of the grid.
+        max_step: the generator's longest moves (in squares) of the grid.
+        seeds: ``seed_everything`` of the runs, in order (the initialisations).
+        max_time: a ``--trainer.max_time`` cap (``DD:HH:MM:SS``); a run it cuts is recorded ``capped``.
+        extra: overrides for every run that are not part of a run's identity (e.g. the accelerator).
+        **kwargs: :class:`~iclr17.studies.runner.Study`'s arguments (name, ledger_dir, runs_dir).
+    """
+
+    default_name = "entnet_world_model"
+
+    def __init__(
+        self,
+        fit_config: str = "entnet/world_model.yaml",
+        variants: list[str] | None = None,
+        lr: list[float] | None = None,
+        max_step: list[int] | None = None,
+        seeds: list[int] | None = None,
+        max_time: str | None = None,
+        extra: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        names = variants or list(VARIANTS)
+        grid = {GRID["max_step"]: max_step or [5], GRID["lr"]: lr or [0.001]}
+        super().__init__(
+            fit_config=fit_config, variants={name: variant_overrides(name) for name in names}, grid=grid, seeds=seeds,
+            max_time=max_time, extra=extra, metrics=None, **kwargs,
+        )  # fmt: skip
+
+    def points(self) -> list[tuple[dict[str, Any], list[str]]]:
+        """FitStudy's points with the grid's keys named ``max_step`` and ``lr`` in ``params``."""
+        names = {key: name for name, key in GRID.items()}
+        return [({names.get(k, k): v for k, v in params.items()}, overrides) for params, overrides in super().points()]
+
+    def markdown(self, rows: Rows) -> str:
+        explore = explore_markdown(rows)
+        return f"{world_model_markdown(rows)}\n\nLast validation error at T = 10 (lr x max_step):\n\n{explore}"
+
+
+def tested_lengths(row: dict[str, Any]) -> list[int]:
+    """The story lengths a row was tested on (its variant's)."""
+    return VARIANTS[row["params"]["variant"]][1]
+
+
+def errors_by_length(row: dict[str, Any]) -> dict[int, float]:
+    """Test error by test length: ``test/error_task<T>`` where logged, else ``test/error`` for a single length."""
+    metrics, lengths = row["metrics"], tested_lengths(row)
+    if len(lengths) == 1 and f"test/error_task{lengths[0]}" not in metrics:
+        return {lengths[0]: metrics["test/error"]}
+    return {t: metrics[f"test/error_task{t}"] for t in lengths}
+
+
+def _groups(rows: Rows) -> dict[tuple, Rows]:
+    """Non-failed rows by (variant, max_step, lr, status), ordered as Table 1: max_step descending, then
+    variant, lr and status (finished first)."""
+    groups: dict[tuple, Rows] = {}
+    for row in rows:
+        if row["status"] != "failed":
+            p = row["params"]
+            groups.setdefault((p["variant"], p["max_step"], p["lr"], row["status"]), []).append(row)
+    order = list(VARIANTS)
+    return dict(
+        sorted(groups.items(), key=lambda kv: (-kv[0][1], order.index(kv[0][0]), kv[0][2], kv[0][3] != "finished"))
+    )
+
+
+def _best(runs: Rows) -> dict[str, Any]:
+    return min(runs, key=lambda r: (r["metrics"]["val/error"], r["seed"]))
+
+
+def world_model_markdown(rows: Rows) -> str:
+    """Table 1: per (variant, max_step, lr, status) the test error at each test length of the run with the lowest
+    validation error (ties: lowest seed) and its fit time, the runs' seeds and their mean test error; then the
+    paper's rows. Failed runs are left out; capped runs are grouped apart and show their cap."""
+    groups = _groups(rows)
+    lengths = sorted({t for runs in groups.values() for t in tested_lengths(runs[0])}
+                     | {t for errors in PAPER_TABLE1.values() for t in errors})  # fmt: skip
+    head = ["training lengths", "max_step", "Adam lr", "status", "runs (seeds)",
+            *(f"test T = {t}" if i == 0 else str(t) for i, t in enumerate(lengths)), "fit time",
+            "mean test error over runs"]  # fmt: skip
+    lines = header(head)
+    for (variant, max_step, lr, status), runs in groups.items():
+        best = _best(runs)
+        errors = errors_by_length(best)
+        mean, std = mean_std([r["metrics"]["test/error"] for r in runs])
+        seeds = ", ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+        cells = [
+            LABELS.get(variant, variant), str(max_step), f"{lr:g}",
+            "finished" if status == "finished" else capped_label(best), f"{len(runs)} ({seeds})",
+            *(f"{errors[t]:.3f}" if t in errors else "" for t in lengths),
+            "" if best["fit_seconds"] is None else f"{best['fit_seconds']:.0f} s",
+            f"{mean:.3f}" + (f" +- {std:.3f}" if len(runs) > 1 else ""),
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    for label, errors in PAPER_TABLE1.items():
+        cells = [label, "", "", "", "", *(f"{errors[t]:g}" if t in errors else "" for t in lengths), "", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def explore_markdown(rows: Rows, variant: str = "t10", metric: str = "val/error") -> str:
+    """The lr x max_step grid at one variant: the mean (+- std over runs) of ``metric`` (the last validation
+    error), finished and capped runs apart. Failed runs are left out."""
+    cells: dict[tuple[float, int], dict[str, list[float]]] = {}
+    for row in rows:
+        if row["status"] != "failed" and row["params"]["variant"] == variant:
+            key = (row["params"]["lr"], row["params"]["max_step"])
+            cells.setdefault(key, {}).setdefault(row["status"], []).append(row["metrics"][metric])
+    steps = sorted({s for _, s in cells})
+    head = ["Adam lr", *(f"moves of 1{'' if s == 1 else f'-{s}'} square{'' if s == 1 else 's'} (`max_step={s}`)"
+                         for s in steps)]  # fmt: skip
+    lines = header(head)
+    for lr in sorted({lr for lr, _ in cells}):
+        row_cells = []
+        for step in steps:
+            parts = []
+            for status, values in sorted(cells.get((lr, step), {}).items(), key=lambda kv: kv[0] != "finished"):
+                mean, std = mean_std(values)
+                spread = f" +- {std:.3f} ({len(values)} runs)" if len(values) > 1 else ""
+                parts.append(f"{mean:.3f}{spread}" + (" (capped)" if status == "capped" else ""))
+            row_cells.append("; ".join(parts))
+        lines.append(f"| {lr:g} | " + " | ".join(row_cells) + " |")
+    return "\n".join(lines)
+
+
+RESULTS_TABLES = {
+    "entnet-world-model": ("entnet_world_model", world_model_markdown),
+    "entnet-world-model-t10-explore": ("entnet_world_model_t10_explore", explore_markdown),
+}

@@ -1,0 +1,161 @@
+"""The Entropy-SGD tables of seeds (arXiv:1611.01838 Table 1: MNIST rows, mnistfc's 100-epoch Adam baseline,
+char-LSTM) on hand-written rows and on the committed ledgers; the generic study configs; every RESULTS_TABLES entry
+of the EntNet and Entropy-SGD studies."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import yaml
+from jsonargparse import ArgumentParser
+
+from iclr17.studies import babi_table, seed_tables, world_model
+from iclr17.studies.fit_study import FitStudy
+from iclr17.studies.ledger import read
+from iclr17.studies.seed_tables import (
+    char_lstm_markdown,
+    error_percent,
+    mnistfc_adam_markdown,
+    table1_markdown,
+    time_cap,
+)
+from tests.conftest import REPO_ROOT
+
+LEDGERS = REPO_ROOT / "results" / "ledgers"
+
+
+def _row(variant, seed, metrics, status="finished", steps=100, seconds=300.0, command="iclr17 fit ..."):
+    return {
+        "study": "toy", "config": "c.yaml", "config_digest": "ab" * 8, "params": {"variant": variant},
+        "overrides": [f"--seed_everything={seed}"], "seed": seed, "commit": "0" * 40, "dirty": False,
+        "machine": "test", "command": command, "status": status, "steps": steps, "fit_seconds": seconds,
+        "metrics": metrics,
+    }  # fmt: skip
+
+
+def test_time_cap_reads_days_hours_minutes_seconds():
+    assert time_cap("iclr17 fit --trainer.max_time=00:00:03:30 --x=1") == "3.5-min cap"
+    assert time_cap("iclr17 fit --trainer.max_time=01:01:00:00") == "1500-min cap"
+    assert time_cap("iclr17 fit --trainer.max_epochs=3") is None
+
+
+def test_the_mnistfc_baseline_table_on_hand_written_rows():
+    cap = "x --trainer.max_time=00:00:03:30"
+    rows = [
+        _row("mnistfc_adam", 2, {"test/acc": 0.9875}, steps=39_100),
+        _row("mnistfc_adam", 1, {"test/acc": 0.9874}, steps=39_100),
+        _row("mnistfc_adam", 3, {"test/acc": 0.9870}, "capped", 38_898, command=cap),
+        _row("mnistfc_adam", 4, {"test/acc": 0.5}, "failed"),
+        _row("lenet_adam", 1, {"test/acc": 0.99}),
+    ]
+    errors = [1.26, 1.25, 1.30]  # 100 (1 - acc), seeds 1-3
+    assert error_percent(rows[0]) == pytest.approx(1.25)
+    assert mnistfc_adam_markdown(rows).splitlines() == [
+        "| seed | steps | stopped by | test error |",
+        "|---|---|---|---|",
+        "| 1 | 39,100 | the epoch budget | 1.26% |",
+        "| 2 | 39,100 | the epoch budget | 1.25% |",
+        "| 3 | 38,898 | capped (3.5-min cap) | 1.30% |",
+        f"| mean +- std | | | {np.mean(errors):.2f} +- {np.std(errors, ddof=1):.2f}% |",
+        "| paper (Adam) | | | 1.39 +- 0.03% |",
+    ]
+
+
+def test_table_1_on_hand_written_rows():
+    rows = [
+        _row("lenet_adam", 1, {"test/acc": 0.9950}, seconds=100.0),
+        _row("mnistfc_entropy_v5", 2, {"test/acc": 0.9870}, seconds=280.0),
+        _row("mnistfc_entropy_v5", 1, {"test/acc": 0.9880}, seconds=300.0),
+        _row("mnistfc_entropy_v5", 3, {"test/acc": 0.9000}, "failed"),
+        _row("mnistfc_adam", 1, {"test/acc": 0.9860}, "capped", seconds=None),
+        _row("mnistfc_adam", 2, {"test/acc": 0.9870}, seconds=None),
+        _row("other", 1, {"test/acc": 0.9}),
+    ]
+    lines = table1_markdown(rows).splitlines()
+    assert lines[0].startswith("| model | optimizer (preset) | effective epochs (x L / x (L + 1)) | test error |")
+    # errors 1.20 (seed 1) and 1.30 (seed 2): mean 1.25, std 0.0707; wall: mean of 300 and 280 s
+    spread = f"{np.mean([1.2, 1.3]):.2f} +- {np.std([1.2, 1.3], ddof=1):.2f}%"
+    assert lines[2] == f"| mnistfc | Entropy-SGD, L = 20 (`paper_v5`) | 120 / 126 | {spread} (1.20, 1.30) | 2 | " \
+        "1.37 +- 0.03% | 290 s |"  # fmt: skip
+    adam = f"{np.mean([1.4, 1.3]):.2f} +- {np.std([1.4, 1.3], ddof=1):.2f}%"  # seed 1 capped, seed 2 finished
+    assert lines[3] == f"| mnistfc | Adam (`configs/classifier/mnistfc.yaml`) | 100 | {adam} (1.40 (capped), 1.30) " \
+        "| 2 | 1.39 +- 0.03% |  |"  # fmt: skip
+    lenet = "| LeNet-BN | Adam (`lenet_adam.yaml`) | 100 | 0.50 +- 0.00% (0.50) | 1 | 0.51 +- 0.01% | 100 s |"
+    assert lines[4] == lenet
+    assert lines[5] == "| c.yaml | other |  | 10.00 +- 0.00% (10.00) | 1 |  | 300 s |"
+    assert len(lines) == 6
+
+
+def test_the_char_lstm_table_on_hand_written_rows():
+    cap = "x --trainer.max_time=00:00:03:30"
+    metrics = {"test/loss": 1.3874, "test/ppl": 4.0047, "test/bits_per_char": 2.0017, "epochs": 28}
+    rows = [
+        _row("char_entropy_adam", 1, metrics | {"epochs": 30}),
+        _row("char_adam", 2, metrics | {"test/loss": 1.38494}, "capped", command=cap),
+        _row("char_adam", 1, metrics, "capped", command=cap),
+    ]
+    lines = char_lstm_markdown(rows).splitlines()
+    assert lines[2] == "| Adam (lr 2e-3) | 28 epochs, capped (3.5-min cap) | 1.387, 1.385 | 4.00, 4.00 | 2.00, 2.00 " \
+        "| 1.226 +- 0.01 at 40-50 epochs |"  # fmt: skip
+    assert lines[3].startswith("| Entropy-Adam, L = 5 | 30 epochs | 1.387 | 4.00 | 2.00 | 1.217 +- 0.005")
+
+
+def test_the_committed_table_1_ledger():
+    rows = read(LEDGERS / "entropy_sgd_mnist_table1.jsonl")
+    assert len(rows) == 15
+    # results/entropy_sgd_mnist_table1.json at 978148c: test_error_percent of mnistfc_entropy_v5_s1..3 and
+    # lenet_adam_s1..3, fit_seconds 292, 292, 292
+    v5, lenet = [1.23, 1.27, 1.24], [0.73, 0.69, 0.75]
+    table = table1_markdown(rows)
+    assert f"{np.mean(v5):.2f} +- {np.std(v5, ddof=1):.2f}% (1.23, 1.27, 1.24) | 3 | 1.37 +- 0.03% | 292 s |" in table
+    assert f"{np.mean(lenet):.2f} +- {np.std(lenet, ddof=1):.2f}% (0.73, 0.69, 0.75) | 3 | 0.51 +- 0.01% |" in table
+    # results/mnistfc_adam_100epochs_3seeds.json at 978148c: seed 3's checkpoint epoch=99-step=38898.ckpt,
+    # test_error_percent 1.26, 1.25, 1.3 (RESULTS.md: the 3.5-minute guard cut seed 3)
+    baseline = mnistfc_adam_markdown(rows)
+    assert "| 3 | 38,898 | capped (3.5-min cap) | 1.30% |" in baseline
+    errors = [1.26, 1.25, 1.3]
+    assert f"| mean +- std | | | {np.mean(errors):.2f} +- {np.std(errors, ddof=1):.2f}% |" in baseline
+
+
+def test_the_committed_char_lstm_ledger():
+    rows = read(LEDGERS / "entropy_sgd_char_lstm.jsonl")
+    # results/entropy_sgd_char_lstm.json at 978148c: test_loss_nats 1.3874704837799072, 1.3849406242370605 (Adam),
+    # 1.7413660287857056, 1.7256810665130615 (Entropy-Adam); 28 and 30 validations
+    lines = char_lstm_markdown(rows).splitlines()
+    assert lines[2].startswith("| Adam (lr 2e-3) | 28 epochs, capped (3.5-min cap) | 1.387, 1.385 | 4.00, 3.99 |")
+    assert lines[3].startswith("| Entropy-Adam, L = 5 | 30 epochs | 1.741, 1.726 | 5.71, 5.62 | 2.51, 2.49 |")
+
+
+GENERIC_CONFIGS = {
+    "entropy_sgd_table1_mnistfc_entropy": ("entropy_sgd_mnist_table1", {"mnistfc_entropy_v5", "mnistfc_entropy_lua"}),
+    "entropy_sgd_table1_mnistfc_adam": ("entropy_sgd_mnist_table1", {"mnistfc_adam"}),
+    "entropy_sgd_table1_lenet_entropy": ("entropy_sgd_mnist_table1", {"lenet_entropy_v5"}),
+    "entropy_sgd_table1_lenet_adam": ("entropy_sgd_mnist_table1", {"lenet_adam"}),
+    "entropy_sgd_char_lstm_adam": ("entropy_sgd_char_lstm", {"char_adam"}),
+    "entropy_sgd_char_lstm_entropy_adam": ("entropy_sgd_char_lstm", {"char_entropy_adam"}),
+}
+
+
+@pytest.mark.parametrize("name", GENERIC_CONFIGS)
+def test_the_generic_study_configs_plan_the_variants_their_ledger_rows_carry(name):
+    path = REPO_ROOT / "configs" / "studies" / f"{name}.yaml"
+    header = "".join(line for line in path.read_text().splitlines(True) if line.startswith("#"))
+    assert "Command:" in header and "Paper:" in header and "arXiv:1611.01838" in header
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(FitStudy, "study")
+    study = parser.instantiate(parser.parse_object({"study": yaml.safe_load(path.read_text())})).study
+    ledger, variants = GENERIC_CONFIGS[name]
+    assert study.name == ledger and {r.params["variant"] for r in study.planned()} == variants
+    assert {r["config"] for r in read(LEDGERS / f"{ledger}.jsonl") if r["params"]["variant"] in variants} == {
+        study.config
+    }
+
+
+@pytest.mark.parametrize("module", [babi_table, world_model, seed_tables], ids=lambda m: m.__name__)
+def test_every_results_table_is_named_for_its_marker_and_renders_its_ledger(module):
+    for name, (stem, renderer) in module.RESULTS_TABLES.items():
+        assert re.fullmatch(r"[\w.-]+", name), name  # iclr17.studies.results_tables' <!-- table: NAME --> marker
+        rows = read(LEDGERS / f"{stem}.jsonl")
+        assert rows and renderer(rows).count("\n") >= 2
