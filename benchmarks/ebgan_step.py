@@ -1,6 +1,6 @@
 """EBGAN-PT training steps on MNIST: the ``EBGAN`` LightningModule under Lightning's Trainer vs a plain PyTorch loop.
 
-    ICLR17_DATA_DIR=/path/to/data python benchmarks/ebgan_step.py [--repeats 5] [--batches 100]
+    ICLR17_DATA_DIR=/path/to/data python benchmarks/ebgan_step.py [--repeats 5] [--batches 100] [--ledger DIR]
 
 Both sides build the paper's best EBGAN-PT MNIST nets (``MNISTGenerator(5, 800)``, ``MNISTDiscriminator(2, 1024)``,
 same seed, so identical weights), Adam lr 1e-3, and train on the same batches (the datamodule's loader: global
@@ -10,7 +10,8 @@ D during the G step as ``toggled_optimizer`` does (the popular ports do not, and
 gradients in the G step, work a toggled module skips; the D step needs no freezing, as G runs under no_grad). The
 Trainer runs with no logger, checkpointing, progress bar or validation, so the ratio measures the framework and
 the module's own cost (toggled optimizers, manual_backward, logging on logging steps). Runs alternate; medians
-are reported. Target: ratio <= 1.10.
+are reported. Target: ratio <= 1.10. ``--ledger DIR`` also records the medians, the runs and the ratio as a row of
+``DIR/benchmarks_ebgan_step.jsonl`` (``iclr17.studies.benchmark_ledger``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from timing import alternate, print_medians
 from iclr17.datamodules import MNISTDataModule
 from iclr17.functional.ebgan import discriminator_loss, generator_loss, reconstruction_energy
 from iclr17.modules import EBGAN, MNISTDiscriminator, MNISTGenerator
+from iclr17.studies.benchmark_ledger import command_line, record
 from iclr17.studies.trainers import quiet_trainer
 
 
@@ -69,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--ledger", default=None, help="record the result in this ledger folder (default: print only)")
     args = parser.parse_args()
 
     datamodule = MNISTDataModule(batch_size=64, normalization="tanh")
@@ -82,6 +85,15 @@ def main() -> None:
     )
     plain, ours = print_medians(times).values()
     print(f"ratio (ours / peer): {ours / plain:.3f}   target <= 1.10")
+    if args.ledger:
+        peer_runs, ours_runs = times.values()
+        record(
+            "ebgan_step",
+            {"batches": args.batches, "repeats": args.repeats, "threads": torch.get_num_threads()},
+            {"peer_seconds": plain, "ours_seconds": ours, "ratio": ours / plain, "peer_runs": peer_runs,
+             "ours_runs": ours_runs},
+            command_line("ICLR17_DATA_DIR"), args.ledger, seconds=sum(peer_runs) + sum(ours_runs), script=__file__,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

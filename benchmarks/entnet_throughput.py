@@ -1,6 +1,7 @@
 """EntNet training throughput at the paper's sizes, against this machine's fp32 matmul ceiling.
 
     ICLR17_DATA_DIR=/path/to/data python benchmarks/entnet_throughput.py [--steps 30] [--threads N] [--no-compile]
+        [--ledger DIR]
 
 ``--threads`` (default: torch's default) is set with ``torch.set_num_threads`` and printed.
 
@@ -22,7 +23,9 @@ up on, every story length it will see), then times a second pass over the same b
 Four ways to run the memory: the default (``fused``: the recurrence with its hand-written backward,
 ``iclr17.functional.entnet``), ``recorded`` (every step under autograd, what ports do), and each
 under ``torch.compile`` of the memory module (where it compiles); the output gives each one's first losses
-to show whether they agree. Target: at least 30% of the matmul ceiling at the paper unroll.
+to show whether they agree. Target: at least 30% of the matmul ceiling at the paper unroll. ``--ledger DIR``
+also records each mode that ran as a row of ``DIR/benchmarks_entnet_throughput.jsonl``
+(``iclr17.studies.benchmark_ledger``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from iclr17.datamodules import BabiDataModule
 from iclr17.modules import EntNet
+from iclr17.studies.benchmark_ledger import command_line, record
 
 
 def matmul_flops_per_second(n: int = 2048, repeats: int = 10) -> float:
@@ -106,6 +110,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile modes (slow to compile)")
+    parser.add_argument("--ledger", default=None, help="record the results in this ledger folder (default: print only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -147,6 +152,19 @@ def main() -> None:
             "of the matmul ceiling (target >= 30%)"
         )
         print(f"{label}: first losses task 1 {real_losses[:2]}, task 2 {unroll_losses[:2]}")
+        if args.ledger:
+            case = {"memory": label, "steps": args.steps, "threads": args.threads, "no_compile": args.no_compile,
+                    "flops_on": "timed batches"}  # fmt: skip
+            metrics = {
+                "questions_per_s": 32 / real_time, "task1_ms": 1e3 * real_time, "task2_ms": 1e3 * unroll_time,
+                "task2_mean_sentences": mean_steps, "gflop_per_step_padded": statistics.mean(padded) / 1e9,
+                "gflop_per_step_unpadded": statistics.mean(unpadded) / 1e9, "gflops_padded": rates["padded"] / 1e9,
+                "gflops_unpadded": rates["unpadded"] / 1e9, "share_padded": 100 * rates["padded"] / ceiling,
+                "share_unpadded": 100 * rates["unpadded"] / ceiling, "ceiling_gflops": ceiling / 1e9,
+                "first_losses_task1": real_losses[:2], "first_losses_task2": unroll_losses[:2],
+            }  # fmt: skip
+            seconds = sum(real_times) + sum(unroll_times)
+            record("entnet_throughput", case, metrics, command_line("ICLR17_DATA_DIR"), args.ledger, seconds, __file__)
 
 
 if __name__ == "__main__":

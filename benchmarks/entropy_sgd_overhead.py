@@ -1,6 +1,6 @@
 """One Entropy-SGD outer step (L Langevin steps + the evaluation at x) vs L + 1 plain SGD steps.
 
-    python benchmarks/entropy_sgd_overhead.py [--device cpu|cuda] [--L 20] [--repeats 7]
+    python benchmarks/entropy_sgd_overhead.py [--device cpu|cuda] [--L 20] [--repeats 7] [--ledger DIR]
 
 Both sides run the same model on the same L + 1 minibatches (MNIST-shaped random tensors, batch 128: pixel
 values do not change the time) and do L + 1 forward/backward passes; the peer is ``torch.optim.SGD`` with
@@ -8,6 +8,8 @@ Nesterov momentum 0.9 (foreach), stepping after each pass. So the ratio is what 
 gradient evaluations: the coupling term, the running average mu, the outer step, and the Gaussian noise
 (one draw per parameter per Langevin step, inherent to the algorithm). A second line with ``eps = 0``
 separates the cost of the draws. Sides alternate; medians over ``--repeats``. Target: ratio <= 1.10.
+``--ledger DIR`` also records each model as a row of ``DIR/benchmarks_entropy_sgd_overhead.jsonl``
+(``iclr17.studies.benchmark_ledger``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iclr17 import MNISTFC, EntropySGD, LeNet
+from iclr17.studies.benchmark_ledger import command_line, record
 
 
 def batches(n: int, device: torch.device, conv: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -67,7 +70,8 @@ def entropy_step(model: nn.Module, optimizer: EntropySGD, data: list, device: to
     return time.perf_counter() - start
 
 
-def compare(name: str, make_model, conv: bool, L: int, repeats: int, device: torch.device) -> None:
+def compare(name: str, make_model, conv: bool, L: int, repeats: int, device: torch.device) -> tuple[dict, dict, float]:
+    """Print the medians and ratios; return the case, its metrics and the seconds timed, for the ledger."""
     data = batches(L + 1, device, conv)
     torch.manual_seed(0)
     plain_model, entropy_model, silent_model = make_model(), make_model(), make_model()
@@ -91,6 +95,11 @@ def compare(name: str, make_model, conv: bool, L: int, repeats: int, device: tor
     for key, label in [("noisy", "eps=1e-4"), ("silent", "eps=0   ")]:
         ratio = med[key] / med["plain"]
         print(f"  ours  one EntropySGD step, {label} {med[key] * 1e3:9.1f} ms   ratio {ratio:.3f}")
+    case = {"model": name, "parameters": n_params, "L": L, "device": device.type, "repeats": repeats}
+    metrics = {f"{key}_ms": 1e3 * m for key, m in med.items()}
+    metrics |= {f"{key}_ratio": med[key] / med["plain"] for key in ("noisy", "silent")}
+    metrics |= {f"{key}_runs_ms": [1e3 * t for t in runs] for key, runs in times.items()}
+    return case, metrics, sum(sum(runs) for runs in times.values())
 
 
 def main() -> None:
@@ -98,10 +107,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--L", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--ledger", default=None, help="record the results in this ledger folder (default: print only)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    compare("mnistfc", MNISTFC, conv=False, L=args.L, repeats=args.repeats, device=device)
-    compare("LeNet-BN", LeNet, conv=True, L=args.L, repeats=args.repeats, device=device)
+    for name, make_model, conv in (("mnistfc", MNISTFC, False), ("LeNet-BN", LeNet, True)):
+        case, metrics, seconds = compare(name, make_model, conv=conv, L=args.L, repeats=args.repeats, device=device)
+        if args.ledger:
+            record("entropy_sgd_overhead", case, metrics, command_line(), args.ledger, seconds, __file__)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ loss is below theta; vmapped (``train_until_halted``) vs K sequential Lightning 
 training loss after every step and stop at halting. Target (K = 64): vmapped >= 5x faster.
 
 Each side is timed from initialisation to the last halting time; runs alternate; medians are reported.
+``--ledger DIR`` also records the medians, the runs and the speed-up as a row of
+``DIR/benchmarks_halting_ensembles.jsonl`` (``iclr17.studies.benchmark_ledger``).
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from iclr17.callbacks import HaltingTime
 from iclr17.datamodules import MNISTDataModule
 from iclr17.functional.spin_glass import descend_until_halted, random_sphere_points, sample_couplings, symmetrize
 from iclr17.modules import MLP, Classifier
+from iclr17.studies.benchmark_ledger import command_line, record
 from iclr17.studies.mlp_ensemble import init_ensemble, train_until_halted
 from iclr17.studies.trainers import quiet_trainer
 
 
-def spin_glass(args: argparse.Namespace) -> dict[str, list[float]]:
+def spin_glass(args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, float]]:
     generator = torch.Generator().manual_seed(0)
     couplings = symmetrize(sample_couplings(args.k, args.n, "gaussian", generator))
     w = random_sphere_points(args.k, args.n, generator)
@@ -53,10 +56,11 @@ def spin_glass(args: argparse.Namespace) -> dict[str, list[float]]:
     times = vectorised()
     assert torch.equal(times, one_at_a_time()), "vectorised and one-at-a-time halting times differ"
     print(f"spin glass K={args.k} N={args.n} eps={args.eps}: T mean {times.float().mean():.1f}, max {times.max()}")
-    return alternate({"ours": vectorised, "peer": one_at_a_time}, args.repeats)
+    halting = {"mean_T": times.float().mean().item(), "max_T": times.max().item()}
+    return alternate({"ours": vectorised, "peer": one_at_a_time}, args.repeats), halting
 
 
-def mlp(args: argparse.Namespace) -> dict[str, list[float]]:
+def mlp(args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, float]]:
     datamodule = MNISTDataModule(val_size=10_000, normalization="standard", flatten=True, subset_size=1000,
                                  batch_size=100)  # fmt: skip
     datamodule.setup("fit")
@@ -84,7 +88,9 @@ def mlp(args: argparse.Namespace) -> dict[str, list[float]]:
     print(f"MLP K={args.k} theta={args.theta}: vmapped T mean {vmapped_times.float().mean():.1f}, "
           f"Lightning T mean {statistics.mean(s for s in lightning_times if s is not None):.1f} "
           "(different sample orders: equal laws, not equal runs)")  # fmt: skip
-    return alternate({"ours": vmapped, "peer": sequential_lightning}, args.repeats)
+    halting = {"mean_T": vmapped_times.float().mean().item(),
+               "lightning_mean_T": statistics.mean(s for s in lightning_times if s is not None)}  # fmt: skip
+    return alternate({"ours": vmapped, "peer": sequential_lightning}, args.repeats), halting
 
 
 def main() -> None:
@@ -97,15 +103,25 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
+    parser.add_argument("--ledger", default=None, help="record the result in this ledger folder (default: print only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     args.k = args.k or (256 if args.system == "spin-glass" else 64)
-    times = spin_glass(args) if args.system == "spin-glass" else mlp(args)
+    times, halting = spin_glass(args) if args.system == "spin-glass" else mlp(args)
     label = "one at a time" if args.system == "spin-glass" else "sequential Lightning fits"
     ours, peer = print_medians({f"vectorised ({args.k} at once)": times["ours"], label: times["peer"]}).values()
     target = 20 if args.system == "spin-glass" else 5
     print(f"speed-up (peer / ours): {peer / ours:.1f}x   target >= {target}x")
+    if args.ledger:
+        system = {"n": args.n, "eps": args.eps} if args.system == "spin-glass" else {"theta": args.theta}
+        case = {"system": args.system, "k": args.k, **system, "max_steps": args.max_steps, "repeats": args.repeats,
+                "threads": args.threads}  # fmt: skip
+        metrics = {"ours_seconds": ours, "peer_seconds": peer, "speedup": peer / ours, "target_speedup": target,
+                   "ours_runs": times["ours"], "peer_runs": times["peer"], **halting}  # fmt: skip
+        env = ("ICLR17_DATA_DIR",) if args.system == "mlp" else ()
+        seconds = sum(times["ours"]) + sum(times["peer"])
+        record("halting_ensembles", case, metrics, command_line(*env), args.ledger, seconds, __file__)
 
 
 if __name__ == "__main__":

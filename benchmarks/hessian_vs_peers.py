@@ -1,6 +1,7 @@
 """Hessian spectra on an MNIST subset: our Lanczos, SLQ and exact mode against PyHessian and hessian-eigenthings.
 
     ICLR17_DATA_DIR=/path/to/data python benchmarks/hessian_vs_peers.py [--samples 512] [--repeats 3] [--rtol 1e-3]
+        [--ledger DIR]
 
 One process, one fixed batch of ``--samples`` real MNIST training images (``MNISTDataModule(subset_size=...)``,
 pixels in [0, 1]), the mean cross-entropy, models in eval mode (no BatchNorm, no dropout), float32 parameters
@@ -38,7 +39,10 @@ against PyHessian's, and prints how many fewer products ours needs: the end-to-e
 two, so it says whether a win comes from cheaper products or from Lanczos needing fewer of them than power
 iteration.
 Torch runs on ``--threads`` threads (default 1: on a shared 2-core machine two threads make timings erratic).
-Target for (a): ours at least 3x faster than PyHessian at equal accuracy.
+Target for (a): ours at least 3x faster than PyHessian at equal accuracy. ``--ledger DIR`` also records each
+comparison (a model of (a), of (b), and (c)) as a row of ``DIR/benchmarks_hessian_vs_peers.jsonl``
+(``iclr17.studies.benchmark_ledger``): every number printed, by contender (``ours_seconds``,
+``pyhessian_power_over_ours`` ...).
 
 Peers come from the ``bench`` extra (``pip install -e .[bench]``); a missing one is reported and skipped.
 Work-arounds for torch 2.x, in this script only: PyHessian's ``density`` calls ``torch.eig``, removed in
@@ -77,6 +81,7 @@ from iclr17.functional.hessian import (
     slq_density,
 )
 from iclr17.modules import MLP
+from iclr17.studies.benchmark_ledger import command_line, record
 
 try:
     import pyhessian
@@ -101,6 +106,11 @@ TOP_K = 5
 Batch = tuple[Tensor, Tensor]
 STEP_LADDER = [6, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32, 40, 48, 56, 64, 80, 100, 128, 160, 200]
 TOL_LADDER = [1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6]
+METRIC_PREFIX = {  # contender -> its metrics' prefix in the ledger
+    "ours (Lanczos)": "ours", "PyHessian (power)": "pyhessian_power", "eigenthings (Lanczos)": "eigenthings_lanczos",
+    "eigenthings (power)": "eigenthings_power", "ours (SLQ)": "ours", "PyHessian (density)": "pyhessian_density",
+    "eigenthings (SLQ)": "eigenthings_slq",
+}  # fmt: skip
 
 
 def loss_fn(model: nn.Module, batch: Batch) -> Tensor:
@@ -267,15 +277,18 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def compare_top(name: str, model: nn.Module, batch: Batch, args: argparse.Namespace) -> float:
-    """Part (a); returns the reference lambda_max."""
+def compare_top(name: str, model: nn.Module, batch: Batch, args: argparse.Namespace) -> tuple[float, dict, float]:
+    """Part (a); returns the reference lambda_max, the metrics and the seconds of the timed runs."""
     start = time.perf_counter()
     top, bottom, ref_calls = reference_spectrum(model, batch)
+    ref_seconds = time.perf_counter() - start
     print(f"\n(a) top-{TOP_K} eigenvalues, {name} ({n_params(model):,} parameters), batch {len(batch[1])}, float32")
     print(
-        f"  reference (ARPACK, float64, {ref_calls} products, {time.perf_counter() - start:.1f} s): "
+        f"  reference (ARPACK, float64, {ref_calls} products, {ref_seconds:.1f} s): "
         f"largest {_rounded(top.tolist(), 5)}, smallest {_rounded(bottom.tolist(), 5)}"
     )
+    metrics = {"reference_products": ref_calls, "reference_seconds": ref_seconds, "reference_largest": top.tolist(),
+               "reference_smallest": bottom.tolist()}  # fmt: skip
     top_magnitude = largest(torch.cat([top, bottom]), TOP_K, magnitude=True)
     targets = {False: top[:TOP_K], True: top_magnitude}
     if not torch.equal(top_magnitude, top[:TOP_K]):
@@ -330,6 +343,12 @@ def compare_top(name: str, model: nn.Module, batch: Batch, args: argparse.Namesp
             f"  {label:<22} {kind + ' ' + format(setting, 'g'):>12} {hvps:>6} {error:>12.2e} {median:>9.3f} "
             f"{1e3 * median / hvps:>7.1f} {median / ours_time:>9.2f}{flag}"
         )
+        key = METRIC_PREFIX[label]
+        found = {kind: setting, "hvps": hvps, "max_rel_err": error, "seconds": median, "reached": reached}
+        found["ms_per_hvp"] = 1e3 * median / hvps
+        metrics |= {f"{key}_{stat}": value for stat, value in found.items()}
+        if key != "ours":
+            metrics[f"{key}_over_ours"] = median / ours_time
     if "PyHessian (power)" in times:
         ratio = statistics.median(times["PyHessian (power)"]) / ours_time
         print(f"  ours vs PyHessian: {ratio:.2f}x faster   target >= 3x")
@@ -340,7 +359,9 @@ def compare_top(name: str, model: nn.Module, batch: Batch, args: argparse.Namesp
             f"PyHessian {peer_ms:.2f} ms (ours {ours_ms / peer_ms:.2f}x its cost); ours needs {fewer:.1f}x fewer "
             "products (Lanczos vs power iteration)"
         )
-    return top[0].item()
+        metrics |= {"ours_product_ms": ours_ms, "pyhessian_product_ms": peer_ms,
+                    "product_cost_ratio": ours_ms / peer_ms, "fewer_products": fewer}  # fmt: skip
+    return top[0].item(), metrics, sum(sum(runs) for runs in times.values())
 
 
 def product_milliseconds(model: nn.Module, batch: Batch, args: argparse.Namespace) -> tuple[float, float]:
@@ -416,8 +437,11 @@ def eigenthings_density(model: nn.Module, batch: Batch, steps: int, probes: int,
     return (nodes, weights), operator.matvec.calls
 
 
-def compare_density(name: str, model: nn.Module, batch: Batch, args: argparse.Namespace, lam_max: float | None) -> None:
-    """Part (b); ``lam_max`` is (a)'s reference (computed here when None)."""
+def compare_density(
+    name: str, model: nn.Module, batch: Batch, args: argparse.Namespace, lam_max: float | None
+) -> tuple[dict, float]:
+    """Part (b); ``lam_max`` is (a)'s reference (computed here when None). Returns the metrics and the seconds of
+    the timed runs."""
     steps, probes, seed, dim = args.slq_steps, args.slq_probes, args.seed, n_params(model)
     contenders = {"ours (SLQ)": ours_density}
     if pyhessian is not None:
@@ -442,6 +466,8 @@ def compare_density(name: str, model: nn.Module, batch: Batch, args: argparse.Na
     )
     print(header + f"   (reference lambda_max {lam_max:.5f})")
     ours_time = statistics.median(times["ours (SLQ)"])
+    metrics = {"grid_points": len(grid), "grid_low": grid[0].item(), "grid_high": grid[-1].item(), "sigma": sigma,
+               "reference_lambda_max": lam_max}  # fmt: skip
     for label in contenders:
         result, hvps = outputs[label]
         if label == "ours (SLQ)":
@@ -456,12 +482,19 @@ def compare_density(name: str, model: nn.Module, batch: Batch, args: argparse.Na
         print(
             f"  {label:<20} {hvps:>6} {median:>9.3f} {median / ours_time:>9.2f} {l1:>10.1e} {trace:>10.3f} {top:>9.5f}"
         )
+        key = METRIC_PREFIX[label]
+        metrics |= {f"{key}_hvps": hvps, f"{key}_seconds": median, f"{key}_trace": float(trace),
+                    f"{key}_max_node": float(top)}  # fmt: skip
+        if key != "ours":
+            metrics |= {f"{key}_over_ours": median / ours_time, f"{key}_l1_to_ours": l1}
+    return metrics, sum(sum(runs) for runs in times.values())
 
 
 # ---------------------------------------------------------------- (c) exact mode vs the floor
 
 
-def compare_exact(batch: Batch, args: argparse.Namespace) -> None:
+def compare_exact(batch: Batch, args: argparse.Namespace) -> tuple[dict, dict, float]:
+    """Part (c); returns the case, the metrics and the seconds of the timed runs."""
     torch.manual_seed(args.seed)
     model = MLP([784, args.exact_hidden, 10]).double().eval()
     batch = (batch[0].double(), batch[1])
@@ -508,6 +541,13 @@ def compare_exact(batch: Batch, args: argparse.Namespace) -> None:
         f"max |difference| / max |lambda| = {agreement:.1e}"
     )
     print(f"  ratio (ours / floor): {medians['ours'] / medians['floor']:.3f}   target <= 1.3")
+    case = {"part": "c", "net": f"MLP 784-{args.exact_hidden}-10", "parameters": n_params(model),
+            "samples": len(batch[1]), "dtype": "float64", "repeats": args.repeats, "threads": args.threads}  # fmt: skip
+    metrics = {"floor_seconds": medians["floor"], "ours_seconds": medians["ours"], "floor_runs": times["floor"],
+               "ours_runs": times["ours"], "floor_hessian_seconds": medians["floor Hessian only"],
+               "ours_hessian_seconds": medians["ours Hessian only"], "max_difference_over_max_lambda": agreement,
+               "ratio": medians["ours"] / medians["floor"]}  # fmt: skip
+    return case, metrics, sum(sum(runs) for runs in times.values())
 
 
 def _rounded(values: list[float], digits: int = 3) -> list[float]:
@@ -553,6 +593,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=100, help="full-batch Adam steps before measuring")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared 2-core machine)")
+    parser.add_argument("--ledger", default=None, help="record the results in this ledger folder (default: print only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -567,6 +608,7 @@ def main() -> None:
     print(f"MNIST: {len(batch[1])} training images (MNISTDataModule(subset_size={args.samples}, seed={args.seed}))")
 
     torch.manual_seed(args.seed)
+    rows: list[tuple[dict, dict, float]] = []  # (case, metrics, seconds) of each comparison, for the ledger
     models = {"mlp": ("MLP 784-128-10", MLP([784, 128, 10])), "cnn": ("small CNN", small_cnn())}
     for key, (name, model) in models.items():
         top_part, density_part = (
@@ -577,11 +619,20 @@ def main() -> None:
             continue
         train(model, batch, args.train_steps)
         model.eval()
-        lam_max = compare_top(name, model, batch, args) if top_part else None
+        case = {"net": name, "parameters": n_params(model), "samples": len(batch[1]), "dtype": "float32",
+                "repeats": args.repeats, "threads": args.threads, "train_steps": args.train_steps}  # fmt: skip
+        lam_max = None
+        if top_part:
+            lam_max, metrics, seconds = compare_top(name, model, batch, args)
+            rows.append(({"part": "a", **case, "rtol": args.rtol}, metrics, seconds))
         if density_part:
-            compare_density(name, model, batch, args, lam_max)
+            metrics, seconds = compare_density(name, model, batch, args, lam_max)
+            rows.append(({"part": "b", **case, "steps": args.slq_steps, "probes": args.slq_probes}, metrics, seconds))
     if "c" in args.parts:
-        compare_exact(batch, args)
+        rows.append(compare_exact(batch, args))
+    if args.ledger:
+        for case, metrics, seconds in rows:
+            record("hessian_vs_peers", case, metrics, command_line("ICLR17_DATA_DIR"), args.ledger, seconds, __file__)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """One epoch of mnistfc on the real MNIST: the Classifier under Lightning's Trainer vs a plain PyTorch loop.
 
     ICLR17_DATA_DIR=/path/to/data python benchmarks/lightning_overhead.py [--repeats 3] [--limit-batches N]
+        [--ledger DIR]
 
 Both sides train a fresh ``MNISTFC`` with Adam (lr 1e-3) on the same DataLoader (the datamodule's: global
 batch 128, shuffled, 50,000 images), compute the same cross-entropy, and keep the epoch's mean loss. The
 Trainer runs with no logger, no checkpointing, no progress bar and no validation, so the ratio measures the
 framework's own cost: its loop, hooks and ``self.log``. The timed region of each side starts before the
 optimizer is built and ends after the epoch; runs alternate, and medians are reported. Target: ratio <= 1.10.
+``--ledger DIR`` also records the medians, the runs and the ratio as a row of
+``DIR/benchmarks_lightning_overhead.jsonl`` (``iclr17.studies.benchmark_ledger``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from timing import alternate, print_medians
 
 from iclr17.datamodules import MNISTDataModule
 from iclr17.modules import MNISTFC, Classifier
+from iclr17.studies.benchmark_ledger import command_line, record
 from iclr17.studies.trainers import quiet_trainer
 
 
@@ -51,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit-batches", type=int, default=None, help="batches per epoch (default: all)")
+    parser.add_argument("--ledger", default=None, help="record the result in this ledger folder (default: print only)")
     args = parser.parse_args()
 
     datamodule = MNISTDataModule(batch_size=128, normalization="unit")
@@ -64,6 +69,15 @@ def main() -> None:
     print(f"mnistfc, 1 epoch = {batches} batches of 128, torch {torch.__version__}, {torch.get_num_threads()} threads")
     plain, ours = print_medians(times).values()
     print(f"ratio (ours / peer): {ours / plain:.3f}   target <= 1.10")
+    if args.ledger:
+        peer_runs, ours_runs = times.values()
+        record(
+            "lightning_overhead",
+            {"batches": batches, "repeats": args.repeats, "threads": torch.get_num_threads()},
+            {"peer_seconds": plain, "ours_seconds": ours, "ratio": ours / plain, "peer_runs": peer_runs,
+             "ours_runs": ours_runs},
+            command_line("ICLR17_DATA_DIR"), args.ledger, seconds=sum(peer_runs) + sum(ours_runs), script=__file__,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

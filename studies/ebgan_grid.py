@@ -382,4 +382,4 @@ def histogram_figure(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-RESULTS_TABLES = {"ebgan_grid_reduced": ("ebgan_grid_reduced", budget_table)}
+RESULTS_TABLES = {"ebgan-grid-reduced": ("ebgan_grid_reduced", budget_table)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 import statistics
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from pytorch_lightning.callbacks import Timer
 
 from iclr17.cli import cli, resolve_config_path
-from iclr17.studies.ledger import digest
+from iclr17.studies.ledger import current_runs, digest
 from iclr17.studies.runner import Outcome, Run, Study
 
 
@@ -85,7 +86,7 @@ class FitStudy(Study):
                 *self.extra]  # fmt: skip
 
     def command(self, run: Run) -> str:
-        fit = " ".join(self.fit_args(run, Path("<run dir>")))
+        fit = shlex.join(self.fit_args(run, Path("<run dir>")))
         return f"iclr17 {fit}; then validate and test the final weights"
 
     def execute(self, run: Run, out_dir: Path) -> Outcome:
@@ -109,9 +110,8 @@ class FitStudy(Study):
 def seeds_table(rows: list[dict[str, Any]], metrics: list[str] | None = None) -> str:
     """Mean +- std (and the values) of ``metrics`` over the finished runs of each params point, capped runs apart."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        if row["status"] != "failed":
-            groups.setdefault(json.dumps(row["params"], sort_keys=True) + " " + row["status"], []).append(row)
+    for row in current_runs(rows):
+        groups.setdefault(json.dumps(row["params"], sort_keys=True) + " " + row["status"], []).append(row)
     names = metrics or sorted({k for r in rows for k in r["metrics"] if k.startswith("test/")})
     lines = ["| run | status | seeds | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
     for label, group in groups.items():

@@ -1,32 +1,31 @@
-"""The universality study: K runs per ensemble of one reference system, their halting times, the statistics of
-tau and the paper's figure (arXiv:1511.06444; ``docs/papers/halting_time.md``).
+"""The universality study: many runs per ensemble of one reference system, their halting times T, the statistics of
+tau = (T - mean T) / std T and the paper's figure (arXiv:1511.06444, abstract and introduction;
+``docs/papers/halting_time.md``).
 
-    iclr17 halting-study --config halting_time/study/spin_glass_n32.yaml
-    iclr17 halting-study --config halting_time/study/spin_glass_n32.yaml --n_runs=200
+    iclr17 halting --config configs/studies/halting_spin_glass_n32.yaml run
+    iclr17 halting --config configs/studies/halting_spin_glass_n32.yaml table --figure spin_glass.png
 
-Writes ``<out_dir>/<name>.json`` (the configuration, per threshold and ensemble the counts, moments, skewness
-with its bootstrap CI and one-sample tests, the two-sample tests between ensembles, and the wall time),
-``<name>_times.npz`` (every raw halting time and censoring flag) and ``<name>.png`` (tau histograms with the
-N(0, 1) and Gumbel densities, QQ plots). Systems: :class:`SpinGlassRuns`, :class:`ConjugateGradientRuns`,
-:class:`MLPRuns`, each running its runs in chunks of ``chunk_size`` vectorised instances.
+One run per ensemble: ``n_runs`` instances of the system (:class:`SpinGlassRuns`, :class:`ConjugateGradientRuns`,
+:class:`MLPRuns`), vectorised in chunks, whose ledger row holds every raw halting time and the censored runs at
+each threshold. The statistics (``iclr17.functional.halting.ensemble_report``: counts, moments, skewness of tau
+with its bootstrap CI, one-sample tests against N(0, 1) and the Gumbel, two-sample tests between ensembles) are
+computed from the rows alone, seeded by the study's seed, so a table is the same whenever it is drawn. Rows of
+several seeds of one system pool their runs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
-import math
-import sys
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from jsonargparse import CLI
 
-from iclr17.callbacks.halting_time.figures import halting_figure
-from iclr17.cli import resolve_config_args
 from iclr17.datamodules import MNISTDataModule
 from iclr17.functional.conjugate_gradient import WishartEnsemble, cg_until_halted, critical_width, wishart_systems
 from iclr17.functional.halting import GumbelSide, ensemble_report, halting_times
@@ -37,7 +36,9 @@ from iclr17.functional.spin_glass import (
     sample_couplings,
     symmetrize,
 )
+from iclr17.studies.ledger import digest, row_key
 from iclr17.studies.mlp_ensemble import init_ensemble, train_until_halted
+from iclr17.studies.runner import Outcome, Run, Study
 
 
 def _chunks(n_runs: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -51,15 +52,31 @@ def _generator(seed: int, ensemble_index: int, chunk: int) -> torch.Generator:
 
 class HaltingSystem(ABC):
     """A reference system: ``run`` returns ``(first, censored)`` ``(n_runs, E)`` int64/bool arrays of halting
-    times for each of its E ``thresholds``."""
+    times for each of its E ``thresholds``. Every constructor argument is kept as the attribute of its name, so
+    :meth:`arguments` describes the system exactly."""
 
-    thresholds: list[float]
-    ensembles: tuple[str, ...]
-    unit: str = "iterations"
+    ensembles: ClassVar[tuple[str, ...]]
+    size_name: ClassVar[str]  # the argument that sets the instances' size, a coordinate of the study's table
+    threshold_name: ClassVar[str]  # the argument that lists the thresholds, decreasing
 
     @abstractmethod
     def run(self, ensemble: str, ensemble_index: int, n_runs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Halting times and censoring flags of ``n_runs`` runs of ``ensemble``, seeded by ``seed``."""
+
+    @property
+    def thresholds(self) -> list[float]:
+        return list(getattr(self, self.threshold_name))
+
+    def arguments(self) -> dict[str, Any]:
+        """Every constructor argument by name, defaults resolved."""
+        return {
+            name: getattr(self, name) for name in inspect.signature(type(self).__init__).parameters if name != "self"
+        }
+
+    def description(self, n_runs: int) -> str:
+        """The canonical JSON of the system (class name, arguments) and ``n_runs``: a study run's config."""
+        return json.dumps({"system": type(self).__name__, "init_args": self.arguments(), "n_runs": n_runs},
+                          sort_keys=True)  # fmt: skip
 
 
 class SpinGlassRuns(HaltingSystem):
@@ -77,6 +94,7 @@ class SpinGlassRuns(HaltingSystem):
     """
 
     ensembles = ("gaussian", "bernoulli", "uniform", "exponential")
+    size_name, threshold_name = "n_spins", "eps"
 
     def __init__(
         self,
@@ -90,17 +108,17 @@ class SpinGlassRuns(HaltingSystem):
         device: str = "cpu",
     ) -> None:
         self.n_spins, self.lr, self.lr_decay, self.max_steps = n_spins, lr, lr_decay, max_steps
-        self.device = device
-        self.thresholds = eps or [0.01]
-        self.chunk_size, self.dtype = chunk_size, getattr(torch, dtype)
+        self.eps = [float(e) for e in eps or [0.01]]
+        self.chunk_size, self.dtype, self.device = chunk_size, dtype, device
 
     def run(self, ensemble: CouplingEnsemble, ensemble_index: int, n_runs: int, seed: int):
         firsts, censored = [], []
-        eps = torch.tensor(self.thresholds, dtype=self.dtype, device=self.device)
+        dtype = getattr(torch, self.dtype)
+        eps = torch.tensor(self.eps, dtype=dtype, device=self.device)
         for chunk, (_, size) in enumerate(_chunks(n_runs, self.chunk_size)):
             generator = _generator(seed, ensemble_index, chunk)
-            couplings = sample_couplings(size, self.n_spins, ensemble, generator, self.dtype)
-            w = random_sphere_points(size, self.n_spins, generator, self.dtype).to(self.device)
+            couplings = sample_couplings(size, self.n_spins, ensemble, generator, dtype)
+            w = random_sphere_points(size, self.n_spins, generator, dtype).to(self.device)
             couplings = symmetrize(couplings.to(self.device))
             first, last, _ = descend_until_halted(couplings, w, eps, self.lr, self.lr_decay, self.max_steps)
             times, mask = halting_times(first.cpu(), last)
@@ -122,17 +140,18 @@ class ConjugateGradientRuns(HaltingSystem):
     """
 
     ensembles = ("gaussian", "bernoulli")
+    size_name, threshold_name = "n", "eps"
 
     def __init__(
         self, n: int = 100, c: float = 1.0, eps: list[float] | None = None, max_steps: int = 10_000,
         chunk_size: int = 1000, device: str = "cpu",
     ) -> None:  # fmt: skip
         self.n, self.c, self.max_steps, self.chunk_size, self.device = n, c, max_steps, chunk_size, device
-        self.thresholds = eps or [1e-8]
+        self.eps = [float(e) for e in eps or [1e-8]]
 
     def run(self, ensemble: WishartEnsemble, ensemble_index: int, n_runs: int, seed: int):
         firsts, censored = [], []
-        eps = torch.tensor(self.thresholds, dtype=torch.float64, device=self.device)
+        eps = torch.tensor(self.eps, dtype=torch.float64, device=self.device)
         for chunk, (_, size) in enumerate(_chunks(n_runs, self.chunk_size)):
             generator = _generator(seed, ensemble_index, chunk)
             a, b = wishart_systems(size, self.n, critical_width(self.n, self.c), ensemble, generator)
@@ -163,6 +182,7 @@ class MLPRuns(HaltingSystem):
     """
 
     ensembles = ("mnist", "random")
+    size_name, threshold_name = "widths", "theta"
 
     def __init__(
         self,
@@ -179,7 +199,7 @@ class MLPRuns(HaltingSystem):
         device: str = "cpu",
     ) -> None:
         self.widths = widths or [784, 500, 300, 10]
-        self.thresholds = theta or [0.1]
+        self.theta = [float(t) for t in theta or [0.1]]
         self.lr, self.batch_size, self.every_n_steps = lr, batch_size, every_n_steps
         self.subset_size, self.normalization, self.data_dir = subset_size, normalization, data_dir
         self.max_steps, self.chunk_size, self.device = max_steps, chunk_size, device
@@ -195,7 +215,7 @@ class MLPRuns(HaltingSystem):
     def run(self, ensemble: Literal["mnist", "random"], ensemble_index: int, n_runs: int, seed: int):
         x, y = (t.to(self.device) for t in self.data(ensemble))
         firsts, censored = [], []
-        thresholds = torch.tensor(self.thresholds)
+        thresholds = torch.tensor(self.theta)
         for start, size in _chunks(n_runs, self.chunk_size):
             run_seeds = [seed * 1_000_003 + ensemble_index * 100_000 + start + i for i in range(size)]
             base, params = init_ensemble(self.widths, run_seeds)
@@ -211,116 +231,278 @@ class MLPRuns(HaltingSystem):
         return np.concatenate(firsts), np.concatenate(censored)
 
 
-def study(
-    system: HaltingSystem,
-    name: str,
-    n_runs: int = 2000,
-    ensembles: list[str] | None = None,
-    seed: int = 0,
-    out_dir: str = "results/halting_time",
-    gumbel_side: GumbelSide = "right",
-    n_resamples: int = 2000,
-    times_from: str | None = None,
-) -> dict:
-    """Run ``n_runs`` instances of every ensemble of ``system``; write the raw times, then the JSON and figure.
+class HaltingStudy(Study):
+    """Halting times of many runs of a reference system per ensemble (arXiv:1511.06444): tau's law and universality.
 
     Args:
         system: the reference system and its parameters.
-        name: stem of the output files.
         n_runs: runs per ensemble (our default 2,000; the paper uses thousands).
-        ensembles: subset of the system's ensembles (default: all).
-        seed: study seed; instance seeds derive from it, the ensemble and the chunk.
-        out_dir: output folder.
-        gumbel_side: Gumbel orientation for the reference law (default maximum type, ``right``: our assumption).
-        n_resamples: bootstrap resamples for the confidence intervals.
-        times_from: re-analyse the raw times of an earlier run (its ``<name>_times.npz``) instead of running.
+        ensembles: subset of the system's ensembles (default: all); one study run each.
+        seed: study seed: instance seeds derive from it, the ensemble and the chunk, and it seeds the statistics
+            (dithering, Monte Carlo and permutation tests, bootstrap). A second seed adds runs to the same system's.
+        gumbel_side: Gumbel orientation of the reference law (default maximum type, ``right``: our assumption).
+        n_resamples: bootstrap resamples of the confidence intervals.
+        **kwargs: :class:`~iclr17.studies.runner.Study`'s arguments (name, ledger_dir, runs_dir).
     """
-    ensembles = ensembles or list(system.ensembles)
-    unknown = set(ensembles) - set(system.ensembles)
-    if unknown:
-        raise ValueError(f"ensembles {sorted(unknown)} are not among {type(system).__name__}'s {system.ensembles}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    times, censored, seconds = {}, {}, {}
-    if times_from is not None:
-        saved = np.load(times_from)
-        if not np.allclose(saved["thresholds"], system.thresholds):
-            raise ValueError(f"{times_from} holds thresholds {saved['thresholds']}, the config {system.thresholds}")
-        for ensemble in ensembles:
-            times[ensemble], censored[ensemble] = saved[f"{ensemble}_times"], saved[f"{ensemble}_censored"]
-    else:
-        for ensemble in ensembles:
-            start = time.perf_counter()
-            times[ensemble], censored[ensemble] = system.run(ensemble, system.ensembles.index(ensemble), n_runs, seed)
-            seconds[ensemble] = time.perf_counter() - start
-            print(f"{name}: {ensemble} {n_runs} runs in {seconds[ensemble]:.1f} s", flush=True)
-        arrays = {f"{k}_times": v for k, v in times.items()} | {f"{k}_censored": v for k, v in censored.items()}
-        # the raw times first: whatever the analysis does, the runs are kept
-        np.savez_compressed(out / f"{name}_times.npz", thresholds=np.array(system.thresholds), **arrays)
-    reports, panels = {}, {}
-    for e, threshold in enumerate(system.thresholds):
-        label = f"{threshold:g}"
-        reports[label], panels[f"threshold {label}"] = ensemble_report(
-            {k: v[:, e] for k, v in times.items()}, {k: v[:, e] for k, v in censored.items()},
-            gumbel_side, n_resamples, seed,
-        )  # fmt: skip
-    config = {k: str(v) if isinstance(v, torch.dtype) else v for k, v in vars(system).items()}
-    config["system"] = type(system).__name__
-    result = {
-        "name": name,
-        "system": config,
-        "n_runs": n_runs,
-        "seed": seed,
-        "seconds": seconds,
-        "times_from": times_from,
-        "by_threshold": reports,
-    }
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=_jsonable))
-    panels = {label: taus for label, taus in panels.items() if taus}
-    figure = halting_figure(panels, title=name, gumbel_side=gumbel_side)
-    figure.savefig(out / f"{name}.png", dpi=110)
-    _print_summary(result)
-    return result
+
+    default_name = "halting"
+
+    def __init__(
+        self,
+        system: HaltingSystem,
+        n_runs: int = 2000,
+        ensembles: list[str] | None = None,
+        seed: int = 0,
+        gumbel_side: GumbelSide = "right",
+        n_resamples: int = 2000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ensembles = ensembles or list(system.ensembles)
+        unknown = set(self.ensembles) - set(system.ensembles)
+        if unknown:
+            raise ValueError(f"ensembles {sorted(unknown)} are not among {type(system).__name__}'s {system.ensembles}")
+        self.system, self.n_runs, self.seed = system, n_runs, seed
+        self.gumbel_side, self.n_resamples = gumbel_side, n_resamples
+
+    def planned(self) -> list[Run]:
+        config = self.system.description(self.n_runs)
+        size = {self.system.size_name: getattr(self.system, self.system.size_name)}
+        return [
+            Run(config, digest(config), (f"--ensembles=[{ensemble}]",), self.seed, {
+                "system": type(self.system).__name__, **size, "ensemble": ensemble,
+                "ensemble_index": self.system.ensembles.index(ensemble),
+            })
+            for ensemble in self.ensembles
+        ]  # fmt: skip
+
+    def command(self, run: Run) -> str:
+        system = {"class_path": f"{type(self.system).__module__}.{type(self.system).__name__}",
+                  "init_args": self.system.arguments()}  # fmt: skip
+        return (
+            f"iclr17 halting --name={self.name} --ledger_dir={self.ledger_dir} --system='{json.dumps(system)}' "
+            f"--n_runs={self.n_runs} {' '.join(run.overrides)} --seed={run.seed} run"
+        )
+
+    def execute(self, run: Run, out_dir: Path) -> Outcome:
+        start = time.perf_counter()
+        times, censored = self.system.run(run.params["ensemble"], run.params["ensemble_index"], self.n_runs, run.seed)
+        metrics = {
+            "threshold_name": self.system.threshold_name,
+            "thresholds": self.system.thresholds,
+            "times": times.T.tolist(),  # times[e][k]: run k's halting time at threshold e (its cap if censored)
+            "censored_runs": [np.flatnonzero(c).tolist() for c in censored.T],  # the censored runs at each threshold
+        }
+        return Outcome("finished", None, time.perf_counter() - start, metrics)
+
+    def markdown(self, rows: list[dict[str, Any]]) -> str:
+        renderer = {"SpinGlassRuns": spin_glass_table, "MLPRuns": mlp_table}.get(type(self.system).__name__, cg_table)
+        return renderer(rows, self.gumbel_side, self.n_resamples)
+
+    def figure(self, rows: list[dict[str, Any]], path: Path) -> bool:
+        return halting_figures(rows, path, self.gumbel_side, self.n_resamples)
 
 
-def _jsonable(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return str(value)
+# ---- the statistics, from ledger rows alone ------------------------------------------------------------------
 
 
-def _print_summary(result: dict) -> None:
-    for label, report in result["by_threshold"].items():
-        pooled = report.get("pooled")
-        if pooled is None:
-            print(f"threshold {label}: fewer than 2 halted runs in every ensemble; no statistics")
+def experiments(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ledger's experiments: the rows of one system description (config digest), seeds pooled, each run once
+    (its latest row; failed rows left out), ordered by system and size.
+
+    Each is ``{"params", "threshold_name", "thresholds", "seed", "times", "censored"}``: ``params`` the rows'
+    common coordinates (system and size), ``seed`` the smallest seed (it seeds the statistics), ``times`` and
+    ``censored`` ``{ensemble: (n, E) array}`` in the system's ensemble order, the seeds' runs concatenated in order.
+    """
+    latest = {row_key(r): r for r in rows if r["status"] != "failed"}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in latest.values():
+        groups.setdefault(row["config_digest"], []).append(row)
+    found = []
+    for group in groups.values():
+        group.sort(key=lambda r: (r["params"]["ensemble_index"], r["seed"]))
+        times: dict[str, list[np.ndarray]] = {}
+        censored: dict[str, list[np.ndarray]] = {}
+        for row in group:
+            t = np.asarray(row["metrics"]["times"], dtype=np.int64).T
+            mask = np.zeros(t.shape, bool)
+            for e, runs in enumerate(row["metrics"]["censored_runs"]):
+                mask[runs, e] = True
+            times.setdefault(row["params"]["ensemble"], []).append(t)
+            censored.setdefault(row["params"]["ensemble"], []).append(mask)
+        params = {k: v for k, v in group[0]["params"].items() if k not in ("ensemble", "ensemble_index")}
+        found.append({
+            "params": params, "threshold_name": group[0]["metrics"]["threshold_name"],
+            "thresholds": group[0]["metrics"]["thresholds"], "seed": min(r["seed"] for r in group),
+            "times": {k: np.concatenate(v) for k, v in times.items()},
+            "censored": {k: np.concatenate(v) for k, v in censored.items()},
+        })  # fmt: skip
+    return sorted(found, key=lambda x: (x["params"]["system"], [v for k, v in x["params"].items() if k != "system"]))
+
+
+_REPORTS: dict[str, list[tuple[float, dict[str, Any], dict[str, np.ndarray]]]] = {}
+
+
+def threshold_reports(
+    experiment: dict[str, Any], gumbel_side: GumbelSide = "right", n_resamples: int = 2000
+) -> list[tuple[float, dict[str, Any], dict[str, np.ndarray]]]:
+    """``(threshold, report, taus)`` at each threshold of ``experiment``: ``ensemble_report`` of its ensembles,
+    seeded by its seed. Remembered for the process (a table and its figure share the permutation tests): do not
+    modify the result."""
+    parts = [json.dumps([experiment["seed"], gumbel_side, n_resamples, list(experiment["times"])]).encode()]
+    parts += [a.tobytes() for k in experiment["times"] for a in (experiment["times"][k], experiment["censored"][k])]
+    key = hashlib.sha256(b"".join(parts)).hexdigest()
+    if key not in _REPORTS:
+        _REPORTS[key] = [
+            (threshold, *ensemble_report(
+                {k: v[:, e] for k, v in experiment["times"].items()},
+                {k: v[:, e] for k, v in experiment["censored"].items()},
+                gumbel_side, n_resamples, experiment["seed"],
+            ))
+            for e, threshold in enumerate(experiment["thresholds"])
+        ]  # fmt: skip
+    return _REPORTS[key]
+
+
+def size_of(experiment: dict[str, Any]) -> str:
+    """The experiment's system size as a table writes it (``32``, ``784-32-10``)."""
+    value = next(v for k, v in experiment["params"].items() if k != "system")
+    return "-".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+# ---- the tables and the figure ----------------------------------------------------------------------------------
+
+DISPLAY = {"gaussian": "Gaussian", "bernoulli": "Bernoulli", "mnist": "MNIST"}
+SMALLEST_P = 0.001  # (1 + 0) / (1 + 999): the smallest Monte Carlo or permutation p-value the report gives
+
+
+def p_text(p: float) -> str:
+    """A p-value as the tables print it: ``<= 0.001`` at the resolution of 999 samples, else 3 significant digits."""
+    return f"<= {SMALLEST_P:g}" if p <= SMALLEST_P else f"{p:.3g}"
+
+
+def span(values: list[float], text=lambda v: f"{v:.1f}") -> str:
+    """``lo-hi`` of ``values`` as ``text`` writes them, or one value when both ends read the same."""
+    low, high = text(min(values)), text(max(values))
+    return low if low == high else f"{low}-{high}"
+
+
+def _skewness_ci(report: dict[str, Any]) -> str:
+    pooled = report.get("pooled")
+    if pooled is None:
+        return "n/a"
+    low, high = pooled["skewness_ci95"]
+    return f"{pooled['skewness']:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def spin_glass_table(rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right", n_resamples: int = 2000) -> str:
+    """One line per system size and threshold, ranges over the ensembles: mean T (std), the pooled skewness of tau
+    [95% CI], one-sample KS p against the Gumbel and N(0, 1), the smallest two-sample KS and AD p, censored runs."""
+    found = experiments(rows)
+    counts = {len(x["times"]) for x in found}
+    k = counts.pop() if len(counts) == 1 else None
+    ensembles, short = (f"{k} ensembles", f"{k} ens.") if k else ("ensembles", "ensembles")
+    pairs_text = f"{k * (k - 1) // 2} pairs" if k else "pairs"
+    lines = [
+        f"| N | eps | mean T (std), {ensembles} | pooled tau skewness [95% CI] | KS p vs Gumbel ({short}) | "
+        f"KS p vs N(0,1) | min two-sample KS p ({pairs_text}) | min two-sample AD p | censored |",
+        "|---" * 9 + "|",
+    ]
+    for x in found:
+        for threshold, report, _ in threshold_reports(x, gumbel_side, n_resamples):
+            described = [e for e in report["ensembles"].values() if not e["insufficient"]]
+            tests = [e["tests"] for e in described]
+            pairs = list(report["universality"].values())
+            means = f"{span([e['mean'] for e in described])} ({span([e['std'] for e in described])})"
+            cells = [
+                means if described else "n/a",
+                _skewness_ci(report),
+                span([t["gumbel"]["ks_pvalue"] for t in tests], p_text) if tests else "n/a",
+                span([t["normal"]["ks_pvalue"] for t in tests], p_text) if tests else "n/a",
+                p_text(min(p["ks_pvalue"] for p in pairs)) if pairs else "n/a",
+                p_text(min(p["ad_pvalue"] for p in pairs)) if pairs else "n/a",
+                str(report["n_censored"]),
+            ]
+            lines.append(f"| {size_of(x)} | {threshold:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ensembles_table(
+    rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right", n_resamples: int = 2000, raw_skewness: bool = False
+) -> str:
+    """One line per threshold, one value per ensemble (``a / b``): mean T (std), optionally the skewness of T, the
+    pooled skewness of tau [95% CI], KS p against N(0, 1), KS p against the Gumbel (range over the ensembles) and
+    the two-sample KS p (AD p) (the smallest over pairs when there are more than two ensembles). A leading size
+    column appears when the ledger holds several system sizes."""
+    found = experiments(rows)
+    if not found:
+        return "(no finished runs)"
+    names = list(found[0]["times"])
+    shown = " / ".join(DISPLAY.get(n, n) for n in names)
+    symbol = found[0]["threshold_name"]
+    pair = f"{shown.replace(' / ', ' vs ')} KS p (AD p)" if len(names) == 2 else "min two-sample KS p (AD p)"
+    header = [symbol, f"mean T (std) {shown}", *([f"skewness of T, {shown}"] if raw_skewness else []),
+              "pooled tau skewness [95% CI]", f"KS p vs N(0,1), {shown}", "KS p vs Gumbel", pair]  # fmt: skip
+    sized = len(found) > 1
+    header = ["N", *header] if sized else header
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for x in found:
+        size = [size_of(x)] if sized else []
+        for threshold, report, _ in threshold_reports(x, gumbel_side, n_resamples):
+            per = [report["ensembles"][n] for n in names]
+
+            def each(text, per=per) -> str:
+                return " / ".join("n/a" if e["insufficient"] else text(e) for e in per)
+
+            tests = [e["tests"] for e in per if not e["insufficient"]]
+            pairs = list(report["universality"].values())
+            cells = [
+                *size, f"{threshold:g}", each(lambda e: f"{e['mean']:.1f} ({e['std']:.1f})"),
+                *([each(lambda e: f"{e['skewness']:.2f}")] if raw_skewness else []),
+                _skewness_ci(report), each(lambda e: p_text(e["tests"]["normal"]["ks_pvalue"])),
+                span([t["gumbel"]["ks_pvalue"] for t in tests], p_text) if tests else "n/a",
+                f"{p_text(min(p['ks_pvalue'] for p in pairs))} ({p_text(min(p['ad_pvalue'] for p in pairs))})"
+                if pairs else "n/a",
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cg_table(rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right", n_resamples: int = 2000) -> str:
+    """The conjugate-gradient table: :func:`ensembles_table`."""
+    return ensembles_table(rows, gumbel_side, n_resamples)
+
+
+def mlp_table(rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right", n_resamples: int = 2000) -> str:
+    """The MLP table: :func:`ensembles_table` with the skewness of T beside each mean."""
+    return ensembles_table(rows, gumbel_side, n_resamples, raw_skewness=True)
+
+
+def halting_figures(rows: list[dict[str, Any]], path: Path, gumbel_side: GumbelSide = "right",
+                    n_resamples: int = 2000) -> bool:  # fmt: skip
+    """The paper's figure (tau histograms over the two reference densities, QQ plots; one row per threshold) for
+    each experiment: into ``path``, or ``<stem>_<size><suffix>`` beside it when the ledger holds several."""
+    from iclr17.callbacks.halting_time.figures import halting_figure
+
+    found, drawn = experiments(rows), 0
+    for x in found:
+        reports = threshold_reports(x, gumbel_side, n_resamples)
+        panels = {f"{x['threshold_name']} {threshold:g}": taus for threshold, _, taus in reports if taus}
+        if not panels:
             continue
-        print(f"threshold {label}: pooled skewness {pooled['skewness']:.3f} CI {pooled['skewness_ci95']}")
-        if report["n_censored"]:
-            print(f"  WARNING: {report['n_censored']} censored runs are left out of tau (raise max_steps)")
-        for ensemble, stats_ in report["ensembles"].items():
-            if stats_["insufficient"]:
-                print(f"  {ensemble}: n={stats_['n']} censored={stats_['n_censored']}: too few halted runs")
-                continue
-            tests = stats_["tests"]
-            print(
-                f"  {ensemble}: n={stats_['n']} censored={stats_['n_censored']} mean={stats_['mean']:.1f} "
-                f"std={stats_['std']:.2f} skew={stats_['skewness']:.3f} "
-                f"KS p normal={tests['normal']['ks_pvalue']:.3g} gumbel={tests['gumbel']['ks_pvalue']:.3g}"
-            )
-        for pair, test in report["universality"].items():
-            print(f"  {pair}: KS p={test['ks_pvalue']:.3g} AD p={test['ad_pvalue']:.3g}")
+        target = path if len(found) == 1 else path.with_name(f"{path.stem}_{size_of(x)}{path.suffix}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        figure = halting_figure(panels, title=f"{x['params']['system']} {size_of(x)}", gumbel_side=gumbel_side)
+        figure.savefig(target, dpi=110)
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+        drawn += 1
+    return drawn > 0
 
 
-def main(args: list[str] | None = None) -> dict:
-    """Command line: ``iclr17 halting-study --config <yaml>`` (or ``python -m iclr17.studies.halting``);
-    shipped configs are found by name, e.g. ``halting_time/study/spin_glass_n32.yaml``."""
-    return CLI(study, args=resolve_config_args(sys.argv[1:] if args is None else args), as_positional=False)
-
-
-if __name__ == "__main__":  # through the package, so the systems' classes are the importable ones
-    from iclr17.studies.halting import main as package_main
-
-    package_main()
+RESULTS_TABLES = {
+    "halting-spin-glass": ("halting_spin_glass", spin_glass_table),
+    "halting-cg": ("halting_cg", cg_table),
+    "halting-mlp": ("halting_mlp", mlp_table),
+}

@@ -1,82 +1,177 @@
-"""Compare the spectra that ``HessianSpectrum`` wrote for several runs (a width sweep, say) in one figure and
-one JSON table::
+"""The Hessian spectrum before and after training, as a study: ``iclr17 fit`` runs of a config with the
+``HessianSpectrum`` callback (method ``exact``), one ledger row per run holding the spectrum's statistics and every
+eigenvalue at the start and at the end of training (arXiv:1611.07476, abstract: a bulk at zero and a few
+outliers; the width sweep of arXiv:1706.04454; ``docs/papers/hessian.md``).
 
-    python -m iclr17.studies.hessian_report runs/width_5 runs/width_10 --out results/hessian/width_sweep.png
+    iclr17 hessian --config configs/studies/hessian_width_sweep.yaml run
+    iclr17 hessian --config configs/studies/hessian_width_sweep.yaml table --figure width_sweep.png
 
-Each run folder is searched for ``hessian/start_step*.npz`` and ``hessian/end_step*.npz`` (the callback's files,
-in whatever logger sub-folder they sit). The figure shows, per run, the ordered eigenvalues after training on a
-symmetric log scale and the log-count histograms before and after; the JSON (next to the figure) holds each
-snapshot's statistics, recomputed from the saved eigenvalues with the current definitions.
+The table and the figure (per run, the ordered eigenvalues after training on a symmetric log scale and the
+log-count histograms before and after) are drawn from the rows alone.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from iclr17.functional.hessian import spectrum_statistics
+from iclr17.studies.fit_study import FitStudy
+from iclr17.studies.runner import Outcome, Run
+
+SNAPSHOTS = {"start": "before training", "end": "after training"}
 
 
-def snapshot(run: Path, when: str) -> dict | None:
-    """The statistics and eigenvalues of the run's ``when`` snapshot (the last one if several), or None."""
-    files = sorted(run.rglob(f"hessian/{when}_step*.npz"), key=lambda p: int(p.stem.split("step")[-1]))
+def saved_spectrum(out_dir: Path, when: str) -> dict[str, Any]:
+    """The last ``hessian/<when>_step<N>.npz`` that ``HessianSpectrum(method="exact")`` wrote under ``out_dir``:
+    ``step``, ``n_params``, the statistics (:func:`~iclr17.functional.hessian.spectrum_statistics` of the saved
+    eigenvalues, ``num_classes`` as the callback logged it) and ``eigenvalues`` (a list, ascending)."""
+    files = sorted(out_dir.rglob(f"hessian/{when}_step*.npz"), key=lambda p: int(p.stem.split("step")[-1]))
     if not files:
-        return None
+        raise FileNotFoundError(f"{out_dir}: no hessian/{when}_step*.npz (HessianSpectrum with save_files=True?)")
     data = np.load(files[-1])
-    stats = {k: float(data[k]) for k in data.files if data[k].ndim == 0}
-    eigenvalues = data.get("eigenvalues")
-    if eigenvalues is not None:  # today's definitions, whatever version wrote the file
-        stats.update(spectrum_statistics(torch.from_numpy(eigenvalues)))
-    return {"file": str(files[-1]), "eigenvalues": eigenvalues, **stats}
+    if "eigenvalues" not in data.files or "frac_zero_rel" not in data.files:
+        raise ValueError(f"{files[-1]}: not a full spectrum; the Hessian study reads HessianSpectrum(method='exact')")
+    eigenvalues = torch.from_numpy(data["eigenvalues"]).double()
+    extra = {"num_classes": float(data["num_classes"])} if "num_classes" in data.files else {}
+    return {
+        "step": int(files[-1].stem.split("step")[-1]),
+        "n_params": len(eigenvalues),
+        **spectrum_statistics(eigenvalues),
+        **extra,
+        "eigenvalues": eigenvalues.tolist(),
+    }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders written with HessianSpectrum(save_files=True)")
-    parser.add_argument("--out", type=Path, required=True, help="figure path (.png); the JSON goes beside it")
-    args = parser.parse_args(argv)
+class HessianStudy(FitStudy):
+    """Exact Hessian spectra before and after training, per run of a config (arXiv:1611.07476).
 
+    The arguments are :class:`~iclr17.studies.fit_study.FitStudy`'s; the config's trainer must have a
+    ``HessianSpectrum(method="exact")`` callback (its files are read from the run's folder).
+    """
+
+    default_name = "hessian"
+
+    def execute(self, run: Run, out_dir: Path) -> Outcome:
+        outcome = super().execute(run, out_dir)
+        spectra = {f"hessian/{when}": saved_spectrum(out_dir, when) for when in SNAPSHOTS}
+        return Outcome(outcome.status, outcome.steps, outcome.fit_seconds, outcome.metrics | spectra)
+
+    def markdown(self, rows: list[dict[str, Any]]) -> str:
+        return sweep_table(rows) if self.grid else spectrum_table(rows)
+
+    def figure(self, rows: list[dict[str, Any]], path: Path) -> bool:
+        return spectra_figure(rows, path)
+
+
+# ---- tables and figure from ledger rows ---------------------------------------------------------------------------
+
+
+def shown_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows a table shows: not failed, with both spectra, the latest of each run (params and seed): a rerun
+    (e.g. a new run beside a migrated row without eigenvalues) replaces the earlier row."""
+    latest = {}
+    for row in rows:
+        if row["status"] != "failed" and all(f"hessian/{w}" in row["metrics"] for w in SNAPSHOTS):
+            latest[json.dumps([row["params"], row["seed"]], sort_keys=True)] = row
+    return list(latest.values())
+
+
+def run_label(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The run's coordinates in short (``widths 2-5-5-4``), its seed when the rows have several, ``(capped)``."""
+    parts = []
+    for key, value in row["params"].items():
+        text = "-".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(f"{key.rsplit('.', 1)[-1]} {text}")
+    if len({r["seed"] for r in rows}) > 1:
+        parts.append(f"seed {row['seed']}")
+    return " ".join(parts) + (" (capped)" if row["status"] == "capped" else "")
+
+
+def _share(value: float) -> str:
+    return f"{value:.1%}"
+
+
+def spectrum_table(rows: list[dict[str, Any]]) -> str:
+    """Before and after training, per run: lambda_max, lambda_min, the shares of eigenvalues near zero (absolute
+    1e-4 and relative 1e-3 lambda_max), the negative share of the absolute mass and the outlier count."""
+    shown = shown_rows(rows)
+    classes = {r["metrics"]["hessian/end"].get("num_classes") for r in shown} - {None}
+    outliers = f"outliers ({int(classes.pop())} classes)" if len(classes) == 1 else "outliers"
+    lines = [
+        "| | lambda_max | lambda_min | share abs(lambda) < 1e-4 | share abs(lambda) < 1e-3 lambda_max | "
+        f"negative mass | {outliers} |",
+        "|---" * 7 + "|",
+    ]
+    for row in shown:
+        label = run_label(row, shown)
+        for when, name in SNAPSHOTS.items():
+            s = row["metrics"][f"hessian/{when}"]
+            cells = [f"{s['lambda_max']:.3g}", f"{s['lambda_min']:.2g}", _share(s["frac_zero_abs"]),
+                     _share(s["frac_zero_rel"]), _share(s["negative_mass"]), f"{s['n_outliers']:.0f}"]  # fmt: skip
+            lines.append(f"| {f'{label}: ' if label else ''}{name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    """One line per run (a grid point), ordered by parameter count: after training the share near zero (relative
+    1e-3 lambda_max), lambda_max, lambda_min and the outliers; before training the share near zero and the
+    negative mass."""
+    shown = sorted(shown_rows(rows), key=lambda r: r["metrics"]["hessian/end"]["n_params"])
+    classes = {r["metrics"]["hessian/end"].get("num_classes") for r in shown} - {None}
+    outliers = f"after: outliers ({int(classes.pop())} classes)" if len(classes) == 1 else "after: outliers"
+    lines = [
+        "| run | parameters | after: share abs(lambda) < 1e-3 lambda_max | after: lambda_max | after: lambda_min | "
+        f"{outliers} | before: share near zero | before: negative mass |",
+        "|---" * 8 + "|",
+    ]
+    for row in shown:
+        start, end = row["metrics"]["hessian/start"], row["metrics"]["hessian/end"]
+        cells = [run_label(row, shown), f"{end['n_params']:,}", _share(end["frac_zero_rel"]),
+                 f"{end['lambda_max']:.3g}", f"{end['lambda_min']:.2g}", f"{end['n_outliers']:.0f}",
+                 _share(start["frac_zero_rel"]), _share(start["negative_mass"])]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def spectra_figure(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Per run, the eigenvalues after training in decreasing order (rank / number of parameters, symmetric log
+    scale) and the log-count histograms before and after training. Needs rows with eigenvalues."""
+    shown = [r for r in shown_rows(rows) if "eigenvalues" in r["metrics"]["hessian/end"]]
+    if not shown:
+        raise ValueError("no row holds eigenvalues (migrated rows keep statistics only): run the study to draw it")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = []
     fig, (ordered, before, after) = plt.subplots(1, 3, figsize=(15, 4))
-    for run in args.runs:
-        start, end = snapshot(run, "start"), snapshot(run, "end")
-        if end is None or end["eigenvalues"] is None:
-            raise SystemExit(f"{run}: no hessian/end_step*.npz with eigenvalues (was the run fitted to the end?)")
-        label = f"{run.name} ({len(end['eigenvalues'])} params)"
-        values = np.sort(end["eigenvalues"])[::-1]
-        ordered.plot(np.arange(1, len(values) + 1) / len(values), values, ".", markersize=2, label=label)
-        after.hist(values, bins=100, log=True, histtype="step", label=label)
-        if start is not None and start["eigenvalues"] is not None:
-            before.hist(start["eigenvalues"], bins=100, log=True, histtype="step", label=label)
-        strip = {k: v for k, v in (start or {}).items() if k not in ("eigenvalues",)}
-        rows.append({"run": str(run), "n_params": len(values), "start": strip, "end": {
-            k: v for k, v in end.items() if k != "eigenvalues"
-        }})  # fmt: skip
+    for row in shown:
+        end = np.sort(row["metrics"]["hessian/end"]["eigenvalues"])[::-1]
+        label = f"{run_label(row, shown) or row['config']} ({len(end)} params)"
+        ordered.plot(np.arange(1, len(end) + 1) / len(end), end, ".", markersize=2, label=label)
+        after.hist(end, bins=100, log=True, histtype="step", label=label)
+        start = row["metrics"]["hessian/start"].get("eigenvalues")
+        if start is not None:
+            before.hist(start, bins=100, log=True, histtype="step", label=label)
     ordered.set(xscale="linear", yscale="symlog", xlabel="rank / number of parameters", ylabel="eigenvalue (symlog)")
     ordered.set_title("after training, ordered")
     before.set(xlabel="eigenvalue", ylabel="count (log)", title="before training")
     after.set(xlabel="eigenvalue", ylabel="count (log)", title="after training")
     ordered.legend(fontsize=7)
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
-    for row in rows:
-        end = row["end"]
-        print(
-            f"{row['run']}: {row['n_params']} params, lambda_max {end['lambda_max']:.4g}, "
-            f"|lambda| < 1e-3 lambda_max: {end['frac_zero_rel']:.1%}, outliers {end['n_outliers']:.0f}"
-        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
-if __name__ == "__main__":
-    main()
+RESULTS_TABLES = {
+    "hessian-blobs": ("hessian_blobs", spectrum_table),
+    "hessian-width-sweep": ("hessian_width_sweep", sweep_table),
+    "hessian-mnist-small": ("hessian_mnist_small", spectrum_table),
+}

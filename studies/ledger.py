@@ -106,3 +106,17 @@ def row_key(row: dict[str, Any]) -> str:
 def digest(text: str | bytes) -> str:
     """The 16-hex-digit sha256 digest that ``config_digest`` holds."""
     return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()[:16]
+
+
+def current_runs(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The row each table shows for a run (its params and seed): the last finished row, else the last capped one;
+    failed rows never. A rerun at a later commit, or a finished run after a capped one, replaces the earlier row.
+    Rows come back in the ledger order of their runs' first rows."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["status"] == "failed":
+            continue
+        run = json.dumps([row["params"], row["seed"]], sort_keys=True)
+        if run not in chosen or row["status"] == "finished" or chosen[run]["status"] == "capped":
+            chosen[run] = row
+    return list(chosen.values())

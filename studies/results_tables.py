@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from iclr17.studies.ledger import read
@@ -21,8 +21,15 @@ class StaleTables(Exception):
     """RESULTS.md's tables differ from what their ledgers give."""
 
 
-def regenerate(text: str, tables: Mapping[str, tuple], ledger_dir: str | Path, source: str = "RESULTS.md") -> str:
-    """``text`` with every marked table replaced by its renderer's output over its ledger's rows.
+def regenerate(
+    text: str,
+    tables: Mapping[str, tuple],
+    ledger_dir: str | Path,
+    source: str = "RESULTS.md",
+    only: Collection[str] | None = None,
+) -> str:
+    """``text`` with every marked table (of those named in ``only``, if given) replaced by its renderer's output
+    over its ledger's rows.
 
     An unknown table name, or an opening marker without its closing one, is an error naming ``source`` and line.
     """
@@ -37,6 +44,8 @@ def regenerate(text: str, tables: Mapping[str, tuple], ledger_dir: str | Path, s
             raise ValueError(f"{source}:{line}: table {marker.group(1)!r} has no closing <!-- /table -->")
 
     def render(match: re.Match) -> str:
+        if only is not None and match.group("name") not in only:
+            return match.group(0)
         stem, renderer = tables[match.group("name")]
         body = renderer(read(Path(ledger_dir) / f"{stem}.jsonl")).rstrip("\n") + "\n"
         return match.group(1) + body + match.group(4)

@@ -17,6 +17,8 @@ import re
 import statistics
 from typing import Any
 
+from iclr17.studies.ledger import current_runs
+
 Rows = list[dict[str, Any]]
 
 # variant -> (model, optimizer, effective epochs (x L / x (L + 1)), paper): Table 1 of arXiv:1611.01838 and the
@@ -70,7 +72,7 @@ def header(columns: list[str]) -> list[str]:
 
 
 def _kept(rows: Rows) -> Rows:
-    return sorted((r for r in rows if r["status"] != "failed"), key=lambda r: r["seed"])
+    return sorted(current_runs(rows), key=lambda r: r["seed"])
 
 
 def _values(rows: Rows, value, digits: int) -> str:

@@ -19,6 +19,7 @@ import json
 from typing import Any
 
 from iclr17.studies.fit_study import FitStudy
+from iclr17.studies.ledger import current_runs
 from iclr17.studies.seed_tables import Rows, capped_label, header, mean_std
 
 VARIANTS = {  # name -> (training lengths, test lengths)
@@ -101,13 +102,12 @@ def errors_by_length(row: dict[str, Any]) -> dict[int, float]:
 
 
 def _groups(rows: Rows) -> dict[tuple, Rows]:
-    """Non-failed rows by (variant, max_step, lr, status), ordered as Table 1: max_step descending, then
-    variant, lr and status (finished first)."""
+    """The current row of each run (``current_runs``) by (variant, max_step, lr, status), ordered as Table 1:
+    max_step descending, then variant, lr and status (finished first)."""
     groups: dict[tuple, Rows] = {}
-    for row in rows:
-        if row["status"] != "failed":
-            p = row["params"]
-            groups.setdefault((p["variant"], p["max_step"], p["lr"], row["status"]), []).append(row)
+    for row in current_runs(rows):
+        p = row["params"]
+        groups.setdefault((p["variant"], p["max_step"], p["lr"], row["status"]), []).append(row)
     order = list(VARIANTS)
     return dict(
         sorted(groups.items(), key=lambda kv: (-kv[0][1], order.index(kv[0][0]), kv[0][2], kv[0][3] != "finished"))

@@ -1,21 +1,16 @@
-import glob
 import itertools
-import json
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import wandb
 import yaml
 from pytorch_lightning.callbacks import RichProgressBar
 
 from iclr17.__main__ import main
 from iclr17.cli import cli, resolve_config_path, shipped_configs
-from iclr17.studies.halting import main as halting_study
-from iclr17.studies.hessian_report import main as report_main
+from iclr17.studies.catalog import STUDIES
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -119,42 +114,26 @@ def test_every_shipped_config_has_a_header_and_parses(name, capsys):
     header = "\n".join(itertools.takewhile(lambda line: line.startswith("#"), lines))
     assert "Command:" in header and ("Paper:" in header or "paper" in header), f"{name} needs its header"
     with pytest.raises(SystemExit) as exit_info:
-        if name.startswith("halting_time/study/"):  # the halting-time study's own configs
-            halting_study(["--config", name, "--print_config"])
+        if name.startswith("studies/"):  # a study's config: its header's command names the study
+            study = re.search(r"Command: +(?:\S+=\S+ )*iclr17 ([\w-]+) --config", header)
+            assert study and study.group(1) in STUDIES, f"{name}: the header's Command names no study"
+            main([study.group(1), "--config", name, "--print_config"])
         else:
             cli(["fit", "--config", name, "--print_config"])
     assert exit_info.value.code == 0
 
 
-def test_halting_study_subcommand_finds_a_shipped_study_config(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["iclr17", "halting-study", "--config", "halting_time/study/spin_glass_n32.yaml"])
-    monkeypatch.setattr(sys, "argv", [*sys.argv, "--print_config"])
+def test_help_lists_the_lightning_subcommands_the_studies_and_the_tools(capsys):
+    main(["--help"])
+    out = capsys.readouterr().out
+    for name in ["fit", "test", *STUDIES, "results", "score-net", "configs"]:
+        assert re.search(rf"^  {re.escape(name)} +\S", out, re.M), name
+
+
+def test_a_study_finds_a_shipped_study_config_and_names_an_unknown_key(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 0 and "n_spins: 32" in capsys.readouterr().out
-
-
-def test_documented_width_sweep_keeps_every_run_in_its_own_folder(tmp_path, monkeypatch):
-    """The sweep in configs/hessian/blobs_width_sweep.yaml's header, run as written (two widths, 2 epochs, the
-    default wandb logger offline): every run keeps its config and spectra, and the documented report reads them."""
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    header = " ".join(
-        line.lstrip("#").strip().removesuffix("\\")
-        for line in (REPO_ROOT / "configs/hessian/blobs_width_sweep.yaml").read_text().splitlines()
-        if line.startswith("#")
-    )
-    loop = re.search(r"for w in ([\d ]+); do (iclr17 fit .+?); done", header)
-    report = re.search(r"python -m iclr17\.studies\.hessian_report (\S+) --out (\S+)", header)
-    widths = loop.group(1).split()[:2]
-    for w in widths:
-        args = shlex.split(loop.group(2).replace("$w", w))[1:]  # after "iclr17"
-        cli([*args, "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1"])
-        wandb.finish()  # one process per run on the command line
-    folders = {p.parent.parent for p in tmp_path.rglob("hessian/end_step2.npz")}
-    assert len(folders) == len(widths)
-    assert all((folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir() for folder in folders)
-
-    runs = sorted(glob.glob(report.group(1)))
-    report_main([*runs, "--out", str(tmp_path / report.group(2))])
-    rows = json.loads((tmp_path / report.group(2)).with_suffix(".json").read_text())
-    assert sorted(r["n_params"] for r in rows) == sorted(2 * w + w + w * w + w + w * 4 + 4 for w in map(int, widths))
+        main(["ebgan-grid", "--config", "studies/ebgan_grid_reduced.yaml", "--print_config"])
+    assert exit_info.value.code == 0 and "limit_batches: 200" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ebgan-grid", "--config", "studies/ebgan_grid_reduced.yaml", "--n_layer_gg=[2]", "status"])
+    assert exit_info.value.code != 0 and "n_layer_gg" in capsys.readouterr().err

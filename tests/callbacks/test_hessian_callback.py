@@ -1,6 +1,5 @@
 import copy
 import gc
-import json
 
 import pytest
 import pytorch_lightning as pl
@@ -189,21 +188,6 @@ def test_writes_npz_and_png_per_snapshot(tmp_path):
     slq = HessianSpectrum(method="slq", n_samples=90, lanczos_steps=20, slq_probes=2, at_fit_start=False)
     _fit(slq, epochs=1, default_root_dir=tmp_path / "slq")
     assert {p.suffix for p in (tmp_path / "slq" / "hessian").iterdir()} == {".npz", ".png"}
-
-
-def test_report_compares_runs_from_their_files(tmp_path, capsys):
-    from iclr17.studies.hessian_report import main
-
-    for width in (4, 8):
-        callback = HessianSpectrum(method="exact", n_samples=30)
-        _fit(callback, epochs=2, net=MLP([2, width, 3]), default_root_dir=tmp_path / f"w{width}")
-    out = tmp_path / "figs" / "sweep.png"
-    main([str(tmp_path / "w4"), str(tmp_path / "w8"), "--out", str(out)])
-    rows = json.loads(out.with_suffix(".json").read_text())
-    assert [r["n_params"] for r in rows] == [2 * 4 + 4 + 4 * 3 + 3, 2 * 8 + 8 + 8 * 3 + 3] and out.stat().st_size > 0
-    assert "outliers" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="no hessian/end_step"):
-        main([str(tmp_path / "figs"), "--out", str(out)])
 
 
 class NoisyDataset(TensorDataset):

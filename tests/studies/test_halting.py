@@ -1,16 +1,33 @@
-"""The vmapped MLP ensemble against a plain one-run loop; the study command end to end. (Conjugate gradient, the
-other system, is pure math: tests/functional/test_conjugate_gradient.py checks it against a numpy loop.)"""
+"""The halting-time study: the vmapped MLP ensemble against a plain one-run loop; a tiny study run into a ledger and
+its table and figure from the ledger alone; the statistics' plumbing on hand-written rows; the committed ledgers
+against the raw JSON they were migrated from. (Conjugate gradient, the other system, is pure math:
+tests/functional/test_conjugate_gradient.py checks it against a numpy loop.)"""
 
-import json
+import shlex
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from jsonargparse import CLI
 
+from iclr17.functional.halting import ensemble_report
 from iclr17.modules.nets import MLP
-from iclr17.studies.halting import main as study_main
+from iclr17.studies.halting import (
+    ConjugateGradientRuns,
+    HaltingStudy,
+    SpinGlassRuns,
+    experiments,
+    mlp_table,
+    p_text,
+    span,
+    spin_glass_table,
+    threshold_reports,
+)
+from iclr17.studies.ledger import done_keys, read
 from iclr17.studies.mlp_ensemble import init_ensemble, train_until_halted
+from iclr17.studies.runner import record_run
+from tests.conftest import REPO_ROOT
 
 
 def test_ensemble_member_equals_a_plain_sgd_loop_with_its_seed_and_order():
@@ -46,25 +63,119 @@ def test_ensemble_member_equals_a_plain_sgd_loop_with_its_seed_and_order():
     assert len(set(first[:, 1].tolist())) > 1  # members differ: own seeds and orders
 
 
-def test_study_command_writes_statistics_raw_times_and_figure(tmp_path):
-    config = tmp_path / "study.yaml"
-    config.write_text(
-        "name: tiny\nn_runs: 60\nn_resamples: 100\n"
-        f"out_dir: {tmp_path}\n"
-        "system:\n  class_path: iclr17.studies.halting.ConjugateGradientRuns\n"
-        "  init_args: {n: 20, eps: [1.0e-4, 1.0e-8], chunk_size: 25}\n"
-    )
-    result = study_main(["--config", str(config)])
-    saved = json.loads((tmp_path / "tiny.json").read_text())
-    assert saved["n_runs"] == 60 and set(saved["by_threshold"]) == {"0.0001", "1e-08"}
-    report = saved["by_threshold"]["1e-08"]
-    assert set(report["ensembles"]) == {"gaussian", "bernoulli"} and "gaussian vs bernoulli" in report["universality"]
-    assert report["ensembles"]["gaussian"]["n"] == 60 and report["pooled"]["n"] == 120
-    raw = np.load(tmp_path / "tiny_times.npz")
-    assert raw["gaussian_times"].shape == (60, 2) and not raw["bernoulli_censored"].any()
-    assert (tmp_path / "tiny.png").stat().st_size > 10_000
-    assert result["by_threshold"]["1e-08"]["ensembles"]["bernoulli"]["mean"] == pytest.approx(
-        raw["bernoulli_times"][:, 1].mean()
+def _tiny_cg_study(tmp_path) -> HaltingStudy:
+    system = ConjugateGradientRuns(n=20, eps=[1.0e-4, 1.0e-8], chunk_size=25)
+    return HaltingStudy(system, n_runs=60, n_resamples=100, name="tiny", ledger_dir=str(tmp_path / "ledgers"),
+                        runs_dir=str(tmp_path / "runs"))  # fmt: skip
+
+
+def test_a_tiny_study_records_each_ensembles_raw_times_and_draws_its_table_from_the_ledger(tmp_path, capsys):
+    study = _tiny_cg_study(tmp_path)
+    runs = study.planned()
+    assert [r.params for r in runs] == [
+        {"system": "ConjugateGradientRuns", "n": 20, "ensemble": "gaussian", "ensemble_index": 0},
+        {"system": "ConjugateGradientRuns", "n": 20, "ensemble": "bernoulli", "ensemble_index": 1},
+    ]
+    for run in runs:
+        record_run(study, run, threads=1, machine="test")
+    rows = read(study.ledger)
+    assert done_keys(rows) == {run.key for run in runs} and all(r["status"] == "finished" for r in rows)
+    times, censored = ConjugateGradientRuns(n=20, eps=[1.0e-4, 1.0e-8], chunk_size=25).run("bernoulli", 1, 60, 0)
+    assert rows[1]["metrics"]["times"] == times.T.tolist() and not censored.any()
+    assert rows[1]["metrics"]["censored_runs"] == [[], []] and rows[1]["metrics"]["thresholds"] == [1e-4, 1e-8]
+
+    table = study.markdown(rows).splitlines()
+    assert table[0].startswith("| eps | mean T (std) Gaussian / Bernoulli | pooled tau skewness [95% CI] |")
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| 0.0001", "| 1e-08"]
+    bernoulli = f"{times[:, 1].mean():.1f} ({times[:, 1].std(ddof=1):.1f})"  # numpy, not the report
+    assert table[3].split(" | ")[1].endswith(f" / {bernoulli}")
+    assert study.figure(rows, tmp_path / "tiny.png") and (tmp_path / "tiny.png").stat().st_size > 10_000
+
+    # the row's command reruns that run alone: the same run key, so it is done
+    capsys.readouterr()
+    args = shlex.split(rows[0]["command"])
+    assert args[:2] == ["iclr17", "halting"] and args[-1] == "run"
+    CLI(HaltingStudy, args=[*args[2:-1], "status"], as_positional=False)
+    assert "tiny (" in capsys.readouterr().out.splitlines()[0] and study.status()["done"]
+
+
+def _row(ensemble, index, times, censored_runs, seed=0, config_digest="d32", n_spins=32, status="finished"):
+    return {
+        "study": "s", "config": "c", "config_digest": config_digest, "overrides": [f"--ensembles=[{ensemble}]"],
+        "params": {"system": "SpinGlassRuns", "n_spins": n_spins, "ensemble": ensemble, "ensemble_index": index},
+        "seed": seed, "status": status, "metrics": {"threshold_name": "eps", "thresholds": [1.0, 0.5], "times": times,
+                                                    "censored_runs": censored_runs},
+    }  # fmt: skip
+
+
+def test_experiments_pool_seeds_keep_a_runs_latest_row_and_leave_failed_rows_out():
+    rows = [
+        _row("bernoulli", 1, [[5, 5], [6, 6]], [[], []]),
+        _row("gaussian", 0, [[1, 2, 3], [4, 5, 9]], [[], [2]]),
+        _row("gaussian", 0, [[30, 30], [40, 40]], [[], []], n_spins=64, config_digest="d64"),
+        _row("gaussian", 0, [[7], [8]], [[0], [0]], seed=1),
+        _row("bernoulli", 1, [[9], [9]], [[], []], seed=1, status="failed"),
+        _row("bernoulli", 1, [[5, 6], [7, 8]], [[], [1]]),  # the rerun of the first row
+    ]
+    small, large = experiments(rows)
+    assert (small["params"], large["params"]) == ({"system": "SpinGlassRuns", "n_spins": 32},
+                                                  {"system": "SpinGlassRuns", "n_spins": 64})  # fmt: skip
+    assert list(small["times"]) == ["gaussian", "bernoulli"] and small["seed"] == 0
+    assert small["times"]["gaussian"].tolist() == [[1, 4], [2, 5], [3, 9], [7, 8]]
+    assert small["censored"]["gaussian"].tolist() == [[False, False], [False, False], [False, True], [True, True]]
+    assert small["times"]["bernoulli"].tolist() == [[5, 7], [6, 8]]
+    assert small["censored"]["bernoulli"].tolist() == [[False, False], [False, True]]
+
+
+def test_p_values_and_ranges_read_as_the_tables_write_them():
+    assert [p_text(p) for p in (0.001, 0.3, 0.018, 0.0123)] == ["<= 0.001", "0.3", "0.018", "0.0123"]
+    assert span([0.007, 0.001], p_text) == "<= 0.001-0.007" and span([0.001, 0.001], p_text) == "<= 0.001"
+    assert span([8.31, 8.49, 8.4]) == "8.3-8.5" and span([2.74, 2.71]) == "2.7"
+
+
+def test_spin_glass_table_takes_ranges_over_ensembles_from_hand_written_rows():
+    rng = np.random.default_rng(0)
+    raw = {e: rng.gumbel(20, 4, size=(50, 2)).round().astype(int) + [0, 10] for e in ("gaussian", "bernoulli")}
+    rows = [
+        _row(e, i, raw[e].T.tolist(), [[], [3, 7] if e == "bernoulli" else []]) for i, e in enumerate(raw)
+    ]  # fmt: skip
+    lines = spin_glass_table(rows, n_resamples=200).splitlines()
+    assert lines[0].startswith("| N | eps | mean T (std), 2 ensembles |") and "(1 pairs)" in lines[0]
+    assert len(lines) == 4 and lines[2].startswith("| 32 | 1 | ") and lines[3].startswith("| 32 | 0.5 | ")
+    means = [raw["gaussian"][:, 0].mean(), raw["bernoulli"][:, 0].mean()]  # numpy, independent of the report
+    stds = [raw["gaussian"][:, 0].std(ddof=1), raw["bernoulli"][:, 0].std(ddof=1)]
+    cells = lines[2].split(" | ")
+    assert cells[2] == f"{span(means)} ({span(stds)})" and cells[-1] == "0 |"
+    assert lines[3].split(" | ")[-1] == "2 |"  # the two censored runs
+    report, _ = ensemble_report({e: raw[e][:, 0] for e in raw}, {}, n_resamples=200, seed=0)
+    low, high = report["pooled"]["skewness_ci95"]
+    assert cells[3] == f"{report['pooled']['skewness']:.2f} [{low:.2f}, {high:.2f}]"
+    assert cells[6] == p_text(report["universality"]["gaussian vs bernoulli"]["ks_pvalue"])
+
+
+def _ledger(stem):
+    return read(REPO_ROOT / "results" / "ledgers" / f"{stem}.jsonl")
+
+
+def test_committed_ledgers_hold_the_raw_times_of_978148c():
+    # literals: results/halting_time/<name>.json at 978148c (the RESULTS.md tables' source)
+    n32, n64 = experiments(_ledger("halting_spin_glass"))
+    assert n32["params"]["n_spins"] == 32 and n64["params"]["n_spins"] == 64 and (n32["seed"], n64["seed"]) == (0, 1)
+    assert [len(t) for t in n32["times"].values()] == [2000] * 4 and [len(t) for t in n64["times"].values()] == [
+        1000
+    ] * 4
+    assert [int(sum(c[:, e].sum() for c in n32["censored"].values())) for e in range(5)] == [0, 0, 0, 2, 15]
+    (cg,) = experiments(_ledger("halting_cg"))
+    gaussian = cg["times"]["gaussian"][:, 2]  # eps 1e-8
+    assert gaussian.mean() == pytest.approx(104.913) and gaussian.std(ddof=1) == pytest.approx(4.263510262668537)
+    # a whole table line, statistics recomputed (the MLP table, theta 0.2, alone: its permutation tests take 2 s)
+    rows = _ledger("halting_mlp")
+    for row in rows:
+        metrics = row["metrics"]
+        row["metrics"] = metrics | {k: metrics[k][1:2] for k in ("thresholds", "times", "censored_runs")}
+    assert mlp_table(rows).splitlines()[2] == (
+        "| 0.2 | 76.3 (2.6) / 183.6 (4.0) | -0.15 / 0.14 | 0.00 [-0.09, 0.10] | 0.166 / <= 0.001 | <= 0.001 | "
+        "<= 0.001 (<= 0.001) |"
     )
 
 
@@ -73,17 +184,17 @@ def test_spin_glass_and_cg_reproduce_the_papers_universality_findings(tmp_path):
     """arXiv:1511.06444 (``docs/papers/halting_time.md``): spin glass, Gaussian vs Bernoulli couplings, ~2,000 runs
     each: two-sample KS does not reject at 5%, skewness positive and closer to the Gumbel's 1.14 than to 0; CG at
     critical scaling: skewness near 0 (15-60 s)."""
-    sg = study_main(
-        ["--name=sg", "--n_runs=2000", f"--out_dir={tmp_path}", "--ensembles=[gaussian, bernoulli]",
-         "--system=iclr17.studies.halting.SpinGlassRuns", "--system.n_spins=32", "--system.eps=[1.0]",
-         "--system.max_steps=5000"]
-    )  # fmt: skip
-    report = sg["by_threshold"]["1"]
-    assert report["universality"]["gaussian vs bernoulli"]["ks_pvalue"] > 0.05
-    assert abs(report["pooled"]["skewness"] - 1.14) < report["pooled"]["skewness"]
-    cg = study_main(
-        ["--name=cg", "--n_runs=2000", f"--out_dir={tmp_path}",
-         "--system=iclr17.studies.halting.ConjugateGradientRuns", "--system.n=100", "--system.eps=[1.0e-8]"]
-    )  # fmt: skip
-    assert abs(cg["by_threshold"]["1e-08"]["pooled"]["skewness"]) < 0.2
-    assert cg["by_threshold"]["1e-08"]["universality"]["gaussian vs bernoulli"]["ks_pvalue"] > 0.05
+
+    def study_reports(system, ensembles=None):
+        study = HaltingStudy(system, ensembles=ensembles, ledger_dir=str(tmp_path), runs_dir=str(tmp_path),
+                             name=type(system).__name__)  # fmt: skip
+        for run in study.planned():
+            record_run(study, run, threads=1, machine="test")
+        (experiment,) = experiments(read(study.ledger))
+        return [report for _, report, _ in threshold_reports(experiment)]
+
+    (sg,) = study_reports(SpinGlassRuns(n_spins=32, eps=[1.0], max_steps=5000), ["gaussian", "bernoulli"])
+    assert sg["universality"]["gaussian vs bernoulli"]["ks_pvalue"] > 0.05
+    assert abs(sg["pooled"]["skewness"] - 1.14) < sg["pooled"]["skewness"]
+    (cg,) = study_reports(ConjugateGradientRuns(n=100, eps=[1.0e-8]))
+    assert abs(cg["pooled"]["skewness"]) < 0.2 and cg["universality"]["gaussian vs bernoulli"]["ks_pvalue"] > 0.05

@@ -7,7 +7,7 @@ import multiprocessing
 
 import pytest
 
-from iclr17.studies.ledger import ROW_KEYS, LedgerError, append, digest, done_keys, read, run_key
+from iclr17.studies.ledger import ROW_KEYS, LedgerError, append, current_runs, digest, done_keys, read, run_key
 from tests.conftest import REPO_ROOT
 
 
@@ -111,3 +111,22 @@ def test_the_committed_ledgers_read_and_keep_their_capped_runs():
         assert rows and all(set(ROW_KEYS) <= set(r) for r in rows)
     world_model = read(REPO_ROOT / "results" / "ledgers" / "entnet_world_model.jsonl")
     assert any(r["status"] == "capped" for r in world_model) and any(r["status"] == "finished" for r in world_model)
+
+
+def test_a_table_shows_each_runs_last_finished_row_else_its_last_capped_row():
+    def row(seed, status, error, lr=0.1):
+        return _row(seed, status) | {"params": {"lr": lr}, "metrics": {"test/error": error}}
+
+    rows = [
+        row(1, "capped", 0.5), row(1, "finished", 0.4), row(1, "capped", 0.3),  # a later capped rerun: not shown
+        row(2, "finished", 0.2), row(2, "finished", 0.1),  # a rerun replaces
+        row(3, "capped", 0.6), row(3, "capped", 0.7), row(3, "failed", 0.0),  # failed never shown
+        row(1, "finished", 0.9, lr=0.01),  # other params: another run
+    ]  # fmt: skip
+    shown = [(r["seed"], r["params"]["lr"], r["status"], r["metrics"]["test/error"]) for r in current_runs(rows)]
+    assert shown == [
+        (1, 0.1, "finished", 0.4),
+        (2, 0.1, "finished", 0.1),
+        (3, 0.1, "capped", 0.7),
+        (1, 0.01, "finished", 0.9),
+    ]

@@ -1,0 +1,41 @@
+"""The studies of ``iclr17 <study>``, by command name, and the RESULTS.md tables their ledgers regenerate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from iclr17.studies import (
+    babi_table,
+    benchmark_tables,
+    ebgan_grid,
+    fit_study,
+    halting,
+    hessian_report,
+    seed_tables,
+    world_model,
+)
+from iclr17.studies.runner import Study
+
+STUDIES: dict[str, type[Study]] = {
+    cls.cli_name(): cls
+    for cls in (
+        babi_table.BabiStudy,
+        world_model.WorldModelStudy,
+        fit_study.FitStudy,
+        hessian_report.HessianStudy,
+        halting.HaltingStudy,
+        ebgan_grid.EbganGridStudy,
+    )
+}
+
+Renderer = Callable[[list[dict[str, Any]]], str]
+RESULTS_TABLES: dict[str, tuple[str, Renderer]] = {
+    **babi_table.RESULTS_TABLES,
+    **world_model.RESULTS_TABLES,
+    **seed_tables.RESULTS_TABLES,
+    **hessian_report.RESULTS_TABLES,
+    **halting.RESULTS_TABLES,
+    **ebgan_grid.RESULTS_TABLES,
+    **benchmark_tables.RESULTS_TABLES,
+}
