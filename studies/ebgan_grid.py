@@ -37,7 +37,7 @@ from iclr17.datamodules import MNISTDataModule
 from iclr17.modules.ebgan.metrics import MNISTScore
 from iclr17.modules.ebgan.module import EBGAN
 from iclr17.modules.ebgan.nets import MNISTDiscriminator, MNISTGenerator
-from iclr17.studies.ledger import digest, row_key
+from iclr17.studies.ledger import current_runs, digest
 from iclr17.studies.runner import Outcome, Run, Study
 from iclr17.studies.trainers import quiet_trainer
 
@@ -225,12 +225,6 @@ class EbganGridStudy(Study):
 # ---- tables and figure: pure functions of ledger rows ------------------------------------------------------------
 
 
-def latest_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The last row of each run that did not fail (a rerun replaces its earlier row), in ledger order."""
-    latest = {row_key(r): r for r in rows if r["status"] != "failed"}
-    return list(latest.values())
-
-
 def budget_label(params: dict[str, Any]) -> str:
     """``200 batches`` (one epoch cut at 200 batches), ``1 epoch``, ``3 epochs of 100 batches``."""
     epochs, limit = params["epochs"], params["limit_batches"]
@@ -262,7 +256,7 @@ def summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     EBGAN-PT by weight, GAN.
     """
     cells: dict[tuple, list[dict[str, Any]]] = {}
-    for row in latest_runs(rows):
+    for row in current_runs(rows):
         p = row["params"]
         budget = tuple(p[k] for k in BUDGET_KEYS)
         cells.setdefault((budget, row["status"], group_of(p)), []).append(row)
@@ -341,7 +335,7 @@ def histogram_counts(rows: list[dict[str, Any]], bins: list[float]) -> dict[str,
     outside ``[bins[0], bins[-1]]`` are not counted.
     """
     counts = {panel: {"ebgan": [0] * (len(bins) - 1), "gan": [0] * (len(bins) - 1)} for panel in PANELS}
-    for row in latest_runs(rows):
+    for row in current_runs(rows):
         p, score = row["params"], float(row["metrics"]["score"])
         if not bins[0] <= score <= bins[-1]:
             continue
@@ -354,7 +348,7 @@ def histogram_counts(rows: list[dict[str, Any]], bins: list[float]) -> dict[str,
 
 def score_bins(rows: list[dict[str, Any]], n: int = 20) -> list[float]:
     """``n`` equal bins from the lowest to the highest I' of the rows (0 to 1 when there are none)."""
-    scores = [float(r["metrics"]["score"]) for r in latest_runs(rows)]
+    scores = [float(r["metrics"]["score"]) for r in current_runs(rows)]
     low, high = min(scores, default=0.0), max(scores, default=1.0)
     high = high if high > low else low + 1.0
     return [low + (high - low) * i / n for i in range(n + 1)]

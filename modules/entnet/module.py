@@ -42,10 +42,11 @@ class EntNet(ObjectiveModule):
     with ``tied_keys`` the keys are the embeddings of the given words instead (one slot per word). One
     PReLU (slopes initialised to 1) is shared by the memory and the output module.
 
-    Training follows the authors' code: loss summed over the batch and the global gradient norm clipped at
-    40 (with ``loss_reduction="mean"`` use ``max_grad_norm=1.25`` for the same step); Adam 0.01 halved
-    every 25 epochs; the padding row of the output matrix R zeroed after every step. ``paper_exact=True``
-    additionally starts the story mask from N(0, 0.1) as the authors' code does (default: ones).
+    Training follows the authors' code: every weight starts from N(0, 0.1) (the story position mask included,
+    ``mask_init="official"``; the question mask starts at ones, PReLU slopes at 1); loss summed over the batch
+    and the global gradient norm clipped at 40 (with ``loss_reduction="mean"`` use ``max_grad_norm=1.25`` for
+    the same step); Adam 0.01 halved every 25 epochs; the padding row of the output matrix R zeroed after every
+    step. ``paper_exact=True`` refuses any departure from these.
 
     Args:
         embedding_dim: d (100 for bAbI, 20 for the world model).
@@ -56,11 +57,12 @@ class EntNet(ObjectiveModule):
         n_hops: attention hops in the output module.
         gate_bias: learn a gate bias per slot (the authors' code).
         tied_keys: words whose embeddings are the keys, e.g. the entities of a task (default: free keys).
-        mask_init: initial story mask, ``ones`` or ``official`` (N(0, 0.1)); the question mask starts at 1.
+        mask_init: initial story position mask f of eq. 1: ``official`` (N(0, 0.1), the authors' code) or
+            ``ones`` (bag of words at the start, as the public ports do); the question mask starts at ones.
         loss_reduction: ``sum`` (authors' code) or ``mean`` over the batch.
         max_grad_norm: clip of the global gradient L2 norm (None: no clipping).
-        paper_exact: the authors' code in every respect listed above; requires the defaults of
-            ``loss_reduction`` and ``max_grad_norm`` and sets ``mask_init="official"``.
+        paper_exact: refuse anything but the authors' code in the respects above: requires the defaults of
+            ``mask_init``, ``loss_reduction`` and ``max_grad_norm``.
         optimizer: callable from parameters to an optimizer (None: ``default_optimizer``, Adam with lr 0.01).
         lr_scheduler: callable from an optimizer to a scheduler (default :func:`halve_every_25_epochs`; None: a
             constant learning rate).
@@ -83,7 +85,7 @@ class EntNet(ObjectiveModule):
         n_hops: int = 1,
         gate_bias: bool = True,
         tied_keys: list[str] | None = None,
-        mask_init: Literal["ones", "official"] = "ones",
+        mask_init: Literal["official", "ones"] = "official",
         loss_reduction: Literal["sum", "mean"] = "sum",
         max_grad_norm: float | None = 40.0,
         paper_exact: bool = False,
@@ -93,14 +95,13 @@ class EntNet(ObjectiveModule):
         fused_memory: bool = True,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
-        if paper_exact:
-            if loss_reduction != "sum" or max_grad_norm != 40.0:
-                raise ValueError("paper_exact=True uses loss_reduction='sum' and max_grad_norm=40")
-            mask_init = "official"
+        if mask_init not in ("official", "ones"):
+            raise ValueError(f"mask_init must be 'official' (the authors' N(0, 0.1)) or 'ones', got {mask_init!r}")
+        if paper_exact and (mask_init != "official" or loss_reduction != "sum" or max_grad_norm != 40.0):
+            raise ValueError("paper_exact=True uses mask_init='official', loss_reduction='sum' and max_grad_norm=40")
         if tied_keys is not None and len(tied_keys) != n_slots:
             raise ValueError(f"n_slots={n_slots} but tied_keys names {len(tied_keys)} words; they must match")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self.hparams.mask_init = mask_init
         self.val_task_error = PerTaskError()
         self.log_this_step = False
         self.test_task_error = PerTaskError()

@@ -4,6 +4,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from scipy import stats
 
 from iclr17.datamodules import BabiDataModule, CBTDataModule
 from iclr17.modules import EntNet, EntNetCBT
@@ -132,15 +133,37 @@ def test_shapes_and_gradient_reaches_every_parameter(fixture_data_root):
     assert no_grad == []
 
 
-def test_official_mask_init_and_paper_exact(fixture_data_root):
+def test_the_story_mask_starts_as_in_the_authors_code_by_default():
+    """Default ``mask_init="official"``: the story mask ~ N(0, 0.1) (40,000 draws: the sample mean's standard error
+    is 0.1 / 200 = 5e-4, the sample std's 0.1 / sqrt(80,000) = 3.5e-4); the question mask is ones either way."""
+    torch.manual_seed(0)
+    model = EntNet(embedding_dim=100, n_slots=2, vocab_size=5, sentence_length=400, query_length=3)
+    mask = model.story_encoder.mask.detach().double().flatten()
+    assert model.hparams.mask_init == "official" and mask.numel() == 40_000
+    assert abs(float(mask.mean())) < 0.002 and abs(float(mask.std()) - 0.1) < 0.0015
+    assert stats.kstest(mask.numpy(), stats.norm(scale=0.1).cdf).pvalue > 1e-3
+    assert torch.equal(model.query_encoder.mask, torch.ones(3, 100))
+    ones = EntNet(embedding_dim=100, n_slots=2, vocab_size=5, sentence_length=400, query_length=3, mask_init="ones")
+    assert torch.equal(ones.story_encoder.mask, torch.ones(400, 100))
+    assert torch.equal(ones.query_encoder.mask, torch.ones(3, 100))
+
+
+def test_bad_arguments_are_refused_at_construction():
+    with pytest.raises(ValueError, match="mask_init must be 'official'.*got 'gaussian'"):
+        EntNet(mask_init="gaussian")
+    with pytest.raises(ValueError, match="paper_exact"):
+        EntNet(paper_exact=True, loss_reduction="mean")
+    with pytest.raises(ValueError, match="paper_exact"):
+        EntNet(paper_exact=True, mask_init="ones")
+    with pytest.raises(ValueError, match="tied_keys"):
+        EntNet(n_slots=3, tied_keys=["mary", "john"])
+
+
+def test_paper_exact_builds_the_authors_initialisation(fixture_data_root):
     model, _ = _model_and_data(fixture_data_root, paper_exact=True)
     assert not torch.equal(model.story_encoder.mask, torch.ones_like(model.story_encoder.mask))
     assert torch.equal(model.query_encoder.mask, torch.ones_like(model.query_encoder.mask))
     assert model.embedding.weight[0].eq(0).all() and model.output.R.weight[0].eq(0).all()
-    with pytest.raises(ValueError, match="paper_exact"):
-        EntNet(paper_exact=True, loss_reduction="mean")
-    with pytest.raises(ValueError, match="tied_keys"):
-        EntNet(n_slots=3, tied_keys=["mary", "john"])
 
 
 def _trainer(tmp_path, **kwargs):

@@ -103,7 +103,7 @@ def test_the_char_lstm_table_on_hand_written_rows():
 
 
 def test_the_committed_table_1_ledger():
-    rows = read(LEDGERS / "entropy_sgd_mnist_table1.jsonl")
+    rows = read(LEDGERS / "entropy_sgd_mnist_table1.jsonl")[:15]  # the migrated rows; the ledger may grow
     assert len(rows) == 15
     # results/entropy_sgd_mnist_table1.json at 978148c: test_error_percent of mnistfc_entropy_v5_s1..3 and
     # lenet_adam_s1..3, fit_seconds 292, 292, 292

@@ -106,8 +106,8 @@ def test_the_exploration_table_on_hand_written_rows():
 
 def test_the_committed_world_model_ledger():
     rows = read(LEDGERS / "entnet_world_model.jsonl")
-    assert len(rows) == 17 and all({"variant", "lr", "max_step"} == set(r["params"]) for r in rows)
-    table = world_model_markdown(rows)
+    assert len(rows) >= 17 and all({"variant", "lr", "max_step"} == set(r["params"]) for r in rows)
+    table = world_model_markdown(rows[:17])  # the migrated rows; the ledger grows as the study runs
     # results/entnet_world_model.json at 978148c, run "gen": test/error_task20..80 0.489, 0.6328, 0.747, 0.8489,
     # 0.9046, 0.8993, 0.8864, fit_seconds 637, test/error 0.7755; run "t20_step1": test/error 0.016, 688 s
     assert (
@@ -120,7 +120,8 @@ def test_the_committed_world_model_ledger():
 def test_the_committed_ledgers_grid_rows_carry_the_overrides_the_study_plans():
     """The 11 rows issue 15's grid wrote before the runner: WorldModelStudy plans the same overrides for them, so
     its run keys match theirs while the config's text is what they ran."""
-    rows = [r for r in read(LEDGERS / "entnet_world_model.jsonl") if "--seed_everything" in " ".join(r["overrides"])]
+    migrated = read(LEDGERS / "entnet_world_model.jsonl")[:17]  # the ledger grows as the study runs
+    rows = [r for r in migrated if "--seed_everything" in " ".join(r["overrides"])]
     assert len(rows) == 11
     for row in rows:
         p = row["params"]
