@@ -57,7 +57,8 @@ def study_cli(cls: type[Study], args: list[str], prog: str) -> object:
     config = parser.parse_args(args)
     if config.subcommand is None:
         parser.error(f"expected a subcommand: one of {', '.join(STUDY_SUBCOMMANDS)}")
-    init = parser.instantiate_classes(config)
+    instantiate = getattr(parser, "instantiate", parser.instantiate_classes)  # renamed in jsonargparse 4.49
+    init = instantiate(config)
     chosen = config.subcommand
     study = cls(**{k: v for k, v in vars(init).items() if k not in ("config", "subcommand", *STUDY_SUBCOMMANDS)})
     return getattr(study, chosen)(**vars(config[chosen]))
