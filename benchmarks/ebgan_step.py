@@ -25,7 +25,7 @@ from timing import alternate, print_medians
 from iclr17.datamodules import MNISTDataModule
 from iclr17.functional.ebgan import discriminator_loss, generator_loss, reconstruction_energy
 from iclr17.modules import EBGAN, MNISTDiscriminator, MNISTGenerator
-from iclr17.studies.benchmark_ledger import command_line, record
+from iclr17.studies.benchmark_ledger import record_peer_vs_ours
 from iclr17.studies.trainers import quiet_trainer
 
 
@@ -86,14 +86,8 @@ def main() -> None:
     plain, ours = print_medians(times).values()
     print(f"ratio (ours / peer): {ours / plain:.3f}   target <= 1.10")
     if args.ledger:
-        peer_runs, ours_runs = times.values()
-        record(
-            "ebgan_step",
-            {"batches": args.batches, "repeats": args.repeats, "threads": torch.get_num_threads()},
-            {"peer_seconds": plain, "ours_seconds": ours, "ratio": ours / plain, "peer_runs": peer_runs,
-             "ours_runs": ours_runs},
-            command_line("ICLR17_DATA_DIR"), args.ledger, seconds=sum(peer_runs) + sum(ours_runs), script=__file__,
-        )  # fmt: skip
+        case = {"batches": args.batches, "repeats": args.repeats, "threads": torch.get_num_threads()}
+        record_peer_vs_ours("ebgan_step", case, times, args.ledger, script=__file__)
 
 
 if __name__ == "__main__":

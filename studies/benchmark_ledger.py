@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,16 @@ def record(
     row = {key: values[key] for key in ROW_KEYS}
     append(ledger_path(benchmark, ledger_dir), row)
     return row
+
+
+def record_peer_vs_ours(
+    benchmark: str, case: dict[str, Any], times: dict[str, list[float]], ledger_dir: str | Path, script: str | Path
+) -> dict[str, Any]:
+    """:func:`record` a side-by-side timing: ``times`` holds the peer's runs, then ours (seconds each); the row
+    keeps both medians, their ratio (ours / peer) and every run."""
+    peer_runs, ours_runs = times.values()
+    peer, ours = statistics.median(peer_runs), statistics.median(ours_runs)
+    metrics = {"peer_seconds": peer, "ours_seconds": ours, "ratio": ours / peer, "peer_runs": peer_runs,
+               "ours_runs": ours_runs}  # fmt: skip
+    return record(benchmark, case, metrics, command_line("ICLR17_DATA_DIR"), ledger_dir,
+                  seconds=sum(peer_runs) + sum(ours_runs), script=script)  # fmt: skip

@@ -96,12 +96,17 @@ def _share(value: float) -> str:
     return f"{value:.1%}"
 
 
+def _outliers_column(shown: list[dict[str, Any]], title: str) -> str:
+    """``title``, with the number of classes when every shown run has the same one."""
+    classes = {r["metrics"]["hessian/end"].get("num_classes") for r in shown} - {None}
+    return f"{title} ({int(classes.pop())} classes)" if len(classes) == 1 else title
+
+
 def spectrum_table(rows: list[dict[str, Any]]) -> str:
     """Before and after training, per run: lambda_max, lambda_min, the shares of eigenvalues near zero (absolute
     1e-4 and relative 1e-3 lambda_max), the negative share of the absolute mass and the outlier count."""
     shown = shown_rows(rows)
-    classes = {r["metrics"]["hessian/end"].get("num_classes") for r in shown} - {None}
-    outliers = f"outliers ({int(classes.pop())} classes)" if len(classes) == 1 else "outliers"
+    outliers = _outliers_column(shown, "outliers")
     lines = [
         "| | lambda_max | lambda_min | share abs(lambda) < 1e-4 | share abs(lambda) < 1e-3 lambda_max | "
         f"negative mass | {outliers} |",
@@ -122,8 +127,7 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
     1e-3 lambda_max), lambda_max, lambda_min and the outliers; before training the share near zero and the
     negative mass."""
     shown = sorted(shown_rows(rows), key=lambda r: r["metrics"]["hessian/end"]["n_params"])
-    classes = {r["metrics"]["hessian/end"].get("num_classes") for r in shown} - {None}
-    outliers = f"after: outliers ({int(classes.pop())} classes)" if len(classes) == 1 else "after: outliers"
+    outliers = _outliers_column(shown, "after: outliers")
     lines = [
         "| run | parameters | after: share abs(lambda) < 1e-3 lambda_max | after: lambda_max | after: lambda_min | "
         f"{outliers} | before: share near zero | before: negative mass |",

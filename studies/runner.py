@@ -168,8 +168,9 @@ class Study(ABC):
         if engine not in ("local", "submitit"):
             raise ValueError(f"engine must be local or submitit, got {engine!r}")
         done = set() if force else done_keys(read(self.ledger))
-        todo = [run for run in self.planned() if run.key not in done]
-        print(f"{self.name}: {len(todo)} run(s) to do, {len(self.planned()) - len(todo)} finished already")
+        planned = self.planned()  # a study may read its ledger to plan (the bAbI protocol): once per call
+        todo = [run for run in planned if run.key not in done]
+        print(f"{self.name}: {len(todo)} run(s) to do, {len(planned) - len(todo)} finished already")
         machine = machine_description(threads, workers, engine if cluster is None else f"submitit {cluster}")
         if not todo:
             return []
