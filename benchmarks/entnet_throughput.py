@@ -13,17 +13,21 @@ gradient clipping, Adam), median over ``--steps`` steps after warm-up, on two ta
 - task 2 (stories up to 68 sentences, so batches run close to the T=70 horizon): FLOP/s, the median over
   the timed steps of each step's FLOPs (counted by ``torch.utils.flop_counter``, matmuls only, on exactly
   the timed batches) divided by its time, as a fraction of a 2048x2048 fp32 matmul's FLOP/s measured in
-  this process. Padded FLOPs are what the step computes (every story run to the longest in its batch);
-  unpadded FLOPs leave out the work on padding sentences (each story run to its own length), measured as
-  the per-sentence FLOPs (one batch counted at its length and one sentence shorter) times the padding.
+  this process. Both FLOP counts are properties of the batches, counted once on the peer (which computes every
+  padded step) and used for every mode: padded FLOPs run every story to the longest in its batch (the same work
+  rate as the peer's, for any mode); real-sentence FLOPs leave out the work on padding sentences (each story run
+  to its own length: what the packed memory computes), measured as the per-sentence FLOPs (one batch counted at
+  its length and one sentence shorter) times the padding.
 
 Before timing, each mode runs one step on every timed batch (so ``torch.compile`` has compiled, or given
 up on, every story length it will see), then times a second pass over the same batches.
 
-Four ways to run the memory: the default (``fused``: the recurrence with its hand-written backward,
-``iclr17.functional.entnet``), ``recorded`` (every step under autograd, what ports do), and each
-under ``torch.compile`` of the memory module (where it compiles); the output gives each one's first losses
-to show whether they agree. Target: at least 30% of the matmul ceiling at the paper unroll. ``--ledger DIR``
+Ways to run the memory: the default (``fused``: the recurrence with its hand-written backward on the real
+sentences only, ``iclr17.functional.entnet``), its peer ``fused padded (48fa93d)`` (the same before issue 15: every
+padded step computed, ``entnet_padded_memory.py``), ``recorded`` (every step under autograd, what ports do), and
+each under ``torch.compile`` of the memory module (where it compiles); the output gives each one's first losses to
+show whether they agree, and the ratios of the packed memory to its peer. Targets (issue 15): at least 30% of
+the matmul ceiling on task 2 and twice the peer's questions/s on task 1. ``--ledger DIR``
 also records each mode that ran as a row of ``DIR/benchmarks_entnet_throughput.jsonl``
 (``iclr17.studies.benchmark_ledger``).
 """
@@ -33,6 +37,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +46,36 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from iclr17.datamodules import BabiDataModule
 from iclr17.modules import EntNet
+from iclr17.modules.entnet import nets
 from iclr17.studies.benchmark_ledger import command_line, record
+
+PEER = "fused padded (48fa93d)"
+
+
+@contextmanager
+def padded_peer(active: bool):
+    """Run ``DynamicMemory``'s fused path on the peer (the memory before issue 15) inside this block."""
+    if not active:
+        yield
+        return
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "entnet_padded_memory", Path(__file__).with_name("entnet_padded_memory.py")
+    )
+    peer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer)
+
+    def padded_memory(sentences, key_gate, sentence_term, slot_term, u_weight, slope, initial, step_mask):
+        # the (T, B, m, d) term the peer takes, in one broadcast add (before issue 15 DynamicMemory spent two)
+        constant = slot_term + sentence_term.unsqueeze(2)
+        return peer.memory_recurrence(sentences, key_gate, constant, u_weight, slope, initial, step_mask)
+
+    ours, nets.memory_recurrence = nets.memory_recurrence, padded_memory
+    try:
+        yield
+    finally:
+        nets.memory_recurrence = ours
 
 
 def matmul_flops_per_second(n: int = 2048, repeats: int = 10) -> float:
@@ -124,21 +159,26 @@ def main() -> None:
     ceiling = matmul_flops_per_second()
     print(f"torch {torch.__version__}, {args.threads} threads; fp32 matmul ceiling {ceiling / 1e9:.1f} GFLOP/s")
 
-    modes = ((True, False), (False, False)) + (() if args.no_compile else ((True, True), (False, True)))
-    for fused, compiled in modes:
-        label = ("fused" if fused else "recorded") + (" + compile" if compiled else "")
+    modes = ((True, False, False), (True, False, True), (False, False, False))
+    if not args.no_compile:
+        modes += ((True, True, False), (False, True, False))
+    with padded_peer(True):  # the FLOPs of the padded batches, counted on the peer, which computes all of them
+        model, optimizer = fresh_model(task2, fused=True, compiled=False)
+        padded = [count_flops(model, optimizer, batch) for batch in long]
+        unpadded = [f - p for f, p in zip(padded, padding_flops(model, optimizer, long), strict=True)]
+    measured, rows = {}, []
+    for fused, compiled, peer in modes:
+        label = (PEER if peer else "fused" if fused else "recorded") + (" + compile" if compiled else "")
         try:
-            model, optimizer = fresh_model(task1, fused, compiled)
-            real_times, real_losses = time_steps(model, optimizer, real)
-            model, optimizer = fresh_model(task2, fused, compiled)
-            unroll_times, unroll_losses = time_steps(model, optimizer, long)
+            with padded_peer(peer):
+                model, optimizer = fresh_model(task1, fused, compiled)
+                real_times, real_losses = time_steps(model, optimizer, real)
+                model, optimizer = fresh_model(task2, fused, compiled)
+                unroll_times, unroll_losses = time_steps(model, optimizer, long)
         except Exception as err:
             print(f"{label}: failed ({type(err).__name__}: {err})")
             continue
-        model, optimizer = fresh_model(task2, fused, compiled=False)  # the same arithmetic, counted eagerly
-        padded = [count_flops(model, optimizer, batch) for batch in long]
-        unpadded = [f - p for f, p in zip(padded, padding_flops(model, optimizer, long), strict=True)]
-        real_time, unroll_time = statistics.median(real_times), statistics.median(unroll_times)
+        measured[label] = real_time, unroll_time = statistics.median(real_times), statistics.median(unroll_times)
         rates = {
             name: statistics.median(f / t for f, t in zip(flops, unroll_times, strict=True))
             for name, flops in (("padded", padded), ("unpadded", unpadded))
@@ -146,13 +186,14 @@ def main() -> None:
         print(
             f"{label}: task 1 {32 / real_time:.0f} questions/s ({1e3 * real_time:.1f} ms/step); "
             f"task 2 (mean {mean_steps:.0f} steps/batch) {1e3 * unroll_time:.1f} ms/step, "
-            f"GFLOP/step padded {statistics.mean(padded) / 1e9:.2f}, unpadded {statistics.mean(unpadded) / 1e9:.2f}; "
+            f"GFLOP/step padded {statistics.mean(padded) / 1e9:.2f}, "
+            f"real sentences {statistics.mean(unpadded) / 1e9:.2f}; "
             f"GFLOP/s padded {rates['padded'] / 1e9:.1f} = {100 * rates['padded'] / ceiling:.1f}%, "
-            f"unpadded {rates['unpadded'] / 1e9:.1f} = {100 * rates['unpadded'] / ceiling:.1f}% "
+            f"real sentences {rates['unpadded'] / 1e9:.1f} = {100 * rates['unpadded'] / ceiling:.1f}% "
             "of the matmul ceiling (target >= 30%)"
         )
         print(f"{label}: first losses task 1 {real_losses[:2]}, task 2 {unroll_losses[:2]}")
-        if args.ledger:
+        if args.ledger:  # recorded after every mode ran, the packed memory's row with its speedups over the peer
             case = {"memory": label, "steps": args.steps, "threads": args.threads, "no_compile": args.no_compile,
                     "flops_on": "timed batches"}  # fmt: skip
             metrics = {
@@ -163,8 +204,17 @@ def main() -> None:
                 "share_unpadded": 100 * rates["unpadded"] / ceiling, "ceiling_gflops": ceiling / 1e9,
                 "first_losses_task1": real_losses[:2], "first_losses_task2": unroll_losses[:2],
             }  # fmt: skip
-            seconds = sum(real_times) + sum(unroll_times)
-            record("entnet_throughput", case, metrics, command_line("ICLR17_DATA_DIR"), args.ledger, seconds, __file__)
+            rows.append((case, metrics, sum(real_times) + sum(unroll_times)))
+    if "fused" in measured and PEER in measured:
+        (ours1, ours2), (peer1, peer2) = measured["fused"], measured[PEER]
+        speedups = {"speedup_vs_peer_task1": peer1 / ours1, "speedup_vs_peer_task2": peer2 / ours2}
+        print(
+            f"fused vs {PEER}: task 1 questions/s x{speedups['speedup_vs_peer_task1']:.2f} (target >= 2), "
+            f"task 2 step time x{speedups['speedup_vs_peer_task2']:.2f} faster"
+        )
+        rows[[case["memory"] for case, _, _ in rows].index("fused")][1].update(speedups)
+    for case, metrics, seconds in rows:
+        record("entnet_throughput", case, metrics, command_line("ICLR17_DATA_DIR"), args.ledger, seconds, __file__)
 
 
 if __name__ == "__main__":

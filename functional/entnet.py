@@ -1,19 +1,28 @@
-"""The dynamic memory's recurrence with a hand-written backward pass (Henaff, Weston, Szlam, Bordes, LeCun,
-"Tracking the World State with Recurrent Entity Networks", arXiv:1612.03969 section 2.2, eqs 2-5).
+"""The dynamic memory's recurrence with a hand-written backward pass, run on the real sentences only (Henaff,
+Weston, Szlam, Bordes, LeCun, "Tracking the World State with Recurrent Entity Networks", arXiv:1612.03969
+section 2.2, eqs 2-5).
 
-Autograd records about a dozen small nodes per sentence and replays them one by one, so at bAbI sizes
-(d = 100, 32 x 20 slots) a training step is bound by per-operation overhead, not arithmetic. Here the
-forward loop runs without recording, keeps what the backward needs in time-major buffers, and the backward
-loop does only the sequential part (about ten operations a step); everything that is not sequential (the
-gradients of U, of the PReLU slopes, of the memory-independent terms) is one batched operation after the
-loop, e.g. ``dU = sum_t dpre_t^T h_{t-1}`` as a single matmul.
+Autograd records about a dozen small nodes per sentence and replays them one by one, so at bAbI sizes (d = 100,
+32 x 20 slots) a training step is bound by per-operation overhead, not arithmetic; and a padded batch spends
+half its work on padding (bAbI stories of one batch differ in length by a factor of ten). Here:
+
+- a story's padding sentences leave its memory unchanged, so each story's real sentences are moved to its first
+  steps and the stories sorted longest first (``pack_steps``): at packed step k the stories still running are a
+  prefix of the batch, and every operation of the step works on that prefix alone (contiguous views, no
+  gathers in the loop);
+- the forward loop runs without recording and writes what the backward needs into packed buffers; the backward
+  loop does only the sequential part; what is not sequential (the gradients of U and of the gate's content
+  term) is one batched operation after the loop, e.g. ``dU = sum_k dpre_k^T h_k`` as a single matmul.
 
 The result is differentiable once (``once_differentiable``): second-order tools need
-``DynamicMemory(fused=False)``, the plain autograd path, which the tests check this against. The fused backward is
-ours; the gate bias and the padding mask follow the authors' code (``docs/papers/entnet.md``).
+``DynamicMemory(fused=False)``, the plain autograd path, which the tests check this against. The fused backward and
+the packing are ours; the gate bias and the padding mask follow the authors' code (``docs/papers/entnet.md``).
 """
 
 from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,141 +32,200 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 NORM_EPS = 1e-12  # as F.normalize: x / max(||x||, eps)
 
 
-def _normalise_into(z: Tensor, out: Tensor) -> Tensor:
-    """``out = z / max(||z||, eps)`` over the last dimension (eq 5); returns the clamped norms ``(..., 1)``."""
-    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(NORM_EPS)
-    torch.div(z, norm, out=out)
-    return norm
+@dataclass(frozen=True)
+class PackedSteps:
+    """Where the real sentences of a time-major ``(T, B)`` batch go in the packed layout.
+
+    Stories are sorted by their number of real sentences, longest first (``order``); packed step k holds the k-th
+    real sentence of the first ``counts[k]`` stories of that order, at packed rows ``offsets[k]:offsets[k] +
+    counts[k]``. ``flat_index[r]`` is the ``t * B + b`` of packed row r in the padded layout; ``last_rows`` the
+    packed row of each story's last sentence (its final memory), for the stories with one. ``identity``: no padding
+    at all, packed = padded.
+    """
+
+    order: Tensor
+    counts: list[int]
+    offsets: list[int]
+    flat_index: Tensor
+    last_rows: Tensor
+    identity: bool
 
 
-def _step_plan(step_mask: Tensor) -> tuple[list[bool], list[Tensor | None]]:
-    """Per step, whether any story has a real sentence (if none, the step is skipped), and the indices of
-    the stories whose sentence is padding (None when there are none): their memory is copied over exactly
-    (an arithmetic blend would turn inf into nan and -0.0 into 0.0). One host read of the mask."""
-    any_real, padded_rows = [], []
-    for real in step_mask.tolist():
-        any_real.append(any(real))
-        padded = [b for b, r in enumerate(real) if not r]
-        padded_rows.append(torch.tensor(padded, device=step_mask.device) if padded else None)
-    return any_real, padded_rows
+def pack_steps(step_mask: Tensor) -> PackedSteps:
+    """The packed layout of ``step_mask`` ``(T, B)`` (True where the sentence is real): one host read of the
+    story lengths, the rest as tensor operations on the mask's device."""
+    steps, batch = step_mask.shape
+    device = step_mask.device
+    lengths = step_mask.sum(dim=0)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    sorted_lengths = lengths[order].tolist()
+    longest = sorted_lengths[0] if batch else 0
+    counts = (lengths.unsqueeze(0) > torch.arange(longest, device=device).unsqueeze(1)).sum(dim=1).tolist()
+    offsets = [0, *itertools.accumulate(counts)][: len(counts)]
+    rows = sum(counts)
+    identity = rows == steps * batch
+    if identity:
+        flat_index = torch.arange(rows, device=device)
+        order = torch.arange(batch, device=device)
+    else:
+        rank = step_mask.cumsum(dim=0) - 1  # k of every real sentence (t, b) in its story
+        position = torch.empty_like(order)
+        position[order] = torch.arange(batch, device=device)  # where story b sits in the sorted order
+        offset = torch.tensor(offsets or [0], dtype=torch.long, device=device)
+        packed_row = offset[rank.clamp_min(0)] + position
+        flat_index = torch.empty(rows, dtype=torch.long, device=device)
+        flat_index[packed_row[step_mask]] = torch.arange(steps * batch, device=device).view(steps, batch)[step_mask]
+    last_rows = torch.tensor(
+        [offsets[n - 1] + i for i, n in enumerate(sorted_lengths) if n > 0], dtype=torch.long, device=device
+    )
+    return PackedSteps(order, counts, offsets, flat_index, last_rows, identity)
 
 
-class MemoryRecurrence(torch.autograd.Function):
-    """Run arXiv:1612.03969 section 2.2, eqs 2-5 over all steps: gate ``g_j = sigmoid(s_t . h_j + s_t . w_j + b_j)``
-    (eq 2), candidate ``phi(U h_j + V w_j + W s_t)`` (eq 3), ``h_j <- h_j + g_j * candidate`` (eq 4), normalise
-    (eq 5). The gate bias ``b_j`` and the mask come from the authors' code (``docs/papers/entnet.md``); the
-    hand-written backward is ours. Time-major inputs (T first):
+class PackedMemoryRecurrence(torch.autograd.Function):
+    """Run arXiv:1612.03969 section 2.2, eqs 2-5 over packed steps (:class:`PackedSteps`): gate ``g_j = sigmoid(s_t
+    . h_j + s_t . w_j + b_j)`` (eq 2), candidate ``phi(U h_j + V w_j + W s_t)`` (eq 3), ``h_j <- h_j + g_j *
+    candidate`` (eq 4), normalise (eq 5). Packed inputs, one row per real sentence:
 
-    - ``sentences`` ``(T, B, d)``: s_t, for the content term ``s_t . h_j`` of the gate;
-    - ``key_gate`` ``(T, B, m)``: ``s_t . w_j + b_j``;
-    - ``constant`` ``(T, B, m, d)``: ``V w_j + W s_t + b_U``;
-    - ``u_weight`` ``(d, d)``, ``slope`` ``(d,)`` (the PReLU), ``initial`` ``(B, m, d)``;
-    - ``step_mask`` ``(T, B)`` bool: False where the sentence is padding (the memory is then unchanged).
+    - ``sentences`` ``(N, d)``: s_t, for the content term ``s_t . h_j`` of the gate;
+    - ``key_gate`` ``(N, m)``: ``s_t . w_j + b_j``;
+    - ``sentence_term`` ``(N, d)``: ``W s_t``;
+    - ``slot_term`` ``(B, m, d)``: ``V w_j + b_U``, sorted like the stories;
+    - ``u_weight`` ``(d, d)``, ``slope`` ``(d,)`` (the PReLU), ``initial`` ``(B, m, d)`` sorted like the stories.
 
-    Returns the final memory ``(B, m, d)`` and the gates ``(T, B, m)`` (zero on padding).
+    Returns the final memory ``(B, m, d)`` (sorted order; a story without a real sentence keeps its initial memory)
+    and the packed gates ``(N, m)``.
     """
 
     @staticmethod
-    def forward(ctx: FunctionCtx, *inputs: Tensor) -> tuple[Tensor, Tensor]:
-        """``inputs``: ``sentences, key_gate, constant, u_weight, slope, initial, step_mask``, typed as in
-        :func:`memory_recurrence`, the public entry."""
-        sentences, key_gate, constant, u_weight, slope, initial, step_mask = inputs
-        steps, batch, slots, dim = constant.shape
-        mask = step_mask.to(initial.dtype)
-        any_real, padded_rows = _step_plan(step_mask)
-        memories = initial.new_empty(steps + 1, batch, slots, dim)  # h_0 .. h_T
-        memories[0] = initial
-        # written at every step that is not skipped, and read only at those
-        pre = torch.empty_like(constant)  # U h_{t-1} + V w + W s_t + b_U, the PReLU's input
-        prelu_derivative = torch.empty_like(constant)  # 1 where pre > 0, else the slope
-        sigmoid = initial.new_zeros(steps, batch, slots)
-        norms = initial.new_ones(steps, batch, slots, 1)
+    def forward(ctx: FunctionCtx, *inputs: Tensor | PackedSteps) -> tuple[Tensor, Tensor]:
+        """``inputs``: ``sentences, key_gate, sentence_term, slot_term, u_weight, slope, initial, plan``."""
+        sentences, key_gate, sentence_term, slot_term, u_weight, slope, initial, plan = inputs
+        rows_total, (slots, dim) = len(sentences), initial.shape[1:]
+        memories = initial.new_empty(rows_total, slots, dim)  # the memory each packed row's sentence meets
+        outputs = torch.empty_like(memories)  # and the memory after it
+        pre = torch.empty_like(outputs)  # U h + V w + W s_t + b_U, the PReLU's input
+        prelu_derivative = torch.empty_like(outputs)  # exactly 1 where pre > 0, else the slope
+        gates = torch.empty_like(key_gate)
+        norms = torch.empty_like(key_gate).unsqueeze(-1)
         u_transposed, ones = u_weight.t(), torch.ones_like(slope)
-        for t in range(steps):
-            h = memories[t]
-            if not any_real[t]:
-                memories[t + 1] = h
-                continue
-            torch.sigmoid(
-                torch.baddbmm(key_gate[t].unsqueeze(-1), h, sentences[t].unsqueeze(-1)), out=sigmoid[t, ..., None]
+        if plan.counts:
+            memories[: plan.counts[0]] = initial[: plan.counts[0]]
+        for k, (offset, count) in enumerate(zip(plan.offsets, plan.counts, strict=True)):
+            rows = slice(offset, offset + count)
+            h = memories[rows]  # the stories still running: a prefix of the sorted batch
+            gate = gates[rows]
+            torch.baddbmm(key_gate[rows].unsqueeze(-1), h, sentences[rows].unsqueeze(-1), out=gate.unsqueeze(-1))
+            gate.sigmoid_()
+            pre_k = torch.addmm(
+                slot_term[:count].view(-1, dim), h.reshape(-1, dim), u_transposed, out=pre[rows].view(-1, dim)
             )
-            gate = sigmoid[t] if padded_rows[t] is None else sigmoid[t] * mask[t, :, None]
-            torch.addmm(constant[t].view(-1, dim), h.view(-1, dim), u_transposed, out=pre[t].view(-1, dim))
-            positive = torch.sign(pre[t].clamp(min=0))  # 1.0 where pre > 0, else 0.0 (no slow boolean ops)
-            torch.lerp(slope.expand_as(h), ones.expand_as(h), positive, out=prelu_derivative[t])  # exactly 1 or slope
-            z = torch.addcmul(h, gate.unsqueeze(-1), F.prelu(pre[t].view(-1, dim), slope).view_as(h))
-            norms[t] = _normalise_into(z, memories[t + 1])
-            if padded_rows[t] is not None:
-                memories[t + 1].index_copy_(0, padded_rows[t], h.index_select(0, padded_rows[t]))
-        gates = sigmoid * mask[..., None]
-        ctx.save_for_backward(sentences, u_weight, slope, memories, pre, prelu_derivative, sigmoid, gates, norms)
-        ctx.any_real, ctx.padded_rows = any_real, padded_rows
+            pre[rows].add_(sentence_term[rows].unsqueeze(1))
+            positive = pre_k.clamp(min=0).sign_()  # 1.0 where pre > 0, else 0.0 (no slow boolean ops)
+            torch.lerp(
+                slope.expand_as(pre_k), ones.expand_as(pre_k), positive, out=prelu_derivative[rows].view(-1, dim)
+            )
+            z = torch.addcmul(h, gate.unsqueeze(-1), F.prelu(pre_k, slope).view_as(h))
+            norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True, out=norms[rows]).clamp_min_(NORM_EPS)
+            torch.div(z, norm, out=outputs[rows])
+            if k + 1 < len(plan.counts):  # the next step's stories: a prefix of this step's
+                following = plan.counts[k + 1]
+                memories[offset + count : offset + count + following] = outputs[offset : offset + following]
+        running = len(plan.last_rows)
+        final = torch.cat([outputs.index_select(0, plan.last_rows), initial[running:]])
+        ctx.save_for_backward(
+            sentences, u_weight, slope, initial, memories, outputs, pre, prelu_derivative, gates, norms
+        )
+        ctx.plan = plan
         ctx.norm_clamped = bool((norms <= NORM_EPS).any())
-        return memories[steps].clone(), gates
+        ctx.set_materialize_grads(False)
+        return final, gates
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, grad_memory: Tensor | None, grad_gates: Tensor | None) -> tuple[Tensor | None, ...]:
+    def backward(ctx: FunctionCtx, grad_final: Tensor | None, grad_gates: Tensor | None) -> tuple[Tensor | None, ...]:
         with torch.autocast(ctx.saved_tensors[0].device.type, enabled=False):  # a backward called under autocast
-            return MemoryRecurrence._backward(ctx, grad_memory, grad_gates)
+            return PackedMemoryRecurrence._backward(ctx, grad_final, grad_gates)
 
     @staticmethod
-    def _backward(ctx: FunctionCtx, grad_memory: Tensor | None, grad_gates: Tensor | None) -> tuple[Tensor | None, ...]:
-        sentences, u_weight, slope, memories, pre, prelu_derivative, sigmoid, gate, norms = ctx.saved_tensors
-        steps, batch, slots, dim = pre.shape
-        any_real, padded_rows = ctx.any_real, ctx.padded_rows
-        gate_slope = gate * (1 - sigmoid)  # d gate / d (its pre-sigmoid input)
-        grad_pre = torch.empty_like(pre)  # d loss / d (U h_{t-1} + V w + W s_t + b_U)
-        grad_gate_input = torch.zeros_like(sigmoid)  # d loss / d (s_t . h_j + s_t . w_j + b_j)
-        grad_slope = pre.new_zeros(batch * slots, dim)  # summed over rows after the loop
-        dh = (
-            torch.zeros_like(memories[0])
-            if grad_memory is None
-            else grad_memory.clone(memory_format=torch.contiguous_format)
-        )
-        for t in reversed(range(steps)):
-            if not any_real[t]:
-                grad_pre[t] = 0
-                continue
-            h_new, pre_t = memories[t + 1], pre[t].view(-1, dim)
-            radial = (h_new * dh).sum(dim=-1, keepdim=True)
+    def _backward(ctx: FunctionCtx, grad_final: Tensor | None, grad_gates: Tensor | None) -> tuple[Tensor | None, ...]:
+        sentences, u_weight, slope, initial, memories, outputs, pre, prelu_derivative, gates, norms = ctx.saved_tensors
+        plan: PackedSteps = ctx.plan
+        dim = pre.shape[-1]
+        gate_slope = gates * (1 - gates)  # d gate / d (its pre-sigmoid input)
+        grad_pre = torch.empty_like(pre)  # d loss / d (U h + V w + W s_t + b_U)
+        grad_sentence_term = torch.empty_like(sentences)
+        grad_slot_term = torch.zeros_like(initial)
+        grad_gate_input = torch.empty_like(gates)  # d loss / d (s_t . h_j + s_t . w_j + b_j)
+        slots = pre.shape[1]
+        grad_slope = pre.new_zeros(initial.shape[0] * slots, dim)  # per (story, slot), summed after the loop
+        dh = torch.zeros_like(initial)  # d loss / d (the memory of each story before the step at hand)
+        if grad_final is not None:
+            dh.copy_(grad_final)
+        for offset, count in reversed(list(zip(plan.offsets, plan.counts, strict=True))):
+            rows = slice(offset, offset + count)
+            h_new, dh_k = outputs[rows], dh[:count]
+            radial = (h_new * dh_k).sum(dim=-1, keepdim=True)
             if ctx.norm_clamped:  # where the norm was clamped the step divided by a constant: no radial term
-                radial.mul_((norms[t] > NORM_EPS).to(radial.dtype))
-            dz = torch.addcmul(dh, h_new, radial, value=-1).div_(norms[t])
-            dgate = (dz * F.prelu(pre_t, slope).view_as(dz)).sum(dim=-1)
+                radial.mul_((norms[rows] > NORM_EPS).to(radial.dtype))
+            dz = torch.addcmul(dh_k, h_new, radial, value=-1).div_(norms[rows])
+            pre_k = pre[rows].view(-1, dim)
+            dgate = (dz * F.prelu(pre_k, slope).view_as(dz)).sum(dim=-1)
             if grad_gates is not None:
-                dgate += grad_gates[t]
-            torch.mul(dgate, gate_slope[t], out=grad_gate_input[t])
-            grad_candidate = (dz * gate[t].unsqueeze(-1)).view(-1, dim)
-            dpre = torch.mul(grad_candidate, prelu_derivative[t].view(-1, dim), out=grad_pre[t].view(-1, dim))
-            grad_slope.addcmul_(grad_candidate, pre_t.clamp(max=0))
-            dh_previous = torch.addmm(dz.view(-1, dim), dpre, u_weight).view_as(dz)
-            dh_previous.addcmul_(grad_gate_input[t].unsqueeze(-1), sentences[t].unsqueeze(1))
-            if padded_rows[t] is not None:  # the memory of a padded story passed through unchanged
-                dh_previous.index_copy_(0, padded_rows[t], dh.index_select(0, padded_rows[t]))
-            dh = dh_previous
-        grad_u = grad_pre.view(-1, dim).t() @ memories[:steps].reshape(-1, dim)
-        grad_sentences = torch.bmm(grad_gate_input.view(-1, 1, slots), memories[:steps].reshape(-1, slots, dim))
-        grad_sentences = grad_sentences.view(steps, batch, dim)
-        return grad_sentences, grad_gate_input, grad_pre, grad_u, grad_slope.sum(dim=0), dh, None
+                dgate += grad_gates[rows]
+            torch.mul(dgate, gate_slope[rows], out=grad_gate_input[rows])
+            grad_candidate = (dz * gates[rows].unsqueeze(-1)).view(-1, dim)
+            dpre = torch.mul(grad_candidate, prelu_derivative[rows].view(-1, dim), out=grad_pre[rows].view(-1, dim))
+            grad_slot_term[:count].add_(grad_pre[rows])
+            torch.sum(grad_pre[rows], dim=1, out=grad_sentence_term[rows])
+            grad_slope[: count * slots].addcmul_(grad_candidate, pre_k.clamp(max=0))
+            torch.addmm(dz.view(-1, dim), dpre, u_weight, out=dh_k.view(-1, dim))
+            dh_k.addcmul_(grad_gate_input[rows].unsqueeze(-1), sentences[rows].unsqueeze(1))
+        grad_u = grad_pre.view(-1, dim).t() @ memories.view(-1, dim)
+        grad_sentences = torch.bmm(grad_gate_input.unsqueeze(1), memories).squeeze(1)
+        return grad_sentences, grad_gate_input, grad_sentence_term, grad_slot_term, grad_u, grad_slope.sum(0), dh, None
 
 
 def memory_recurrence(
     sentences: Tensor,
     key_gate: Tensor,
-    constant: Tensor,
+    sentence_term: Tensor,
+    slot_term: Tensor,
     u_weight: Tensor,
     slope: Tensor,
     initial: Tensor,
     step_mask: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """arXiv:1612.03969 section 2.2, eqs 2-5 over a story with the hand-written backward (ours,
-    ``docs/papers/entnet.md``); arguments as in :class:`MemoryRecurrence`.
+    """arXiv:1612.03969 section 2.2, eqs 2-5 over a padded story batch, computed on its real sentences only, with
+    the hand-written backward (ours, ``docs/papers/entnet.md``). Time-major inputs (T first):
 
-    Runs in the memory's dtype with autocast off (under mixed precision the memory-independent terms
-    arrive in half precision, and the buffers the loop writes into must share one dtype).
+    - ``sentences`` ``(T, B, d)``: s_t; ``key_gate`` ``(T, B, m)``: ``s_t . w_j + b_j``;
+    - ``sentence_term`` ``(T, B, d)``: ``W s_t``; ``slot_term`` ``(B, m, d)``: ``V w_j + b_U`` (their sum with
+      ``U h_j`` is the PReLU's input of eq 3, formed one step at a time, never as a ``(T, B, m, d)`` tensor);
+    - ``u_weight`` ``(d, d)``, ``slope`` ``(d,)`` (the PReLU), ``initial`` ``(B, m, d)``;
+    - ``step_mask`` ``(T, B)`` bool: False where the sentence is padding (the memory is then unchanged), anywhere
+      in a story.
+
+    Returns the final memory ``(B, m, d)`` and the gates ``(T, B, m)`` (zero on padding). Runs in the memory's
+    dtype with autocast off (under mixed precision the memory-independent terms arrive in half precision, and the
+    buffers the loop writes into must share one dtype).
     """
+    steps, batch, slots = key_gate.shape
     dtype = initial.dtype
-    floats = (t.to(dtype).contiguous() for t in (sentences, key_gate, constant, u_weight, slope))
+    plan = pack_steps(step_mask)
     with torch.autocast(initial.device.type, enabled=False):
-        return MemoryRecurrence.apply(*floats, initial, step_mask)
+        per_step = (sentences, key_gate, sentence_term)
+        per_step = tuple(t.to(dtype).reshape(steps * batch, *t.shape[2:]) for t in per_step)
+        per_story = (slot_term.to(dtype).expand_as(initial), initial)
+        if not plan.identity:
+            per_step = tuple(t.index_select(0, plan.flat_index) for t in per_step)
+            per_story = tuple(t.index_select(0, plan.order) for t in per_story)
+        weights = (u_weight.to(dtype).contiguous(), slope.to(dtype).contiguous())
+        slot_term, start = (t.contiguous() for t in per_story)
+        final, gates = PackedMemoryRecurrence.apply(
+            *(t.contiguous() for t in per_step), slot_term, *weights, start, plan
+        )
+        if plan.identity:
+            return final, gates.view(steps, batch, slots)
+        final = final.index_select(0, torch.argsort(plan.order))
+        padded_gates = gates.new_zeros(steps * batch, slots).index_copy(0, plan.flat_index, gates)
+        return final, padded_gates.view(steps, batch, slots)

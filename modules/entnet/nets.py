@@ -68,16 +68,19 @@ class DynamicMemory(nn.Module):
 
     ``V w_j``, ``W s_t`` and ``s_t . w_j`` do not depend on the memory, so they are computed for every step
     in batched matmuls before the loop; only ``U h_j`` and ``s_t . h_j`` are sequential. Steps whose sentence
-    is padding leave the memory exactly unchanged (steps that are padding for the whole batch are skipped).
+    is padding leave the memory exactly unchanged: the fused path does no work on them (each story's real
+    sentences are packed, ``functional.entnet.pack_steps``), the recorded path skips steps that are padding for
+    the whole batch.
 
     Args:
         dim: embedding size d.
         n_slots: number of memory slots m.
         activation: phi, shared with the output module (one PReLU in the paper's model).
         gate_bias: learn the per-slot gate bias b_j.
-        fused: run the recurrence with its hand-written backward (``functional.memory_recurrence``; a bAbI
-            training step 1.5-1.8x faster on CPU, differentiable once) when phi is a :class:`FeaturePReLU`;
-            False records every step with autograd, which second-order tools (e.g. ``HessianSpectrum``) need.
+        fused: run the recurrence on the real sentences only, with its hand-written backward
+            (``functional.memory_recurrence``; differentiable once; speed in ``RESULTS.md``, EntNet throughput)
+            when phi is a :class:`FeaturePReLU`; False records every step with autograd, which second-order
+            tools (e.g. ``HessianSpectrum``) need.
     """
 
     def __init__(
@@ -114,22 +117,27 @@ class DynamicMemory(nn.Module):
         """
         keys = keys.expand_as(initial)
         # Everything that does not depend on the memory, for all steps at once and time-major:
-        # V w_j + W s_t + b_U, and s_t . w_j + b_j.
+        # W s_t, V w_j + b_U, and s_t . w_j + b_j.
         sentences = sentences.transpose(0, 1)
-        written = self.W(sentences if update_sentences is None else update_sentences.transpose(0, 1))
-        constant = self.V(keys) + written.unsqueeze(2) + self.U.bias  # (T, B, m, d)
+        sentence_term = self.W(sentences if update_sentences is None else update_sentences.transpose(0, 1))
+        slot_term = self.V(keys) + self.U.bias  # (B, m, d)
         key_gate = key_gate_terms(sentences, keys, self.gate_bias)  # (T, B, m)
         step_mask = step_mask.t()
+        terms = (sentences, key_gate, sentence_term, slot_term)
         if self.fused:
-            memory, gates = memory_recurrence(
-                sentences, key_gate, constant, self.U.weight, self.activation.slope, initial, step_mask
-            )
+            memory, gates = memory_recurrence(*terms, self.U.weight, self.activation.slope, initial, step_mask)
         else:
-            memory, gates = self._recorded_recurrence(sentences, key_gate, constant, initial, step_mask)
+            memory, gates = self._recorded_recurrence(*terms, initial, step_mask)
         return memory, gates.transpose(0, 1)
 
     def _recorded_recurrence(
-        self, sentences: Tensor, key_gate: Tensor, constant: Tensor, initial: Tensor, step_mask: Tensor
+        self,
+        sentences: Tensor,
+        key_gate: Tensor,
+        sentence_term: Tensor,
+        slot_term: Tensor,
+        initial: Tensor,
+        step_mask: Tensor,
     ) -> tuple[Tensor, Tensor]:
         """Eqs. 2-5 step by step under autograd; time-major arguments as in ``memory_recurrence``."""
         dim = initial.shape[-1]
@@ -143,7 +151,8 @@ class DynamicMemory(nn.Module):
             gate = torch.sigmoid(torch.bmm(h, sentences[t, :, :, None]).squeeze(-1) + key_gate[t])
             if not all_real[t]:
                 gate = gate * step_mask[t, :, None]
-            pre = torch.addmm(constant[t].reshape(-1, dim), h.reshape(-1, dim), u_transposed)
+            constant = slot_term + sentence_term[t].unsqueeze(1)  # V w_j + b_U + W s_t
+            pre = torch.addmm(constant.reshape(-1, dim), h.reshape(-1, dim), u_transposed)
             updated = normalize_slots(torch.addcmul(h, gate.unsqueeze(-1), self.activation(pre.view_as(h))))
             h = updated if all_real[t] else torch.where(step_mask[t, :, None, None], updated, h)
             gates.append(gate)

@@ -4,7 +4,7 @@ hand-written backward against finite differences and against autograd."""
 import pytest
 import torch
 
-from iclr17.functional.entnet import memory_recurrence
+from iclr17.functional.entnet import memory_recurrence, pack_steps
 from iclr17.modules.entnet.nets import DynamicMemory, FeaturePReLU
 
 # story 0 has a hole, story 1 ends early, story 2 starts with padding (its memory is then still the
@@ -24,21 +24,22 @@ def _inputs(steps=5, batch=3, slots=3, dim=4, seed=0):
     return (
         randn(steps, batch, dim),  # sentences
         randn(steps, batch, slots),  # key gate terms
-        randn(steps, batch, slots, dim),  # V w + W s + b
+        randn(steps, batch, dim),  # W s
+        randn(batch, slots, dim),  # V w + b
         randn(dim, dim) * 0.5,  # U
         slope,
         randn(batch, slots, dim) * 2,  # initial memory, not unit norm
     )
 
 
-def _eqs_2_to_5(sentences, key_gate, constant, u_weight, slope, initial, step_mask):
+def _eqs_2_to_5(sentences, key_gate, sentence_term, slot_term, u_weight, slope, initial, step_mask):
     """Eqs 2-5 written out one step at a time, recorded by autograd: gate, PReLU candidate, update, normalise;
     a story whose sentence is padding keeps its memory and has a zero gate."""
     h, gates = initial, []
     for t in range(len(sentences)):
         real = step_mask[t]
         gate = torch.sigmoid((h * sentences[t][:, None, :]).sum(-1) + key_gate[t]) * real[:, None]  # eq 2 (+ b_j)
-        pre = h @ u_weight.T + constant[t]  # U h_j + V w_j + W s_t + b_U
+        pre = h @ u_weight.T + slot_term + sentence_term[t][:, None, :]  # U h_j + V w_j + b_U + W s_t
         candidate = torch.where(pre > 0, pre, slope * pre)  # eq 3, phi = PReLU
         z = h + gate[..., None] * candidate  # eq 4
         normalised = z / torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min(1e-12)  # eq 5
@@ -58,6 +59,41 @@ def test_memory_and_gradients_equal_a_plain_loop_over_eqs_2_to_5():
     for fused, plain in zip(*results, strict=True):
         torch.testing.assert_close(fused, plain)
     assert results[0][1][3].eq(0).all()  # step 3 is padding for every story: no gate opens
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_any_mask_and_shape_gives_the_plain_loop_s_memory_gates_and_gradients(seed):
+    g = torch.Generator().manual_seed(100 + seed)
+    steps, batch, slots, dim = (int(torch.randint(1, n, (1,), generator=g)) for n in (8, 6, 4, 6))
+    inputs = _inputs(steps, batch, slots, dim, seed=seed)
+    real = 1.0 if seed == 0 else float(torch.rand(1, generator=g))  # seed 0: no padding (nothing to pack)
+    mask = torch.rand(steps, batch, generator=g) < real
+    weights = (
+        torch.randn(batch, slots, dim, generator=g, dtype=torch.float64),
+        torch.randn(steps, batch, slots, generator=g, dtype=torch.float64),
+    )
+    results = []
+    for function in (memory_recurrence, _eqs_2_to_5):
+        h, gates = function(*inputs, mask)
+        loss = (h * weights[0]).sum() + (gates * weights[1]).sum()
+        results.append((h, gates, *torch.autograd.grad(loss, inputs)))
+    for fused, plain in zip(*results, strict=True):
+        torch.testing.assert_close(fused, plain)
+
+
+def test_packed_layout_puts_each_story_s_real_sentences_first_and_the_longest_stories_first():
+    mask = MASK.clone()
+    mask[:, 1] = torch.tensor([False, True, False, False, True])  # two real sentences, after padding
+    plan = pack_steps(mask)
+    steps, batch = mask.shape
+    lengths = mask.sum(dim=0).tolist()
+    assert [lengths[b] for b in plan.order.tolist()] == sorted(lengths, reverse=True)
+    real_steps = [[t for t in range(steps) if mask[t, b]] for b in range(batch)]
+    assert plan.counts == [sum(n > k for n in lengths) for k in range(max(lengths))]
+    for k, (offset, count) in enumerate(zip(plan.offsets, plan.counts, strict=True)):
+        for i, b in enumerate(plan.order.tolist()[:count]):  # row offset + i: story b's k-th real sentence
+            assert plan.flat_index[offset + i] == real_steps[b][k] * batch + b
+    assert not plan.identity and pack_steps(torch.ones(3, 2, dtype=torch.bool)).identity
 
 
 def test_backward_matches_finite_differences():
