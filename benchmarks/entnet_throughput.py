@@ -20,7 +20,9 @@ gradient clipping, Adam), median over ``--steps`` steps after warm-up, on two ta
   its length and one sentence shorter) times the padding.
 
 Before timing, each mode runs one step on every timed batch (so ``torch.compile`` has compiled, or given
-up on, every story length it will see), then times a second pass over the same batches.
+up on, every story length it will see), then times a second pass over the same batches, the modes taking turns
+batch by batch so that a shared host's load falls on all of them alike; the speedup over the peer is the median
+over batches of the peer's step time over ours.
 
 Ways to run the memory: the default (``fused``: the recurrence with its hand-written backward on the real
 sentences only, ``iclr17.functional.entnet``), its peer ``fused padded (48fa93d)`` (the same before issue 15: every
@@ -38,6 +40,7 @@ import argparse
 import statistics
 import time
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -52,12 +55,9 @@ from iclr17.studies.benchmark_ledger import command_line, record
 PEER = "fused padded (48fa93d)"
 
 
-@contextmanager
-def padded_peer(active: bool):
-    """Run ``DynamicMemory``'s fused path on the peer (the memory before issue 15) inside this block."""
-    if not active:
-        yield
-        return
+@cache
+def padded_memory():
+    """The peer's ``memory_recurrence`` with our memory's arguments."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -66,12 +66,21 @@ def padded_peer(active: bool):
     peer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(peer)
 
-    def padded_memory(sentences, key_gate, sentence_term, slot_term, u_weight, slope, initial, step_mask):
+    def memory(sentences, key_gate, sentence_term, slot_term, u_weight, slope, initial, step_mask):
         # the (T, B, m, d) term the peer takes, in one broadcast add (before issue 15 DynamicMemory spent two)
         constant = slot_term + sentence_term.unsqueeze(2)
         return peer.memory_recurrence(sentences, key_gate, constant, u_weight, slope, initial, step_mask)
 
-    ours, nets.memory_recurrence = nets.memory_recurrence, padded_memory
+    return memory
+
+
+@contextmanager
+def padded_peer(active: bool):
+    """Run ``DynamicMemory``'s fused path on the peer (the memory before issue 15) inside this block."""
+    if not active:
+        yield
+        return
+    ours, nets.memory_recurrence = nets.memory_recurrence, padded_memory()
     try:
         yield
     finally:
@@ -99,15 +108,22 @@ def training_step(model: EntNet, optimizer: torch.optim.Optimizer, batch: dict[s
     return loss.detach()
 
 
-def time_steps(model, optimizer, batches) -> tuple[list[float], list[float]]:
-    """Per-step seconds of a second pass over ``batches``, after a first pass that warms up (and compiles
-    for every story length); returns the times and the first pass's losses."""
-    losses = [float(training_step(model, optimizer, batch)) for batch in batches]
-    times = []
+def time_interleaved(runs: dict[str, tuple], batches) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per-step seconds of every mode on the same batches, the modes taking turns batch by batch (so that the
+    load of a shared host falls on all of them alike), after a first pass in which each mode runs every batch
+    (warm-up, and compilation for every story length). ``runs``: label -> (model, optimizer, peer). Returns the
+    times and the first pass's losses by label."""
+    losses: dict[str, list[float]] = {}
+    for label, (model, optimizer, peer) in runs.items():
+        with padded_peer(peer):
+            losses[label] = [float(training_step(model, optimizer, batch)) for batch in batches]
+    times: dict[str, list[float]] = {label: [] for label in runs}
     for batch in batches:
-        start = time.perf_counter()
-        training_step(model, optimizer, batch)
-        times.append(time.perf_counter() - start)
+        for label, (model, optimizer, peer) in runs.items():
+            with padded_peer(peer):
+                start = time.perf_counter()
+                training_step(model, optimizer, batch)
+                times[label].append(time.perf_counter() - start)
     return times, losses
 
 
@@ -166,18 +182,22 @@ def main() -> None:
         model, optimizer = fresh_model(task2, fused=True, compiled=False)
         padded = [count_flops(model, optimizer, batch) for batch in long]
         unpadded = [f - p for f, p in zip(padded, padding_flops(model, optimizer, long), strict=True)]
+    labels = {(PEER if peer else "fused" if fused else "recorded") + (" + compile" if compiled else ""): mode
+              for mode in modes for fused, compiled, peer in [mode]}  # fmt: skip
+    timed = {}
+    for task, batches in ((task1, real), (task2, long)):
+        runs = {}
+        for label, (fused, compiled, peer) in labels.items():
+            try:
+                runs[label] = (*fresh_model(task, fused, compiled), peer)
+            except Exception as err:  # torch.compile may be unavailable
+                print(f"{label}: failed ({type(err).__name__}: {err})")
+        timed[task] = time_interleaved(runs, batches)
+    (times1, losses1), (times2, losses2) = timed[task1], timed[task2]
     measured, rows = {}, []
-    for fused, compiled, peer in modes:
-        label = (PEER if peer else "fused" if fused else "recorded") + (" + compile" if compiled else "")
-        try:
-            with padded_peer(peer):
-                model, optimizer = fresh_model(task1, fused, compiled)
-                real_times, real_losses = time_steps(model, optimizer, real)
-                model, optimizer = fresh_model(task2, fused, compiled)
-                unroll_times, unroll_losses = time_steps(model, optimizer, long)
-        except Exception as err:
-            print(f"{label}: failed ({type(err).__name__}: {err})")
-            continue
+    for label in [label for label in times1 if label in times2]:
+        real_times, unroll_times = times1[label], times2[label]
+        real_losses, unroll_losses = losses1[label], losses2[label]
         measured[label] = real_time, unroll_time = statistics.median(real_times), statistics.median(unroll_times)
         rates = {
             name: statistics.median(f / t for f, t in zip(flops, unroll_times, strict=True))
@@ -193,27 +213,31 @@ def main() -> None:
             "of the matmul ceiling (target >= 30%)"
         )
         print(f"{label}: first losses task 1 {real_losses[:2]}, task 2 {unroll_losses[:2]}")
-        if args.ledger:  # recorded after every mode ran, the packed memory's row with its speedups over the peer
-            case = {"memory": label, "steps": args.steps, "threads": args.threads, "no_compile": args.no_compile,
-                    "flops_on": "timed batches"}  # fmt: skip
-            metrics = {
-                "questions_per_s": 32 / real_time, "task1_ms": 1e3 * real_time, "task2_ms": 1e3 * unroll_time,
-                "task2_mean_sentences": mean_steps, "gflop_per_step_padded": statistics.mean(padded) / 1e9,
-                "gflop_per_step_unpadded": statistics.mean(unpadded) / 1e9, "gflops_padded": rates["padded"] / 1e9,
-                "gflops_unpadded": rates["unpadded"] / 1e9, "share_padded": 100 * rates["padded"] / ceiling,
-                "share_unpadded": 100 * rates["unpadded"] / ceiling, "ceiling_gflops": ceiling / 1e9,
-                "first_losses_task1": real_losses[:2], "first_losses_task2": unroll_losses[:2],
-            }  # fmt: skip
-            rows.append((case, metrics, sum(real_times) + sum(unroll_times)))
-    if "fused" in measured and PEER in measured:
-        (ours1, ours2), (peer1, peer2) = measured["fused"], measured[PEER]
-        speedups = {"speedup_vs_peer_task1": peer1 / ours1, "speedup_vs_peer_task2": peer2 / ours2}
+        # recorded after every mode ran, the packed memory's row with its speedups over the peer
+        case = {"memory": label, "steps": args.steps, "threads": args.threads, "no_compile": args.no_compile,
+                "flops_on": "timed batches"}  # fmt: skip
+        metrics = {
+            "questions_per_s": 32 / real_time, "task1_ms": 1e3 * real_time, "task2_ms": 1e3 * unroll_time,
+            "task2_mean_sentences": mean_steps, "gflop_per_step_padded": statistics.mean(padded) / 1e9,
+            "gflop_per_step_unpadded": statistics.mean(unpadded) / 1e9, "gflops_padded": rates["padded"] / 1e9,
+            "gflops_unpadded": rates["unpadded"] / 1e9, "share_padded": 100 * rates["padded"] / ceiling,
+            "share_unpadded": 100 * rates["unpadded"] / ceiling, "ceiling_gflops": ceiling / 1e9,
+            "first_losses_task1": real_losses[:2], "first_losses_task2": unroll_losses[:2],
+        }  # fmt: skip
+        rows.append((case, metrics, sum(real_times) + sum(unroll_times)))
+    if "fused" in measured and PEER in measured:  # the median over batches of the peer's step time / ours
+        speedups = {
+            f"speedup_vs_peer_task{n}": statistics.median(
+                p / o for p, o in zip(times[PEER], times["fused"], strict=True)
+            )
+            for n, times in ((1, times1), (2, times2))
+        }
         print(
             f"fused vs {PEER}: task 1 questions/s x{speedups['speedup_vs_peer_task1']:.2f} (target >= 2), "
             f"task 2 step time x{speedups['speedup_vs_peer_task2']:.2f} faster"
         )
         rows[[case["memory"] for case, _, _ in rows].index("fused")][1].update(speedups)
-    for case, metrics, seconds in rows:
+    for case, metrics, seconds in rows if args.ledger else ():
         record("entnet_throughput", case, metrics, command_line("ICLR17_DATA_DIR"), args.ledger, seconds, __file__)
 
 
