@@ -69,16 +69,21 @@ class Outcome:
     metrics: dict[str, Any]
 
 
-def source_commit() -> tuple[str, bool]:
-    """``(commit, dirty)`` of the git checkout the package runs from (``$ICLR17_COMMIT`` for an installed wheel,
-    else ``"unknown"``); dirty means uncommitted changes to tracked files."""
-    root = Path(__file__).resolve().parent.parent
+RECORDS = ("results/ledgers", "RESULTS.md")  # what runs write: changes there do not make the sources dirty
+
+
+def source_commit(root: Path | None = None) -> tuple[str, bool]:
+    """``(commit, dirty)`` of the git checkout the package runs from (``root``, default this package's checkout;
+    ``$ICLR17_COMMIT`` for an installed wheel, else ``"unknown"``); dirty means uncommitted changes to tracked
+    files other than ``RECORDS`` (ledgers that other runs append to while this one runs)."""
+    root = root or Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         changes = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".",
+             *(f":(exclude){path}" for path in RECORDS)],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         return commit, bool(changes.strip())

@@ -83,3 +83,24 @@ def test_bad_arguments_are_refused_before_any_run(tmp_path):
     with pytest.raises(ValueError, match="engine must be local or submitit, got 'slurm'"):
         study.run(engine="slurm")
     assert not study.ledger.exists()
+
+
+def test_a_checkout_is_dirty_for_changed_sources_not_for_changed_records(tmp_path):
+    from iclr17.studies.runner import source_commit
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "results" / "ledgers").mkdir(parents=True)
+    files = {name: tmp_path / name for name in ("model.py", "results/ledgers/runs.jsonl", "RESULTS.md")}
+    for path in files.values():
+        path.write_text("first\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    files["results/ledgers/runs.jsonl"].write_text("first\nsecond\n")  # another run's row
+    files["RESULTS.md"].write_text("regenerated\n")
+    assert source_commit(tmp_path) == (head.strip(), False)
+    files["model.py"].write_text("changed\n")
+    assert source_commit(tmp_path) == (head.strip(), True)
