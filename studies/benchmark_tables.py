@@ -69,9 +69,10 @@ def _median_and_runs(runs: list[dict[str, Any]], key: str, spec: str, unit: str 
 
 def entnet_throughput_table(rows: Rows) -> str:
     """EntNet (arXiv:1612.03969) training throughput, runs that count FLOPs on the timed batches (the script since
-    issue 12), by commit and memory mode: medians over the runs, each run's value in brackets."""
+    issue 12) on 2 threads (the dev machine's cores), by commit and memory mode: medians over the runs, each run's
+    value in brackets."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in shown(rows, flops_on="timed batches"):
+    for row in shown(rows, flops_on="timed batches", threads=2):
         groups.setdefault((commit_of(row), row["params"]["memory"]), []).append(row["metrics"])
     lines = []
     for (commit, memory), runs in groups.items():
@@ -84,6 +85,48 @@ def entnet_throughput_table(rows: Rows) -> str:
         ])  # fmt: skip
     header = ["commit", "memory", "task 1: questions/s", "task 2: ms/step", "GFLOP/step padded / unpadded",
               "GFLOP/s padded", "share of ceiling, padded", "unpadded"]  # fmt: skip
+    return markdown(header, lines)
+
+
+def _packed_runs(rows: Rows) -> dict[tuple[str, int], list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """(packed memory's metrics, its peer's) of each run that measured both, by (commit, threads): the peer's row
+    is the next row of the same commit and threads whose memory is the padded peer."""
+    runs: dict[tuple[str, int], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for i, row in enumerate(rows):
+        if row["status"] == "failed" or "speedup_vs_peer_task1" not in row["metrics"]:
+            continue
+        key = (commit_of(row), row["params"]["threads"])
+        peer = next(
+            r for r in rows[i + 1 :]
+            if r["params"]["memory"].startswith("fused padded") and (commit_of(r), r["params"]["threads"]) == key
+        )  # fmt: skip
+        runs.setdefault(key, []).append((row["metrics"], peer["metrics"]))
+    return runs
+
+
+def entnet_packed_table(rows: Rows) -> str:
+    """Issue 15's packed memory against its peer (the fused memory before issue 15, every padded step computed),
+    the two taking turns batch by batch in each run: by commit and threads, medians over the runs (each run in
+    brackets) of task 1's questions/s, task 2's step time, the speedups (each run's median over batches of the
+    peer's step time over ours; targets: 2x on task 1) and the share of the matmul ceiling on task 2 by the padded
+    and by the real-sentence FLOP count (target: 30%)."""
+    lines = []
+    for (commit, threads), pairs in _packed_runs(rows).items():
+        ours, peers = [m for m, _ in pairs], [p for _, p in pairs]
+        lines.append([
+            commit, str(threads), str(len(pairs)),
+            f"{_median_and_runs(ours, 'questions_per_s', '.0f')} / {_median_and_runs(peers, 'questions_per_s', '.0f')}",
+            _median_and_runs(ours, "speedup_vs_peer_task1", ".2f", "x"),
+            f"{_median_and_runs(ours, 'task2_ms', '.1f')} / {_median_and_runs(peers, 'task2_ms', '.1f')}",
+            _median_and_runs(ours, "speedup_vs_peer_task2", ".2f", "x"),
+            f"{_median_and_runs(ours, 'share_padded', '.1f', '%')} / "
+            f"{_median_and_runs(peers, 'share_padded', '.1f', '%')}",
+            f"{_median_and_runs(ours, 'share_unpadded', '.1f', '%')} / "
+            f"{_median_and_runs(peers, 'share_unpadded', '.1f', '%')}",
+        ])  # fmt: skip
+    header = ["commit", "threads", "runs", "task 1: questions/s, packed / peer", "task 1 speedup",
+              "task 2: ms/step, packed / peer", "task 2 speedup", "share of ceiling (padded FLOPs), packed / peer",
+              "share (real-sentence FLOPs), packed / peer"]  # fmt: skip
     return markdown(header, lines)
 
 
@@ -268,6 +311,7 @@ Renderer = Callable[[Rows], str]
 RESULTS_TABLES: dict[str, tuple[str, Renderer]] = {
     "benchmark-lightning-overhead": ("benchmarks_lightning_overhead", lightning_overhead_table),
     "benchmark-entnet-throughput": ("benchmarks_entnet_throughput", entnet_throughput_table),
+    "benchmark-entnet-throughput-packed": ("benchmarks_entnet_throughput", entnet_packed_table),
     "benchmark-entnet-throughput-first5": ("benchmarks_entnet_throughput", entnet_first5_table),
     "benchmark-entnet-throughput-compile-first5": ("benchmarks_entnet_throughput", entnet_compile_first5_table),
     "benchmark-hessian-vs-peers-before-products": ("benchmarks_hessian_vs_peers", hessian_before_products_table),

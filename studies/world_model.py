@@ -34,6 +34,15 @@ PAPER_TABLE1 = {  # arXiv:1612.03969 Table 1, EntNet: test error by test length 
     "paper, trained on T <= 20": {20: 0.0, 30: 0.0, 40: 0.0, 50: 0.01, 60: 0.03, 70: 0.05, 80: 0.08},
 }
 GRID = {"max_step": "data.init_args.max_step", "lr": "model.init_args.optimizer.init_args.lr"}  # param -> key
+# The digests of configs/entnet/world_model.yaml before issue 15 (f10e798), when EntNet's story position mask
+# started at ones; that commit made N(0, 0.1) (the authors' bAbI code) the default and changed the config's text.
+ONES_MASK_CONFIGS = frozenset({"408b25fba7b20c09", "7714a51bdadcd60a", "4cc0dce881d2b51e"})
+STORY_MASKS = ("N(0, 0.1)", "ones")  # table order: the default first
+
+
+def story_mask(row: dict[str, Any]) -> str:
+    """The initial story position mask a row's model had: ``ones`` for the configs of ``ONES_MASK_CONFIGS``."""
+    return "ones" if row["config_digest"] in ONES_MASK_CONFIGS else "N(0, 0.1)"
 
 
 def variant_overrides(name: str) -> list[str]:
@@ -102,16 +111,18 @@ def errors_by_length(row: dict[str, Any]) -> dict[int, float]:
 
 
 def _groups(rows: Rows) -> dict[tuple, Rows]:
-    """The current row of each run (``current_runs``) by (variant, max_step, lr, status), ordered as Table 1:
-    max_step descending, then variant, lr and status (finished first)."""
+    """The current row of each run (``current_runs``, within each story mask) by (variant, story mask, max_step,
+    lr, status), ordered as Table 1: max_step descending, then variant, story mask, lr and status (finished
+    first)."""
     groups: dict[tuple, Rows] = {}
-    for row in current_runs(rows):
-        p = row["params"]
-        groups.setdefault((p["variant"], p["max_step"], p["lr"], row["status"]), []).append(row)
+    for mask in STORY_MASKS:
+        for row in current_runs(r for r in rows if story_mask(r) == mask):
+            p = row["params"]
+            groups.setdefault((p["variant"], mask, p["max_step"], p["lr"], row["status"]), []).append(row)
     order = list(VARIANTS)
-    return dict(
-        sorted(groups.items(), key=lambda kv: (-kv[0][1], order.index(kv[0][0]), kv[0][2], kv[0][3] != "finished"))
-    )
+    return dict(sorted(groups.items(), key=lambda kv: (
+        -kv[0][2], order.index(kv[0][0]), STORY_MASKS.index(kv[0][1]), kv[0][3], kv[0][4] != "finished"
+    )))  # fmt: skip
 
 
 def _best(runs: Rows) -> dict[str, Any]:
@@ -119,23 +130,23 @@ def _best(runs: Rows) -> dict[str, Any]:
 
 
 def world_model_markdown(rows: Rows) -> str:
-    """Table 1: per (variant, max_step, lr, status) the test error at each test length of the run with the lowest
-    validation error (ties: lowest seed) and its fit time, the runs' seeds and their mean test error; then the
-    paper's rows. Failed runs are left out; capped runs are grouped apart and show their cap."""
+    """Table 1: per (variant, story mask, max_step, lr, status) the test error at each test length of the run with
+    the lowest validation error (ties: lowest seed) and its fit time, the runs' seeds and their mean test error; then
+    the paper's rows. Failed runs are left out; capped runs are grouped apart and show their cap."""
     groups = _groups(rows)
     lengths = sorted({t for runs in groups.values() for t in tested_lengths(runs[0])}
                      | {t for errors in PAPER_TABLE1.values() for t in errors})  # fmt: skip
-    head = ["training lengths", "max_step", "Adam lr", "status", "runs (seeds)",
+    head = ["training lengths", "story mask", "max_step", "Adam lr", "status", "runs (seeds)",
             *(f"test T = {t}" if i == 0 else str(t) for i, t in enumerate(lengths)), "fit time",
             "mean test error over runs"]  # fmt: skip
     lines = header(head)
-    for (variant, max_step, lr, status), runs in groups.items():
+    for (variant, mask, max_step, lr, status), runs in groups.items():
         best = _best(runs)
         errors = errors_by_length(best)
         mean, std = mean_std([r["metrics"]["test/error"] for r in runs])
         seeds = ", ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
         cells = [
-            LABELS.get(variant, variant), str(max_step), f"{lr:g}",
+            LABELS.get(variant, variant), mask, str(max_step), f"{lr:g}",
             "finished" if status == "finished" else capped_label(best), f"{len(runs)} ({seeds})",
             *(f"{errors[t]:.3f}" if t in errors else "" for t in lengths),
             "" if best["fit_seconds"] is None else f"{best['fit_seconds']:.0f} s",
@@ -143,33 +154,33 @@ def world_model_markdown(rows: Rows) -> str:
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     for label, errors in PAPER_TABLE1.items():
-        cells = [label, "", "", "", "", *(f"{errors[t]:g}" if t in errors else "" for t in lengths), "", ""]
+        cells = [label, "", "", "", "", "", *(f"{errors[t]:g}" if t in errors else "" for t in lengths), "", ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def explore_markdown(rows: Rows, variant: str = "t10", metric: str = "val/error") -> str:
-    """The lr x max_step grid at one variant: the mean (+- std over runs) of ``metric`` (the last validation
-    error), finished and capped runs apart. Failed runs are left out."""
-    cells: dict[tuple[float, int], dict[str, list[float]]] = {}
+    """The lr x max_step grid at one variant, per story mask: the mean (+- std over runs) of ``metric`` (the last
+    validation error), finished and capped runs apart. Failed runs are left out."""
+    cells: dict[tuple[str, float, int], dict[str, list[float]]] = {}
     for row in rows:
         if row["status"] != "failed" and row["params"]["variant"] == variant:
-            key = (row["params"]["lr"], row["params"]["max_step"])
+            key = (story_mask(row), row["params"]["lr"], row["params"]["max_step"])
             cells.setdefault(key, {}).setdefault(row["status"], []).append(row["metrics"][metric])
-    steps = sorted({s for _, s in cells})
-    head = ["Adam lr", *(f"moves of 1{'' if s == 1 else f'-{s}'} square{'' if s == 1 else 's'} (`max_step={s}`)"
-                         for s in steps)]  # fmt: skip
+    steps = sorted({s for _, _, s in cells})
+    moves = [f"moves of 1{'' if s == 1 else f'-{s}'} square{'' if s == 1 else 's'} (`max_step={s}`)" for s in steps]
+    head = ["story mask", "Adam lr", *moves]
     lines = header(head)
-    for lr in sorted({lr for lr, _ in cells}):
+    for mask, lr in sorted({(mask, lr) for mask, lr, _ in cells}, key=lambda ml: (STORY_MASKS.index(ml[0]), ml[1])):
         row_cells = []
         for step in steps:
             parts = []
-            for status, values in sorted(cells.get((lr, step), {}).items(), key=lambda kv: kv[0] != "finished"):
+            for status, values in sorted(cells.get((mask, lr, step), {}).items(), key=lambda kv: kv[0] != "finished"):
                 mean, std = mean_std(values)
                 spread = f" +- {std:.3f} ({len(values)} runs)" if len(values) > 1 else ""
                 parts.append(f"{mean:.3f}{spread}" + (" (capped)" if status == "capped" else ""))
             row_cells.append("; ".join(parts))
-        lines.append(f"| {lr:g} | " + " | ".join(row_cells) + " |")
+        lines.append(f"| {mask} | {lr:g} | " + " | ".join(row_cells) + " |")
     return "\n".join(lines)
 
 

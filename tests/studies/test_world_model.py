@@ -77,20 +77,39 @@ def test_errors_by_length_single_and_generalisation():
 
 def test_table_1_on_hand_written_rows():
     lines = world_model_markdown(ROWS).splitlines()
-    assert lines[0].startswith("| training lengths | max_step | Adam lr | status | runs (seeds) | test T = 10 | 20 |")
+    assert lines[0].startswith(
+        "| training lengths | story mask | max_step | Adam lr | status | runs (seeds) | test T = 10 | 20 |"
+    )
     # t10, max_step 5, lr 0.001, finished: seed 2 has the lower val error (0.04): its test error 0.03, 510 s;
     # mean and sample std of 0.06 and 0.03
     spread = f"{np.mean([0.06, 0.03]):.3f} +- {np.std([0.06, 0.03], ddof=1):.3f}"
-    assert lines[2] == f"| T = 10 | 5 | 0.001 | finished | 2 (1, 2) | 0.030 |  |  |  |  |  |  |  | 510 s | {spread} |"
-    capped = "| T = 10 | 5 | 0.001 | capped (14-min cap) | 1 (3) | 0.500 |  |  |  |  |  |  |  | 840 s | 0.500 |"
+    assert lines[2] == (
+        f"| T = 10 | N(0, 0.1) | 5 | 0.001 | finished | 2 (1, 2) | 0.030 |  |  |  |  |  |  |  | 510 s | {spread} |"
+    )
+    capped = (
+        "| T = 10 | N(0, 0.1) | 5 | 0.001 | capped (14-min cap) | 1 (3) | 0.500 |  |  |  |  |  |  |  | 840 s | 0.500 |"
+    )
     assert lines[3] == capped
     assert lines[4] == (
-        "| T <= 20 (2..20) | 5 | 0.01 | finished | 1 (1) |  | 0.200 | 0.300 | 0.400 | 0.500 | 0.600 | 0.700 | 0.800 "
-        "| 600 s | 0.400 |"
+        "| T <= 20 (2..20) | N(0, 0.1) | 5 | 0.01 | finished | 1 (1) |  | 0.200 | 0.300 | 0.400 | 0.500 | 0.600 "
+        "| 0.700 | 0.800 | 600 s | 0.400 |"
     )
-    assert lines[5] == "| paper (EntNet) |  |  |  |  | 0 | 0 |  | 0 |  |  |  |  |  |  |"
-    assert lines[6] == "| paper, trained on T <= 20 |  |  |  |  |  | 0 | 0 | 0 | 0.01 | 0.03 | 0.05 | 0.08 |  |  |"
+    assert lines[5] == "| paper (EntNet) |  |  |  |  |  | 0 | 0 |  | 0 |  |  |  |  |  |  |"
+    assert lines[6] == "| paper, trained on T <= 20 |  |  |  |  |  |  | 0 | 0 | 0 | 0.01 | 0.03 | 0.05 | 0.08 |  |  |"
     assert len(lines) == 7  # the failed run (max_step 1) has no row
+
+
+def test_table_1_keeps_the_two_story_masks_apart():
+    ones = [row | {"config_digest": "7714a51bdadcd60a"} for row in ROWS[:2]]  # a config of before issue 15
+    lines = world_model_markdown([*ROWS[:2], *ones]).splitlines()
+    assert [line.split(" | ")[1:6] for line in lines[2:4]] == [
+        ["N(0, 0.1)", "5", "0.001", "finished", "2 (1, 2)"],
+        ["ones", "5", "0.001", "finished", "2 (1, 2)"],
+    ]
+    assert explore_markdown([*ROWS[:2], *ones]).splitlines()[2:] == [
+        f"| N(0, 0.1) | 0.001 | {0.045:.3f} +- {np.std([0.05, 0.04], ddof=1):.3f} (2 runs) |",
+        f"| ones | 0.001 | {0.045:.3f} +- {np.std([0.05, 0.04], ddof=1):.3f} (2 runs) |",
+    ]
 
 
 def test_the_exploration_table_on_hand_written_rows():
@@ -99,9 +118,11 @@ def test_the_exploration_table_on_hand_written_rows():
         _row("t10", 0.1, 5, 1, 0.9, {}), _row("t10", 0.1, 1, 1, 0.9, {}, "failed"), _row("t20", 0.1, 1, 1, 0.3, {}),
     ]  # fmt: skip
     lines = explore_markdown(rows).splitlines()
-    assert lines[0] == "| Adam lr | moves of 1 square (`max_step=1`) | moves of 1-5 squares (`max_step=5`) |"
+    assert lines[0] == (
+        "| story mask | Adam lr | moves of 1 square (`max_step=1`) | moves of 1-5 squares (`max_step=5`) |"
+    )
     spread = f"{np.mean([0.1, 0.2]):.3f} +- {np.std([0.1, 0.2], ddof=1):.3f} (2 runs)"
-    assert lines[2:] == [f"| 0.01 | {spread} | 0.400 (capped) |", "| 0.1 |  | 0.900 |"]
+    assert lines[2:] == [f"| N(0, 0.1) | 0.01 | {spread} | 0.400 (capped) |", "| N(0, 0.1) | 0.1 |  | 0.900 |"]
 
 
 def test_the_committed_world_model_ledger():
@@ -111,10 +132,10 @@ def test_the_committed_world_model_ledger():
     # results/entnet_world_model.json at 978148c, run "gen": test/error_task20..80 0.489, 0.6328, 0.747, 0.8489,
     # 0.9046, 0.8993, 0.8864, fit_seconds 637, test/error 0.7755; run "t20_step1": test/error 0.016, 688 s
     assert (
-        "| T <= 20 (2..20) | 5 | 0.001 | finished | 1 (1) |  | 0.489 | 0.633 | 0.747 | 0.849 | 0.905 | 0.899 | 0.886 "
-        "| 637 s | 0.775 |" in table
+        "| T <= 20 (2..20) | ones | 5 | 0.001 | finished | 1 (1) |  | 0.489 | 0.633 | 0.747 | 0.849 | 0.905 | 0.899 "
+        "| 0.886 | 637 s | 0.775 |" in table
     )
-    assert "| T = 20 | 1 | 0.001 | finished | 1 (1) |  | 0.016 |  |  |  |  |  |  | 688 s | 0.016 |" in table
+    assert "| T = 20 | ones | 1 | 0.001 | finished | 1 (1) |  | 0.016 |  |  |  |  |  |  | 688 s | 0.016 |" in table
 
 
 def test_the_committed_ledgers_grid_rows_carry_the_overrides_the_study_plans():
@@ -135,8 +156,8 @@ def test_the_committed_exploration_ledger():
     # results/world_model_t10_explore.json at 978148c: last validation errors 0.0695 (lr 0.001, max_step 1),
     # 0.3225 (0.001, 5), 0.1705 (0.01, 1), 0.4575 (0.01, 5)
     assert explore_markdown(rows).splitlines()[2:] == [
-        f"| 0.001 | {0.0695:.3f} (capped) | {0.3225:.3f} (capped) |",
-        f"| 0.01 | {0.1705:.3f} (capped) | {0.4575:.3f} (capped) |",
+        f"| ones | 0.001 | {0.0695:.3f} (capped) | {0.3225:.3f} (capped) |",
+        f"| ones | 0.01 | {0.1705:.3f} (capped) | {0.4575:.3f} (capped) |",
     ]
 
 
