@@ -48,17 +48,23 @@ def _eqs_2_to_5(sentences, key_gate, sentence_term, slot_term, u_weight, slope, 
     return h, torch.stack(gates)
 
 
-def test_memory_and_gradients_equal_a_plain_loop_over_eqs_2_to_5():
-    inputs = _inputs()
-    weights = torch.randn(3, 3, 4, dtype=torch.float64), torch.randn(5, 3, 3, dtype=torch.float64)
+def _assert_fused_equals_plain_loop(inputs, mask, weights) -> torch.Tensor:
+    """Memory, gates and every input's gradient of a weighted sum of both, fused against ``_eqs_2_to_5``; returns
+    the fused gates."""
     results = []
     for function in (memory_recurrence, _eqs_2_to_5):
-        h, gates = function(*inputs, MASK)
+        h, gates = function(*inputs, mask)
         loss = (h * weights[0]).sum() + (gates * weights[1]).sum()
         results.append((h, gates, *torch.autograd.grad(loss, inputs)))
     for fused, plain in zip(*results, strict=True):
         torch.testing.assert_close(fused, plain)
-    assert results[0][1][3].eq(0).all()  # step 3 is padding for every story: no gate opens
+    return results[0][1]
+
+
+def test_memory_and_gradients_equal_a_plain_loop_over_eqs_2_to_5():
+    weights = torch.randn(3, 3, 4, dtype=torch.float64), torch.randn(5, 3, 3, dtype=torch.float64)
+    gates = _assert_fused_equals_plain_loop(_inputs(), MASK, weights)
+    assert gates[3].eq(0).all()  # step 3 is padding for every story: no gate opens
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -72,13 +78,7 @@ def test_any_mask_and_shape_gives_the_plain_loop_s_memory_gates_and_gradients(se
         torch.randn(batch, slots, dim, generator=g, dtype=torch.float64),
         torch.randn(steps, batch, slots, generator=g, dtype=torch.float64),
     )
-    results = []
-    for function in (memory_recurrence, _eqs_2_to_5):
-        h, gates = function(*inputs, mask)
-        loss = (h * weights[0]).sum() + (gates * weights[1]).sum()
-        results.append((h, gates, *torch.autograd.grad(loss, inputs)))
-    for fused, plain in zip(*results, strict=True):
-        torch.testing.assert_close(fused, plain)
+    _assert_fused_equals_plain_loop(inputs, mask, weights)
 
 
 def test_packed_layout_puts_each_story_s_real_sentences_first_and_the_longest_stories_first():
