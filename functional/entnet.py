@@ -34,7 +34,8 @@ NORM_EPS = 1e-12  # as F.normalize: x / max(||x||, eps)
 
 @dataclass(frozen=True)
 class PackedSteps:
-    """Where the real sentences of a time-major ``(T, B)`` batch go in the packed layout.
+    """Where the real sentences of a time-major ``(T, B)`` batch go in the packed layout (ours, for the memory of
+    arXiv:1612.03969 section 2.2, eqs 2-5, whose padded sentences leave the memory unchanged; docs/papers/entnet.md).
 
     Stories are sorted by their number of real sentences, longest first (``order``); packed step k holds the k-th
     real sentence of the first ``counts[k]`` stories of that order, at packed rows ``offsets[k]:offsets[k] +
@@ -52,8 +53,9 @@ class PackedSteps:
 
 
 def pack_steps(step_mask: Tensor) -> PackedSteps:
-    """The packed layout of ``step_mask`` ``(T, B)`` (True where the sentence is real): one host read of the
-    story lengths, the rest as tensor operations on the mask's device."""
+    """The packed layout (:class:`PackedSteps`; ours, for arXiv:1612.03969 section 2.2, docs/papers/entnet.md) of
+    ``step_mask`` ``(T, B)`` (True where the sentence is real): one host read of the story lengths, the rest as
+    tensor operations on the mask's device."""
     steps, batch = step_mask.shape
     device = step_mask.device
     lengths = step_mask.sum(dim=0)
