@@ -4,7 +4,8 @@ two universality classes; our choices in ``docs/papers/halting_time.md``).
 
 Two parts. Stopping rules: :func:`update_first_hits` records, for a batch of runs and a list of thresholds, the
 first step at which each rule holds (the same function serves the callback, with one run, and the vectorised
-ensembles, with K); :func:`halting_times` closes the record, censoring what never halted. Statistics of the
+ensembles, with K); :func:`push_cost` and :func:`mean_successive_decrease` give the value the paper's plateau rule
+watches; :func:`halting_times` closes the record, censoring what never halted. Statistics of the
 fluctuations ``tau = (T - mean T) / std T`` (arXiv:1511.06444): moments, one-sample tests against the two reference
 laws (N(0, 1) and the standardised Gumbel), two-sample tests between ensembles (the universality test; ours,
 ``docs/papers/halting_time.md``) and bootstrap confidence intervals. Statistics are numpy float64 and call scipy.
@@ -49,6 +50,31 @@ def update_first_hits(
     values = values.detach().unsqueeze(-1).to(thresholds.dtype)
     holds = values < thresholds if direction == "below" else values >= thresholds
     return torch.where((first < 0) & holds, torch.full_like(first, step), first)
+
+
+def push_cost(recent: Tensor, cost: Tensor) -> Tensor:
+    """The window of recent costs after observing ``cost``: ``recent`` ``(..., window + 1)``, oldest first, NaN in the
+    slots not yet observed, shifted by one, with ``cost`` ``(...)`` last. A new tensor, of ``recent``'s dtype. The
+    window of the plateau rule that stops the deep networks of arXiv:1511.06444 (abstract: the MNIST and
+    random-input networks; :func:`mean_successive_decrease`)."""
+    return torch.cat([recent[..., 1:], cost.detach().to(recent).unsqueeze(-1)], dim=-1)
+
+
+def mean_successive_decrease(recent: Tensor) -> Tensor:
+    """The value the plateau rule of arXiv:1511.06444 watches (the deep networks of the abstract, trained on MNIST
+    or random inputs: training stops "when the average of successive differences in cost values goes below a
+    prescribed value"): for the last ``w + 1`` costs ``c_{t-w}, ..., c_t`` (``recent``, ``(..., w + 1)``, oldest
+    first) the mean of the ``w`` successive decreases ``c_{i-1} - c_i``, which is ``(c_{t-w} - c_t) / w``, the
+    cost's mean progress per observation over the window. NaN while a slot is still NaN (not yet observed), and a
+    NaN never meets a threshold, so the rule first holds once ``w + 1`` costs were seen.
+
+    Our reading (``docs/papers/halting_time.md``): the differences are signed, as the sentence says (differences,
+    not their sizes), and taken as decreases, so that a small positive threshold means "the cost has stopped
+    falling"; a cost that rose over the window (value <= 0) has stopped falling too, whereas the mean of absolute
+    differences would let a cost that oscillates without progress run on. The window ``w`` is ours: the paper
+    does not give one.
+    """
+    return (recent[..., :-1] - recent[..., 1:]).mean(dim=-1)
 
 
 def halting_times(first: Tensor, last_step: int) -> tuple[Tensor, Tensor]:

@@ -163,13 +163,15 @@ class ConjugateGradientRuns(HaltingSystem):
 
 
 class MLPRuns(HaltingSystem):
-    """MLPs trained by SGD on MNIST or on random inputs, halting when the full training loss is below theta
-    (arXiv:1511.06444). Every run has its own initialisation seed and sample order; the data are the same
-    ``subset_size`` training images (or their random replacement) for all runs.
+    """MLPs trained by SGD on MNIST or on random inputs, halting when the full training loss is below theta, or
+    when its mean successive decrease is (the paper's plateau rule; arXiv:1511.06444). Every run has its own
+    initialisation seed and sample order; the data are the same ``subset_size`` training images (or their random
+    replacement) for all runs.
 
     Args:
         widths: layer widths (the paper's 784-500-300-10; the CPU study uses a narrow net).
-        theta: full-training-loss thresholds, decreasing.
+        theta: thresholds of the rule, decreasing: the full training loss (``train_loss_below``) or its mean
+            decrease per evaluation over the last ``window`` evaluations (``loss_plateau``).
         lr: SGD step size (0.1, our choice: the paper gives none).
         batch_size: minibatch size (100, as in the paper).
         every_n_steps: full-loss evaluation period, in SGD steps.
@@ -179,6 +181,8 @@ class MLPRuns(HaltingSystem):
         max_steps: censoring cap.
         chunk_size: networks per vmapped program.
         device: where the networks train.
+        rule: ``train_loss_below`` or ``loss_plateau`` (``iclr17.studies.mlp_ensemble.train_until_halted``).
+        window: successive loss differences the plateau rule averages (ours; the paper gives none).
     """
 
     ensembles = ("mnist", "random")
@@ -197,12 +201,27 @@ class MLPRuns(HaltingSystem):
         max_steps: int = 20_000,
         chunk_size: int = 250,
         device: str = "cpu",
+        rule: Literal["train_loss_below", "loss_plateau"] = "train_loss_below",
+        window: int = 10,
     ) -> None:
+        if rule not in ("train_loss_below", "loss_plateau"):
+            raise ValueError(f"MLPRuns: rule must be 'train_loss_below' or 'loss_plateau', got rule={rule!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"MLPRuns: window must be an int >= 1, got window={window!r}")
+        self.rule, self.window = rule, window
         self.widths = widths or [784, 500, 300, 10]
         self.theta = [float(t) for t in theta or [0.1]]
         self.lr, self.batch_size, self.every_n_steps = lr, batch_size, every_n_steps
         self.subset_size, self.normalization, self.data_dir = subset_size, normalization, data_dir
         self.max_steps, self.chunk_size, self.device = max_steps, chunk_size, device
+
+    def arguments(self) -> dict[str, Any]:
+        """Every constructor argument by name; ``rule`` and ``window`` only for ``loss_plateau``, so the
+        loss-threshold studies keep the config digests their ledgers were recorded with."""
+        arguments = super().arguments()
+        if self.rule == "train_loss_below":
+            del arguments["rule"], arguments["window"]
+        return arguments
 
     def data(self, inputs: Literal["mnist", "random"]) -> tuple[torch.Tensor, torch.Tensor]:
         datamodule = MNISTDataModule(
@@ -223,7 +242,7 @@ class MLPRuns(HaltingSystem):
             order_seeds = [s + 50_000 for s in run_seeds]
             first, last = train_until_halted(
                 base, params, x, y, thresholds, order_seeds, self.lr, self.batch_size, self.every_n_steps,
-                self.max_steps,
+                self.max_steps, self.rule, self.window,
             )  # fmt: skip
             times, mask = halting_times(first, last)
             firsts.append(times.numpy())

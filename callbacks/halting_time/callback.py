@@ -12,12 +12,15 @@ from pytorch_lightning.utilities.data import extract_batch_size
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
-from iclr17.functional.halting import update_first_hits
+from iclr17.functional.halting import mean_successive_decrease, push_cost, update_first_hits
 
 from ..measurement import LossFn, check_loss_contract, measurement_mode, module_loss, reduce_over_processes
 
-Rule = Literal["train_loss_below", "grad_norm_below", "metric_at_least", "metric_below"]
+Rule = Literal["train_loss_below", "loss_plateau", "grad_norm_below", "metric_at_least", "metric_below"]
 LossSource = Literal["full_data", "epoch_mean", "ema"]
+RULES: tuple[str, ...] = ("train_loss_below", "loss_plateau", "grad_norm_below", "metric_at_least", "metric_below")
+LOSS_SOURCES: tuple[str, ...] = ("full_data", "epoch_mean", "ema")
+LOSS_RULES = ("train_loss_below", "loss_plateau")  # the rules that read the training loss from ``loss_source``
 
 
 class HaltingTime(pl.Callback):
@@ -38,6 +41,17 @@ class HaltingTime(pl.Callback):
       language model (``LanguageModel.loss``) every window starts from a zero state: the full-data loss is a
       function of the weights alone, not of the carried training state, and usually higher than the
       carried-state training loss.
+    - ``loss_plateau``: the paper's rule for its MNIST networks, training stops "when the average of successive
+      differences in cost values goes below a prescribed value" (arXiv:1511.06444). The costs are the training
+      losses ``train_loss_below`` reads (same ``loss_source``, same times); the value compared with each
+      threshold is the mean of the last ``window`` successive decreases ``c_{i-1} - c_i`` of those costs, i.e.
+      ``(c_{t-window} - c_t) / window``, the mean progress per observation
+      (``iclr17.functional.halting.mean_successive_decrease``: signed decreases, our reading of the sentence;
+      the window is ours, the paper gives none). It first can hold once ``window + 1`` costs were seen: with
+      ``full_data`` and ``every_n_steps=1``, at step ``window``. The differences are between successive
+      observations, ``every_n_steps`` steps apart for ``full_data``, so a threshold is per observation. One cost
+      per optimizer step: a cost observed again at the same step (the first evaluation of a resumed run)
+      replaces the last one instead of adding a zero difference.
     - ``grad_norm_below``: the norm of all parameter gradients ``< threshold``, read just before the optimizer
       step every ``every_n_steps`` steps (full-batch data gives the paper's rule; a module whose loss is
       written on the sphere gives the projected gradient, as ``SpinGlass`` does).
@@ -59,21 +73,24 @@ class HaltingTime(pl.Callback):
         pl.Trainer(max_steps=10_000, callbacks=[halting]).fit(model, datamodule)
         print(halting.halting_step, halting.record)
 
-    State (record, open thresholds, EMA, elapsed time) lives in checkpoints, so a resumed run finds the same
-    halting steps; a censored entry is reopened when fitting resumes. Under DDP every value is reduced over
-    the processes through ``trainer.strategy`` (losses: sample-weighted means over each process's shard;
-    gradients: DDP's averaged ones),
-    so every process records the same steps and stops together.
+    State (record, open thresholds, EMA, the plateau rule's window of recent costs, elapsed time) lives in
+    checkpoints, so a resumed run finds the same halting steps; a censored entry is reopened when fitting resumes.
+    Under DDP every value is reduced over the processes through ``trainer.strategy`` (losses: sample-weighted means
+    over each process's shard; gradients: DDP's averaged ones), so every process records the same steps (the
+    plateau rule's window holds the reduced losses, the same on every process) and stops together.
 
     Args:
-        rule: ``train_loss_below``, ``grad_norm_below``, ``metric_at_least`` or ``metric_below``.
-        thresholds: one threshold or a list (theta for losses, eps for gradient norms, a for metrics).
-        loss_source: ``full_data``, ``epoch_mean`` or ``ema`` (``train_loss_below`` only; see above).
+        rule: ``train_loss_below``, ``loss_plateau``, ``grad_norm_below``, ``metric_at_least`` or ``metric_below``.
+        thresholds: one threshold or a list (theta for losses, the mean decrease per observation for
+            ``loss_plateau``, eps for gradient norms, a for metrics).
+        loss_source: ``full_data``, ``epoch_mean`` or ``ema`` (``train_loss_below`` and ``loss_plateau``; see above).
         every_n_steps: evaluation period in optimizer steps for ``full_data`` and ``grad_norm_below``.
         ema_decay: weight of the past in the ``ema`` loss.
         monitor: metric name for the metric rules (e.g. ``val/acc``).
         stop: stop training once every threshold is reached.
         loss_fn: ``(module, batch) -> scalar`` for ``full_data``; default: the module's ``loss(batch)``.
+        window: number of successive cost differences ``loss_plateau`` averages, >= 1 (10: ours, the paper gives
+            none).
     """
 
     def __init__(
@@ -86,13 +103,19 @@ class HaltingTime(pl.Callback):
         monitor: str | None = None,
         stop: bool = True,
         loss_fn: LossFn | None = None,
+        window: int = 10,
     ) -> None:
-        if rule not in ("train_loss_below", "grad_norm_below", "metric_at_least", "metric_below"):
-            raise ValueError(f"HaltingTime: unknown rule={rule!r}")
+        if rule not in RULES:
+            raise ValueError(f"HaltingTime: rule must be one of {RULES}, got rule={rule!r}")
+        if loss_source not in LOSS_SOURCES:
+            raise ValueError(f"HaltingTime: loss_source must be one of {LOSS_SOURCES}, got loss_source={loss_source!r}")
         if rule.startswith("metric") and not monitor:
             raise ValueError(f"HaltingTime(rule={rule!r}) needs monitor=<logged metric name>")
         if every_n_steps < 1 or not 0.0 <= ema_decay < 1.0:
             raise ValueError("HaltingTime: every_n_steps must be >= 1 and ema_decay in [0, 1)")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"HaltingTime: window (cost differences averaged by loss_plateau) must be an int >= 1, "
+                             f"got window={window!r}")  # fmt: skip
         self.rule, self.loss_source, self.every_n_steps = rule, loss_source, every_n_steps
         self.ema_decay, self.monitor, self.stop = ema_decay, monitor, stop
         self.thresholds = [float(t) for t in (thresholds if isinstance(thresholds, (list, tuple)) else [thresholds])]
@@ -100,6 +123,9 @@ class HaltingTime(pl.Callback):
         self.direction = "at_least" if rule == "metric_at_least" else "below"
         self.record: list[dict[str, Any]] = [self._open(t) for t in self.thresholds]
         self.ema: float | None = None
+        self.window = window
+        self.recent_costs = torch.full((window + 1,), math.nan, dtype=torch.float64)  # loss_plateau, oldest first
+        self._cost_step: int | None = None  # the step of the last cost in recent_costs
         self.elapsed = 0.0
         self._started = time.perf_counter()
         self._epoch_sum, self._epoch_count, self._sum_epoch = 0.0, 0, -1
@@ -112,8 +138,9 @@ class HaltingTime(pl.Callback):
 
     @property
     def state_key(self) -> str:
+        plateau = {"window": self.window} if self.rule == "loss_plateau" else {}
         return self._generate_state_key(
-            rule=self.rule, thresholds=self.thresholds, monitor=self.monitor, loss_source=self.loss_source
+            rule=self.rule, thresholds=self.thresholds, monitor=self.monitor, loss_source=self.loss_source, **plateau
         )
 
     @property
@@ -147,7 +174,7 @@ class HaltingTime(pl.Callback):
             if r["censored"]:  # a resumed run may still halt
                 self.record[i] = self._open(r["threshold"])
         if self._uses_full_data and trainer.global_step % self.every_n_steps == 0:
-            self._observe(trainer, self._full_data_loss(trainer, pl_module))
+            self._observe_loss(trainer, self._full_data_loss(trainer, pl_module))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._sum_epoch != trainer.current_epoch:  # not a run resumed in the middle of this epoch
@@ -167,12 +194,12 @@ class HaltingTime(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.rule != "train_loss_below":
+        if self.rule not in LOSS_RULES:
             return
         if self._uses_full_data:
             # gradient accumulation runs several batches per step: evaluate once per step
             if trainer.global_step % self.every_n_steps == 0 and trainer.global_step != self._evaluated_step:
-                self._observe(trainer, self._full_data_loss(trainer, pl_module))
+                self._observe_loss(trainer, self._full_data_loss(trainer, pl_module))
             return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if not isinstance(loss, Tensor):
@@ -182,11 +209,11 @@ class HaltingTime(pl.Callback):
             self._epoch_sum, self._epoch_count = self._epoch_sum + loss, self._epoch_count + 1
         else:
             self.ema = loss if self.ema is None else self.ema_decay * self.ema + (1 - self.ema_decay) * loss
-            self._observe(trainer, self.ema)
+            self._observe_loss(trainer, self.ema)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.rule == "train_loss_below" and self.loss_source == "epoch_mean" and self._epoch_count:
-            self._observe(trainer, self._epoch_sum / self._epoch_count)
+        if self.rule in LOSS_RULES and self.loss_source == "epoch_mean" and self._epoch_count:
+            self._observe_loss(trainer, self._epoch_sum / self._epoch_count)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -205,7 +232,7 @@ class HaltingTime(pl.Callback):
 
     @property
     def _uses_full_data(self) -> bool:
-        return self.rule == "train_loss_below" and self.loss_source == "full_data"
+        return self.rule in LOSS_RULES and self.loss_source == "full_data"
 
     def _observe_metric(self, trainer: pl.Trainer, epoch: int | None = None) -> None:
         """Compare the monitored metric with the thresholds. Training-epoch metrics reach ``callback_metrics``
@@ -215,6 +242,23 @@ class HaltingTime(pl.Callback):
         if self.rule.startswith("metric") and self.monitor in trainer.callback_metrics:
             value = trainer.strategy.broadcast(float(trainer.callback_metrics[self.monitor]), src=0)
             self._observe(trainer, value, epoch)
+
+    def _observe_loss(self, trainer: pl.Trainer, loss: float) -> None:
+        """A training loss from ``loss_source``: compared with the thresholds (``train_loss_below``), or added to
+        the window of recent costs, whose mean successive decrease is compared once the window is full
+        (``loss_plateau``). A cost seen again at the same step replaces the last one (a resumed run's first
+        full-data evaluation repeats the checkpoint's last), so the window holds one cost per step."""
+        if self.rule == "train_loss_below":
+            self._observe(trainer, loss)
+            return
+        if trainer.global_step == self._cost_step:
+            self.recent_costs[-1] = loss
+        else:
+            self.recent_costs = push_cost(self.recent_costs, torch.tensor(loss))
+        self._cost_step = trainer.global_step
+        plateau = mean_successive_decrease(self.recent_costs)
+        if not plateau.isnan():
+            self._observe(trainer, plateau.item())
 
     def _observe(self, trainer: pl.Trainer, value: float, epoch: int | None = None) -> None:
         first = torch.tensor([-1 if r["step"] is None else r["step"] for r in self.record])
@@ -279,6 +323,8 @@ class HaltingTime(pl.Callback):
         return {
             "record": [dict(r) for r in self.record],
             "ema": self.ema,
+            "recent_costs": self.recent_costs.tolist(),  # loss_plateau's window: a resumed run halts at the same step
+            "cost_step": self._cost_step,
             "elapsed": self._wall(),
             "epoch_sum": self._epoch_sum,  # a run resumed mid-epoch keeps its epoch mean whole
             "epoch_count": self._epoch_count,
@@ -290,3 +336,9 @@ class HaltingTime(pl.Callback):
         self.ema, self.elapsed = state_dict["ema"], state_dict["elapsed"]
         self._epoch_sum, self._epoch_count = state_dict.get("epoch_sum", 0.0), state_dict.get("epoch_count", 0)
         self._sum_epoch = state_dict.get("sum_epoch", -1)
+        if self.rule == "loss_plateau" and "recent_costs" in state_dict:
+            recent = torch.tensor(state_dict["recent_costs"], dtype=torch.float64)
+            if len(recent) != self.window + 1:
+                raise ValueError(f"HaltingTime: the checkpoint's loss_plateau window holds {len(recent) - 1} "
+                                 f"differences, this callback's window={self.window}")  # fmt: skip
+            self.recent_costs, self._cost_step = recent, state_dict["cost_step"]

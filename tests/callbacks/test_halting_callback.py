@@ -301,3 +301,105 @@ def test_full_data_refuses_a_model_without_loss_method_or_loss_fn(cls):
     for accepted in (HaltingTime("train_loss_below", 0.5, loss_fn=cross_entropy), HaltingTime("grad_norm_below", 0.5)):
         accepted.setup(pl.Trainer(logger=False), cls(), "fit")
     HaltingTime("train_loss_below", 0.5, loss_source="ema").setup(pl.Trainer(logger=False), cls(), "fit")
+
+
+# ---- the plateau rule (arXiv:1511.06444: stop "when the average of successive differences in cost values goes
+# below a prescribed value") ---------------------------------------------------------------------------------------
+
+
+def _plateau_first_hit(costs, window, threshold):
+    """A plain loop: the first index t whose last ``window`` differences ``costs[i - 1] - costs[i]`` average below
+    ``threshold``."""
+    for t in range(window, len(costs)):
+        if sum(costs[i - 1] - costs[i] for i in range(t - window + 1, t + 1)) / window < threshold:
+            return t
+    return None
+
+
+def _plateau_thresholds(costs, window, targets):
+    """Thresholds first met at the ``targets`` indices, each halfway between the plateau value there and the
+    smallest before it (away from a float32 tie)."""
+    values = [sum(costs[i - 1] - costs[i] for i in range(t - window + 1, t + 1)) / window for t in range(len(costs))
+              if t >= window]  # fmt: skip
+    thresholds = []
+    for target in targets:
+        t0 = next(t for t in range(target, len(costs)) if values[t - window] < min(values[: t - window]))
+        thresholds.append((values[t0 - window] + min(values[: t0 - window])) / 2)
+    return thresholds
+
+
+def test_plateau_rule_halts_where_a_plain_loop_does():
+    losses, _ = _plain_trajectory(200)
+    thresholds = _plateau_thresholds(losses, 5, [40, 120])
+    callback = HaltingTime("loss_plateau", thresholds, loss_source="full_data", window=5)
+    trainer, _ = _fit(callback)
+    expected = [_plateau_first_hit(losses, 5, t) for t in thresholds]
+    assert 40 <= expected[0] < expected[1] < 200
+    assert [r["step"] for r in callback.record] == expected
+    assert callback.halting_step == expected[-1] == trainer.global_step  # stopped right there
+    for r, t in zip(callback.record, expected, strict=True):  # the recorded value is the mean decrease
+        assert r["value"] == pytest.approx((losses[t - 5] - losses[t]) / 5, rel=1e-4) and r["value"] < r["threshold"]
+
+
+def test_plateau_rule_reads_the_ema_and_every_n_steps_evaluations():
+    losses, _ = _plain_trajectory(200)
+    average, smoothed = None, []
+    for loss in losses:
+        average = loss if average is None else 0.5 * average + 0.5 * loss
+        smoothed.append(average)
+    (threshold,) = _plateau_thresholds(smoothed, 3, [60])
+    ema = HaltingTime("loss_plateau", threshold, loss_source="ema", ema_decay=0.5, window=3)
+    _fit(ema)
+    assert ema.halting_step == _plateau_first_hit(smoothed, 3, threshold) + 1  # the EMA of step t is read after it
+    every = list(range(0, 200, 7))
+    (threshold,) = _plateau_thresholds([losses[t] for t in every], 2, [8])
+    sparse = HaltingTime("loss_plateau", threshold, every_n_steps=7, window=2)  # differences 7 steps apart
+    _fit(sparse)
+    assert sparse.halting_step == every[_plateau_first_hit([losses[t] for t in every], 2, threshold)]
+
+
+def test_plateau_resume_from_checkpoint_halts_at_the_same_step(tmp_path):
+    """The window of recent costs is checkpointed: stopped two steps before halting, a resumed run halts where the
+    uninterrupted one did (an empty window would need 5 more costs; the resumed run's first evaluation, at the
+    checkpoint's step, replaces that step's cost instead of adding a zero difference)."""
+    losses, _ = _plain_trajectory(200)
+    thresholds = _plateau_thresholds(losses, 5, [30, 90])
+    uninterrupted = HaltingTime("loss_plateau", thresholds, window=5)
+    _fit(uninterrupted)
+    halting = uninterrupted.halting_step
+    first = HaltingTime("loss_plateau", thresholds, window=5)
+    trainer, _ = _fit(first, max_steps=halting - 2)
+    assert first.record[1]["censored"] and not first.record[0]["censored"]
+    trainer.save_checkpoint(tmp_path / "halfway.ckpt")
+    state = torch.load(tmp_path / "halfway.ckpt", weights_only=False)["callbacks"][first.state_key]
+    assert state["recent_costs"] == pytest.approx(losses[halting - 7 : halting - 1], rel=1e-6)
+    resumed = HaltingTime("loss_plateau", thresholds, window=5)
+    _fit(resumed, model=_model(), ckpt_path=tmp_path / "halfway.ckpt")
+    assert [r["step"] for r in resumed.record] == [r["step"] for r in uninterrupted.record]
+    assert resumed.record[1]["value"] == pytest.approx(uninterrupted.record[1]["value"], rel=1e-9)
+
+
+def test_plateau_state_dict_round_trip_and_state_key():
+    a = HaltingTime("loss_plateau", [0.01], window=2)
+    a.recent_costs, a._cost_step = torch.tensor([1.0, 0.9, 0.85], dtype=torch.float64), 7
+    b = HaltingTime("loss_plateau", [0.01], window=2)
+    b.load_state_dict(a.state_dict())
+    assert b.recent_costs.tolist() == [1.0, 0.9, 0.85] and b._cost_step == 7
+    with pytest.raises(ValueError, match="window=3"):
+        HaltingTime("loss_plateau", [0.01], window=3).load_state_dict(a.state_dict())
+    keys = {HaltingTime("loss_plateau", [0.01], window=w).state_key for w in (2, 3)}
+    assert len(keys) == 2 and a.state_key != HaltingTime("train_loss_below", [0.01]).state_key
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rule": "plateau"}, r"rule must be one of .*loss_plateau.*got rule='plateau'"),
+        ({"loss_source": "full"}, r"loss_source must be one of .*got loss_source='full'"),
+        ({"rule": "loss_plateau", "window": 0}, r"window .* int >= 1, got window=0"),
+        ({"rule": "loss_plateau", "window": 2.5}, r"window .* int >= 1, got window=2.5"),
+    ],
+)
+def test_plateau_bad_arguments_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        HaltingTime(**kwargs)

@@ -26,8 +26,9 @@ class SavedHaltingTime(HaltingTime):
 
 @pytest.mark.timeout(300)
 def test_ddp_halting_equals_one_process(tmp_path):
-    """Both rules at once (full-data loss: shards summed over processes; gradient norm: DDP's averaged
-    gradients); the gradient rule stops the run, on both processes at the same step."""
+    """Three rules at once (full-data loss: shards summed over processes; its plateau: a window of those reduced
+    losses; gradient norm: DDP's averaged gradients); the gradient rule stops the run, on both processes at the
+    same step."""
     results = {}
     for name, strategy in (("ddp", {"strategy": "ddp_spawn", "devices": 2}), ("single", {"devices": 1})):
         pl.seed_everything(0)
@@ -35,6 +36,9 @@ def test_ddp_halting_equals_one_process(tmp_path):
         model = Classifier(MLP([2, 6, 3]), num_classes=3, optimizer=functools.partial(torch.optim.SGD, lr=0.5))
         callbacks = [
             SavedHaltingTime(tmp_path / f"{name}_loss", rule="train_loss_below", thresholds=[0.9, 0.6], stop=False),
+            SavedHaltingTime(
+                tmp_path / f"{name}_plateau", rule="loss_plateau", thresholds=[0.025, 0.012], window=3, stop=False
+            ),
             SavedHaltingTime(tmp_path / f"{name}_grad", rule="grad_norm_below", thresholds=[0.1]),
         ]
         callbacks += [CloseProcessGroup()] if name == "ddp" else []
@@ -43,10 +47,10 @@ def test_ddp_halting_equals_one_process(tmp_path):
             enable_checkpointing=False, limit_val_batches=0, callbacks=callbacks, **strategy,
         )  # fmt: skip
         trainer.fit(model, dm)
-        for rule in ("loss", "grad"):
+        for rule in ("loss", "plateau", "grad"):
             ranks = range(2 if name == "ddp" else 1)
             results[name, rule] = [torch.load(f"{tmp_path / name}_{rule}.rank{r}", weights_only=False) for r in ranks]
-    for rule in ("loss", "grad"):
+    for rule in ("loss", "plateau", "grad"):
         (single,) = results["single", rule]
         assert not any(r["censored"] for r in single["record"])
         for rank_result in results["ddp", rule]:
