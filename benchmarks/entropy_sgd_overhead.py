@@ -1,13 +1,16 @@
 """One Entropy-SGD outer step (L Langevin steps + the evaluation at x) vs L + 1 plain SGD steps.
 
-    python benchmarks/entropy_sgd_overhead.py [--device cpu|cuda] [--L 20] [--repeats 7] [--ledger DIR]
+    python benchmarks/entropy_sgd_overhead.py [--device cpu|cuda] [--L 20] [--repeats 7] [--threads N] [--ledger DIR]
 
 Both sides run the same model on the same L + 1 minibatches (MNIST-shaped random tensors, batch 128: pixel
 values do not change the time) and do L + 1 forward/backward passes; the peer is ``torch.optim.SGD`` with
 Nesterov momentum 0.9 (foreach), stepping after each pass. So the ratio is what EntropySGD adds beyond its
 gradient evaluations: the coupling term, the running average mu, the outer step, and the Gaussian noise
 (one draw per parameter per Langevin step, inherent to the algorithm). A second line with ``eps = 0``
-separates the cost of the draws. Sides alternate; medians over ``--repeats``. Target: ratio <= 1.10.
+separates the cost of the draws, and a third times the draws alone: one ``torch.randn`` from a single generator
+(how the noise was drawn before it was split into ``NOISE_STREAMS`` slices) against the optimizer's parallel
+streams. Sides alternate; medians over ``--repeats``; ``--threads`` sets torch's thread count (the streams use as
+many). Target: ratio <= 1.10.
 ``--ledger DIR`` also records each model as a row of ``DIR/benchmarks_entropy_sgd_overhead.jsonl``
 (``iclr17.studies.benchmark_ledger``).
 """
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iclr17 import MNISTFC, EntropySGD, LeNet
+from iclr17.modules.entropy_sgd.optim import NOISE_STREAMS
 from iclr17.studies.benchmark_ledger import command_line, record
 
 
@@ -70,6 +74,20 @@ def entropy_step(model: nn.Module, optimizer: EntropySGD, data: list, device: to
     return time.perf_counter() - start
 
 
+def noise_draws(optimizer: EntropySGD, model: nn.Module, device: torch.device) -> tuple[float, float]:
+    """Seconds for one step's noise: a single generator's ``torch.randn`` (the peer) and the optimizer's streams."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    generator = torch.Generator(device=device).manual_seed(0)
+    sync(device)
+    start = time.perf_counter()
+    torch.randn(sum(p.numel() for p in params), generator=generator, device=device)
+    sync(device)
+    middle = time.perf_counter()
+    optimizer._gaussians(params)
+    sync(device)
+    return middle - start, time.perf_counter() - middle
+
+
 def compare(name: str, make_model, conv: bool, L: int, repeats: int, device: torch.device) -> tuple[dict, dict, float]:
     """Print the medians and ratios; return the case, its metrics and the seconds timed, for the ledger."""
     data = batches(L + 1, device, conv)
@@ -83,11 +101,13 @@ def compare(name: str, make_model, conv: bool, L: int, repeats: int, device: tor
     plain_steps(plain_model, plain, data, device)  # warm-up: allocations, kernels, optimizer state
     entropy_step(entropy_model, noisy, data, device)
     entropy_step(silent_model, silent, data, device)
-    times: dict[str, list[float]] = {"plain": [], "noisy": [], "silent": []}
+    times: dict[str, list[float]] = {"plain": [], "noisy": [], "silent": [], "one_generator": [], "streams": []}
     for _ in range(repeats):
         times["plain"].append(plain_steps(plain_model, plain, data, device))
         times["noisy"].append(entropy_step(entropy_model, noisy, data, device))
         times["silent"].append(entropy_step(silent_model, silent, data, device))
+        for key, seconds in zip(("one_generator", "streams"), noise_draws(noisy, entropy_model, device), strict=True):
+            times[key].append(seconds)
     med = {k: statistics.median(v) for k, v in times.items()}
     n_params = sum(p.numel() for p in plain_model.parameters())
     print(f"{name} ({n_params:,} parameters, L = {L}, {device}):")
@@ -95,9 +115,18 @@ def compare(name: str, make_model, conv: bool, L: int, repeats: int, device: tor
     for key, label in [("noisy", "eps=1e-4"), ("silent", "eps=0   ")]:
         ratio = med[key] / med["plain"]
         print(f"  ours  one EntropySGD step, {label} {med[key] * 1e3:9.1f} ms   ratio {ratio:.3f}")
-    case = {"model": name, "parameters": n_params, "L": L, "device": device.type, "repeats": repeats}
+    one, streams = med["one_generator"], med["streams"]
+    print(
+        f"  noise of one Langevin step: one generator {one * 1e3:.2f} ms, {NOISE_STREAMS} streams on "
+        f"{torch.get_num_threads()} threads {streams * 1e3:.2f} ms   ratio {streams / one:.3f}"
+    )
+    case = {
+        "model": name, "parameters": n_params, "L": L, "device": device.type, "repeats": repeats,
+        "threads": torch.get_num_threads(),
+    }  # fmt: skip
     metrics = {f"{key}_ms": 1e3 * m for key, m in med.items()}
     metrics |= {f"{key}_ratio": med[key] / med["plain"] for key in ("noisy", "silent")}
+    metrics["streams_vs_one_generator_ratio"] = med["streams"] / med["one_generator"]
     metrics |= {f"{key}_runs_ms": [1e3 * t for t in runs] for key, runs in times.items()}
     return case, metrics, sum(sum(runs) for runs in times.values())
 
@@ -107,9 +136,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--L", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--ledger", default=None, help="record the results in this ledger folder (default: print only)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     for name, make_model, conv in (("mnistfc", MNISTFC, False), ("LeNet-BN", LeNet, True)):
         case, metrics, seconds = compare(name, make_model, conv=conv, L=args.L, repeats=args.repeats, device=device)
         if args.ledger:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Literal
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+
+TrainSampling = Literal["shuffle", "with_replacement"]
 
 
 def per_device_batch_size(batch_size: int | None, trainer: pl.Trainer | None, split_size: int) -> int:
@@ -53,6 +57,34 @@ def split_loader(
     )
 
 
+class WithReplacementSampler(Sampler[int]):
+    """``num_samples`` indices drawn independently and uniformly from ``range(dataset_size)`` each epoch (sampling
+    with replacement, as the Entropy-SGD authors' Lua ``train.lua`` draws every minibatch).
+
+    Each epoch draws one seed from the global torch RNG (as a shuffling ``RandomSampler`` does), so a seeded run
+    repeats its draws. Not a ``RandomSampler`` on purpose: Lightning replaces a ``RandomSampler`` by a
+    ``DistributedSampler`` (without replacement) under DDP, whereas it wraps this one, so each process gets its
+    share of the same i.i.d. draws.
+
+    Args:
+        dataset_size: number of items to draw from.
+        num_samples: indices per epoch.
+    """
+
+    def __init__(self, dataset_size: int, num_samples: int) -> None:
+        if dataset_size < 1 or num_samples < 1:
+            raise ValueError(f"dataset_size and num_samples must be positive; got {dataset_size}, {num_samples}")
+        self.dataset_size, self.num_samples = dataset_size, num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        generator = torch.Generator().manual_seed(seed)
+        yield from torch.randint(self.dataset_size, (self.num_samples,), generator=generator).tolist()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 class InMemoryDataModule(pl.LightningDataModule):
     """Serves ``train_set``, ``val_set`` and ``test_set`` (set by a subclass's ``setup``) as dataloaders.
 
@@ -65,20 +97,38 @@ class InMemoryDataModule(pl.LightningDataModule):
     epoch's short last batch is dropped), for optimizers that take several minibatches per step
     (``EntropySGD``: ``L + 1``). Evaluation splits are unaffected.
 
+    ``train_sampling="with_replacement"`` draws every training sample independently and uniformly from the whole
+    training split (:class:`WithReplacementSampler`); an epoch has as many steps as a pass without replacement,
+    ``len(train_set) // (batch_size * batches_per_step)`` (468 minibatches of 128 from 60,000 images, the count of
+    the Entropy-SGD authors' Lua ``train.lua``).
+
     Args:
         batch_size: global batch size, or None for full batch.
         num_workers: DataLoader worker processes.
         batches_per_step: minibatches stacked into each training batch.
+        train_sampling: ``shuffle`` (each epoch a permutation of the training split) or ``with_replacement``
+            (i.i.d. uniform draws; needs an integer ``batch_size``).
     """
 
-    def __init__(self, batch_size: int | None = 128, num_workers: int = 0, batches_per_step: int = 1) -> None:
+    def __init__(
+        self,
+        batch_size: int | None = 128,
+        num_workers: int = 0,
+        batches_per_step: int = 1,
+        train_sampling: TrainSampling = "shuffle",
+    ) -> None:
         super().__init__()
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer or None (full batch), got {batch_size}")
         if batches_per_step < 1:
             raise ValueError(f"batches_per_step must be a positive integer, got {batches_per_step}")
+        if train_sampling not in ("shuffle", "with_replacement"):
+            raise ValueError(f"train_sampling must be 'shuffle' or 'with_replacement', got {train_sampling!r}")
+        if train_sampling == "with_replacement" and batch_size is None:
+            raise ValueError("train_sampling='with_replacement' needs an integer batch_size, not None (full batch)")
         self.batch_size = batch_size
         self.batches_per_step = batches_per_step
+        self.train_sampling = train_sampling
         self.num_workers = num_workers
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
@@ -86,7 +136,20 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         k = self.batches_per_step  # k > 1: the short last batch would not hold k equal minibatches, so it is dropped
-        return split_loader(self, "train", self.train_set, self.batch_size, self.num_workers, True, k > 1, stacked=k)
+        if self.train_sampling == "shuffle" or self.train_set is None:
+            return split_loader(
+                self, "train", self.train_set, self.batch_size, self.num_workers, True, k > 1, stacked=k
+            )
+        steps = len(self.train_set) // (self.batch_size * k)
+        if steps < 1:
+            raise ValueError(
+                f"train_sampling='with_replacement': {len(self.train_set)} training samples make no step of "
+                f"batch_size * batches_per_step = {self.batch_size * k}"
+            )
+        sampler = WithReplacementSampler(len(self.train_set), steps * self.batch_size * k)  # global: DDP splits it
+        return split_loader(
+            self, "train", self.train_set, self.batch_size, self.num_workers, sampler=sampler, stacked=k
+        )
 
     def val_dataloader(self) -> DataLoader:
         return split_loader(self, "val", self.val_set, self.batch_size, self.num_workers)

@@ -95,8 +95,8 @@ class LeNet(nn.Module):
     Conv blocks: 5x5 convolution, BatchNorm, ReLU, max-pool (3 then 2), dropout 0.5.
 
     Args:
-        layout: ``pytorch_port`` (conv, BN, ReLU, pool; BN in the fc block) or ``lua`` (conv, ReLU, pool, BN;
-            no BN in the fc block).
+        layout: ``pytorch_port`` (conv, BN, ReLU, pool; BN in the fc block; 132,220 parameters) or ``lua``
+            (conv, ReLU, pool, BN; no BN in the fc block; 131,220 parameters, the Lua ``models.lua`` ``mnistconv``).
     """
 
     def __init__(self, layout: Layout = "pytorch_port") -> None:

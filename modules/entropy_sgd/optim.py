@@ -17,43 +17,53 @@ gradients are zeroed before each call. Used in a plain loop::
 Each outer step with scope ``gamma_t = gamma0 (1 + gamma1)^t`` (eq. 8 and "scoping", section 4.3):
 
     x' <- x;  mu <- x
-    L times:  dx' = grad f(x') - gamma_t (x - x')
+    L times:  dx' = grad f(x') + weight_decay x' - gamma_t (x - x')
               x'  <- x' - eta' dx' + sqrt(eta') eps xi,   xi ~ N(0, I)
               mu  <- (1 - alpha) mu + alpha x'
     g = x - mu;  x <- x - lr * momentum(g + weight_decay * x);  t <- t + 1
 
+The paper (v1 and v5) does not say where weight decay enters; both of the authors' codes add it to the gradient
+inside the Langevin loop, so every preset does (``weight_decay_in_langevin``), and all but the Lua code add it to
+the outer gradient too (``outer_weight_decay``).
+
 Switches reproduce the documented variants (``docs/papers/entropy_sgd.md``); ``variant`` picks a consistent
 set and any switch given explicitly overrides it:
 
-=================  ==============  ==============  ===============  ================
-switch             ``paper_v5``    ``arxiv_v1``    ``official_lua`` ``official_python``
-=================  ==============  ==============  ===============  ================
-outer_grad         x_minus_mu      v1              x_minus_mu       x_minus_mu
-mu_update          new_weighted    new_weighted    old_weighted     old_weighted
-noise              paper_v5        v1              code             code
-alpha              0.75            0.9             0.75             0.75
-eta_prime_relative False           True            False            False
-outer_momentum     True            True            False            True
-inner_momentum     False           False           True             True
-scoping            advance         advance         advance          frozen
-momentum_init      zero            zero            zero             first_grad
-inner_weight_decay before_momentum before_momentum after_momentum   before_momentum
-outer_weight_decay True            True            False            True
-=================  ==============  ==============  ===============  ================
+========================  ==============  ==============  ===============  ===================
+switch                    ``paper_v5``    ``arxiv_v1``    ``official_lua`` ``official_python``
+========================  ==============  ==============  ===============  ===================
+outer_grad                x_minus_mu      v1              x_minus_mu       x_minus_mu
+mu_update                 new_weighted    new_weighted    old_weighted     old_weighted
+noise                     paper_v5        v1              code             code
+alpha                     0.75            0.9             0.75             0.75
+eta_prime_relative        False           True            False            False
+outer_momentum            True            True            False            True
+inner_momentum            False           False           True             True
+scoping                   advance         advance         advance          frozen
+momentum_init             zero            zero            zero             first_grad
+weight_decay_in_langevin  True            True            True             True
+inner_weight_decay        before_momentum before_momentum after_momentum   before_momentum
+outer_weight_decay        True            True            False            True
+========================  ==============  ==============  ===============  ===================
 
 With ``inner_momentum`` the inner loop follows the reference code: momentum acts on the gradient (plus weight
 decay, before or after the momentum as ``inner_weight_decay`` says), and the coupling ``gamma (x' - x)`` is added
 after it. The Lua code applies weight decay in the inner loop only (``outer_weight_decay=False``).
 
-The Langevin noise comes from the optimizer's own generator, seeded by ``seed``: every DDP replica with the
-same seed draws the same noise, so replicas fed averaged gradients stay identical. Its state is part of
-``state_dict``, so a resumed run continues bit-identically.
+The Langevin noise comes from the optimizer's own generators, seeded by ``seed``: every DDP replica with the
+same seed draws the same noise, so replicas fed averaged gradients stay identical. There are ``NOISE_STREAMS``
+of them, seeded from one generator seeded by ``seed``; each draws a fixed slice of every noise vector, so the
+CPU draws the slices in parallel (one generator would fill the whole vector on one core) and the values do not
+depend on the number of threads. Their states are part of ``state_dict``, so a resumed run continues bit-identically.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, get_args
 
 import torch
@@ -77,7 +87,10 @@ CHOICES: dict[str, Any] = dict(  # every enumerated switch and its choices
     momentum_init=MomentumInit,
     inner_weight_decay=InnerWeightDecay,
 )
-FLAGS = ("nesterov", "eta_prime_relative", "outer_momentum", "inner_momentum", "outer_weight_decay")
+FLAGS = (
+    "nesterov", "eta_prime_relative", "outer_momentum", "inner_momentum", "weight_decay_in_langevin",
+    "outer_weight_decay",
+)  # fmt: skip
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {  # every number: (holds, what is expected)
     "lr": (lambda v: v >= 0, ">= 0"),
     "L": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
@@ -103,6 +116,7 @@ PAPER_V5: dict[str, Any] = dict(
     inner_momentum=False,
     scoping="advance",
     momentum_init="zero",
+    weight_decay_in_langevin=True,  # the paper is silent; both of the authors' codes decay x' in the Langevin loop
     inner_weight_decay="before_momentum",
     outer_weight_decay=True,
 )
@@ -123,6 +137,29 @@ VARIANTS: dict[str, dict[str, Any]] = {  # each preset is the paper's switches w
     },
     "official_python": {**PAPER_V5, **_CODE, "scoping": "frozen", "momentum_init": "first_grad"},
 }
+
+
+NOISE_STREAMS = 8  # independent noise generators: stream k draws the k-th of 8 equal slices of each noise vector
+PARALLEL_NOISE_MIN = 2**18  # draws per step below which one thread draws every slice: waking another thread can
+# cost a millisecond on a busy machine, the time of 2^18 draws
+_THREAD_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _stream_seeds(root: torch.Generator) -> list[int]:
+    """``NOISE_STREAMS`` distinct seeds drawn from ``root``, below 2^32 (the CPU's Mersenne twister keeps only the
+    low 32 bits of a seed, so distinct seeds give distinct streams)."""
+    while True:
+        seeds = torch.randint(2**32, (NOISE_STREAMS,), generator=root, device=root.device).tolist()
+        if len(set(seeds)) == NOISE_STREAMS:
+            return seeds
+
+
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    """One pool of ``workers`` threads per process and size (a forked child needs its own threads)."""
+    key = (os.getpid(), workers)
+    if key not in _THREAD_POOLS:
+        _THREAD_POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="entropy-sgd-noise")
+    return _THREAD_POOLS[key]
 
 
 def _shared_seed() -> int:
@@ -180,7 +217,8 @@ class EntropySGD(torch.optim.Optimizer):
         alpha: weight of the running average mu (0.75; see ``mu_update``).
         momentum: momentum of the outer step (and of the inner loop with ``inner_momentum``).
         nesterov: Nesterov momentum.
-        weight_decay: L2 coefficient added to the outer gradient (and the inner one with ``inner_momentum``).
+        weight_decay: L2 coefficient, added to the Langevin gradient (``weight_decay_in_langevin``) and to the
+            outer gradient (``outer_weight_decay``).
         rho: weight of grad f(x) in the ``v1`` outer gradient (0 worked on MNIST, 0.01 for All-CNN in v1).
         base: ``sgd`` or ``adam`` (Entropy-Adam: Adam in both loops; its inner moments persist across outer
             steps, an assumption since no Entropy-Adam code was released).
@@ -194,12 +232,15 @@ class EntropySGD(torch.optim.Optimizer):
         noise: ``paper_v5``, ``code`` or ``v1`` (see :func:`langevin_noise_std`).
         eta_prime_relative: inner rate ``eta_prime * lr`` (v1) instead of ``eta_prime``.
         outer_momentum: apply momentum to g (False: plain x <- x - lr g, what the Lua code effectively did).
-        inner_momentum: momentum and weight decay in the inner loop too, buffer reset every outer step
-            (the Python port; uncertain for Lua).
+        inner_momentum: momentum in the inner loop too, buffer reset every outer step (the Python port; uncertain
+            for Lua).
         scoping: ``advance`` (t counts outer steps) or ``frozen`` (gamma stays gamma0: the Python port's bug).
         momentum_init: outer momentum buffer starts at ``zero`` or at the ``first_grad`` (the Python port).
-        inner_weight_decay: with ``inner_momentum``, weight decay enters ``before_momentum`` (the Python port) or
-            ``after_momentum`` (the Lua code).
+        weight_decay_in_langevin: add ``weight_decay * x'`` to the gradient of every Langevin step (True: what
+            both of the authors' codes do; the paper does not say). False: weight decay on the outer step only.
+        inner_weight_decay: where that Langevin weight decay enters when the inner loop has momentum
+            (``inner_momentum``, or Adam's moments): ``before_momentum`` (the Python port) or ``after_momentum``
+            (the Lua code); without inner momentum the two are the same.
         outer_weight_decay: add weight decay to the outer gradient (the Lua code does not).
         seed: seeds the Langevin noise generator; default ``torch.initial_seed()`` of process 0, shared with every
             DDP replica (so each experiment seed also draws its own noise).
@@ -231,6 +272,7 @@ class EntropySGD(torch.optim.Optimizer):
         inner_momentum: bool | None = None,
         scoping: Scoping | None = None,
         momentum_init: MomentumInit | None = None,
+        weight_decay_in_langevin: bool | None = None,
         inner_weight_decay: InnerWeightDecay | None = None,
         outer_weight_decay: bool | None = None,
         seed: int | None = None,
@@ -247,7 +289,7 @@ class EntropySGD(torch.optim.Optimizer):
             raise ValueError("every parameter group must use the same L: one step calls the closure L + 1 times")
         self.L = L
         self.seed = _shared_seed() if seed is None else seed
-        self._generators: dict[torch.device, torch.Generator] = {}
+        self._generators: dict[torch.device, list[torch.Generator]] = {}  # the noise streams per device
         self._generator_states: dict[str, Tensor] = {}
         self.diagnostics: dict[str, Tensor | float] = {}
 
@@ -320,19 +362,24 @@ class EntropySGD(torch.optim.Optimizer):
         states = [self.state[p] for p in params]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         eta, gamma = group["eta_prime_effective"], group["gamma"]
+        wd = group["weight_decay"] if group["weight_decay_in_langevin"] else 0.0
         xs = [s["x"] for s in states]
         if group["base"] == "sgd" and not group["inner_momentum"]:
-            # x' <- x' - eta (grad + gamma (x' - x)) = (1 - eta gamma) x' - eta grad + eta gamma x, in place
-            torch._foreach_mul_(params, 1.0 - eta * gamma)
+            # x' <- x' - eta (grad + wd x' + gamma (x' - x)) = (1 - eta (wd + gamma)) x' - eta grad + eta gamma x
+            torch._foreach_mul_(params, 1.0 - eta * (wd + gamma))
             torch._foreach_add_(params, grads, alpha=-eta)
             torch._foreach_add_(params, xs, alpha=eta * gamma)
         elif group["base"] == "adam":  # our assumption (no Entropy-Adam code): Adam on the coupled gradient
             dx = torch._foreach_add(grads, torch._foreach_sub(params, xs), alpha=gamma)
-            torch._foreach_add_(params, self._adam_direction(group, states, dx, prefix="inner_"), alpha=-eta)
+            if wd and group["inner_weight_decay"] == "before_momentum":
+                torch._foreach_add_(dx, params, alpha=wd)
+            d = self._adam_direction(group, states, dx, prefix="inner_")
+            if wd and group["inner_weight_decay"] == "after_momentum":
+                torch._foreach_add_(d, params, alpha=wd)
+            torch._foreach_add_(params, d, alpha=-eta)
         else:
             # the reference code: momentum on the gradient (with weight decay before it in the Python port, after it
             # in the Lua code), then the coupling gamma (x' - x) added outside the momentum
-            wd = group["weight_decay"]
             d = (
                 torch._foreach_add(grads, params, alpha=wd)
                 if wd and group["inner_weight_decay"] == "before_momentum"
@@ -412,30 +459,58 @@ class EntropySGD(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------------------------ the noise
 
-    def _generator(self, device: torch.device) -> torch.Generator:
+    def _streams(self, device: torch.device) -> list[torch.Generator]:
+        """The ``NOISE_STREAMS`` generators on ``device``, seeded from one generator seeded by ``seed`` (or restored
+        from a checkpoint, keyed by device type: one saved on rank 0 ("cuda") restores on cuda:k for every k)."""
         if device not in self._generators:
-            generator = torch.Generator(device=device).manual_seed(self.seed)
-            # keyed by device type: a checkpoint from rank 0 ("cuda") restores on cuda:k for every rank k
             saved = self._generator_states.pop(device.type, None)
-            if saved is not None:
-                generator.set_state(saved)
-            self._generators[device] = generator
+            root = torch.Generator(device=device).manual_seed(self.seed)
+            if saved is not None and saved.dim() == 1:  # a checkpoint from before the streams: its one generator
+                root.set_state(saved)
+            streams = [torch.Generator(device=device).manual_seed(seed) for seed in _stream_seeds(root)]
+            if saved is not None and saved.dim() == 2:
+                if len(saved) != NOISE_STREAMS:
+                    raise ValueError(
+                        f"EntropySGD.load_state_dict: noise_generators[{device.type!r}] holds {len(saved)} generator "
+                        f"states; expected {NOISE_STREAMS}"
+                    )
+                for stream, state in zip(streams, saved, strict=True):
+                    stream.set_state(state.clone())  # a row of the stack is a view: set_state wants its own storage
+            self._generators[device] = streams
         return self._generators[device]
 
     def _gaussians(self, params: list[Tensor]) -> list[Tensor]:
-        """Standard normal draws shaped like ``params``, from one call to the seeded generator (so every replica
-        with the same seed draws the same values)."""
+        """Standard normal draws shaped like ``params``: one flat vector cut into ``NOISE_STREAMS`` equal slices,
+        slice k drawn by stream k, the slices in parallel on the CPU's threads. The values depend on the seed only
+        (not on the thread count or the device index), so every replica with the same seed draws the same."""
+        device = params[0].device
         sizes = [p.numel() for p in params]
-        flat = torch.randn(sum(sizes), generator=self._generator(params[0].device), device=params[0].device,
-                           dtype=params[0].dtype)  # fmt: skip
+        flat = torch.empty(sum(sizes), device=device, dtype=params[0].dtype)
+        bounds = [len(flat) * k // NOISE_STREAMS for k in range(NOISE_STREAMS + 1)]
+        slices = [flat[a:b] for a, b in itertools.pairwise(bounds)]
+        streams = self._streams(device)
+        workers = min(NOISE_STREAMS, torch.get_num_threads())
+        if device.type != "cpu" or len(flat) < PARALLEL_NOISE_MIN:
+            workers = 1
+
+        def draw(j: int) -> None:  # thread j draws slices j, j + workers, ... (normal_ releases the GIL)
+            for k in range(j, NOISE_STREAMS, workers):
+                slices[k].normal_(generator=streams[k])
+
+        futures = [_thread_pool(workers - 1).submit(draw, j) for j in range(1, workers)]
+        try:
+            draw(0)  # this thread takes the first share
+        finally:
+            for future in futures:
+                future.result()
         return [chunk.view(p.shape) for chunk, p in zip(torch.split_with_sizes(flat, sizes), params, strict=True)]
 
     # ------------------------------------------------------------------------------ saving and loading
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        generators = {d.type: g.get_state() for d, g in self._generators.items()}
-        state["noise_generators"] = {**self._generator_states, **generators}
+        streams = {d.type: torch.stack([g.get_state() for g in gs]) for d, gs in self._generators.items()}
+        state["noise_generators"] = {**self._generator_states, **streams}  # one row per stream
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

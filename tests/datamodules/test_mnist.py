@@ -123,3 +123,78 @@ def test_real_mnist_matches_torchvision_reader(real_data_dir, tmp_path):
 def test_real_mnist_datamodule(real_data_dir):
     dm = _setup(data_dir=str(real_data_dir))
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (50_000, 10_000, 10_000)
+
+
+def _raw_idx_images(path) -> torch.Tensor:
+    """The uint8 pixels of an idx3 .gz file, read with gzip and the 16-byte header skipped (not our reader)."""
+    with gzip.open(path) as f:
+        data = f.read()
+    n = int.from_bytes(data[4:8], "big")
+    return torch.frombuffer(bytearray(data[16:]), dtype=torch.uint8).reshape(n, 28, 28)
+
+
+def test_lua_normalization_is_the_authors_x_minus_126_over_126(mnist_fixture_dir):
+    dm = _setup(data_dir=str(mnist_fixture_dir), normalization="lua", val_source="test")
+    raw = mnist_fixture_dir / "mnist" / "MNIST" / "raw"
+    for dataset, split in ((dm.train_set, "train"), (dm.test_set, "t10k")):
+        pixels = _raw_idx_images(raw / f"{split}-images-idx3-ubyte.gz").double()
+        expected = ((pixels - 126) / 126).float().reshape(-1, 1, 28, 28)
+        got = dataset.tensors[0]
+        if split == "train":  # the training split is a seeded permutation of the file's images: compare sorted rows
+            got, expected = (torch.sort(t.flatten(1), dim=0).values for t in (got, expected))
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_val_source_test_trains_on_every_training_image_and_validates_on_the_test_images(mnist_fixture_dir):
+    dm = _setup(data_dir=str(mnist_fixture_dir), val_source="test")
+    raw = mnist_fixture_dir / "mnist" / "MNIST" / "raw"
+    file_rows = _raw_idx_images(raw / "train-images-idx3-ubyte.gz").flatten(1).float() / 255
+    train_rows = dm.train_set.tensors[0].flatten(1)
+    assert len(train_rows) == 600  # all of them, nothing held out
+    torch.testing.assert_close(torch.sort(train_rows, 0).values, torch.sort(file_rows, 0).values)
+    assert dm.val_set is dm.test_set and len(dm.test_set) == 100
+    assert len(dm.val_dataloader().dataset) == 100
+    held_out = _setup(data_dir=str(mnist_fixture_dir), val_size=100)  # the default is unchanged
+    assert (len(held_out.train_set), len(held_out.val_set)) == (500, 100)
+
+
+@pytest.mark.parametrize("batches_per_step", [1, 3])
+def test_with_replacement_draws_iid_uniform_indices_and_a_pass_worth_of_batches(mnist_fixture_dir, batches_per_step):
+    from scipy.stats import chisquare
+
+    dm = _setup(
+        data_dir=str(mnist_fixture_dir), val_source="test", batch_size=32, batches_per_step=batches_per_step,
+        train_sampling="with_replacement",
+    )  # fmt: skip
+    loader = dm.train_dataloader()
+    steps = 600 // (32 * batches_per_step)  # 18 or 6: as many minibatches as a pass (468 of 128 from 60,000)
+    assert len(loader) == steps and loader.batch_size == 32 * batches_per_step
+    batches = list(loader)
+    assert len(batches) == steps and all(len(x) == 32 * batches_per_step for x, _ in batches)
+    torch.manual_seed(0)
+    epochs = [list(loader.sampler) for _ in range(60)]
+    torch.manual_seed(0)
+    assert list(loader.sampler) == epochs[0]  # seeded by the global RNG, like shuffling
+    assert all(len(e) == steps * 32 * batches_per_step for e in epochs)
+    assert any(len(set(e)) < len(e) for e in epochs)  # repeats within an epoch: with replacement
+    counts = torch.bincount(torch.tensor(epochs).flatten(), minlength=600)
+    assert chisquare(counts.numpy()).pvalue > 1e-3  # uniform over all 600 images
+
+
+def test_new_switches_are_validated_at_construction():
+    with pytest.raises(ValueError, match="val_source"):
+        MNISTDataModule(val_source="val")
+    with pytest.raises(ValueError, match="train_sampling"):
+        MNISTDataModule(train_sampling="bootstrap")
+    with pytest.raises(ValueError, match="batch_size"):
+        MNISTDataModule(train_sampling="with_replacement", batch_size=None)
+    with pytest.raises(ValueError, match="normalization"):
+        MNISTDataModule(normalization="authors")
+
+
+def test_real_mnist_in_the_authors_setup(real_data_dir):
+    """All 60,000 training images, the 10,000 test images as validation, 468 minibatches of 128 an epoch."""
+    dm = _setup(data_dir=str(real_data_dir), normalization="lua", val_source="test", train_sampling="with_replacement")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (60_000, 10_000, 10_000)
+    assert len(dm.train_dataloader()) == 468
+    assert float(dm.train_set.tensors[0].min()) == -1.0 and abs(float(dm.train_set.tensors[0].max()) - 129 / 126) < 1e-6

@@ -1,7 +1,9 @@
 """EntropySGD without Lightning: closed forms on a quadratic, reference optimizers, switches, resume."""
 
 import copy
+import functools
 import inspect
+import math
 import re
 
 import pytest
@@ -113,6 +115,81 @@ def test_inner_loop_with_momentum_follows_the_authors_code(variant):
     torch.testing.assert_close(torch.stack(visited), torch.stack(expected))
 
 
+def _algorithm_1_with_weight_decay(grad, x0, T, L, lr, gamma0, gamma1, eta, alpha, momentum, wd, in_langevin):
+    """Algorithm 1 of arXiv:1611.01838 (v5) from scratch, eps = 0, on one flat vector: the Langevin gradient is
+    grad f(x') + wd x' (the authors' codes) or grad f(x') alone, the outer gradient g = x - mu + wd x goes through
+    Nesterov momentum from a zero buffer."""
+    x, buffer = x0.clone(), torch.zeros_like(x0)
+    for t in range(T):
+        gamma = gamma0 * (1 + gamma1) ** t
+        xp, mu = x.clone(), x.clone()
+        for _ in range(L):
+            dxp = grad(xp) + (wd * xp if in_langevin else 0.0) - gamma * (x - xp)
+            xp = xp - eta * dxp
+            mu = (1 - alpha) * mu + alpha * xp
+        g = x - mu + wd * x
+        buffer = momentum * buffer + g
+        x = x - lr * (g + momentum * buffer)
+    return x
+
+
+@pytest.mark.parametrize("in_langevin", [True, False])
+def test_weight_decay_in_langevin_follows_algorithm_1_written_from_scratch(in_langevin):
+    """Random quadratic over two parameter tensors of random shapes: three outer steps of the default preset agree
+    with the loop above to 1e-12; the default (``None``) is the authors' choice, weight decay inside the loop."""
+    generator = torch.Generator().manual_seed(int(in_langevin))
+    shapes = [
+        tuple(torch.randint(1, 5, (2,), generator=generator).tolist()),
+        tuple(torch.randint(1, 6, (1,), generator=generator).tolist()),
+    ]
+    n = sum(math.prod(shape) for shape in shapes)
+    m = torch.randn(n, n, generator=generator)
+    a, c = m @ m.T / n + 0.5 * torch.eye(n), torch.randn(n, generator=generator)
+    x0 = torch.randn(n, generator=generator)
+    params = [
+        nn.Parameter(chunk.reshape(shape).clone())
+        for chunk, shape in zip(x0.split([math.prod(s) for s in shapes]), shapes, strict=True)
+    ]
+
+    def closure():
+        v = torch.cat([p.reshape(-1) for p in params])
+        loss = 0.5 * (v - c) @ a @ (v - c)
+        loss.backward()
+        return loss
+
+    hyper = dict(lr=0.7, L=6, gamma0=0.3, gamma1=0.1, eta_prime=0.2, alpha=0.75, momentum=0.9, weight_decay=0.05)
+    switch = {} if in_langevin else {"weight_decay_in_langevin": False}
+    opt = EntropySGD(params, eps=0.0, **hyper, **switch)
+    for _ in range(3):
+        opt.step(closure)
+    got = torch.cat([p.detach().reshape(-1) for p in params])
+    reference = functools.partial(
+        _algorithm_1_with_weight_decay, lambda v: a @ (v - c), x0, T=3, L=6, lr=0.7, gamma0=0.3, gamma1=0.1, eta=0.2,
+        alpha=0.75, momentum=0.9, wd=0.05,
+    )  # fmt: skip
+    torch.testing.assert_close(got, reference(in_langevin=in_langevin), rtol=0, atol=1e-12)
+    assert (got - reference(in_langevin=not in_langevin)).abs().max() > 1e-6  # the test tells the two apart
+
+
+@pytest.mark.parametrize("variant", ["paper_v5", "arxiv_v1", "official_lua", "official_python"])
+def test_every_preset_decays_in_the_langevin_loop_as_both_authors_codes_do(variant):
+    assert EntropySGD([nn.Parameter(torch.zeros(1))], variant=variant).param_groups[0]["weight_decay_in_langevin"]
+
+
+@pytest.mark.parametrize("variant", ["official_python", "official_lua"])
+def test_the_inner_momentum_loop_without_langevin_weight_decay(variant):
+    gamma, L = 0.3, 7
+    x0 = torch.tensor([3.0, 1.0, -1.0], dtype=torch.float64)
+    x = nn.Parameter(x0.clone())
+    visited: list = []
+    opt = EntropySGD(
+        [x], L=L, gamma0=gamma, eta_prime=0.1, eps=0.0, momentum=0.9, weight_decay=0.01, variant=variant,
+        weight_decay_in_langevin=False,
+    )  # fmt: skip
+    opt.step(closure_for(x, visited))
+    torch.testing.assert_close(torch.stack(visited), torch.stack(_python_port_inner_loop(x0, L, gamma, 0.1, 0.0, 0.9)))
+
+
 def test_the_lua_preset_has_no_outer_weight_decay():
     """Lua: x <- x - lr (x - mu) with weight decay in the inner loop only; the Python port adds it outside too."""
     for variant, decays in [("official_lua", False), ("official_python", True)]:
@@ -139,15 +216,17 @@ def test_noise_seed_follows_the_experiment_seed_and_resumes_on_another_device_in
     assert "cpu" in restored._generator_states
 
 
-def test_entropy_adam_inner_loop_matches_torch_adam_on_the_coupled_loss():
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_entropy_adam_inner_loop_matches_torch_adam_on_the_coupled_loss(wd):
+    """Langevin weight decay before the moments is torch Adam's (L2) ``weight_decay``."""
     gamma, L = 0.3, 6
     x0 = torch.tensor([3.0, 1.0, -1.0], dtype=torch.float64)
     x = nn.Parameter(x0.clone())
     visited: list = []
-    opt = EntropySGD([x], L=L, gamma0=gamma, eta_prime=0.05, eps=0.0, base="adam")
+    opt = EntropySGD([x], L=L, gamma0=gamma, eta_prime=0.05, eps=0.0, base="adam", weight_decay=wd)
     opt.step(closure_for(x, visited))
     y = nn.Parameter(x0.clone())
-    ref = torch.optim.Adam([y], lr=0.05)
+    ref = torch.optim.Adam([y], lr=0.05, weight_decay=wd)
     expected = [x0.clone(), x0.clone()]
     for _ in range(L - 1):
         ref.zero_grad()
@@ -313,6 +392,7 @@ BAD_ARGUMENTS = [  # every argument of EntropySGD but params and seed, each with
     ("inner_momentum", 1, "True or False"),
     ("scoping", "frozn", "one of advance, frozen"),
     ("momentum_init", "zeros", "one of zero, first_grad"),
+    ("weight_decay_in_langevin", "yes", "True or False"),
     ("inner_weight_decay", "before", "one of before_momentum, after_momentum"),
     ("outer_weight_decay", "no", "True or False"),
 ]

@@ -83,3 +83,61 @@ def test_mlp_layers_in_order():
     assert [type(m).__name__ for m in net.layers] == ["Flatten", "Linear", "BatchNorm1d", "Tanh", "Dropout", "Linear"]
     with pytest.raises(ValueError, match="widths"):
         MLP([3])
+
+
+def _leaves(net: nn.Module) -> list[nn.Module]:
+    return [m for m in net.modules() if not list(m.children())]
+
+
+def test_lua_lenet_is_the_authors_models_lua_layer_for_layer():
+    """ucla-vision/entropy-sgd ``models.lua`` (mnistconv): conv 5x5 1->20, ReLU, max-pool 3x3/3, BN, dropout 0.5;
+    conv 5x5 20->50, ReLU, max-pool 2x2/2, BN, dropout 0.5; 200 -> 500, ReLU, dropout 0.5 -> 10."""
+    net = LeNet("lua")
+    expected = [
+        (nn.Conv2d, {"in_channels": 1, "out_channels": 20, "kernel_size": (5, 5), "stride": (1, 1), "padding": (0, 0)}),
+        (nn.ReLU, {}),
+        (nn.MaxPool2d, {"kernel_size": 3, "stride": 3}),
+        (nn.BatchNorm2d, {"num_features": 20}),
+        (nn.Dropout, {"p": 0.5}),
+        (
+            nn.Conv2d,
+            {"in_channels": 20, "out_channels": 50, "kernel_size": (5, 5), "stride": (1, 1), "padding": (0, 0)},
+        ),
+        (nn.ReLU, {}),
+        (nn.MaxPool2d, {"kernel_size": 2, "stride": 2}),
+        (nn.BatchNorm2d, {"num_features": 50}),
+        (nn.Dropout, {"p": 0.5}),
+        (nn.Flatten, {}),
+        (nn.Linear, {"in_features": 200, "out_features": 500}),
+        (nn.ReLU, {}),
+        (nn.Dropout, {"p": 0.5}),
+        (nn.Linear, {"in_features": 500, "out_features": 10}),
+    ]
+    leaves = _leaves(net)
+    assert [type(m) for m in leaves] == [cls for cls, _ in expected]
+    for module, (_, attributes) in zip(leaves, expected, strict=True):
+        assert {k: getattr(module, k) for k in attributes} == attributes, module
+    assert sum(p.numel() for p in net.parameters()) == 131_220  # the count the authors' code prints
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:]))) for m in leaves]
+    net(torch.randn(3, 1, 28, 28))
+    for hook in hooks:
+        hook.remove()
+    assert shapes == [
+        (20, 24, 24), (20, 24, 24), (20, 8, 8), (20, 8, 8), (20, 8, 8),
+        (50, 4, 4), (50, 4, 4), (50, 2, 2), (50, 2, 2), (50, 2, 2),
+        (200,), (500,), (500,), (500,), (10,),
+    ]  # fmt: skip
+
+
+def test_lua_mnistfc_is_the_authors_iclr_version():
+    """``models.lua`` before May 2017 (mnistfc): 784 -> [1024, ReLU, dropout 0.5] x 2 -> 10, no BatchNorm, no
+    input dropout."""
+    leaves = _leaves(MNISTFC("lua"))
+    assert [type(m) for m in leaves] == [
+        nn.Flatten, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear,
+    ]  # fmt: skip
+    linears = [(m.in_features, m.out_features) for m in leaves if isinstance(m, nn.Linear)]
+    assert linears == [(784, 1024), (1024, 1024), (1024, 10)]
+    assert [m.p for m in leaves if isinstance(m, nn.Dropout)] == [0.5, 0.5]
+    assert sum(p.numel() for p in MNISTFC("lua").parameters()) == 1_863_690
