@@ -15,6 +15,7 @@ from iclr17.studies.world_model import (
     WorldModelStudy,
     errors_by_length,
     explore_markdown,
+    selected_markdown,
     variant_overrides,
     world_model_markdown,
 )
@@ -110,6 +111,28 @@ def test_table_1_keeps_the_two_story_masks_apart():
         f"| N(0, 0.1) | 0.001 | {0.045:.3f} +- {np.std([0.05, 0.04], ddof=1):.3f} (2 runs) |",
         f"| ones | 0.001 | {0.045:.3f} +- {np.std([0.05, 0.04], ddof=1):.3f} (2 runs) |",
     ]
+
+
+def test_the_selected_table_picks_by_validation_over_the_whole_grid():
+    rows = [
+        _row("t10", 0.001, 5, 1, 0.05, {"test/error": 0.06}), _row("t10", 0.001, 5, 2, 0.04, {"test/error": 0.03}),
+        _row("t10", 0.01, 5, 1, 0.02, {"test/error": 0.09}), _row("t10", 0.01, 5, 2, 0.30, {"test/error": 0.31}),
+        _row("t10", 0.1, 5, 1, 0.02, {"test/error": 0.02}),  # ties lr 0.01 seed 1 on val: the lower lr wins
+        _row("t10", 0.1, 5, 2, 0.0, {"test/error": 0.0}, "capped", "x --trainer.max_time=00:00:14:00"),
+        _row("t10", 0.1, 5, 3, 0.0, {"test/error": 0.0}, "failed"),
+        _row("t20", 0.1, 1, 4, 0.5, {"test/error": 0.6}),
+    ]  # fmt: skip
+    lines = selected_markdown(rows).splitlines()
+    assert lines[0].startswith("| training lengths | story mask | max_step | finished runs (Adam lr: seeds) |")
+    # selected: lr 0.01 seed 1 (val 0.02, the capped and failed val 0.0 take no part); its test error 0.09 is not
+    # the lowest; the mean is over lr 0.01's two seeds
+    spread = f"{np.mean([0.09, 0.31]):.3f} +- {np.std([0.09, 0.31], ddof=1):.3f} (2)"
+    assert lines[2] == (
+        "| T = 10 | N(0, 0.1) | 5 | 0.001: 1, 2; 0.01: 1, 2; 0.1: 1 | 0.01, 1 | 0.0200 | 0.090 |  |  |  |  |  |  |  "
+        f"| {spread} |"
+    )
+    assert lines[3] == "| T = 20 | N(0, 0.1) | 1 | 0.1: 4 | 0.1, 4 | 0.5000 |  | 0.600 |  |  |  |  |  |  | 0.600 (1) |"
+    assert [line.split(" | ")[0] for line in lines[4:]] == ["| paper (EntNet)", "| paper, trained on T <= 20"]
 
 
 def test_the_exploration_table_on_hand_written_rows():
