@@ -24,19 +24,22 @@ up on, every story length it will see), then times a second pass over the same b
 batch by batch so that a shared host's load falls on all of them alike; the speedup over the peer is the median
 over batches of the peer's step time over ours.
 
-Ways to run the memory: the default (``fused``: the recurrence with its hand-written backward on the real
-sentences only, ``iclr17.functional.entnet``), its peer ``fused padded (48fa93d)`` (the same before issue 15: every
-padded step computed, ``entnet_padded_memory.py``), ``recorded`` (every step under autograd, what ports do), and
-each under ``torch.compile`` of the memory module (where it compiles); the output gives each one's first losses to
-show whether they agree, and the ratios of the packed memory to its peer. Targets (issue 15): at least 30% of
-the matmul ceiling on task 2 and twice the peer's questions/s on task 1. ``--ledger DIR``
-also records each mode that ran as a row of ``DIR/benchmarks_entnet_throughput.jsonl``
+Ways to run the memory: the default (``fused``: the recurrence with its hand-written backward on the real sentences
+only, ``iclr17.functional.entnet``, its loops over sentences in C++), ``fused, Python loops`` (the same with its
+loops in Python, ``ICLR17_ENTNET_LOOPS=python``), its peer ``fused padded (48fa93d)`` (the same before issue 15:
+every padded step computed, ``entnet_padded_memory.py``), ``recorded`` (every step under autograd, what ports do),
+and each under ``torch.compile`` of the memory module (where it compiles); the output gives each one's first losses
+to show whether they agree, and the ratios of the packed memory to its peer.
+
+Targets (issue 15): at least 30% of the matmul ceiling on task 2 and twice the peer's questions/s on task 1.
+``--ledger DIR`` also records each mode that ran as a row of ``DIR/benchmarks_entnet_throughput.jsonl``
 (``iclr17.studies.benchmark_ledger``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from contextlib import contextmanager
@@ -48,11 +51,13 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from iclr17.datamodules import BabiDataModule
+from iclr17.functional.entnet_extension import ENVIRONMENT
 from iclr17.modules import EntNet
 from iclr17.modules.entnet import nets
 from iclr17.studies.benchmark_ledger import command_line, record
 
 PEER = "fused padded (48fa93d)"
+PYTHON_LOOPS = "fused, Python loops"  # the packed memory with its loops over sentences in Python, not C++
 
 
 @cache
@@ -72,6 +77,23 @@ def padded_memory():
         return peer.memory_recurrence(sentences, key_gate, constant, u_weight, slope, initial, step_mask)
 
     return memory
+
+
+@contextmanager
+def loops_in_python(active: bool):
+    """Run the packed memory's loops in Python (``ICLR17_ENTNET_LOOPS=python``) inside this block."""
+    if not active:
+        yield
+        return
+    before = os.environ.get(ENVIRONMENT)
+    os.environ[ENVIRONMENT] = "python"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[ENVIRONMENT]
+        else:
+            os.environ[ENVIRONMENT] = before
 
 
 @contextmanager
@@ -115,12 +137,12 @@ def time_interleaved(runs: dict[str, tuple], batches) -> tuple[dict[str, list[fl
     times and the first pass's losses by label."""
     losses: dict[str, list[float]] = {}
     for label, (model, optimizer, peer) in runs.items():
-        with padded_peer(peer):
+        with padded_peer(peer), loops_in_python(label == PYTHON_LOOPS):
             losses[label] = [float(training_step(model, optimizer, batch)) for batch in batches]
     times: dict[str, list[float]] = {label: [] for label in runs}
     for batch in batches:
         for label, (model, optimizer, peer) in runs.items():
-            with padded_peer(peer):
+            with padded_peer(peer), loops_in_python(label == PYTHON_LOOPS):
                 start = time.perf_counter()
                 training_step(model, optimizer, batch)
                 times[label].append(time.perf_counter() - start)
@@ -184,6 +206,7 @@ def main() -> None:
         unpadded = [f - p for f, p in zip(padded, padding_flops(model, optimizer, long), strict=True)]
     labels = {(PEER if peer else "fused" if fused else "recorded") + (" + compile" if compiled else ""): mode
               for mode in modes for fused, compiled, peer in [mode]}  # fmt: skip
+    labels = {**dict(list(labels.items())[:1]), PYTHON_LOOPS: (True, False, False), **labels}
     timed = {}
     for task, batches in ((task1, real), (task2, long)):
         runs = {}
@@ -237,6 +260,18 @@ def main() -> None:
             f"task 2 step time x{speedups['speedup_vs_peer_task2']:.2f} faster"
         )
         rows[[case["memory"] for case, _, _ in rows].index("fused")][1].update(speedups)
+    if "fused" in measured and PYTHON_LOOPS in measured:  # the C++ loops against the same memory's Python loops
+        loops = {
+            f"speedup_vs_python_loops_task{n}": statistics.median(
+                p / o for p, o in zip(times[PYTHON_LOOPS], times["fused"], strict=True)
+            )
+            for n, times in ((1, times1), (2, times2))
+        }
+        print(
+            f"fused (C++ loops) vs {PYTHON_LOOPS}: task 1 x{loops['speedup_vs_python_loops_task1']:.2f}, "
+            f"task 2 x{loops['speedup_vs_python_loops_task2']:.2f} faster"
+        )
+        rows[[case["memory"] for case, _, _ in rows].index("fused")][1].update(loops)
     for case, metrics, seconds in rows if args.ledger else ():
         record("entnet_throughput", case, metrics, command_line("ICLR17_DATA_DIR"), args.ledger, seconds, __file__)
 

@@ -123,10 +123,12 @@ def entnet_packed_table(rows: Rows) -> str:
             f"{_median_and_runs(peers, 'share_padded', '.1f', '%')}",
             f"{_median_and_runs(ours, 'share_unpadded', '.1f', '%')} / "
             f"{_median_and_runs(peers, 'share_unpadded', '.1f', '%')}",
+            " / ".join(_median_and_runs(ours, f"speedup_vs_python_loops_task{n}", ".2f", "x") for n in (1, 2))
+            if all("speedup_vs_python_loops_task1" in m for m in ours) else "",
         ])  # fmt: skip
     header = ["commit", "threads", "runs", "task 1: questions/s, packed / peer", "task 1 speedup",
               "task 2: ms/step, packed / peer", "task 2 speedup", "share of ceiling (padded FLOPs), packed / peer",
-              "share (real-sentence FLOPs), packed / peer"]  # fmt: skip
+              "share (real-sentence FLOPs), packed / peer", "C++ loops vs Python loops, task 1 / task 2"]  # fmt: skip
     return markdown(header, lines)
 
 

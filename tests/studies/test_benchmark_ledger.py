@@ -111,14 +111,17 @@ def test_entnet_throughput_table_gives_the_median_of_the_runs_and_each_run():
 
 
 def test_entnet_packed_table_pairs_each_run_with_its_own_peer_and_splits_on_threads():
-    def run(threads, ours, peer, commit="abcdef1" + "0" * 33):
-        """Rows of one run: ``ours`` and ``peer`` are (task 1 ms, task 2 ms, padded share, real-sentence share)."""
+    def run(threads, ours, peer, commit="abcdef1" + "0" * 33, python_loops=None):
+        """Rows of one run: ``ours`` and ``peer`` are (task 1 ms, task 2 ms, padded share, real-sentence share);
+        ``python_loops``: the same memory's (task 1 ms, task 2 ms) with its loops in Python, if it ran."""
         case = {"flops_on": "timed batches", "threads": threads}
 
         def metrics(ms1, ms2, padded, real):
             return {"questions_per_s": 32e3 / ms1, "task2_ms": ms2, "share_padded": padded, "share_unpadded": real}
 
         speedups = {"speedup_vs_peer_task1": peer[0] / ours[0], "speedup_vs_peer_task2": peer[1] / ours[1]}
+        if python_loops:
+            speedups |= {f"speedup_vs_python_loops_task{n}": python_loops[n - 1] / ours[n - 1] for n in (1, 2)}
         return [
             row(case | {"memory": "fused"}, speedups | metrics(*ours), commit=commit),
             row(case | {"memory": "fused padded (48fa93d)"}, metrics(*peer), commit=commit),
@@ -129,15 +132,20 @@ def test_entnet_packed_table_pairs_each_run_with_its_own_peer_and_splits_on_thre
         1, (10.0, 20.0, 50.0, 20.0), (30.0, 50.0, 20.0, 8.0)
     )
     rows += run(2, (14.0, 28.0, 40.0, 17.0), (21.0, 42.0, 30.0, 13.0))
-    rows += run(2, (8.0, 16.0, 60.0, 30.0), (16.0, 64.0, 15.0, 7.5), commit="1234567" + "0" * 33)
+    rows += run(2, (8.0, 16.0, 60.0, 30.0), (16.0, 64.0, 15.0, 7.5), commit="1234567" + "0" * 33,
+                python_loops=(10.4, 17.6))  # fmt: skip
     table = entnet_packed_table(rows).splitlines()
     assert table[2] == (
         "| abcdef1 | 2 | 2 | 2143 (2000, 2286) / 1562 (1600, 1524) | 1.38x (1.25, 1.50) | 30.0 (32.0, 28.0) / "
         "45.0 (48.0, 42.0) | 1.50x (1.50, 1.50) | 35.0% (30.0, 40.0) / 25.0% (20.0, 30.0) | "
-        "16.0% (15.0, 17.0) / 11.5% (10.0, 13.0) |"
+        "16.0% (15.0, 17.0) / 11.5% (10.0, 13.0) | |"
     )
-    assert table[3] == "| abcdef1 | 1 | 1 | 3200 / 1067 | 3.00x | 20.0 / 50.0 | 2.50x | 50.0% / 20.0% | 20.0% / 8.0% |"
-    assert table[4] == "| 1234567 | 2 | 1 | 4000 / 2000 | 2.00x | 16.0 / 64.0 | 4.00x | 60.0% / 15.0% | 30.0% / 7.5% |"
+    assert table[3] == (
+        "| abcdef1 | 1 | 1 | 3200 / 1067 | 3.00x | 20.0 / 50.0 | 2.50x | 50.0% / 20.0% | 20.0% / 8.0% | |"
+    )
+    assert table[4] == (  # C++ loops: 10.4 / 8 and 17.6 / 16 faster than the Python loops
+        "| 1234567 | 2 | 1 | 4000 / 2000 | 2.00x | 16.0 / 64.0 | 4.00x | 60.0% / 15.0% | 30.0% / 7.5% | 1.30x / 1.10x |"
+    )
     assert len(table) == 5
 
 
