@@ -7,6 +7,7 @@ from .gaussian_mixture import GaussianMixtureDataModule
 from .images import CelebADataModule, ImageFolderDataModule, LSUNDataModule
 from .language_model import CharTextDataModule, PTBDataModule
 from .mnist import MNISTDataModule
+from .semi_supervised_mnist import SemiSupervisedMNISTDataModule
 from .spin_glass import SpinGlassDataModule
 from .world_model import WorldModelDataModule
 
@@ -15,6 +16,7 @@ __all__ = [
     "LSUNDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",
+    "SemiSupervisedMNISTDataModule",
     "GaussianMixtureDataModule",
     "BabiDataModule",
     "WorldModelDataModule",

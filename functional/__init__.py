@@ -5,6 +5,8 @@ algorithm, table), each checked against an independent reference in ``tests/func
 
 - ``ebgan``: EBGAN's energies, margin hinge, pulling-away term and the MNIST score I' (arXiv:1609.03126).
 - ``entnet``: the Recurrent Entity Network's fused memory recurrence (arXiv:1612.03969 section 2.2, eqs 2-5).
+- ``ladder``: the Ladder Network's encoder, gaussian combinator and denoising costs (arXiv:1507.02672), for
+  EBGAN-LN (arXiv:1609.03126 section 4.2).
 - ``hessian``: Hessian-vector products, Lanczos, SLQ densities and trace estimators (arXiv:1611.07476,
   arXiv:1706.04454).
 - ``halting``: halting times, their fluctuations and the universality tests (arXiv:1511.06444).

@@ -1,9 +1,18 @@
 """LightningModules (one per paper, plus the shared Classifier) and the networks they train."""
 
 from .classifier import Classifier
-from .ebgan import EBGAN, ConvDiscriminator, DCGANGenerator, MNISTDiscriminator, MNISTGenerator, NoiseGenerator128
+from .ebgan import (
+    EBGAN,
+    ConvDiscriminator,
+    DCGANGenerator,
+    EBGANLadder,
+    MNISTDiscriminator,
+    MNISTGenerator,
+    NoiseGenerator128,
+)
 from .entnet import EntNet, EntNetCBT
 from .entropy_sgd import EntropyClassifier, EntropyLanguageModel, EntropySGD, EntropySGDTraining
+from .ladder import Ladder
 from .language_model import LanguageModel
 from .nets import MLP, MNISTFC, AllCNN, LeNet
 from .spin_glass import SpinGlass
@@ -16,6 +25,8 @@ __all__ = [
     "DCGANGenerator",
     "ConvDiscriminator",
     "NoiseGenerator128",
+    "EBGANLadder",
+    "Ladder",
     "EntNet",
     "EntNetCBT",
     "EntropySGD",

@@ -32,6 +32,11 @@ UPDATE = os.environ.get("ICLR17_UPDATE_FINGERPRINTS") == "1"
 
 FIXTURE_DATA = {  # per datamodule: what the fixture data root can serve, small enough for 20 fast steps
     "MNISTDataModule": ["--data.init_args.val_size=100", "--data.init_args.batch_size=8"],
+    "SemiSupervisedMNISTDataModule": [
+        "--data.init_args.num_labelled=20",
+        "--data.init_args.batch_size=8",
+        "--data.init_args.val_size=100",
+    ],
     "CIFAR10DataModule": ["--data.init_args.val_size=50", "--data.init_args.batch_size=2"],
     "ImageFolderDataModule": ["--data.init_args.val_size=4", "--data.init_args.batch_size=2"],
     "CelebADataModule": ["--data.init_args.batch_size=4"],

@@ -1,5 +1,6 @@
 """EBGAN (Zhao, Mathieu, LeCun, ICLR 2017): the module, its networks, math and metrics."""
 
+from .ladder import EBGANLadder
 from .metrics import MNISTFeatures, MNISTScore
 from .module import EBGAN
 from .nets import (
@@ -13,6 +14,7 @@ from .nets import (
 
 __all__ = [
     "EBGAN",
+    "EBGANLadder",
     "MNISTScore",
     "MNISTFeatures",
     "MNISTGenerator",

@@ -27,7 +27,12 @@ PAPERS = {  # the five ICLR 2017 papers and the follow-up cited for the Hessian 
     "1611.01838": "Entropy-SGD",
     "1511.06444": "Universal halting times",
 }
-TOOLS = {"2010.09649": "Hutch++", "1302.4389": "Maxout networks", "1406.2661": "Generative adversarial nets"}
+TOOLS = {
+    "2010.09649": "Hutch++",
+    "1302.4389": "Maxout networks",
+    "1406.2661": "Generative adversarial nets",
+    "1507.02672": "Ladder networks (inside EBGAN-LN)",
+}
 NAMED = re.compile(  # "Hutchinson 1989", "Ubaru, Chen & Saad 2017", "Goodfellow et al. 2014", "scipy.stats.bootstrap"
     r"\b[A-Z][A-Za-z-]+(?:(?:, | & | and )[A-Z][A-Za-z-]+)*(?: et al\.)?,? (?:19|20)\d\d\b|\bscipy\.stats\.\w+"
 )
