@@ -5,7 +5,8 @@ differ from these (``docs/papers/halting_time.md``).
 
 ``A = X X^T / M`` with ``X`` of size N x M, entries mean 0 and variance 1 (Gaussian or +-1), at the critical
 scaling ``M = N + floor(sqrt(4 c N))`` where the halting time fluctuates universally; ``b`` uniform on the unit
-sphere; CG from ``x = 0`` halts when the residual norm is below eps.
+sphere; CG from ``x = 0`` halts when the residual norm is below eps. The paper's own choices (its conjugate-gradient
+experiment, arXiv:1511.06444: ``b`` with i.i.d. U(-1, 1) entries, ``x0 = b``) are ``rhs="uniform"`` and ``x0=b``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor
 from iclr17.functional.halting import update_first_hits  # the rule HaltingTime applies
 
 WishartEnsemble = Literal["gaussian", "bernoulli"]
+RightHandSide = Literal["sphere", "uniform"]
 
 
 def critical_width(n: int, c: float = 1.0) -> int:
@@ -30,11 +32,14 @@ def critical_width(n: int, c: float = 1.0) -> int:
 
 def wishart_systems(
     n_systems: int, n: int, m: int, ensemble: WishartEnsemble, generator: torch.Generator,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype = torch.float64, rhs: RightHandSide = "sphere",
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """``(A, b)``: ``(K, N, N)`` Wishart matrices ``X X^T / M`` (entries of X with mean 0 and variance 1; Deift,
     Menon, Olver, Trogdon, PNAS 2014; the CG ensembles of arXiv:1511.06444, abstract) and ``(K, N)`` right-hand
-    sides uniform on the unit sphere (ours, ``docs/papers/halting_time.md``)."""
+    sides, drawn after X: ``rhs="sphere"`` uniform on the unit sphere (ours, ``docs/papers/halting_time.md``),
+    ``rhs="uniform"`` i.i.d. U(-1, 1) entries (the paper's conjugate-gradient experiment, arXiv:1511.06444)."""
+    if rhs not in ("sphere", "uniform"):
+        raise ValueError(f"rhs must be 'sphere' or 'uniform', got rhs={rhs!r}")
     shape = (n_systems, n, m)
     if ensemble == "gaussian":
         x = torch.randn(shape, generator=generator, dtype=dtype)
@@ -42,20 +47,30 @@ def wishart_systems(
         x = torch.randint(0, 2, shape, generator=generator).to(dtype).mul_(2).sub_(1)
     else:
         raise ValueError(f"ensemble must be gaussian or bernoulli, got {ensemble!r}")
+    if rhs == "uniform":
+        return x @ x.transpose(1, 2) / m, torch.rand(n_systems, n, generator=generator, dtype=dtype).mul_(2).sub_(1)
     b = torch.randn(n_systems, n, generator=generator, dtype=dtype)
     return x @ x.transpose(1, 2) / m, b / b.norm(dim=1, keepdim=True)
 
 
-def cg_until_halted(a: Tensor, b: Tensor, eps: Tensor, max_steps: int = 10_000) -> tuple[Tensor, int, Tensor]:
+def cg_until_halted(
+    a: Tensor, b: Tensor, eps: Tensor, max_steps: int = 10_000, x0: Tensor | None = None
+) -> tuple[Tensor, int, Tensor]:
     """Conjugate gradient (Hestenes & Stiefel 1952, J. Res. Nat. Bur. Standards 49) on K systems ``A x = b`` in
-    lockstep from ``x = 0`` (ours, ``docs/papers/halting_time.md``), halting as in arXiv:1511.06444 (abstract and
-    introduction) and Deift, Menon, Olver, Trogdon, PNAS 2014 when the residual norm is below eps.
+    lockstep from ``x0`` (``None``: ``x = 0``, ours, ``docs/papers/halting_time.md``; the paper starts from
+    ``x0 = b``, arXiv:1511.06444, its conjugate-gradient experiment), halting as in arXiv:1511.06444 (abstract and
+    introduction) and Deift, Menon, Olver, Trogdon, PNAS 2014 when the residual norm is below eps; the first
+    residual is ``b - A x0``.
 
     Returns ``(first, last_step, x)``: ``first[k, e]`` is the number of CG iterations after which the residual
     norm ``||b - A x||`` (the recursively updated residual) of system k was first below ``eps[e]`` (-1: not
     within ``max_steps``, censored at ``last_step``). Systems that met every eps are frozen.
     """
-    x, r = torch.zeros_like(b), b.clone()
+    if x0 is None:
+        x, r = torch.zeros_like(b), b.clone()
+    else:
+        x = x0.clone()
+        r = b - torch.bmm(a, x.unsqueeze(-1)).squeeze(-1)
     p, rr = r.clone(), (r * r).sum(dim=1)
     first = torch.full((b.shape[0], len(eps)), -1, dtype=torch.long, device=b.device)
     step = 0

@@ -94,20 +94,63 @@ def step_size(lr: float, decay: float, step: int) -> float:
     return lr / (1.0 + (step + 1) * decay)
 
 
+LOCKSTEP_BYTES = 8 * 2**20  # on a CPU, the couplings one lockstep group may hold: a quarter of a 32 MiB L3
+
+
+def lockstep_group_size(symmetric_couplings: Tensor) -> int:
+    """Instances that :func:`descend_until_halted` runs in lockstep by default, for the spin-glass ensembles of
+    arXiv:1511.06444 (abstract and introduction); ours, a matter of speed only (``docs/papers/halting_time.md``).
+
+    Each instance's step reads its N^3 couplings once (a (N, N^2) x N^2 contraction), so the descent is bound by
+    memory bandwidth. On a CPU, K instances in one lockstep program stream K N^3 couplings from main memory at
+    every step, while one instance at a time keeps its couplings in the last-level cache from step to step; so
+    groups hold at most ``LOCKSTEP_BYTES`` of couplings (all K while they fit, at N = 32; two at N = 100 in
+    float32; one at N = 200, where batching has nothing to reuse). On a GPU every instance runs in one program.
+    """
+    k = symmetric_couplings.shape[0]
+    if symmetric_couplings.device.type != "cpu":
+        return max(k, 1)
+    per_instance = symmetric_couplings[0].numel() * symmetric_couplings.element_size()
+    return max(1, min(k, LOCKSTEP_BYTES // per_instance))
+
+
 def descend_until_halted(
-    symmetric_couplings: Tensor, w: Tensor, eps: Tensor, lr: float = 0.2, decay: float = 0.0, max_steps: int = 10_000
-) -> tuple[Tensor, int, Tensor]:
-    """Projected gradient descent on K instances in lockstep, each until it met every eps: the halting times
-    T(eps, N) of the spin glass of arXiv:1511.06444 (abstract and introduction), several eps per run and the
-    lockstep batching being ours (``docs/papers/halting_time.md``).
+    symmetric_couplings: Tensor, w: Tensor, eps: Tensor, lr: float = 0.2, decay: float = 0.0, max_steps: int = 10_000,
+    group_size: int | None = None,
+) -> tuple[Tensor, int, Tensor]:  # fmt: skip
+    """Projected gradient descent on K instances, each until it met every eps: the halting times T(eps, N) of the
+    spin glass of arXiv:1511.06444 (abstract and introduction), several eps per run and the lockstep batching
+    being ours (``docs/papers/halting_time.md``).
 
     Returns ``(first, last_step, w)``: ``first[k, e]`` is the number of updates instance k had taken when its
     projected gradient norm was first below ``eps[e]`` (-1: not within ``max_steps``, i.e. censored at
-    ``last_step``), and ``w`` each instance's last point. Instances that met every eps leave the working set
-    whenever at least half of it has halted (until then they keep stepping, which changes no recorded time), so
-    the cost is about the sum of the halting times, not K times the longest. The Lua code counts gradient
-    evaluations from 1, so its times are these plus one.
+    ``last_step``), and ``w`` each instance's last point. The Lua code counts gradient evaluations from 1, so its
+    times are these plus one.
+
+    The instances run in consecutive groups of ``group_size`` (default :func:`lockstep_group_size`), each group in
+    lockstep to its end; every instance's arithmetic is the same whatever the grouping (each step is its own
+    row-vector product), so the halting times do not depend on it. Within a group, instances that met every eps
+    leave the working set whenever at least half of it has halted (until then they keep stepping, which changes
+    no recorded time), so the cost is about the sum of the halting times, not K times the longest.
     """
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
+        raise ValueError(f"group_size must be a positive int or None, got group_size={group_size!r}")
+    k = w.shape[0]
+    size = group_size or lockstep_group_size(symmetric_couplings)
+    if size >= k:
+        return _descend_in_lockstep(symmetric_couplings, w, eps, lr, decay, max_steps)
+    groups = [
+        _descend_in_lockstep(symmetric_couplings[i : i + size], w[i : i + size], eps, lr, decay, max_steps)
+        for i in range(0, k, size)
+    ]  # fmt: skip
+    first, lasts, ws = zip(*groups, strict=True)
+    return torch.cat(first), max(lasts), torch.cat(ws)
+
+
+def _descend_in_lockstep(
+    symmetric_couplings: Tensor, w: Tensor, eps: Tensor, lr: float, decay: float, max_steps: int
+) -> tuple[Tensor, int, Tensor]:
+    """:func:`descend_until_halted` for one group, all its instances in one tensor program."""
     first = torch.full((w.shape[0], len(eps)), -1, dtype=torch.long, device=w.device)
     w_final, active = w.clone(), torch.arange(w.shape[0], device=w.device)
     couplings, step = symmetric_couplings, 0

@@ -37,7 +37,7 @@ from iclr17.functional.spin_glass import (
     symmetrize,
 )
 from iclr17.studies.ledger import digest, row_key
-from iclr17.studies.mlp_ensemble import init_ensemble, train_until_halted
+from iclr17.studies.mlp_ensemble import RULES, Rule, init_ensemble, train_until_halted
 from iclr17.studies.runner import Outcome, Run, Study
 
 
@@ -61,7 +61,9 @@ class HaltingSystem(ABC):
 
     @abstractmethod
     def run(self, ensemble: str, ensemble_index: int, n_runs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Halting times and censoring flags of ``n_runs`` runs of ``ensemble``, seeded by ``seed``."""
+        """Halting times and censoring flags of ``n_runs`` runs of ``ensemble``, seeded by ``seed``; a system may
+        add a third element, ``{metric name: (n_runs, E) array}`` of per-run measurements at halting (the ledger
+        row keeps each as ``[e][k]``, like the times)."""
 
     @property
     def thresholds(self) -> list[float]:
@@ -88,7 +90,8 @@ class SpinGlassRuns(HaltingSystem):
         lr: step size (``main.lua``: 0.2).
         lr_decay: ``decay`` in ``lr / (1 + t decay)`` (``main.lua``: 0).
         max_steps: censoring cap.
-        chunk_size: instances per tensor program (memory ``4 N^3`` bytes each, twice while symmetrising).
+        chunk_size: instances drawn at once (memory ``4 N^3`` bytes each, twice while symmetrising); they descend
+            in lockstep groups of ``iclr17.functional.spin_glass.lockstep_group_size`` (all of them on a GPU).
         dtype: ``float32`` or ``float64`` (the Lua code: float64).
         device: where the descent runs (``cpu``, ``cuda``); couplings are drawn on the CPU, so runs are the same.
     """
@@ -131,12 +134,17 @@ class ConjugateGradientRuns(HaltingSystem):
     """Conjugate gradient on critically scaled Wishart systems (Deift, Menon, Olver, Trogdon, PNAS 2014), float64.
 
     Args:
-        n: N (our choice; Deift et al. use a few hundred; ``docs/papers/halting_time.md``).
-        c: the critical-scaling constant in ``M = N + floor(sqrt(4 c N))``.
-        eps: residual-norm thresholds (``||b|| = 1``).
+        n: N (500 in the paper's CG experiment, arXiv:1511.06444; ``docs/papers/halting_time.md``).
+        c: the critical-scaling constant in ``M = N + floor(sqrt(4 c N))``; ``c = 1`` at N = 500 gives the paper's
+            ``M = N + 2 floor(sqrt(N)) = 544``, ``c = 0`` gives ``M = N``, where the paper finds universality broken.
+        eps: residual-norm thresholds (absolute: ``||b|| = 1`` for ``rhs="sphere"``, about ``sqrt(N / 3)`` for
+            ``uniform``).
         max_steps: censoring cap.
         chunk_size: systems per tensor program.
         device: where CG runs (systems are drawn on the CPU).
+        rhs: ``b`` uniform on the unit sphere (``sphere``, ours) or with i.i.d. U(-1, 1) entries (``uniform``,
+            the paper's).
+        start: CG from ``x0 = 0`` (``zero``, ours) or from ``x0 = b`` (``rhs``, the paper's).
     """
 
     ensembles = ("gaussian", "bernoulli")
@@ -144,18 +152,34 @@ class ConjugateGradientRuns(HaltingSystem):
 
     def __init__(
         self, n: int = 100, c: float = 1.0, eps: list[float] | None = None, max_steps: int = 10_000,
-        chunk_size: int = 1000, device: str = "cpu",
+        chunk_size: int = 1000, device: str = "cpu", rhs: Literal["sphere", "uniform"] = "sphere",
+        start: Literal["zero", "rhs"] = "zero",
     ) -> None:  # fmt: skip
+        if rhs not in ("sphere", "uniform"):
+            raise ValueError(f"ConjugateGradientRuns: rhs must be 'sphere' or 'uniform', got rhs={rhs!r}")
+        if start not in ("zero", "rhs"):
+            raise ValueError(f"ConjugateGradientRuns: start must be 'zero' or 'rhs', got start={start!r}")
         self.n, self.c, self.max_steps, self.chunk_size, self.device = n, c, max_steps, chunk_size, device
         self.eps = [float(e) for e in eps or [1e-8]]
+        self.rhs, self.start = rhs, start
+
+    def arguments(self) -> dict[str, Any]:
+        """Every constructor argument by name; ``rhs`` and ``start`` only when not the defaults, so the studies
+        recorded before they existed keep their config digests."""
+        arguments = super().arguments()
+        for name, default in (("rhs", "sphere"), ("start", "zero")):
+            if arguments[name] == default:
+                del arguments[name]
+        return arguments
 
     def run(self, ensemble: WishartEnsemble, ensemble_index: int, n_runs: int, seed: int):
         firsts, censored = [], []
         eps = torch.tensor(self.eps, dtype=torch.float64, device=self.device)
         for chunk, (_, size) in enumerate(_chunks(n_runs, self.chunk_size)):
             generator = _generator(seed, ensemble_index, chunk)
-            a, b = wishart_systems(size, self.n, critical_width(self.n, self.c), ensemble, generator)
-            first, last, _ = cg_until_halted(a.to(self.device), b.to(self.device), eps, self.max_steps)
+            a, b = wishart_systems(size, self.n, critical_width(self.n, self.c), ensemble, generator, rhs=self.rhs)
+            a, b = a.to(self.device), b.to(self.device)
+            first, last, _ = cg_until_halted(a, b, eps, self.max_steps, x0=b if self.start == "rhs" else None)
             times, mask = halting_times(first.cpu(), last)
             firsts.append(times.numpy())
             censored.append(mask.numpy())
@@ -164,14 +188,16 @@ class ConjugateGradientRuns(HaltingSystem):
 
 class MLPRuns(HaltingSystem):
     """MLPs trained by SGD on MNIST or on random inputs, halting when the full training loss is below theta, or
-    when its mean successive decrease is (the paper's plateau rule; arXiv:1511.06444). Every run has its own
-    initialisation seed and sample order; the data are the same ``subset_size`` training images (or their random
-    replacement) for all runs.
+    when its mean successive decrease is (the paper's plateau rule; arXiv:1511.06444), or when the norm of its
+    gradient is (the paper's gradient-norm variant). Every run has its own initialisation seed and sample order;
+    the data are the same ``subset_size`` training images (or their random replacement) for all runs, or with
+    ``sample_size`` each run's own sample of them (the paper: 30,000 of the 60,000, ``pool="all"``).
 
     Args:
         widths: layer widths (the paper's 784-500-300-10; the CPU study uses a narrow net).
-        theta: thresholds of the rule, decreasing: the full training loss (``train_loss_below``) or its mean
-            decrease per evaluation over the last ``window`` evaluations (``loss_plateau``).
+        theta: thresholds of the rule, decreasing: the full training loss (``train_loss_below``), its mean
+            decrease per evaluation over the last ``window`` evaluations (``loss_plateau``) or the norm of its
+            gradient (``grad_norm_below``).
         lr: SGD step size (0.1, our choice: the paper gives none).
         batch_size: minibatch size (100, as in the paper).
         every_n_steps: full-loss evaluation period, in SGD steps.
@@ -181,8 +207,18 @@ class MLPRuns(HaltingSystem):
         max_steps: censoring cap.
         chunk_size: networks per vmapped program.
         device: where the networks train.
-        rule: ``train_loss_below`` or ``loss_plateau`` (``iclr17.studies.mlp_ensemble.train_until_halted``).
+        rule: ``train_loss_below``, ``loss_plateau`` or ``grad_norm_below``
+            (``iclr17.studies.mlp_ensemble.train_until_halted``).
         window: successive loss differences the plateau rule averages (ours; the paper gives none).
+        sample_size: each run trains on its own ``sample_size`` of the pool, drawn (without replacement) from its
+            order seed (the paper: 30,000); None: every run on the whole pool (the shipped reduced study).
+        eval_size: the rule's full training loss is taken over the first ``eval_size`` of a run's samples, a fixed
+            random subset (ours, for cost; None: all of them).
+        pool: the training images runs draw from: ``train_split``, the 50,000 left by the 10,000-image validation
+            split, then ``subset_size``; ``all``, the 60,000 training images (the paper).
+        accuracy_at_halting: record each run's accuracy on its own training samples and on the 10,000 test images
+            (random inputs: their random replacements) when it halts at each threshold (ledger metrics
+            ``train_accuracy``, ``test_accuracy``; measuring leaves training as it was).
     """
 
     ensembles = ("mnist", "random")
@@ -201,14 +237,27 @@ class MLPRuns(HaltingSystem):
         max_steps: int = 20_000,
         chunk_size: int = 250,
         device: str = "cpu",
-        rule: Literal["train_loss_below", "loss_plateau"] = "train_loss_below",
+        rule: Rule = "train_loss_below",
         window: int = 10,
+        sample_size: int | None = None,
+        eval_size: int | None = None,
+        pool: Literal["train_split", "all"] = "train_split",
+        accuracy_at_halting: bool = False,
     ) -> None:
-        if rule not in ("train_loss_below", "loss_plateau"):
-            raise ValueError(f"MLPRuns: rule must be 'train_loss_below' or 'loss_plateau', got rule={rule!r}")
+        if rule not in RULES:
+            raise ValueError(f"MLPRuns: rule must be one of {', '.join(RULES)}, got rule={rule!r}")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"MLPRuns: window must be an int >= 1, got window={window!r}")
+        if sample_size is not None and (isinstance(sample_size, bool) or not isinstance(sample_size, int)
+                                        or sample_size < 1):  # fmt: skip
+            raise ValueError(f"MLPRuns: sample_size must be a positive int or None, got sample_size={sample_size!r}")
+        if eval_size is not None and (isinstance(eval_size, bool) or not isinstance(eval_size, int) or eval_size < 1):
+            raise ValueError(f"MLPRuns: eval_size must be a positive int or None, got eval_size={eval_size!r}")
+        if pool not in ("train_split", "all"):
+            raise ValueError(f"MLPRuns: pool must be 'train_split' or 'all', got pool={pool!r}")
         self.rule, self.window = rule, window
+        self.sample_size, self.eval_size, self.pool = sample_size, eval_size, pool
+        self.accuracy_at_halting = accuracy_at_halting
         self.widths = widths or [784, 500, 300, 10]
         self.theta = [float(t) for t in theta or [0.1]]
         self.lr, self.batch_size, self.every_n_steps = lr, batch_size, every_n_steps
@@ -216,38 +265,53 @@ class MLPRuns(HaltingSystem):
         self.max_steps, self.chunk_size, self.device = max_steps, chunk_size, device
 
     def arguments(self) -> dict[str, Any]:
-        """Every constructor argument by name; ``rule`` and ``window`` only for ``loss_plateau``, so the
-        loss-threshold studies keep the config digests their ledgers were recorded with."""
+        """Every constructor argument by name; ``rule`` and ``window`` only for the rules other than
+        ``train_loss_below``; ``sample_size``, ``eval_size``, ``pool``, ``accuracy_at_halting`` only when not the
+        defaults, so the loss-threshold studies keep the config digests their ledgers were recorded with."""
         arguments = super().arguments()
         if self.rule == "train_loss_below":
             del arguments["rule"], arguments["window"]
+        optional = (("sample_size", None), ("eval_size", None), ("pool", "train_split"), ("accuracy_at_halting", False))
+        for name, default in optional:
+            if arguments[name] == default:
+                del arguments[name]
         return arguments
 
-    def data(self, inputs: Literal["mnist", "random"]) -> tuple[torch.Tensor, torch.Tensor]:
+    def data(self, inputs: Literal["mnist", "random"]) -> tuple[torch.Tensor, ...]:
+        """``(x, y, x_test, y_test)``: the pool and the test images (or their random replacements)."""
         datamodule = MNISTDataModule(
             data_dir=self.data_dir, val_size=10_000, normalization=self.normalization, flatten=True,
             subset_size=self.subset_size, inputs=inputs, seed=0,
+            val_source="test" if self.pool == "all" else "train_split",
         )  # fmt: skip
         datamodule.setup("fit")
-        return datamodule.train_set.tensors
+        return (*datamodule.train_set.tensors, *datamodule.test_set.tensors)
 
     def run(self, ensemble: Literal["mnist", "random"], ensemble_index: int, n_runs: int, seed: int):
-        x, y = (t.to(self.device) for t in self.data(ensemble))
-        firsts, censored = [], []
+        """Halting times and censoring flags; with ``accuracy_at_halting`` also ``{"train_accuracy",
+        "test_accuracy"}``, ``(n_runs, E)`` arrays of the accuracies at halting."""
+        x, y, x_test, y_test = (t.to(self.device) for t in self.data(ensemble))
+        firsts, censored, accuracies = [], [], []
         thresholds = torch.tensor(self.theta)
         for start, size in _chunks(n_runs, self.chunk_size):
             run_seeds = [seed * 1_000_003 + ensemble_index * 100_000 + start + i for i in range(size)]
             base, params = init_ensemble(self.widths, run_seeds)
             params = {k: v.to(self.device) for k, v in params.items()}
             order_seeds = [s + 50_000 for s in run_seeds]
-            first, last = train_until_halted(
+            first, last, *accuracy = train_until_halted(
                 base, params, x, y, thresholds, order_seeds, self.lr, self.batch_size, self.every_n_steps,
-                self.max_steps, self.rule, self.window,
+                self.max_steps, self.rule, self.window, self.sample_size, self.eval_size,
+                (x_test, y_test) if self.accuracy_at_halting else None,
             )  # fmt: skip
             times, mask = halting_times(first, last)
             firsts.append(times.numpy())
             censored.append(mask.numpy())
-        return np.concatenate(firsts), np.concatenate(censored)
+            accuracies += accuracy
+        if not self.accuracy_at_halting:
+            return np.concatenate(firsts), np.concatenate(censored)
+        measured = {f"{name}_accuracy": np.concatenate([a[key].numpy() for a in accuracies])
+                    for name, key in (("train", "train"), ("test", "held_out"))}  # fmt: skip
+        return np.concatenate(firsts), np.concatenate(censored), measured
 
 
 class HaltingStudy(Study):
@@ -305,13 +369,17 @@ class HaltingStudy(Study):
 
     def execute(self, run: Run, out_dir: Path) -> Outcome:
         start = time.perf_counter()
-        times, censored = self.system.run(run.params["ensemble"], run.params["ensemble_index"], self.n_runs, run.seed)
+        times, censored, *measured = self.system.run(
+            run.params["ensemble"], run.params["ensemble_index"], self.n_runs, run.seed
+        )
         metrics = {
             "threshold_name": self.system.threshold_name,
             "thresholds": self.system.thresholds,
             "times": times.T.tolist(),  # times[e][k]: run k's halting time at threshold e (its cap if censored)
             "censored_runs": [np.flatnonzero(c).tolist() for c in censored.T],  # the censored runs at each threshold
         }
+        for name, values in (measured[0] if measured else {}).items():  # per-run measurements at halting, [e][k]
+            metrics[name] = np.round(values.T, 6).tolist()
         return Outcome("finished", None, time.perf_counter() - start, metrics)
 
     def markdown(self, rows: list[dict[str, Any]]) -> str:
@@ -331,7 +399,9 @@ def experiments(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     Each is ``{"params", "threshold_name", "thresholds", "seed", "times", "censored"}``: ``params`` the rows'
     common coordinates (system and size), ``seed`` the smallest seed (it seeds the statistics), ``times`` and
-    ``censored`` ``{ensemble: (n, E) array}`` in the system's ensemble order, the seeds' runs concatenated in order.
+    ``censored`` ``{ensemble: (n, E) array}`` in the system's ensemble order, the seeds' runs concatenated in order;
+    ``measured`` ``{metric: {ensemble: (n, E) array}}`` the per-run measurements at halting the rows hold (the
+    MLP's accuracies; ``HaltingSystem.run``), pooled the same way.
     """
     latest = {row_key(r): r for r in rows if r["status"] != "failed"}
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -342,6 +412,7 @@ def experiments(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         group.sort(key=lambda r: (r["params"]["ensemble_index"], r["seed"]))
         times: dict[str, list[np.ndarray]] = {}
         censored: dict[str, list[np.ndarray]] = {}
+        measured: dict[str, dict[str, list[np.ndarray]]] = {}
         for row in group:
             t = np.asarray(row["metrics"]["times"], dtype=np.int64).T
             mask = np.zeros(t.shape, bool)
@@ -349,12 +420,16 @@ def experiments(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 mask[runs, e] = True
             times.setdefault(row["params"]["ensemble"], []).append(t)
             censored.setdefault(row["params"]["ensemble"], []).append(mask)
+            for name in row["metrics"].keys() - {"threshold_name", "thresholds", "times", "censored_runs"}:
+                values = np.asarray(row["metrics"][name], dtype=np.float64).T
+                measured.setdefault(name, {}).setdefault(row["params"]["ensemble"], []).append(values)
         params = {k: v for k, v in group[0]["params"].items() if k not in ("ensemble", "ensemble_index")}
         found.append({
             "params": params, "threshold_name": group[0]["metrics"]["threshold_name"],
             "thresholds": group[0]["metrics"]["thresholds"], "seed": min(r["seed"] for r in group),
             "times": {k: np.concatenate(v) for k, v in times.items()},
             "censored": {k: np.concatenate(v) for k, v in censored.items()},
+            "measured": {name: {k: np.concatenate(v) for k, v in by.items()} for name, by in sorted(measured.items())},
         })  # fmt: skip
     return sorted(found, key=lambda x: (x["params"]["system"], [v for k, v in x["params"].items() if k != "system"]))
 
@@ -488,13 +563,66 @@ def ensembles_table(
 
 
 def cg_table(rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right", n_resamples: int = 2000) -> str:
-    """The conjugate-gradient table: :func:`ensembles_table`."""
+    """The conjugate-gradient table: :func:`ensembles_table`, or :func:`cg_widths_table` when the rows hold
+    several widths M (the paper's M = N + 2 floor(sqrt(N)) beside M = N)."""
+    if len({_cg_size(row) for row in rows}) > 1:
+        return cg_widths_table(rows, gumbel_side, n_resamples)
     return ensembles_table(rows, gumbel_side, n_resamples)
 
 
+def _cg_size(row: dict[str, Any]) -> tuple[int, int]:
+    """``(N, M)`` of a conjugate-gradient row, from the system description it was run with."""
+    init = json.loads(row["config"])["init_args"]
+    return init["n"], critical_width(init["n"], init["c"])
+
+
+def cg_widths_table(rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right", n_resamples: int = 2000) -> str:
+    """The conjugate-gradient table with N and M: one block per system description (the paper's critical width
+    first, then M = N; arXiv:1511.06444, its CG experiment), each :func:`ensembles_table`'s lines with the censored
+    runs at each eps (all ensembles) last."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["config_digest"], []).append(row)
+    blocks = []
+    for group in groups.values():
+        found = experiments(group)
+        if not found:
+            continue
+        (experiment,) = found
+        censored = [int(sum(c[:, e].sum() for c in experiment["censored"].values()))
+                    for e in range(len(experiment["thresholds"]))]  # fmt: skip
+        n, m = _cg_size(group[0])
+        blocks.append(((n, -m), ensembles_table(group, gumbel_side, n_resamples).splitlines(), censored))
+    if not blocks:
+        return "(no finished runs)"
+    blocks.sort(key=lambda block: block[0])
+    header = blocks[0][1][0]
+    lines = [f"| N | M {header} censored |", "|---" * (header.count("|") + 2) + "|"]
+    for (n, minus_m), table, censored in blocks:
+        lines += [f"| {n} | {-minus_m} {line} {count} |" for line, count in zip(table[2:], censored, strict=True)]
+    return "\n".join(lines)
+
+
 def mlp_table(rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right", n_resamples: int = 2000) -> str:
-    """The MLP table: :func:`ensembles_table` with the skewness of T beside each mean."""
-    return ensembles_table(rows, gumbel_side, n_resamples, raw_skewness=True)
+    """The MLP table: :func:`ensembles_table` with the skewness of T beside each mean and, when the rows measured
+    it (``MLPRuns(accuracy_at_halting=True)``), a last column: each ensemble's test accuracy at halting, mean
+    (std) in percent over its halted runs."""
+    table = ensembles_table(rows, gumbel_side, n_resamples, raw_skewness=True)
+    found = experiments(rows)
+    if not any("test_accuracy" in x["measured"] for x in found):
+        return table
+    names = list(found[0]["times"])
+
+    def accuracy(x: dict[str, Any], name: str, e: int) -> str:
+        values = x["measured"].get("test_accuracy", {}).get(name)
+        halted = None if values is None else 100 * values[~x["censored"][name][:, e], e]
+        return "n/a" if halted is None or len(halted) < 2 else f"{halted.mean():.1f} ({halted.std(ddof=1):.1f})"
+
+    column = [" / ".join(accuracy(x, n, e) for n in names) for x in found for e in range(len(x["thresholds"]))]
+    header, rule, *lines = table.splitlines()
+    shown = " / ".join(DISPLAY.get(n, n) for n in names)
+    return "\n".join([f"{header} test accuracy % at halting, {shown} |", f"{rule}---|",
+                      *(f"{line} {cell} |" for line, cell in zip(lines, column, strict=True))])  # fmt: skip
 
 
 def halting_figures(rows: list[dict[str, Any]], path: Path, gumbel_side: GumbelSide = "right",
@@ -523,5 +651,7 @@ def halting_figures(rows: list[dict[str, Any]], path: Path, gumbel_side: GumbelS
 RESULTS_TABLES = {
     "halting-spin-glass": ("halting_spin_glass", spin_glass_table),
     "halting-cg": ("halting_cg", cg_table),
+    "halting-cg-n500": ("halting_cg_n500", cg_widths_table),
     "halting-mlp": ("halting_mlp", mlp_table),
+    "halting-mlp-paper": ("halting_mlp_paper", mlp_table),
 }

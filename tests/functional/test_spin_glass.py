@@ -12,8 +12,10 @@ from scipy import stats
 
 from iclr17.functional.spin_glass import (
     COUPLING_ENSEMBLES,
+    LOCKSTEP_BYTES,
     descend_until_halted,
     energy,
+    lockstep_group_size,
     random_sphere_points,
     sample_couplings,
     sphere_gradient,
@@ -142,13 +144,15 @@ def _tensor_energy(x, w):
     return (x * w[:, None, None] * w[None, :, None] * w[None, None, :]).sum() / w.shape[0]
 
 
-@pytest.mark.parametrize("decay", [0.0, 0.01])
-def test_descent_records_the_halting_times_of_one_instance_at_a_time(decay):
+@pytest.mark.parametrize(("decay", "group_size"), [(0.0, None), (0.01, None), (0.0, 1), (0.01, 2), (0.0, 3)])
+def test_descent_records_the_halting_times_of_one_instance_at_a_time(decay, group_size):
     generator = torch.Generator().manual_seed(6)
     x = sample_couplings(5, 8, "bernoulli", generator, torch.float64)
     w = random_sphere_points(5, 8, generator, torch.float64)
     eps = [1.0, 0.1, 0.01]
-    first, last, w_final = descend_until_halted(symmetrize(x), w, torch.tensor(eps, dtype=torch.float64), 0.2, decay)
+    first, last, w_final = descend_until_halted(
+        symmetrize(x), w, torch.tensor(eps, dtype=torch.float64), 0.2, decay, group_size=group_size
+    )
     expected = [_lua_loop(x[k], w[k], eps, 0.2, decay, 10_000)[0] for k in range(5)]
     assert first.tolist() == expected
     assert last == max(max(row) for row in expected)
@@ -162,3 +166,36 @@ def test_instances_that_never_halt_are_censored_at_the_last_step():
     x, w = sample_couplings(3, 6, "uniform", generator), random_sphere_points(3, 6, generator)
     first, last, _ = descend_until_halted(symmetrize(x), w, torch.tensor([10.0, 1e-12]), max_steps=5)
     assert last == 5 and (first[:, 1] == -1).all() and (first[:, 0] >= 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_grouping_changes_no_halting_time_and_no_last_point(dtype):
+    generator = torch.Generator().manual_seed(8)
+    k, n = 7, 12
+    xs = symmetrize(sample_couplings(k, n, "gaussian", generator, dtype))
+    w = random_sphere_points(k, n, generator, dtype)
+    eps = torch.tensor([1.0, 0.1, 0.03], dtype=dtype)
+    first, last, w_final = descend_until_halted(xs, w, eps, max_steps=300, group_size=k)  # all in lockstep
+    assert (first[:, -1] >= 0).sum() >= 3 and len(set(first[:, -1].tolist())) > 2  # halted runs that differ
+    for group_size in (1, 2, 3, 6, None):
+        grouped = descend_until_halted(xs, w, eps, max_steps=300, group_size=group_size)
+        assert torch.equal(grouped[0], first) and grouped[1] == last
+        slowest = int(first.max(dim=1).values.argmax())  # never leaves its working set early in either run
+        assert torch.equal(grouped[2][slowest], w_final[slowest])
+    for one in range(k):  # and each instance alone, as a loop calls it
+        alone = descend_until_halted(xs[one : one + 1], w[one : one + 1], eps, max_steps=300)
+        assert torch.equal(alone[0][0], first[one])
+
+
+def test_lockstep_groups_hold_at_most_lockstep_bytes_of_couplings_on_a_cpu():
+    def couplings(k, n, dtype=torch.float32):
+        return torch.empty(k, n, n, n, dtype=dtype)
+
+    assert lockstep_group_size(couplings(256, 32)) == LOCKSTEP_BYTES // (4 * 32**3) == 64
+    assert lockstep_group_size(couplings(10, 32)) == 10  # all of them when they fit
+    assert lockstep_group_size(couplings(32, 100)) == LOCKSTEP_BYTES // (4 * 100**3) == 2
+    assert lockstep_group_size(couplings(32, 100, torch.float64)) == 1
+    assert lockstep_group_size(couplings(16, 200)) == 1  # 32 MB each: one at a time, nothing to reuse
+    assert lockstep_group_size(couplings(16, 200, torch.float64).to("meta")) == 16  # not a CPU: all at once
+    with pytest.raises(ValueError, match="group_size"):
+        descend_until_halted(couplings(2, 3), torch.ones(2, 3), torch.tensor([0.1]), group_size=0)

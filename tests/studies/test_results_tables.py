@@ -40,7 +40,9 @@ def test_only_the_named_tables_are_rewritten(tmp_path):
     assert "| 3 |" in regenerate(text, TABLES, tmp_path, only=["squares"])
 
 
-SLOW_TABLES = {"halting-spin-glass", "halting-cg", "halting-mlp"}  # minutes of permutation tests
+SLOW_TABLES = {  # minutes of permutation tests
+    "halting-spin-glass", "halting-cg", "halting-mlp", "halting-cg-n500", "halting-mlp-paper",
+}  # fmt: skip
 
 
 def _committed_tables_match(names) -> None:
