@@ -248,30 +248,21 @@ def main() -> None:
             "first_losses_task1": real_losses[:2], "first_losses_task2": unroll_losses[:2],
         }  # fmt: skip
         rows.append((case, metrics, sum(real_times) + sum(unroll_times)))
-    if "fused" in measured and PEER in measured:  # the median over batches of the peer's step time / ours
-        speedups = {
-            f"speedup_vs_peer_task{n}": statistics.median(
-                p / o for p, o in zip(times[PEER], times["fused"], strict=True)
+    fused_row = next((metrics for case, metrics, _ in rows if case["memory"] == "fused"), None)
+    for baseline, key, what in ((PEER, "peer", "(target >= 2 on task 1)"), (PYTHON_LOOPS, "python_loops", "")):
+        if fused_row is None or baseline not in measured:
+            continue
+        speedups = {  # the median over batches of the baseline's step time over ours
+            f"speedup_vs_{key}_task{n}": statistics.median(
+                p / o for p, o in zip(times[baseline], times["fused"], strict=True)
             )
             for n, times in ((1, times1), (2, times2))
         }
         print(
-            f"fused vs {PEER}: task 1 questions/s x{speedups['speedup_vs_peer_task1']:.2f} (target >= 2), "
-            f"task 2 step time x{speedups['speedup_vs_peer_task2']:.2f} faster"
+            f"fused vs {baseline}: task 1 x{speedups[f'speedup_vs_{key}_task1']:.2f}, "
+            f"task 2 x{speedups[f'speedup_vs_{key}_task2']:.2f} faster {what}".rstrip()
         )
-        rows[[case["memory"] for case, _, _ in rows].index("fused")][1].update(speedups)
-    if "fused" in measured and PYTHON_LOOPS in measured:  # the C++ loops against the same memory's Python loops
-        loops = {
-            f"speedup_vs_python_loops_task{n}": statistics.median(
-                p / o for p, o in zip(times[PYTHON_LOOPS], times["fused"], strict=True)
-            )
-            for n, times in ((1, times1), (2, times2))
-        }
-        print(
-            f"fused (C++ loops) vs {PYTHON_LOOPS}: task 1 x{loops['speedup_vs_python_loops_task1']:.2f}, "
-            f"task 2 x{loops['speedup_vs_python_loops_task2']:.2f} faster"
-        )
-        rows[[case["memory"] for case, _, _ in rows].index("fused")][1].update(loops)
+        fused_row.update(speedups)
     for case, metrics, seconds in rows if args.ledger else ():
         record("entnet_throughput", case, metrics, command_line("ICLR17_DATA_DIR"), args.ledger, seconds, __file__)
 
