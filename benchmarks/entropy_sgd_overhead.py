@@ -8,9 +8,10 @@ Nesterov momentum 0.9 (foreach), stepping after each pass. So the ratio is what 
 gradient evaluations: the coupling term, the running average mu, the outer step, and the Gaussian noise
 (one draw per parameter per Langevin step, inherent to the algorithm). A second line with ``eps = 0``
 separates the cost of the draws, and a third times the draws alone: one ``torch.randn`` from a single generator
-(how the noise was drawn before it was split into ``NOISE_STREAMS`` slices) against the optimizer's parallel
-streams. Sides alternate; medians over ``--repeats``; ``--threads`` sets torch's thread count (the streams use as
-many). Target: ratio <= 1.10.
+(torch's CPU Mersenne twister, how the noise was drawn first) against the optimizer's own (on the CPU the Philox
+kernel of ``iclr17.functional.philox`` on every thread, on a GPU ``NOISE_STREAMS`` CUDA generators). Sides
+alternate; medians over ``--repeats``; ``--threads`` sets torch's thread count (the CPU noise uses as many).
+Target: ratio <= 1.10.
 ``--ledger DIR`` also records each model as a row of ``DIR/benchmarks_entropy_sgd_overhead.jsonl``
 (``iclr17.studies.benchmark_ledger``).
 """
@@ -26,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from iclr17 import MNISTFC, EntropySGD, LeNet
-from iclr17.modules.entropy_sgd.optim import NOISE_STREAMS
 from iclr17.studies.benchmark_ledger import command_line, record
 
 
@@ -75,7 +75,7 @@ def entropy_step(model: nn.Module, optimizer: EntropySGD, data: list, device: to
 
 
 def noise_draws(optimizer: EntropySGD, model: nn.Module, device: torch.device) -> tuple[float, float]:
-    """Seconds for one step's noise: a single generator's ``torch.randn`` (the peer) and the optimizer's streams."""
+    """Seconds for one step's noise: a single generator's ``torch.randn`` (the peer) and the optimizer's own."""
     params = [p for p in model.parameters() if p.requires_grad]
     generator = torch.Generator(device=device).manual_seed(0)
     sync(device)
@@ -116,9 +116,10 @@ def compare(name: str, make_model, conv: bool, L: int, repeats: int, device: tor
         ratio = med[key] / med["plain"]
         print(f"  ours  one EntropySGD step, {label} {med[key] * 1e3:9.1f} ms   ratio {ratio:.3f}")
     one, streams = med["one_generator"], med["streams"]
+    ours = "Philox kernel" if device.type == "cpu" else "CUDA streams"
     print(
-        f"  noise of one Langevin step: one generator {one * 1e3:.2f} ms, {NOISE_STREAMS} streams on "
-        f"{torch.get_num_threads()} threads {streams * 1e3:.2f} ms   ratio {streams / one:.3f}"
+        f"  noise of one Langevin step: torch.randn {one * 1e3:.2f} ms, ours ({ours}, "
+        f"{torch.get_num_threads()} threads) {streams * 1e3:.2f} ms   ratio {streams / one:.3f}"
     )
     case = {
         "model": name, "parameters": n_params, "L": L, "device": device.type, "repeats": repeats,

@@ -14,4 +14,7 @@ algorithm, table), each checked against an independent reference in ``tests/func
 - ``conjugate_gradient``: conjugate gradient on Wishart systems until it halts (arXiv:1511.06444).
 - ``preprocessing``: global contrast normalisation and ZCA whitening (All-CNN's CIFAR-10 input, arXiv:1611.01838;
   arXiv:1302.4389).
+- ``philox``: counter-based standard normal draws (Philox4x32-10 and Box-Muller), Entropy-SGD's Langevin noise on
+  the CPU (arXiv:1611.01838 Algorithm 1).
+- ``compiled``: building the C++ kernels (``entnet_loops.cpp``, ``philox_normal.cpp``) on first use.
 """

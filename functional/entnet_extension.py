@@ -9,12 +9,11 @@ numbers, slower). ``ICLR17_ENTNET_LOOPS=python`` skips the build.
 
 from __future__ import annotations
 
-import logging
 import os
-import warnings
-from functools import cache
 from pathlib import Path
 from types import ModuleType
+
+from iclr17.functional.compiled import load_kernel
 
 SOURCE = Path(__file__).with_name("entnet_loops.cpp")
 LOOPS = ("auto", "cpp", "python")  # memory_recurrence's ``loops``
@@ -29,17 +28,6 @@ def check_loops(loops: str) -> str:
     return loops
 
 
-@cache
-def _build() -> ModuleType | Exception:
-    from torch.utils.cpp_extension import load
-
-    logging.getLogger(__name__).info("loading the C++ loops of EntNet's memory (built once per machine and torch)")
-    try:
-        return load("iclr17_entnet_loops", [str(SOURCE)], extra_cflags=["-O3"], verbose=False)
-    except Exception as err:  # no compiler, no ninja, a read-only cache: the Python loops still work
-        return err
-
-
 def compiled_loops(loops: str = "auto") -> ModuleType | None:
     """The built extension for ``loops`` ``"cpp"`` (a RuntimeError if it cannot be built) or ``"auto"`` (None
     with a warning, once, if it cannot be built); None for ``"python"``. ``"auto"`` takes ``ICLR17_ENTNET_LOOPS``
@@ -51,17 +39,4 @@ def compiled_loops(loops: str = "auto") -> ModuleType | None:
             raise ValueError(f"the environment variable {ENVIRONMENT} must be one of {', '.join(LOOPS)}, got {loops!r}")
     if loops == "python":
         return None
-    built = _build()
-    if not isinstance(built, Exception):
-        return built
-    if loops == "cpp":
-        raise RuntimeError(f"the C++ loops of the EntNet memory could not be built from {SOURCE}: {built}")
-    _warn_once(built)
-    return None
-
-
-@cache
-def _warn_once(err: Exception) -> None:
-    warnings.warn(
-        f"EntNet's memory runs its Python loops (same numbers, slower): the C++ build failed ({err})", stacklevel=3
-    )
+    return load_kernel("iclr17_entnet_loops", SOURCE, ("-O3",), loops == "cpp", "EntNet's memory", "its Python loops")

@@ -50,24 +50,27 @@ With ``inner_momentum`` the inner loop follows the reference code: momentum acts
 decay, before or after the momentum as ``inner_weight_decay`` says), and the coupling ``gamma (x' - x)`` is added
 after it. The Lua code applies weight decay in the inner loop only (``outer_weight_decay=False``).
 
-The Langevin noise comes from the optimizer's own generators, seeded by ``seed``: every DDP replica with the
-same seed draws the same noise, so replicas fed averaged gradients stay identical. There are ``NOISE_STREAMS``
-of them, seeded from one generator seeded by ``seed``; each draws a fixed slice of every noise vector, so the
-CPU draws the slices in parallel (one generator would fill the whole vector on one core) and the values do not
-depend on the number of threads. Their states are part of ``state_dict``, so a resumed run continues bit-identically.
+The Langevin noise comes from the optimizer's own generators, keyed by ``seed``: every DDP replica with the
+same seed draws the same noise, so replicas fed averaged gradients stay identical. On the CPU it is the
+counter-based generator of :mod:`iclr17.functional.philox` (Philox4x32-10 and Box-Muller in float32, cast to the
+parameters' dtype): draw k is a pure function of (seed, k), computed on every thread, so the values depend on
+neither the thread count nor the vector unit, and the state is the number of draws so far. On a GPU there are
+``NOISE_STREAMS`` CUDA generators, seeded from one generator seeded by ``seed``, each drawing a fixed slice of every
+noise vector. Both states (and the seed) are part of ``state_dict``, so a resumed run continues bit-identically.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import os
+import warnings
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
+
+from iclr17.functional.philox import philox_normal
 
 Variant = Literal["paper_v5", "arxiv_v1", "official_lua", "official_python"]
 Base = Literal["sgd", "adam"]
@@ -139,10 +142,7 @@ VARIANTS: dict[str, dict[str, Any]] = {  # each preset is the paper's switches w
 }
 
 
-NOISE_STREAMS = 8  # independent noise generators: stream k draws the k-th of 8 equal slices of each noise vector
-PARALLEL_NOISE_MIN = 2**18  # draws per step below which one thread draws every slice: waking another thread can
-# cost a millisecond on a busy machine, the time of 2^18 draws
-_THREAD_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+NOISE_STREAMS = 8  # CUDA noise generators: stream k draws the k-th of 8 equal slices of each noise vector
 
 
 def _stream_seeds(root: torch.Generator) -> list[int]:
@@ -152,14 +152,6 @@ def _stream_seeds(root: torch.Generator) -> list[int]:
         seeds = torch.randint(2**32, (NOISE_STREAMS,), generator=root, device=root.device).tolist()
         if len(set(seeds)) == NOISE_STREAMS:
             return seeds
-
-
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    """One pool of ``workers`` threads per process and size (a forked child needs its own threads)."""
-    key = (os.getpid(), workers)
-    if key not in _THREAD_POOLS:
-        _THREAD_POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="entropy-sgd-noise")
-    return _THREAD_POOLS[key]
 
 
 def _shared_seed() -> int:
@@ -289,8 +281,9 @@ class EntropySGD(torch.optim.Optimizer):
             raise ValueError("every parameter group must use the same L: one step calls the closure L + 1 times")
         self.L = L
         self.seed = _shared_seed() if seed is None else seed
-        self._generators: dict[torch.device, list[torch.Generator]] = {}  # the noise streams per device
+        self._generators: dict[torch.device, list[torch.Generator]] = {}  # the CUDA noise streams per device
         self._generator_states: dict[str, Tensor] = {}
+        self.cpu_noise_draws = 0  # the counter of the CPU's noise: draws made so far
         self.diagnostics: dict[str, Tensor | float] = {}
 
     # ----------------------------------------------------------------------------------------- the step
@@ -480,29 +473,20 @@ class EntropySGD(torch.optim.Optimizer):
         return self._generators[device]
 
     def _gaussians(self, params: list[Tensor]) -> list[Tensor]:
-        """Standard normal draws shaped like ``params``: one flat vector cut into ``NOISE_STREAMS`` equal slices,
-        slice k drawn by stream k, the slices in parallel on the CPU's threads. The values depend on the seed only
-        (not on the thread count or the device index), so every replica with the same seed draws the same."""
+        """Standard normal draws shaped like ``params``, one flat vector: on the CPU the next draw of the Philox
+        generator keyed by ``seed``; on a GPU cut into ``NOISE_STREAMS`` equal slices, slice k drawn by stream k.
+        The values depend on the seed only (not on the thread count or the device index), so every replica with the
+        same seed draws the same."""
         device = params[0].device
         sizes = [p.numel() for p in params]
-        flat = torch.empty(sum(sizes), device=device, dtype=params[0].dtype)
-        bounds = [len(flat) * k // NOISE_STREAMS for k in range(NOISE_STREAMS + 1)]
-        slices = [flat[a:b] for a, b in itertools.pairwise(bounds)]
-        streams = self._streams(device)
-        workers = min(NOISE_STREAMS, torch.get_num_threads())
-        if device.type != "cpu" or len(flat) < PARALLEL_NOISE_MIN:
-            workers = 1
-
-        def draw(j: int) -> None:  # thread j draws slices j, j + workers, ... (normal_ releases the GIL)
-            for k in range(j, NOISE_STREAMS, workers):
-                slices[k].normal_(generator=streams[k])
-
-        futures = [_thread_pool(workers - 1).submit(draw, j) for j in range(1, workers)]
-        try:
-            draw(0)  # this thread takes the first share
-        finally:
-            for future in futures:
-                future.result()
+        if device.type == "cpu":
+            flat = philox_normal(sum(sizes), self.seed % 2**64, self.cpu_noise_draws).to(params[0].dtype)
+            self.cpu_noise_draws += 1
+        else:
+            flat = torch.empty(sum(sizes), device=device, dtype=params[0].dtype)
+            bounds = [len(flat) * k // NOISE_STREAMS for k in range(NOISE_STREAMS + 1)]
+            for (a, b), stream in zip(itertools.pairwise(bounds), self._streams(device), strict=True):
+                flat[a:b].normal_(generator=stream)
         return [chunk.view(p.shape) for chunk, p in zip(torch.split_with_sizes(flat, sizes), params, strict=True)]
 
     # ------------------------------------------------------------------------------ saving and loading
@@ -511,11 +495,25 @@ class EntropySGD(torch.optim.Optimizer):
         state = super().state_dict()
         streams = {d.type: torch.stack([g.get_state() for g in gs]) for d, gs in self._generators.items()}
         state["noise_generators"] = {**self._generator_states, **streams}  # one row per stream
+        state["cpu_noise"] = {"seed": self.seed, "draws": self.cpu_noise_draws}  # the Philox key and counter
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         saved = state_dict.pop("noise_generators", {})
-        self._generator_states = {k.split(":")[0]: v.clone() for k, v in saved.items()}  # "cuda:0" -> "cuda"
+        cpu_noise = state_dict.pop("cpu_noise", None)
+        if "cpu" in {k.split(":")[0] for k in saved} and cpu_noise is None:
+            warnings.warn(
+                "EntropySGD.load_state_dict: this checkpoint's CPU noise came from torch generators, which the "
+                "counter-based CPU noise replaced; the resumed run draws new noise from draw 0 of its seed (not the old stream)",
+                stacklevel=2,
+            )
+        if cpu_noise is not None:
+            self.seed, self.cpu_noise_draws = int(cpu_noise["seed"]), int(cpu_noise["draws"])
+        else:
+            self.cpu_noise_draws = 0
+        self._generator_states = {  # "cuda:0" -> "cuda"
+            k.split(":")[0]: v.clone() for k, v in saved.items() if not k.startswith("cpu")
+        }
         self._generators = {}
         super().load_state_dict(state_dict)

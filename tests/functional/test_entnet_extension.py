@@ -4,7 +4,7 @@ bit, on random shapes, masks and dtypes; the choice of loops and the fallback wh
 import pytest
 import torch
 
-from iclr17.functional import entnet_extension
+from iclr17.functional import compiled
 from iclr17.functional.entnet import memory_recurrence
 from iclr17.functional.entnet_extension import compiled_loops
 from tests.functional.test_entnet import MASK, _inputs
@@ -45,8 +45,8 @@ def test_loops_must_be_auto_cpp_or_python(monkeypatch):
 
 def test_auto_falls_back_to_the_python_loops_with_one_warning_where_the_build_fails(monkeypatch):
     failure = OSError("no C++ compiler")
-    monkeypatch.setattr(entnet_extension, "_build", lambda: failure)
-    entnet_extension._warn_once.cache_clear()
+    monkeypatch.setattr(compiled, "build_extension", lambda *args: failure)
+    compiled.warn_fallback.cache_clear()
     with pytest.warns(UserWarning, match="runs its Python loops .*no C.. compiler"):
         assert compiled_loops("auto") is None
     with pytest.raises(RuntimeError, match="could not be built from .*entnet_loops.cpp: no C.. compiler"):
@@ -54,4 +54,4 @@ def test_auto_falls_back_to_the_python_loops_with_one_warning_where_the_build_fa
     h, gates = memory_recurrence(*_inputs(), MASK)  # still runs, on the Python loops
     assert torch.equal(h, memory_recurrence(*_inputs(), MASK, loops="python")[0])
     assert compiled_loops("python") is None
-    entnet_extension._warn_once.cache_clear()
+    compiled.warn_fallback.cache_clear()

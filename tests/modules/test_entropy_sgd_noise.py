@@ -1,8 +1,9 @@
-"""EntropySGD's Langevin noise: i.i.d. N(0, 1) per element and per step (Algorithm 1, arXiv:1611.01838), drawn by
-NOISE_STREAMS generators in parallel slices; the values depend on the seed only, and resume is bit-identical."""
+"""EntropySGD's Langevin noise: i.i.d. N(0, 1) per element and per step (Algorithm 1, arXiv:1611.01838), on the CPU
+the counter-based Philox draws (tests/functional/test_philox.py checks the generator itself); the values depend on
+the seed only, and resume is bit-identical."""
 
 import copy
-import os
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -12,10 +13,9 @@ from scipy import stats
 from torch import nn
 
 from iclr17 import EntropySGD
-from iclr17.modules.entropy_sgd import optim
-from iclr17.modules.entropy_sgd.optim import NOISE_STREAMS, PARALLEL_NOISE_MIN
+from iclr17.functional.philox import philox_normal_torch
 
-SIZES = [(300, 500), (120_001,)]  # two tensors, 270,001 draws per step: above PARALLEL_NOISE_MIN, uneven slices
+SIZES = [(300, 500), (120_001,)]  # two tensors, 270,001 draws per step: several threads' shares, not a multiple of 4
 
 
 @contextmanager
@@ -46,7 +46,7 @@ def noise_draws(steps: int, seed: int = 0, sizes=SIZES) -> list[torch.Tensor]:
     return draws
 
 
-def test_the_noise_is_iid_standard_normal_across_slices_and_steps():
+def test_the_noise_is_iid_standard_normal_across_tensors_and_steps():
     with threads(2):
         first, second = noise_draws(steps=2)
     both = torch.cat([first, second]).double().numpy()
@@ -54,28 +54,35 @@ def test_the_noise_is_iid_standard_normal_across_slices_and_steps():
     assert stats.kstest(both, "norm").pvalue > 0.01
     assert abs(both.mean()) < 4 / np.sqrt(n)
     assert abs(both.var() - 1) < 4 * np.sqrt(2 / n)
-    bounds = [len(first) * k // NOISE_STREAMS for k in range(NOISE_STREAMS + 1)]
-    slices = [first[a:b].double().numpy() for a, b in zip(bounds, bounds[1:], strict=False)]
-    m = min(len(s) for s in slices)
-    for k, piece in enumerate(slices):  # each stream on its own, and against its neighbour and the next step
-        assert stats.kstest(piece, "norm").pvalue > 0.001
-        for other in (slices[(k + 1) % NOISE_STREAMS], second.double().numpy()[bounds[k] : bounds[k] + m]):
-            assert abs(np.corrcoef(piece[:m], other[:m])[0, 1]) < 4 / np.sqrt(m)
-    lag_one = np.corrcoef(both[:-1], both[1:])[0, 1]
-    assert abs(lag_one) < 4 / np.sqrt(n)
+    halves = [first[: len(first) // 2], first[len(first) // 2 :], second[: len(first) // 2]]
+    m = min(len(h) for h in halves)
+    for a, b in ((0, 1), (0, 2), (1, 2)):  # across the threads' shares and across steps
+        assert abs(np.corrcoef(halves[a][:m], halves[b][:m])[0, 1]) < 4 / np.sqrt(m)
+    for lag in (1, 2, 3, 4):  # within a Philox block (values 4k .. 4k + 3) and across blocks
+        assert abs(np.corrcoef(both[:-lag], both[lag:])[0, 1]) < 4 / np.sqrt(n)
 
 
 def test_the_noise_does_not_depend_on_the_thread_count_and_follows_the_seed():
-    assert sum(torch.Size(s).numel() for s in SIZES) >= PARALLEL_NOISE_MIN  # the threaded path runs
     with threads(1):
         serial = noise_draws(steps=2)
     with threads(2):
         parallel = noise_draws(steps=2)
         other_seed = noise_draws(steps=1, seed=1)
-    assert (os.getpid(), 1) in optim._THREAD_POOLS  # the second of the 2 threads drew through the pool
     assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
     assert not torch.equal(serial[0], other_seed[0])
     assert not torch.equal(serial[0], serial[1])
+
+
+def test_step_k_draws_the_philox_draw_k_of_the_seed_in_the_parameters_dtype():
+    for dtype in (torch.float32, torch.float64):
+        params = [nn.Parameter(torch.zeros(size, dtype=dtype)) for size in SIZES]
+        opt = EntropySGD(params, lr=0.1, seed=2**63 + 5)
+        for k in range(3):
+            draws = opt._gaussians(params)
+            flat = torch.cat([d.reshape(-1) for d in draws])
+            assert flat.dtype == dtype
+            assert torch.equal(flat, philox_normal_torch(len(flat), 2**63 + 5, k).to(dtype))
+        assert opt.cpu_noise_draws == 3
 
 
 def _quadratic_run(opt_state=None, steps=3, x=None):
@@ -95,26 +102,29 @@ def _quadratic_run(opt_state=None, steps=3, x=None):
     return x.detach(), opt
 
 
-def test_resume_with_parallel_streams_is_bit_identical():
+def test_resume_is_bit_identical():
     with threads(2):
         x_half, opt = _quadratic_run(steps=3)
         saved = opt.state_dict()
-        assert saved["noise_generators"]["cpu"].shape[0] == NOISE_STREAMS
+        assert saved["cpu_noise"] == {"seed": 5, "draws": 3 * 2}  # L = 2 Langevin draws per step
         x_full, _ = _quadratic_run(steps=6)
         x_resumed, _ = _quadratic_run(saved, steps=3, x=x_half)
     assert torch.equal(x_full, x_resumed)
 
 
-def test_a_checkpoint_with_one_generator_resumes_deterministically_and_a_wrong_stream_count_is_refused():
-    """A checkpoint written before the streams holds one generator state per device: the streams are seeded from
-    it, so resuming it twice gives the same run."""
-    legacy = {"noise_generators": {"cpu": torch.Generator().manual_seed(3).get_state()}}
+def test_a_checkpoint_with_cpu_generators_resumes_deterministically_with_a_warning():
+    """A checkpoint from before the counter-based CPU noise holds torch generator states for the CPU: the run
+    resumes, from draw 0 of the counter, the same way each time, and says so."""
     _, opt = _quadratic_run(steps=1)
-    state = opt.state_dict() | legacy
-    first, _ = _quadratic_run(state, steps=2)
-    again, _ = _quadratic_run(state, steps=2)
+    state = opt.state_dict()
+    del state["cpu_noise"]
+    state["noise_generators"] = {"cpu": torch.stack([torch.Generator().manual_seed(3).get_state()] * 8)}
+    with pytest.warns(UserWarning, match="CPU noise came from torch generators"):
+        first, resumed = _quadratic_run(state, steps=2)
+    with pytest.warns(UserWarning, match="CPU noise came from torch generators"):
+        again, _ = _quadratic_run(state, steps=2)
     assert torch.equal(first, again)
-    wrong = opt.state_dict()
-    wrong["noise_generators"] = {"cpu": wrong["noise_generators"]["cpu"][:3]}
-    with pytest.raises(ValueError, match=f"holds 3 generator states; expected {NOISE_STREAMS}"):
-        _quadratic_run(wrong, steps=1)
+    assert resumed.cpu_noise_draws == 2 * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _quadratic_run(opt.state_dict(), steps=1)  # a current checkpoint: no warning

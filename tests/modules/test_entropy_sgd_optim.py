@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iclr17 import EntropySGD
-from iclr17.modules.entropy_sgd.optim import langevin_noise_std, scope
+from iclr17.modules.entropy_sgd.optim import NOISE_STREAMS, langevin_noise_std, scope
 
 
 @pytest.fixture(autouse=True)
@@ -210,10 +210,12 @@ def test_noise_seed_follows_the_experiment_seed_and_resumes_on_another_device_in
     opt = EntropySGD([x], L=1, eps=1.0, seed=3)
     opt.step(closure_for(x))
     state = opt.state_dict()
-    state["noise_generators"] = {"cpu:0" if k == "cpu" else k: v for k, v in state["noise_generators"].items()}
+    streams = torch.stack([torch.Generator().manual_seed(k).get_state() for k in range(NOISE_STREAMS)])
+    state["noise_generators"] = {"cuda:0": streams}  # as rank 0 of a GPU run saves them
     restored = EntropySGD([nn.Parameter(x.detach().clone())], L=1, eps=1.0, seed=99)
     restored.load_state_dict(state)  # a device-indexed key ("cuda:0" from rank 0) restores on any index
-    assert "cpu" in restored._generator_states
+    assert torch.equal(restored._generator_states["cuda"], streams)
+    assert restored.cpu_noise_draws == opt.cpu_noise_draws == 1
 
 
 @pytest.mark.parametrize("wd", [0.0, 0.1])

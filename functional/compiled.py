@@ -1,0 +1,47 @@
+"""The package's C++ kernels, built on first use by ``torch.utils.cpp_extension`` (a C++ compiler and ninja are
+needed; builds are cached per machine and torch version in ``TORCH_EXTENSIONS_DIR``, by default
+``~/.cache/torch_extensions``): EntNet's memory loops (arXiv:1612.03969 section 2.2, eqs 2-5) and Entropy-SGD's
+Langevin noise on the CPU (arXiv:1611.01838 Algorithm 1). Each kernel has a pure-torch twin that computes the same
+numbers, slower, and runs where the build fails."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+
+@cache
+def build_extension(name: str, source: Path, flags: tuple[str, ...] = ("-O3",)) -> ModuleType | Exception:
+    """The extension ``name`` built from ``source`` with compiler ``flags``, or the exception that stopped the
+    build (no compiler, no ninja, a read-only cache): the callers fall back to their torch twin. For the kernels of
+    arXiv:1612.03969 section 2.2 and arXiv:1611.01838 Algorithm 1."""
+    from torch.utils.cpp_extension import load
+
+    logging.getLogger(__name__).info("loading the C++ extension %s (built once per machine and torch)", name)
+    try:
+        return load(name, [str(source)], extra_cflags=list(flags), verbose=False)
+    except Exception as err:
+        return err
+
+
+def load_kernel(name: str, source: Path, flags: tuple[str, ...], required: bool, what: str, fallback: str):
+    """The built extension; where the build fails, a RuntimeError if ``required`` (the caller asked for the C++
+    kernel by name), else None with one warning that ``what`` runs ``fallback``. For the kernels of
+    arXiv:1612.03969 section 2.2 and arXiv:1611.01838 Algorithm 1."""
+    built = build_extension(name, source, flags)
+    if not isinstance(built, Exception):
+        return built
+    if required:
+        raise RuntimeError(f"{what}: the C++ kernel could not be built from {source}: {built}")
+    warn_fallback(what, fallback, built)
+    return None
+
+
+@cache
+def warn_fallback(what: str, fallback: str, err: Exception) -> None:
+    """One warning per kernel and failure: ``what`` runs ``fallback``, its torch twin (same numbers, slower). For
+    the kernels of arXiv:1612.03969 section 2.2 and arXiv:1611.01838 Algorithm 1."""
+    warnings.warn(f"{what} runs {fallback} (same numbers, slower): the C++ build failed ({err})", stacklevel=3)
