@@ -14,24 +14,30 @@ from types import ModuleType
 
 
 @cache
-def build_extension(name: str, source: Path, flags: tuple[str, ...] = ("-O3",)) -> ModuleType | Exception:
-    """The extension ``name`` built from ``source`` with compiler ``flags``, or the exception that stopped the
+def build_extension(
+    name: str, source: Path, flags: tuple[str, ...] = ("-O3",), link_flags: tuple[str, ...] = ()
+) -> ModuleType | Exception:
+    """The extension ``name`` built from ``source`` with compiler ``flags`` and linker ``link_flags`` (``-fopenmp``
+    links the libgomp that torch has loaded already: one OpenMP runtime), or the exception that stopped the
     build (no compiler, no ninja, a read-only cache): the callers fall back to their torch twin. For the kernels of
     arXiv:1612.03969 section 2.2 and arXiv:1611.01838 Algorithm 1."""
     from torch.utils.cpp_extension import load
 
     logging.getLogger(__name__).info("loading the C++ extension %s (built once per machine and torch)", name)
     try:
-        return load(name, [str(source)], extra_cflags=list(flags), verbose=False)
+        return load(name, [str(source)], extra_cflags=list(flags), extra_ldflags=list(link_flags), verbose=False)
     except Exception as err:
         return err
 
 
-def load_kernel(name: str, source: Path, flags: tuple[str, ...], required: bool, what: str, fallback: str):
+def load_kernel(
+    name: str, source: Path, flags: tuple[str, ...], required: bool, what: str, fallback: str,
+    link_flags: tuple[str, ...] = (),
+) -> ModuleType | None:  # fmt: skip
     """The built extension; where the build fails, a RuntimeError if ``required`` (the caller asked for the C++
     kernel by name), else None with one warning that ``what`` runs ``fallback``. For the kernels of
     arXiv:1612.03969 section 2.2 and arXiv:1611.01838 Algorithm 1."""
-    built = build_extension(name, source, flags)
+    built = build_extension(name, source, flags, link_flags)
     if not isinstance(built, Exception):
         return built
     if required:

@@ -103,8 +103,10 @@ def philox_normal_torch(numel: int, seed: int, draw: int) -> Tensor:
 def _compiled(implementation: str) -> ModuleType | None:
     if implementation == "torch":
         return None
-    flags = ("-O3", "-ffp-contract=off", "-fno-math-errno")  # no fused multiply-add: the twin's bits
-    return load_kernel("iclr17_philox_normal", SOURCE, flags, implementation == "cpp", "the Philox draw", "torch's")
+    flags = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp")  # no fused multiply-add: the twin's bits
+    return load_kernel(
+        "iclr17_philox_normal", SOURCE, flags, implementation == "cpp", "the Philox draw", "torch's", ("-fopenmp",)
+    )
 
 
 def philox_normal(numel: int, seed: int, draw: int, implementation: str = "auto") -> Tensor:
@@ -130,7 +132,7 @@ def philox_normal(numel: int, seed: int, draw: int, implementation: str = "auto"
     if kernel is None:
         return philox_normal_torch(numel, seed, draw)
     out = torch.empty(numel, dtype=torch.float32)
-    kernel.philox_normal_(out, _signed(seed), _signed(draw), torch.get_num_threads())
+    kernel.philox_normal_(out, _signed(seed), _signed(draw))
     return out
 
 

@@ -7,13 +7,12 @@
 // float32 +, -, *, / and sqrt (fixed polynomials for log, sin and cos; no fused multiply-add), so the values do not
 // depend on the thread count or the CPU's vector width, and philox.py's torch version computes the same bits.
 // Built on first use by iclr17.functional.compiled (torch.utils.cpp_extension).
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <thread>
-#include <vector>
 
 namespace {
 
@@ -21,6 +20,7 @@ constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;   // Philox4x32 mul
 constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;  // key increments per round
 constexpr int64_t kChunk = 256;                                 // counters per vectorised batch
 constexpr int64_t kMinBlocksPerThread = 1 << 14;                // 65,536 values: less is not worth a thread
+
 
 inline float as_float(uint32_t bits) {
   float value;
@@ -131,9 +131,9 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) vo
 
 }  // namespace
 
-// Fills the contiguous float32 CPU tensor `out` with draw `draw` of key `seed` (both as 64-bit patterns), on up to
-// `threads` threads (the GIL released).
-void philox_normal_(torch::Tensor out, int64_t seed, int64_t draw, int64_t threads) {
+// Fills the contiguous float32 CPU tensor `out` with draw `draw` of key `seed` (both as 64-bit patterns), on
+// torch's intra-op threads (the GIL released).
+void philox_normal_(torch::Tensor out, int64_t seed, int64_t draw) {
   TORCH_CHECK(out.device().is_cpu() && out.scalar_type() == at::kFloat && out.is_contiguous(),
               "philox_normal_: out must be a contiguous float32 CPU tensor");
   const uint64_t key = static_cast<uint64_t>(seed), counter = static_cast<uint64_t>(draw);
@@ -146,13 +146,9 @@ void philox_normal_(torch::Tensor out, int64_t seed, int64_t draw, int64_t threa
       fill_chunk(data, numel, first, std::min<int64_t>(kChunk, end - first), key0, key1, draw0, draw1);
     }
   };
-  // Threads of our own (the values do not depend on how the counters are split): at::parallel_for's OpenMP
-  // lives in the header and would need a second OpenMP runtime beside torch's.
-  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, blocks / kMinBlocksPerThread));
-  std::vector<std::thread> pool;
-  for (int64_t k = 1; k < workers; ++k) pool.emplace_back(fill, blocks * k / workers, blocks * (k + 1) / workers);
-  fill(0, blocks / workers);
-  for (auto& thread : pool) thread.join();
+  // torch's own OpenMP threads (built with -fopenmp, the extension shares torch's libgomp): threads of our own
+  // would fight its spinning workers for the cores. The values do not depend on how the counters are split.
+  at::parallel_for(0, blocks, kMinBlocksPerThread, fill);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

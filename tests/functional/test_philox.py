@@ -2,6 +2,7 @@
 from-scratch Philox in Python integers, Box-Muller in float64 numpy, and the normal law (scipy)."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,11 +73,24 @@ def test_values_match_float64_box_muller_of_the_reference_words(implementation, 
 
 
 @pytest.mark.parametrize(("numel", "seed", "draw"), [(0, 1, 1), (3, 0, 0), (1_000_003, 12345, 7), (65_537, 2**63, 5)])
-def test_the_kernel_and_its_torch_twin_give_the_same_bits_on_any_thread_count(numel, seed, draw, monkeypatch):
+def test_the_kernel_and_its_torch_twin_give_the_same_bits_on_any_thread_count(numel, seed, draw):
     twin = philox_normal_torch(numel, seed, draw)
-    for threads in (1, 2, 7):
-        monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
-        assert torch.equal(philox_normal(numel, seed, draw, "cpp"), twin)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 7):
+            torch.set_num_threads(threads)
+            assert torch.equal(philox_normal(numel, seed, draw, "cpp"), twin)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_kernel_shares_torchs_openmp_runtime():
+    philox_normal(8, 0, 0, "cpp")
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():
+        pytest.skip("no /proc/self/maps on this system")
+    libraries = {line.split()[-1] for line in maps.read_text().splitlines() if "libgomp" in line}
+    assert len(libraries) <= 1, f"two OpenMP runtimes loaded: {sorted(libraries)}"
 
 
 def test_a_prefix_of_a_draw_is_the_shorter_draw_and_draws_and_seeds_differ():

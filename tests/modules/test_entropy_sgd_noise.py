@@ -20,11 +20,13 @@ SIZES = [(300, 500), (120_001,)]  # two tensors, 270,001 draws per step: several
 
 @contextmanager
 def threads(n: int):
-    """The noise is drawn on ``torch.get_num_threads()`` threads; the tensor arithmetic stays on one (two OpenMP
-    threads on a busy 2-core machine make each small op 100 times slower)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch, "get_num_threads", lambda: n)
+    """torch's intra-op thread count, which the CPU noise is drawn on, set to ``n`` for the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
         yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def noise_draws(steps: int, seed: int = 0, sizes=SIZES) -> list[torch.Tensor]:
