@@ -284,6 +284,7 @@ class EntropySGD(torch.optim.Optimizer):
         self._generators: dict[torch.device, list[torch.Generator]] = {}  # the CUDA noise streams per device
         self._generator_states: dict[str, Tensor] = {}
         self.cpu_noise_draws = 0  # the counter of the CPU's noise: draws made so far
+        self._noise_buffer: Tensor | None = None  # the CPU's noise, filled in place each Langevin step
         self.diagnostics: dict[str, Tensor | float] = {}
 
     # ----------------------------------------------------------------------------------------- the step
@@ -480,7 +481,10 @@ class EntropySGD(torch.optim.Optimizer):
         device = params[0].device
         sizes = [p.numel() for p in params]
         if device.type == "cpu":
-            flat = philox_normal(sum(sizes), self.seed % 2**64, self.cpu_noise_draws).to(params[0].dtype)
+            if self._noise_buffer is None or self._noise_buffer.numel() != sum(sizes):
+                self._noise_buffer = torch.empty(sum(sizes))  # kept: a fresh one costs more than the draw
+            philox_normal(sum(sizes), self.seed % 2**64, self.cpu_noise_draws, out=self._noise_buffer)
+            flat = self._noise_buffer.to(params[0].dtype)
             self.cpu_noise_draws += 1
         else:
             flat = torch.empty(sum(sizes), device=device, dtype=params[0].dtype)
@@ -505,7 +509,8 @@ class EntropySGD(torch.optim.Optimizer):
         if "cpu" in {k.split(":")[0] for k in saved} and cpu_noise is None:
             warnings.warn(
                 "EntropySGD.load_state_dict: this checkpoint's CPU noise came from torch generators, which the "
-                "counter-based CPU noise replaced; the resumed run draws new noise from draw 0 of its seed (not the old stream)",
+                "counter-based CPU noise replaced; the resumed run draws new noise from draw 0 of its seed (not the "
+                "old stream)",
                 stacklevel=2,
             )
         if cpu_noise is not None:

@@ -117,6 +117,16 @@ def test_the_draws_are_standard_normal_and_independent():
     assert abs(np.corrcoef(first, second)[0, 1]) < 4 / math.sqrt(n // 4)
 
 
+def test_a_draw_fills_a_given_buffer_in_place():
+    for implementation in ("cpp", "torch"):
+        buffer = torch.full((1_001,), float("nan"))
+        assert philox_normal(1_001, 3, 4, implementation, out=buffer) is buffer
+        assert torch.equal(buffer, philox_normal_torch(1_001, 3, 4))
+    for bad in (torch.empty(1_000), torch.empty(1_001, dtype=torch.float64), torch.empty(2_002)[::2]):
+        with pytest.raises(ValueError, match="out must be a contiguous float32 CPU tensor of 1001 elements"):
+            philox_normal(1_001, 3, 4, out=bad)
+
+
 def test_bad_arguments_are_refused_by_name():
     with pytest.raises(ValueError, match="implementation must be one of auto, cpp, torch, got 'cuda'"):
         philox_normal(4, 0, 0, "cuda")
