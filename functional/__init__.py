@@ -12,6 +12,7 @@ algorithm, table), each checked against an independent reference in ``tests/func
 - ``halting``: halting times, their fluctuations and the universality tests (arXiv:1511.06444).
 - ``spin_glass``: the p = 3 spherical spin glass and its projected gradient descent (arXiv:1511.06444).
 - ``conjugate_gradient``: conjugate gradient on Wishart systems until it halts (arXiv:1511.06444).
+- ``qr_algorithm``: the unshifted QR eigenvalue algorithm on Wigner matrices until it first deflates (arXiv:1511.06444).
 - ``preprocessing``: global contrast normalisation and ZCA whitening (All-CNN's CIFAR-10 input, arXiv:1611.01838;
   arXiv:1302.4389).
 - ``philox``: counter-based standard normal draws (Philox4x32-10 and Box-Muller), Entropy-SGD's Langevin noise on

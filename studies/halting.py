@@ -6,11 +6,11 @@ tau = (T - mean T) / std T and the paper's figure (arXiv:1511.06444, abstract an
     iclr17 halting --config configs/studies/halting_spin_glass_n32.yaml table --figure spin_glass.png
 
 One run per ensemble: ``n_runs`` instances of the system (:class:`SpinGlassRuns`, :class:`ConjugateGradientRuns`,
-:class:`MLPRuns`), vectorised in chunks, whose ledger row holds every raw halting time and the censored runs at
-each threshold. The statistics (``iclr17.functional.halting.ensemble_report``: counts, moments, skewness of tau
-with its bootstrap CI, one-sample tests against N(0, 1) and the Gumbel, two-sample tests between ensembles) are
-computed from the rows alone, seeded by the study's seed, so a table is the same whenever it is drawn. Rows of
-several seeds of one system pool their runs.
+:class:`QRRuns`, :class:`MLPRuns`), vectorised in chunks, whose ledger row holds every raw halting time and the
+censored runs at each threshold. The statistics (``iclr17.functional.halting.ensemble_report``: counts, moments,
+skewness of tau with its bootstrap CI, one-sample tests against N(0, 1) and the Gumbel, two-sample tests between
+ensembles) are computed from the rows alone, seeded by the study's seed, so a table is the same whenever it is
+drawn. Rows of several seeds of one system pool their runs.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import torch
 from iclr17.datamodules import MNISTDataModule
 from iclr17.functional.conjugate_gradient import WishartEnsemble, cg_until_halted, critical_width, wishart_systems
 from iclr17.functional.halting import GumbelSide, ensemble_report, halting_times
+from iclr17.functional.qr_algorithm import WignerEnsemble, qr_until_deflated, wigner_matrices
 from iclr17.functional.spin_glass import (
     CouplingEnsemble,
     descend_until_halted,
@@ -184,6 +185,47 @@ class ConjugateGradientRuns(HaltingSystem):
             firsts.append(times.numpy())
             censored.append(mask.numpy())
         return np.concatenate(firsts), np.concatenate(censored)
+
+
+class QRRuns(HaltingSystem):
+    """The unshifted QR eigenvalue algorithm on Wigner matrices until its first deflation, float64: the Gumbel-like
+    QR experiment of arXiv:1511.06444 (after Pfrang, Deift, Menon 2014; ``docs/papers/halting_time.md``).
+    Each run also records the k of its first deflation (``deflated_k``, -1 if censored).
+
+    Args:
+        n: N (150 in the paper's QR experiment).
+        eps: thresholds on ``min_k ||X_n(k)||_F``, decreasing (the paper: 1e-10).
+        max_steps: censoring cap.
+        chunk_size: matrices drawn (one generator per chunk, as for the other systems) and iterated at once; a
+            matrix leaves its chunk once it has deflated at every eps, and its times do not depend on the others.
+        device: where the QR steps run (matrices are drawn on the CPU, so runs are the same).
+    """
+
+    ensembles = ("gaussian", "bernoulli")
+    size_name, threshold_name = "n", "eps"
+
+    def __init__(
+        self, n: int = 150, eps: list[float] | None = None, max_steps: int = 10_000, chunk_size: int = 100,
+        device: str = "cpu",
+    ) -> None:  # fmt: skip
+        if n < 2:
+            raise ValueError(f"QRRuns: n must be at least 2 (a first deflation needs k = 1 .. n - 1), got n={n}")
+        self.n, self.max_steps, self.chunk_size, self.device = n, max_steps, chunk_size, device
+        self.eps = [float(e) for e in eps or [1e-10]]
+        if min(self.eps) <= 0:
+            raise ValueError(f"QRRuns: eps must be positive thresholds, got eps={self.eps}")
+
+    def run(self, ensemble: WignerEnsemble, ensemble_index: int, n_runs: int, seed: int):
+        firsts, censored, deflated = [], [], []
+        eps = torch.tensor(self.eps, dtype=torch.float64, device=self.device)
+        for chunk, (_, size) in enumerate(_chunks(n_runs, self.chunk_size)):
+            h = wigner_matrices(size, self.n, ensemble, _generator(seed, ensemble_index, chunk)).to(self.device)
+            first, last, k = qr_until_deflated(h, eps, self.max_steps)
+            times, mask = halting_times(first.cpu(), last)
+            firsts.append(times.numpy())
+            censored.append(mask.numpy())
+            deflated.append(k.cpu().numpy())
+        return np.concatenate(firsts), np.concatenate(censored), {"deflated_k": np.concatenate(deflated)}
 
 
 class MLPRuns(HaltingSystem):
@@ -383,7 +425,9 @@ class HaltingStudy(Study):
         return Outcome("finished", None, time.perf_counter() - start, metrics)
 
     def markdown(self, rows: list[dict[str, Any]]) -> str:
-        renderer = {"SpinGlassRuns": spin_glass_table, "MLPRuns": mlp_table}.get(type(self.system).__name__, cg_table)
+        renderer = {"SpinGlassRuns": spin_glass_table, "MLPRuns": mlp_table, "QRRuns": qr_table}.get(
+            type(self.system).__name__, cg_table
+        )
         return renderer(rows, self.gumbel_side, self.n_resamples)
 
     def figure(self, rows: list[dict[str, Any]], path: Path) -> bool:
@@ -625,6 +669,31 @@ def mlp_table(rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right", n_r
                       *(f"{line} {cell} |" for line, cell in zip(lines, column, strict=True))])  # fmt: skip
 
 
+def qr_table(rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right", n_resamples: int = 2000) -> str:
+    """The QR table (arXiv:1511.06444, its QR experiment: Gumbel-like): :func:`ensembles_table` with, when the rows
+    recorded it (``QRRuns``), a last column: where each ensemble first deflated, ``N - k`` as median (max) over
+    its halted runs (1: the last row and column split off, the eigenvalue of smallest modulus)."""
+    table = ensembles_table(rows, gumbel_side, n_resamples)
+    found = experiments(rows)
+    if not any("deflated_k" in x["measured"] for x in found):
+        return table
+    names = list(found[0]["times"])
+
+    def where(x: dict[str, Any], name: str, e: int) -> str:
+        values = x["measured"].get("deflated_k", {}).get(name)
+        halted = None if values is None else values[~x["censored"][name][:, e], e]
+        if halted is None or len(halted) == 0:
+            return "n/a"
+        from_bottom = int(x["params"]["n"]) - halted
+        return f"{np.median(from_bottom):g} ({from_bottom.max():g})"
+
+    column = [" / ".join(where(x, n, e) for n in names) for x in found for e in range(len(x["thresholds"]))]
+    header, rule, *lines = table.splitlines()
+    shown = " / ".join(DISPLAY.get(n, n) for n in names)
+    return "\n".join([f"{header} first deflation N - k, median (max), {shown} |", f"{rule}---|",
+                      *(f"{line} {cell} |" for line, cell in zip(lines, column, strict=True))])  # fmt: skip
+
+
 def halting_figures(rows: list[dict[str, Any]], path: Path, gumbel_side: GumbelSide = "right",
                     n_resamples: int = 2000) -> bool:  # fmt: skip
     """The paper's figure (tau histograms over the two reference densities, QQ plots; one row per threshold) for
@@ -654,4 +723,5 @@ RESULTS_TABLES = {
     "halting-cg-n500": ("halting_cg_n500", cg_widths_table),
     "halting-mlp": ("halting_mlp", mlp_table),
     "halting-mlp-paper": ("halting_mlp_paper", mlp_table),
+    "halting-qr": ("halting_qr", qr_table),
 }
