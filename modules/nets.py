@@ -1,4 +1,5 @@
-"""The networks the Hessian, Entropy-SGD and halting-time papers train (arXiv:1611.01838 section 5).
+"""The networks the Hessian, Entropy-SGD and halting-time papers train (arXiv:1611.01838 section 5; the halting-time
+paper's MNIST nets, arXiv:1511.06444).
 
 ``layout="pytorch_port"`` follows the authors' PyTorch port (``python/models.py`` of ucla-vision/entropy-sgd),
 whose layers we default to; ``layout="lua"`` follows the Lua ``models.lua`` that produced the paper's
@@ -156,6 +157,32 @@ class AllCNN(nn.Module):
             nn.AvgPool2d(8),
             nn.Flatten(),
         )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class ConvNet(nn.Module):
+    """A LeNet-like convnet on flattened 28 x 28 images; returns logits. arXiv:1511.06444 trains "a convnet" on
+    MNIST without giving its layers; this one is ours (``docs/papers/halting_time.md``): conv 5x5 1 -> c1, ReLU,
+    max-pool 2; conv 5x5 c1 -> c2, ReLU, max-pool 2; Linear 16 c2 -> hidden, ReLU; Linear hidden -> classes;
+    PyTorch's default initialisation. No BatchNorm or dropout, so a run is a pure function of its parameters.
+
+    Args:
+        widths: ``[c1, c2, hidden, classes]``, e.g. ``[20, 50, 500, 10]`` (800 features after the second pool).
+    """
+
+    def __init__(self, widths: list[int]) -> None:
+        if len(widths) != 4 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+            raise ValueError(f"ConvNet: widths must be [c1, c2, hidden, classes], four ints >= 1; got {widths}")
+        c1, c2, hidden, classes = widths
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Unflatten(-1, (1, 28, 28)),
+            nn.Conv2d(1, c1, 5), nn.ReLU(), nn.MaxPool2d(2),  # 24 x 24 -> 12 x 12
+            nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2),  # 8 x 8 -> 4 x 4
+            nn.Flatten(), nn.Linear(16 * c2, hidden), nn.ReLU(), nn.Linear(hidden, classes),
+        )  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)

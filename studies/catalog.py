@@ -8,6 +8,7 @@ from typing import Any
 from iclr17.studies import (
     babi_table,
     benchmark_tables,
+    char_lstm_selection,
     ebgan_grid,
     fit_study,
     halting,
@@ -26,6 +27,7 @@ STUDIES: dict[str, type[Study]] = {
         hessian_report.HessianStudy,
         halting.HaltingStudy,
         ebgan_grid.EbganGridStudy,
+        char_lstm_selection.CharLstmSelectionStudy,
     )
 }
 
@@ -38,4 +40,5 @@ RESULTS_TABLES: dict[str, tuple[str, Renderer]] = {
     **halting.RESULTS_TABLES,
     **ebgan_grid.RESULTS_TABLES,
     **benchmark_tables.RESULTS_TABLES,
+    **char_lstm_selection.RESULTS_TABLES,
 }

@@ -38,7 +38,7 @@ from iclr17.functional.spin_glass import (
     symmetrize,
 )
 from iclr17.studies.ledger import digest, row_key
-from iclr17.studies.mlp_ensemble import RULES, Rule, init_ensemble, train_until_halted
+from iclr17.studies.mlp_ensemble import MODELS, RULES, Model, Rule, init_ensemble, train_until_halted
 from iclr17.studies.runner import Outcome, Run, Study
 
 
@@ -229,14 +229,17 @@ class QRRuns(HaltingSystem):
 
 
 class MLPRuns(HaltingSystem):
-    """MLPs trained by SGD on MNIST or on random inputs, halting when the full training loss is below theta, or
-    when its mean successive decrease is (the paper's plateau rule; arXiv:1511.06444), or when the norm of its
-    gradient is (the paper's gradient-norm variant). Every run has its own initialisation seed and sample order;
-    the data are the same ``subset_size`` training images (or their random replacement) for all runs, or with
-    ``sample_size`` each run's own sample of them (the paper: 30,000 of the 60,000, ``pool="all"``).
+    """MLPs (or, with ``model="convnet"``, the paper's convnet variant) trained by SGD on MNIST or on random inputs,
+    halting when the full training loss is below theta, or when its mean successive decrease is (the paper's plateau
+    rule; arXiv:1511.06444), or when the norm of its gradient is (the paper's gradient-norm variant). Every run has
+    its own initialisation seed and sample order; the data are the same ``subset_size`` training images (or their
+    random replacement) for all runs, or with ``sample_size`` each run's own sample of them (the paper: 30,000 of
+    the 60,000, ``pool="all"``).
 
     Args:
-        widths: layer widths (the paper's 784-500-300-10; the CPU study uses a narrow net).
+        widths: layer widths (the paper's 784-500-300-10, the default; the CPU study uses a narrow net); with
+            ``model="convnet"``, ``[c1, c2, hidden, classes]`` of :class:`~iclr17.modules.nets.ConvNet`
+            (default ``[20, 50, 500, 10]``, LeNet-like: ours, the paper gives no layers).
         theta: thresholds of the rule, decreasing: the full training loss (``train_loss_below``), its mean
             decrease per evaluation over the last ``window`` evaluations (``loss_plateau``) or the norm of its
             gradient (``grad_norm_below``).
@@ -261,6 +264,9 @@ class MLPRuns(HaltingSystem):
         accuracy_at_halting: record each run's accuracy on its own training samples and on the 10,000 test images
             (random inputs: their random replacements) when it halts at each threshold (ledger metrics
             ``train_accuracy``, ``test_accuracy``; measuring leaves training as it was).
+        model: the network: ``mlp`` (:class:`~iclr17.modules.nets.MLP`) or ``convnet`` (the paper's "convnet" on
+            MNIST, arXiv:1511.06444; its layers are ours, ``docs/papers/halting_time.md``), on the same flattened
+            images, rules and ensemble trainer.
     """
 
     ensembles = ("mnist", "random")
@@ -285,7 +291,12 @@ class MLPRuns(HaltingSystem):
         eval_size: int | None = None,
         pool: Literal["train_split", "all"] = "train_split",
         accuracy_at_halting: bool = False,
+        model: Model = "mlp",
     ) -> None:
+        if model not in MODELS:
+            raise ValueError(f"MLPRuns: model must be one of {', '.join(MODELS)}, got model={model!r}")
+        if model == "convnet" and widths is not None and len(widths) != 4:
+            raise ValueError(f"MLPRuns: widths must be [c1, c2, hidden, classes] for the convnet, got widths={widths}")
         if rule not in RULES:
             raise ValueError(f"MLPRuns: rule must be one of {', '.join(RULES)}, got rule={rule!r}")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
@@ -299,8 +310,8 @@ class MLPRuns(HaltingSystem):
             raise ValueError(f"MLPRuns: pool must be 'train_split' or 'all', got pool={pool!r}")
         self.rule, self.window = rule, window
         self.sample_size, self.eval_size, self.pool = sample_size, eval_size, pool
-        self.accuracy_at_halting = accuracy_at_halting
-        self.widths = widths or [784, 500, 300, 10]
+        self.accuracy_at_halting, self.model = accuracy_at_halting, model
+        self.widths = widths or ([784, 500, 300, 10] if model == "mlp" else [20, 50, 500, 10])
         self.theta = [float(t) for t in theta or [0.1]]
         self.lr, self.batch_size, self.every_n_steps = lr, batch_size, every_n_steps
         self.subset_size, self.normalization, self.data_dir = subset_size, normalization, data_dir
@@ -308,12 +319,13 @@ class MLPRuns(HaltingSystem):
 
     def arguments(self) -> dict[str, Any]:
         """Every constructor argument by name; ``rule`` and ``window`` only for the rules other than
-        ``train_loss_below``; ``sample_size``, ``eval_size``, ``pool``, ``accuracy_at_halting`` only when not the
-        defaults, so the loss-threshold studies keep the config digests their ledgers were recorded with."""
+        ``train_loss_below``; ``sample_size``, ``eval_size``, ``pool``, ``accuracy_at_halting``, ``model`` only when
+        not the defaults, so the studies recorded before them keep the config digests of their ledgers."""
         arguments = super().arguments()
         if self.rule == "train_loss_below":
             del arguments["rule"], arguments["window"]
-        optional = (("sample_size", None), ("eval_size", None), ("pool", "train_split"), ("accuracy_at_halting", False))
+        optional = (("sample_size", None), ("eval_size", None), ("pool", "train_split"), ("accuracy_at_halting", False),
+                    ("model", "mlp"))  # fmt: skip
         for name, default in optional:
             if arguments[name] == default:
                 del arguments[name]
@@ -337,7 +349,7 @@ class MLPRuns(HaltingSystem):
         thresholds = torch.tensor(self.theta)
         for start, size in _chunks(n_runs, self.chunk_size):
             run_seeds = [seed * 1_000_003 + ensemble_index * 100_000 + start + i for i in range(size)]
-            base, params = init_ensemble(self.widths, run_seeds)
+            base, params = init_ensemble(self.widths, run_seeds, self.model)
             params = {k: v.to(self.device) for k, v in params.items()}
             order_seeds = [s + 50_000 for s in run_seeds]
             first, last, *accuracy = train_until_halted(
@@ -723,5 +735,6 @@ RESULTS_TABLES = {
     "halting-cg-n500": ("halting_cg_n500", cg_widths_table),
     "halting-mlp": ("halting_mlp", mlp_table),
     "halting-mlp-paper": ("halting_mlp_paper", mlp_table),
+    "halting-convnet-paper": ("halting_convnet_paper", mlp_table),
     "halting-qr": ("halting_qr", qr_table),
 }

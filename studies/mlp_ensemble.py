@@ -1,8 +1,8 @@
-"""K small MLPs trained by SGD in one tensor program (``torch.func.functional_call`` + ``vmap`` over stacked
-parameters), each with its own initialisation seed, sample order and, optionally, its own sample of the training
-images, each halting when its full training loss falls below theta, when that loss reaches a plateau (the paper's
-rule) or when its gradient norm falls below theta: the deep-net ensembles of the halting-time paper
-(arXiv:1511.06444), with each run's accuracy at halting on request.
+"""K small networks (MLPs, or the LeNet-like :class:`~iclr17.modules.nets.ConvNet`) trained by SGD in one tensor program
+(``torch.func.functional_call`` + ``vmap`` over stacked parameters), each with its own initialisation seed, sample
+order and, optionally, its own sample of the training images, each halting when its full training loss falls below
+theta, when that loss reaches a plateau (the paper's rule) or when its gradient norm falls below theta: the deep-net
+ensembles of the halting-time paper (arXiv:1511.06444), with each run's accuracy at halting on request.
 """
 
 from __future__ import annotations
@@ -21,18 +21,25 @@ from iclr17.functional.halting import (  # the rules HaltingTime applies
     push_cost,
     update_first_hits,
 )
-from iclr17.modules.nets import MLP
+from iclr17.modules.nets import MLP, ConvNet
+
+Model = Literal["mlp", "convnet"]
+MODELS = ("mlp", "convnet")
 
 
-def init_ensemble(widths: list[int], seeds: list[int]) -> tuple[nn.Module, dict[str, Tensor]]:
-    """``(base, params)``: member k is ``MLP(widths)`` built right after ``torch.manual_seed(seeds[k])`` (the
-    global RNG is restored afterwards); ``params`` stacks their parameters along a new first dimension and
-    ``base`` is a parameter-free (meta) copy for ``functional_call``."""
+def init_ensemble(widths: list[int], seeds: list[int], model: Model = "mlp") -> tuple[nn.Module, dict[str, Tensor]]:
+    """``(base, params)``: member k is ``MLP(widths)`` (``model="mlp"``) or ``ConvNet(widths)`` (``convnet``)
+    built right after ``torch.manual_seed(seeds[k])`` (the global RNG is restored afterwards); ``params`` stacks
+    their parameters along a new first dimension and ``base`` is a parameter-free (meta) copy for
+    ``functional_call``."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got model={model!r}")
+    build = MLP if model == "mlp" else ConvNet
     members = []
     with torch.random.fork_rng():
         for seed in seeds:
             torch.manual_seed(seed)
-            members.append(MLP(widths))
+            members.append(build(widths))
     params, _ = stack_module_state(members)
     return copy.deepcopy(members[0]).to("meta"), {k: v.detach() for k, v in params.items()}
 

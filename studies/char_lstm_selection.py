@@ -1,0 +1,282 @@
+"""Entropy-Adam's step sizes for the char-LSTM row of Entropy-SGD's Table 1 (arXiv:1611.01838 section 5), searched
+on validation, then the selected point at full length beside Adam (docs/papers/entropy_sgd.md, "The char-LSTM step
+sizes, searched on validation").
+
+    iclr17 entropy-sgd-char-lstm-selected --config configs/studies/entropy_sgd_char_lstm_selected.yaml run
+    iclr17 entropy-sgd-char-lstm-selected --config configs/studies/entropy_sgd_char_lstm_selected.yaml status
+    iclr17 entropy-sgd-char-lstm-selected --config configs/studies/entropy_sgd_char_lstm_selected.yaml table
+
+The paper never published Entropy-Adam's inner step eta' or its outer learning rate, so the study picks them the
+only honest way, on validation, in two phases read from its ledger (as the bAbI study's seeds, ``babi_table``):
+
+1. the grid: every inner step eta' x outer learning rate of the Entropy-Adam config, one seed, a fixed short epoch
+   budget (``--trainer.max_epochs``, never a time cap, so the runs are comparable), each run's row in the ledger;
+2. once every grid run has finished: the point with the lowest final validation loss (:func:`select`: ties go to
+   the first in grid order, a diverged run never wins, test numbers are never read) at the config's full length for
+   each seed, and Adam's config at its full length for the same seeds beside it.
+
+:func:`selected_markdown` draws the grid (validation loss per point, the selected one marked) and the full-length
+comparison from the ledger's rows alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from iclr17.cli import resolve_config_path
+from iclr17.studies.fit_study import FitStudy
+from iclr17.studies.ledger import current_runs, digest, read, row_key
+from iclr17.studies.runner import Run
+from iclr17.studies.seed_tables import Rows, capped_label, header, mean_std
+
+ETA_PRIME = "--model.init_args.optimizer.init_args.eta_prime"
+LR = "--model.init_args.optimizer.init_args.lr"
+ENTROPY, ADAM = "char_entropy_adam", "char_adam"  # the full-length variants, as in the entropy_sgd_char_lstm ledger
+L = 5  # configs/entropy_sgd/char_lstm_entropy_adam.yaml's L: a pass is L + 1 minibatches per outer step
+# The paper's char-LSTM numbers (the authors' figure data; arXiv:1611.01838 Table 1): per-char cross-entropy in nats
+PAPER = {
+    ENTROPY: "val 1.213, test 1.217 at 25 effective epochs (x L)",
+    ADAM: "val 1.224, test 1.226 at 40 epochs",
+}
+
+
+class CharLstmSelectionStudy(FitStudy):
+    """Entropy-Adam char-LSTM: step sizes searched on validation, then the best at full length beside Adam.
+
+    Args:
+        fit_config: the Entropy-Adam fit config (a path or a shipped config's name).
+        baseline_config: the Adam fit config run at full length beside the selected point.
+        eta_primes: the grid's inner (Langevin) Adam steps eta' (sorted ascending: the grid order).
+        lrs: the grid's outer Adam learning rates (sorted ascending: the grid order, within each eta').
+        grid_epochs: every grid run's epoch budget (``--trainer.max_epochs``; Lightning epochs, i.e. passes).
+        grid_seed: the grid runs' ``seed_everything`` (one seed; apart from ``seeds``, so no reported run is one
+            that chose the point).
+        seeds: ``seed_everything`` of the full-length runs, Entropy-Adam at the selected point and Adam alike.
+        max_time: a ``--trainer.max_time`` cap (``DD:HH:MM:SS``) of the full-length runs only (a run it cuts is
+            recorded ``capped`` and tried again by the next ``run``); grid runs are never capped.
+        extra: overrides for every run that are not part of a run's identity (e.g. the accelerator).
+        **kwargs: :class:`~iclr17.studies.runner.Study`'s arguments (name, ledger_dir, runs_dir).
+    """
+
+    default_name = "entropy_sgd_char_lstm_selected"
+
+    def __init__(
+        self,
+        fit_config: str = "entropy_sgd/char_lstm_entropy_adam.yaml",
+        baseline_config: str = "entropy_sgd/char_lstm_adam.yaml",
+        eta_primes: list[float] | None = None,
+        lrs: list[float] | None = None,
+        grid_epochs: int = 5,
+        grid_seed: int = 0,
+        seeds: list[int] | None = None,
+        max_time: str | None = None,
+        extra: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(fit_config=fit_config, seeds=seeds or [1, 2, 3], max_time=max_time, extra=extra, **kwargs)
+        if grid_epochs < 1:
+            raise ValueError(f"grid_epochs must be >= 1, got {grid_epochs}")
+        self.baseline_config, self.grid_epochs, self.grid_seed = baseline_config, grid_epochs, grid_seed
+        self.eta_primes = sorted(eta_primes or [0.001, 0.002, 0.004])
+        self.lrs = sorted(lrs or [0.0025, 0.005, 0.01])
+
+    def _digest(self, config: str) -> str:
+        return digest(Path(resolve_config_path(config)).read_bytes())
+
+    def grid_runs(self) -> list[Run]:
+        """Phase 1: every eta' x outer lr, in grid order (eta' ascending, then lr ascending), ``grid_epochs`` long."""
+        config_digest = self._digest(self.config)
+        return [
+            Run(self.config, config_digest,
+                (f"{ETA_PRIME}={json.dumps(eta)}", f"{LR}={json.dumps(lr)}", f"--trainer.max_epochs={self.grid_epochs}",
+                 f"--seed_everything={self.grid_seed}"),
+                self.grid_seed, {"phase": "grid", "eta_prime": eta, "lr": lr})
+            for eta in self.eta_primes
+            for lr in self.lrs
+        ]  # fmt: skip
+
+    def full_runs(self, point: Run) -> list[Run]:
+        """Phase 2: the grid run ``point``'s step sizes at the config's full length for every seed, then Adam."""
+        eta, lr = point.params["eta_prime"], point.params["lr"]
+        entropy_digest, adam_digest = self._digest(self.config), self._digest(self.baseline_config)
+        entropy = [
+            Run(self.config, entropy_digest,
+                (f"{ETA_PRIME}={json.dumps(eta)}", f"{LR}={json.dumps(lr)}", f"--seed_everything={seed}"),
+                seed, {"phase": "full", "variant": ENTROPY, "eta_prime": eta, "lr": lr})
+            for seed in self.seeds
+        ]  # fmt: skip
+        adam = [
+            Run(self.baseline_config, adam_digest, (f"--seed_everything={seed}",), seed,
+                {"phase": "full", "variant": ADAM})
+            for seed in self.seeds
+        ]  # fmt: skip
+        return entropy + adam
+
+    def selected(self) -> Run | None:
+        """:func:`select` over the grid and the ledger: the selected grid run, or None while phase 1 runs."""
+        return select(self.grid_runs(), read(self.ledger))
+
+    def planned(self) -> list[Run]:
+        """The grid; once every grid run has finished, also the full-length runs of the selected point and Adam."""
+        grid = self.grid_runs()
+        point = select(grid, read(self.ledger))
+        return grid if point is None else grid + self.full_runs(point)
+
+    def fit_args(self, run: Run, out_dir: Path) -> list[str]:
+        cap = [f"--trainer.max_time={self.max_time}"] if self.max_time and run.params["phase"] == "full" else []
+        logs = ["--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={out_dir}"]
+        return ["fit", "--config", run.config, *run.overrides, *logs, "--trainer.enable_progress_bar=false", *cap,
+                *self.extra]  # fmt: skip
+
+    def run(self, **kwargs: Any) -> Rows:
+        """Run what is planned; if that completes the grid, run the full-length runs it selects in the same call.
+
+        Args:
+            **kwargs: :meth:`Study.run`'s arguments (workers, threads, engine, ...); ``force`` is refused (it would
+                rerun the grid and could change the selection under finished full-length runs: rerun the study
+                under another ``name``, a new ledger, instead).
+        """
+        if kwargs.get("force"):
+            raise ValueError(f"{self.cli_name()}: force would rerun the grid under the full-length runs it selected; "
+                             "rerun the study under another name (a new ledger) instead")  # fmt: skip
+        in_grid = self.selected() is None
+        rows = super().run(**kwargs)
+        if in_grid and self.selected() is not None:
+            rows += super().run(**kwargs)
+        return rows
+
+    def status(self) -> dict[str, list[str]]:
+        """Print and return the planned runs by state (done, missing, capped, failed), then the phase: the grid
+        points still to finish, or the selected point; ``waiting`` lists the full-length runs the grid holds back."""
+        report = super().status()
+        grid = self.grid_runs()
+        rows = read(self.ledger)
+        point = select(grid, rows)
+        if point is None:
+            finished = {row_key(r) for r in rows if r["status"] == "finished"}
+            left = [run for run in grid if run.key not in finished]
+            waiting = [f"Entropy-Adam at the selected point seed {s}" for s in self.seeds]
+            waiting += [f"Adam seed {s}" for s in self.seeds]
+            points = "; ".join(_point(r.params) for r in left)
+            print(f"{self.name}: phase 1 (grid), {len(grid) - len(left)} of {len(grid)} grid runs finished; "
+                  f"{len(waiting)} full-length runs wait for the grid points {points}")  # fmt: skip
+            report |= {"phase": ["grid"], "selected": [], "waiting": waiting}
+        else:
+            val = _val(_finished_rows(grid, rows)[point.key])
+            print(f"{self.name}: phase 2 (full length), selected {_point(point.params)} (val loss {val:.4f} after "
+                  f"{self.grid_epochs} passes)")  # fmt: skip
+            report |= {"phase": ["full"], "selected": [_point(point.params)], "waiting": []}
+        return report
+
+    def markdown(self, rows: Rows) -> str:
+        return selected_markdown(rows)
+
+
+def _point(params: dict[str, Any]) -> str:
+    return f"eta' {params['eta_prime']:g}, lr {params['lr']:g}"
+
+
+def _val(row: dict[str, Any]) -> float:
+    """A row's final validation loss; a missing or non-finite one (a diverged run) as +inf, so it never wins."""
+    value = row["metrics"].get("val/loss")
+    return value if isinstance(value, int | float) and math.isfinite(value) else math.inf
+
+
+def _finished_rows(runs: list[Run], rows: Rows) -> dict[str, dict[str, Any]]:
+    """The last finished row of each of ``runs`` by run key (rows of other keys, e.g. an edited config, ignored)."""
+    keys = {run.key for run in runs}
+    return {row_key(r): r for r in rows if r["status"] == "finished" and row_key(r) in keys}
+
+
+def select(grid: list[Run], rows: Rows) -> Run | None:
+    """The grid run with the lowest final validation loss (``val/loss``; ties: the first in ``grid``'s order; a
+    missing or non-finite loss counts as +inf), or None until every grid run has a finished row in ``rows``.
+
+    Only validation is read: the test metrics of the rows never enter the choice."""
+    finished = _finished_rows(grid, rows)
+    if not grid or any(run.key not in finished for run in grid):
+        return None
+    return min(enumerate(grid), key=lambda item: (_val(finished[item[1].key]), item[0]))[1]
+
+
+# ---- the table ----------------------------------------------------------------------------------------------------
+
+
+def _grid_rows(rows: Rows) -> Rows:
+    return [r for r in current_runs(rows) if r["params"].get("phase") == "grid"]
+
+
+def selected_point(rows: Rows) -> tuple[float, float] | None:
+    """``(eta', lr)`` of the grid row with the lowest validation loss among the ledger's current grid rows (ties:
+    the first in grid order, eta' then lr ascending; non-finite losses never win), or None without grid rows."""
+    grid = sorted(_grid_rows(rows), key=lambda r: (r["params"]["eta_prime"], r["params"]["lr"]))
+    if not grid:
+        return None
+    best = min(enumerate(grid), key=lambda item: (_val(item[1]), item[0]))[1]
+    return best["params"]["eta_prime"], best["params"]["lr"]
+
+
+def _spread(values: list[float], digits: int) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} +- {std:.{digits}f}"
+
+
+def _reached(row: dict[str, Any]) -> str:
+    epochs = row["metrics"]["epochs"]
+    if row["params"].get("variant") == ENTROPY:
+        text = f"{epochs} passes = {epochs * L / (L + 1):g} effective epochs (x L)"
+    else:
+        text = f"{epochs} epochs"
+    return text + (f", {capped_label(row)}" if row["status"] == "capped" else "")
+
+
+def selected_markdown(rows: Rows) -> str:
+    """Two tables from the ledger's rows. The grid: final validation loss (nats per char) per inner step eta' (rows)
+    and outer learning rate (columns), the selected point (:func:`selected_point`) in bold; a point that did not
+    finish is empty. The full-length runs: Entropy-Adam at the selected point and Adam, per variant the seeds, the
+    epochs reached, mean +- std over seeds of the final validation and test loss (nats per char), test perplexity
+    per char and bits per char, and the paper's numbers. Failed runs never enter; capped runs are labelled."""
+    if not any(r["status"] != "failed" for r in rows):
+        return "(no finished runs)"
+    grid = _grid_rows(rows)
+    best = selected_point(rows)
+    etas = sorted({r["params"]["eta_prime"] for r in grid})
+    lrs = sorted({r["params"]["lr"] for r in grid})
+    cells = {(r["params"]["eta_prime"], r["params"]["lr"]): r for r in grid}
+    passes = ", ".join(map(str, sorted({r["metrics"]["epochs"] for r in grid})))
+    run = f" after {passes} passes, seed {grid[0]['seed']}" if grid else ""
+    lines = header([f"val loss{run}: inner eta' (rows), outer lr (columns)", *(f"{lr:g}" for lr in lrs)])
+    for eta in etas:
+        row_cells = []
+        for lr in lrs:
+            row = cells.get((eta, lr))
+            text = "" if row is None else f"{row['metrics'].get('val/loss', math.nan):.4f}"
+            if row is not None and row["status"] == "capped":
+                text += f" ({capped_label(row)})"
+            row_cells.append(f"**{text}** (selected)" if (eta, lr) == best else text)
+        lines.append(f"| {eta:g} | " + " | ".join(row_cells) + " |")
+    full: dict[str, Rows] = {}
+    for row in sorted(current_runs(rows), key=lambda r: r["seed"]):
+        if row["params"].get("phase") == "full":
+            full.setdefault(row["params"]["variant"], []).append(row)
+    columns = ["optimizer", "step sizes", "seeds", "reached", "val loss", "test loss", "test perplexity per char",
+               "test bits per char", "the paper's (nats per char)"]  # fmt: skip
+    lines += ["", *header(columns)]
+    for variant in [v for v in (ENTROPY, ADAM) if v in full] + sorted(set(full) - {ENTROPY, ADAM}):
+        runs = full[variant]
+        if variant == ENTROPY:
+            name, steps = f"Entropy-Adam, L = {L}, selected on validation", _point(runs[0]["params"])
+        else:
+            name, steps = ("Adam", "lr 0.002") if variant == ADAM else (variant, "")
+        reached = ", ".join(dict.fromkeys(_reached(r) for r in runs))
+        values = [_spread([r["metrics"][m] for r in runs], 2 if m.endswith(("ppl", "char")) else 3)
+                  for m in ("val/loss", "test/loss", "test/ppl", "test/bits_per_char")]  # fmt: skip
+        seeds = ", ".join(str(r["seed"]) for r in runs)
+        lines.append("| " + " | ".join([name, steps, seeds, reached, *values, PAPER.get(variant, "")]) + " |")
+    return "\n".join(lines)
+
+
+RESULTS_TABLES = {"entropy-sgd-char-lstm-selected": ("entropy_sgd_char_lstm_selected", selected_markdown)}
