@@ -482,7 +482,7 @@ class EntropySGD(torch.optim.Optimizer):
         sizes = [p.numel() for p in params]
         if device.type == "cpu":
             if self._noise_buffer is None or self._noise_buffer.numel() != sum(sizes):
-                self._noise_buffer = torch.empty(sum(sizes))  # kept: a fresh one costs more than the draw
+                self._noise_buffer = torch.empty(sum(sizes), dtype=torch.float32)  # kept: fresh costs more
             philox_normal(sum(sizes), self.seed % 2**64, self.cpu_noise_draws, out=self._noise_buffer)
             flat = self._noise_buffer.to(params[0].dtype)
             self.cpu_noise_draws += 1
