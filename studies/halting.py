@@ -20,6 +20,7 @@ import inspect
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -659,51 +660,53 @@ def cg_widths_table(rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right
     return "\n".join(lines)
 
 
+def _halted_column(
+    table: str, rows: list[dict[str, Any]], metric: str, title: str, cell: Callable[[np.ndarray, dict], str]
+) -> str:
+    """``table`` with a last column when the rows measured ``metric``: per threshold, each ensemble's
+    ``cell(values over its halted runs, experiment)``, "n/a" where none halted or it was not measured."""
+    found = experiments(rows)
+    if not any(metric in x["measured"] for x in found):
+        return table
+    names = list(found[0]["times"])
+
+    def text(x: dict[str, Any], name: str, e: int) -> str:
+        values = x["measured"].get(metric, {}).get(name)
+        return "n/a" if values is None else cell(values[~x["censored"][name][:, e], e], x)
+
+    column = [" / ".join(text(x, n, e) for n in names) for x in found for e in range(len(x["thresholds"]))]
+    header, rule, *lines = table.splitlines()
+    shown = " / ".join(DISPLAY.get(n, n) for n in names)
+    return "\n".join([f"{header} {title}, {shown} |", f"{rule}---|",
+                      *(f"{line} {c} |" for line, c in zip(lines, column, strict=True))])  # fmt: skip
+
+
 def mlp_table(rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right", n_resamples: int = 2000) -> str:
     """The MLP table: :func:`ensembles_table` with the skewness of T beside each mean and, when the rows measured
     it (``MLPRuns(accuracy_at_halting=True)``), a last column: each ensemble's test accuracy at halting, mean
     (std) in percent over its halted runs."""
+
+    def accuracy(halted: np.ndarray, x: dict[str, Any]) -> str:
+        percent = 100 * halted
+        return "n/a" if len(percent) < 2 else f"{percent.mean():.1f} ({percent.std(ddof=1):.1f})"
+
     table = ensembles_table(rows, gumbel_side, n_resamples, raw_skewness=True)
-    found = experiments(rows)
-    if not any("test_accuracy" in x["measured"] for x in found):
-        return table
-    names = list(found[0]["times"])
-
-    def accuracy(x: dict[str, Any], name: str, e: int) -> str:
-        values = x["measured"].get("test_accuracy", {}).get(name)
-        halted = None if values is None else 100 * values[~x["censored"][name][:, e], e]
-        return "n/a" if halted is None or len(halted) < 2 else f"{halted.mean():.1f} ({halted.std(ddof=1):.1f})"
-
-    column = [" / ".join(accuracy(x, n, e) for n in names) for x in found for e in range(len(x["thresholds"]))]
-    header, rule, *lines = table.splitlines()
-    shown = " / ".join(DISPLAY.get(n, n) for n in names)
-    return "\n".join([f"{header} test accuracy % at halting, {shown} |", f"{rule}---|",
-                      *(f"{line} {cell} |" for line, cell in zip(lines, column, strict=True))])  # fmt: skip
+    return _halted_column(table, rows, "test_accuracy", "test accuracy % at halting", accuracy)
 
 
 def qr_table(rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right", n_resamples: int = 2000) -> str:
     """The QR table (arXiv:1511.06444, its QR experiment: Gumbel-like): :func:`ensembles_table` with, when the rows
     recorded it (``QRRuns``), a last column: where each ensemble first deflated, ``N - k`` as median (max) over
     its halted runs (1: the last row and column split off, the eigenvalue of smallest modulus)."""
-    table = ensembles_table(rows, gumbel_side, n_resamples)
-    found = experiments(rows)
-    if not any("deflated_k" in x["measured"] for x in found):
-        return table
-    names = list(found[0]["times"])
 
-    def where(x: dict[str, Any], name: str, e: int) -> str:
-        values = x["measured"].get("deflated_k", {}).get(name)
-        halted = None if values is None else values[~x["censored"][name][:, e], e]
-        if halted is None or len(halted) == 0:
+    def where(halted: np.ndarray, x: dict[str, Any]) -> str:
+        if len(halted) == 0:
             return "n/a"
         from_bottom = int(x["params"]["n"]) - halted
         return f"{np.median(from_bottom):g} ({from_bottom.max():g})"
 
-    column = [" / ".join(where(x, n, e) for n in names) for x in found for e in range(len(x["thresholds"]))]
-    header, rule, *lines = table.splitlines()
-    shown = " / ".join(DISPLAY.get(n, n) for n in names)
-    return "\n".join([f"{header} first deflation N - k, median (max), {shown} |", f"{rule}---|",
-                      *(f"{line} {cell} |" for line, cell in zip(lines, column, strict=True))])  # fmt: skip
+    table = ensembles_table(rows, gumbel_side, n_resamples)
+    return _halted_column(table, rows, "deflated_k", "first deflation N - k, median (max)", where)
 
 
 def halting_figures(rows: list[dict[str, Any]], path: Path, gumbel_side: GumbelSide = "right",
