@@ -10,6 +10,7 @@ from iclr17.studies import (
     benchmark_tables,
     char_lstm_selection,
     ebgan_grid,
+    ebgan_headline,
     fit_study,
     halting,
     hessian_report,
@@ -27,6 +28,7 @@ STUDIES: dict[str, type[Study]] = {
         hessian_report.HessianStudy,
         halting.HaltingStudy,
         ebgan_grid.EbganGridStudy,
+        ebgan_headline.EbganHeadlineStudy,
         char_lstm_selection.CharLstmSelectionStudy,
     )
 }
@@ -39,6 +41,7 @@ RESULTS_TABLES: dict[str, tuple[str, Renderer]] = {
     **hessian_report.RESULTS_TABLES,
     **halting.RESULTS_TABLES,
     **ebgan_grid.RESULTS_TABLES,
+    **ebgan_headline.RESULTS_TABLES,
     **benchmark_tables.RESULTS_TABLES,
     **char_lstm_selection.RESULTS_TABLES,
 }

@@ -37,6 +37,7 @@ from iclr17.datamodules import MNISTDataModule
 from iclr17.modules.ebgan.metrics import MNISTScore
 from iclr17.modules.ebgan.module import EBGAN
 from iclr17.modules.ebgan.nets import MNISTDiscriminator, MNISTGenerator
+from iclr17.studies.figures import pyplot, save_figure
 from iclr17.studies.ledger import current_runs, digest
 from iclr17.studies.runner import Outcome, Run, Study
 from iclr17.studies.trainers import quiet_trainer
@@ -356,24 +357,16 @@ def score_bins(rows: list[dict[str, Any]], n: int = 20) -> list[float]:
 
 def histogram_figure(rows: list[dict[str, Any]], path: Path) -> None:
     """Fig. 2: I' histograms of EBGAN vs GAN runs for all runs, nLayer <= 4 and nLayer <= 3."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     bins = score_bins(rows)
     counts = histogram_counts(rows, bins)
-    figure, axes = plt.subplots(1, len(PANELS), figsize=(12, 3.2))
+    figure, axes = pyplot().subplots(1, len(PANELS), figsize=(12, 3.2))
     for ax, (panel, by_model) in zip(axes, counts.items(), strict=True):
         for model, color in (("ebgan", "tab:blue"), ("gan", "tab:orange")):
             n = sum(by_model[model])
             ax.stairs(by_model[model], bins, fill=True, alpha=0.6, color=color, label=f"{model.upper()} ({n})")
         ax.set(title=panel, xlabel="I'", ylabel="runs")
         ax.legend()
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 RESULTS_TABLES = {"ebgan-grid-reduced": ("ebgan_grid_reduced", budget_table)}

@@ -9,6 +9,7 @@ grid point); the bAbI and world-model studies are FitStudies with their papers' 
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import shlex
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.callbacks import Timer
+from pytorch_lightning.cli import LightningCLI
 
 from iclr17.cli import cli, resolve_config_path
 from iclr17.studies.ledger import current_runs, digest
@@ -40,6 +42,8 @@ class FitStudy(Study):
         max_time: a ``--trainer.max_time`` cap (``DD:HH:MM:SS``); a run it cuts is recorded ``capped``.
         extra: overrides for every run that are not part of a run's identity (e.g. the accelerator).
         metrics: the metric names the table shows (default: every ``test/`` metric).
+        history: metrics whose value after every epoch of the fit is recorded too, as the list
+            ``metrics["<name> by epoch"]`` (read from the run's CSV log; e.g. ``val/mnist_score`` for I' curves).
         **kwargs: :class:`~iclr17.studies.runner.Study`'s arguments (name, ledger_dir, runs_dir).
     """
 
@@ -54,11 +58,13 @@ class FitStudy(Study):
         max_time: str | None = None,
         extra: list[str] | None = None,
         metrics: list[str] | None = None,
+        history: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.config, self.variants, self.grid = fit_config, variants or {"": []}, grid or {}
         self.seeds, self.max_time, self.extra, self.metrics = seeds or [1], max_time, extra or [], metrics
+        self.history = history or []
 
     def points(self) -> list[tuple[dict[str, Any], list[str]]]:
         """``(params, overrides)`` of every variant x grid point, in order."""
@@ -82,7 +88,7 @@ class FitStudy(Study):
     def fit_args(self, run: Run, out_dir: Path) -> list[str]:
         cap = [f"--trainer.max_time={self.max_time}"] if self.max_time else []
         logs = ["--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={out_dir}"]
-        return ["fit", "--config", self.config, *run.overrides, *logs, "--trainer.enable_progress_bar=false", *cap,
+        return ["fit", "--config", run.config, *run.overrides, *logs, "--trainer.enable_progress_bar=false", *cap,
                 *self.extra]  # fmt: skip
 
     def command(self, run: Run) -> str:
@@ -90,21 +96,42 @@ class FitStudy(Study):
         return f"iclr17 {fit}; then validate and test the final weights"
 
     def execute(self, run: Run, out_dir: Path) -> Outcome:
+        return self.fit_and_evaluate(run, out_dir)[1]
+
+    def fit_and_evaluate(self, run: Run, out_dir: Path) -> tuple[LightningCLI, Outcome]:
+        """Fit ``run``, then validate and test its final weights: the fitted CLI (model, datamodule) and the
+        outcome."""
         start = time.perf_counter()
         fit = cli(self.fit_args(run, out_dir))
         fit_seconds = time.perf_counter() - start
         trainer = fit.trainer
         metrics = scalar_metrics(trainer.callback_metrics)
+        if self.history:
+            trainer.logger.save()
+            by_epoch = epoch_history(Path(trainer.logger.log_dir) / "metrics.csv", self.history)
+            metrics |= {f"{name} by epoch": values for name, values in by_epoch.items()}
         for stage in (trainer.validate, trainer.test):
             for results in stage(fit.model, datamodule=fit.datamodule, verbose=False):
                 metrics |= scalar_metrics(results)
         metrics["epochs"] = trainer.current_epoch
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
         capped = timer is not None and timer.time_remaining("train") is not None and timer.time_remaining("train") <= 0
-        return Outcome("capped" if capped else "finished", trainer.global_step, fit_seconds, metrics)
+        return fit, Outcome("capped" if capped else "finished", trainer.global_step, fit_seconds, metrics)
 
     def markdown(self, rows: list[dict[str, Any]]) -> str:
         return seeds_table(rows, self.metrics)
+
+
+def epoch_history(metrics_csv: Path, names: list[str]) -> dict[str, list[float]]:
+    """Each of ``names``'s logged values in ``metrics_csv`` (a ``CSVLogger`` file), in the order logged: one per
+    epoch for an epoch-level metric. A name that was never logged is an error naming the file and the columns."""
+    with open(metrics_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = set(rows[0]) if rows else set()
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise KeyError(f"{metrics_csv}: no column {missing} among the logged metrics {sorted(columns)}")
+    return {name: [float(row[name]) for row in rows if row[name] != ""] for name in names}
 
 
 def seeds_table(rows: list[dict[str, Any]], metrics: list[str] | None = None) -> str:

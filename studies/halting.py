@@ -38,6 +38,7 @@ from iclr17.functional.spin_glass import (
     sample_couplings,
     symmetrize,
 )
+from iclr17.studies.figures import save_figure
 from iclr17.studies.ledger import digest, row_key
 from iclr17.studies.mlp_ensemble import MODELS, RULES, Model, Rule, init_ensemble, train_until_halted
 from iclr17.studies.runner import Outcome, Run, Study
@@ -722,12 +723,8 @@ def halting_figures(rows: list[dict[str, Any]], path: Path, gumbel_side: GumbelS
         if not panels:
             continue
         target = path if len(found) == 1 else path.with_name(f"{path.stem}_{size_of(x)}{path.suffix}")
-        target.parent.mkdir(parents=True, exist_ok=True)
         figure = halting_figure(panels, title=f"{x['params']['system']} {size_of(x)}", gumbel_side=gumbel_side)
-        figure.savefig(target, dpi=110)
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
+        save_figure(figure, target, dpi=110, tight=False)
         drawn += 1
     return drawn > 0
 

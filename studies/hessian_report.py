@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from iclr17.functional.hessian import spectrum_statistics
+from iclr17.studies.figures import pyplot, save_figure
 from iclr17.studies.fit_study import FitStudy
 from iclr17.studies.runner import Outcome, Run
 
@@ -148,12 +149,7 @@ def spectra_figure(rows: list[dict[str, Any]], path: Path) -> bool:
     shown = [r for r in shown_rows(rows) if "eigenvalues" in r["metrics"]["hessian/end"]]
     if not shown:
         raise ValueError("no row holds eigenvalues (migrated rows keep statistics only): run the study to draw it")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ordered, before, after) = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (ordered, before, after) = pyplot().subplots(1, 3, figsize=(15, 4))
     for row in shown:
         end = np.sort(row["metrics"]["hessian/end"]["eigenvalues"])[::-1]
         label = f"{run_label(row, shown) or row['config']} ({len(end)} params)"
@@ -167,10 +163,7 @@ def spectra_figure(rows: list[dict[str, Any]], path: Path) -> bool:
     before.set(xlabel="eigenvalue", ylabel="count (log)", title="before training")
     after.set(xlabel="eigenvalue", ylabel="count (log)", title="after training")
     ordered.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

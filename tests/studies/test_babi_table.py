@@ -9,7 +9,6 @@ import hashlib
 import numpy as np
 import pytest
 import yaml
-from jsonargparse import ArgumentParser
 from pytorch_lightning.callbacks import EarlyStopping
 
 from iclr17.studies import fit_study
@@ -27,6 +26,7 @@ from iclr17.studies.babi_table import (
 from iclr17.studies.ledger import read
 from tests.conftest import REPO_ROOT
 from tests.studies.scripted_babi import ScriptedBabiStudy
+from tests.studies.study_configs import shipped_study
 
 LEDGERS = REPO_ROOT / "results" / "ledgers"
 
@@ -225,12 +225,7 @@ def test_the_committed_five_minute_ledger():
     ("name", "tasks", "seeds", "stop"), [("entnet_babi10k", 19, 10, False), ("entnet_babi10k_5min", 19, 1, True)]
 )
 def test_the_study_configs_parse_and_plan(name, tasks, seeds, stop):
-    path = REPO_ROOT / "configs" / "studies" / f"{name}.yaml"
-    header = "".join(line for line in path.read_text().splitlines(True) if line.startswith("#"))
-    assert "Command:" in header and "Paper:" in header and "arXiv:1612.03969" in header
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(BabiStudy, "study")
-    study = parser.instantiate(parser.parse_object({"study": yaml.safe_load(path.read_text())})).study
+    study = shipped_study(BabiStudy, name, arxiv="1612.03969")
     assert study.name == name and len(fit_study.FitStudy.planned(study)) == tasks * seeds
     assert study.stop_at_zero_val_error is stop  # the paper schedule: the authors' full-length runs
     assert 3 not in study.tasks  # its 10k training file is missing from our data

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from jsonargparse import ArgumentParser
 
 from iclr17.cli import cli
 from iclr17.studies.catalog import RESULTS_TABLES, STUDIES
@@ -26,6 +25,7 @@ from iclr17.studies.char_lstm_selection import (
 from iclr17.studies.ledger import append, read
 from iclr17.studies.runner import Outcome, Run
 from tests.conftest import REPO_ROOT
+from tests.studies.study_configs import shipped_study
 
 STUDY_CONFIG = REPO_ROOT / "configs" / "studies" / "entropy_sgd_char_lstm_selected.yaml"
 
@@ -243,10 +243,7 @@ def test_the_study_and_its_table_are_registered():
 
 
 def _shipped_study(tmp_path: Path) -> CharLstmSelectionStudy:
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(CharLstmSelectionStudy, "study")
-    config = yaml.safe_load(STUDY_CONFIG.read_text()) | {"ledger_dir": str(tmp_path)}
-    return parser.instantiate(parser.parse_object({"study": config})).study
+    return shipped_study(CharLstmSelectionStudy, STUDY_CONFIG.stem, ledger_dir=str(tmp_path))
 
 
 def test_the_study_config_loads_and_plans_the_grid_then_the_full_runs(tmp_path):

@@ -8,8 +8,6 @@ import re
 
 import numpy as np
 import pytest
-import yaml
-from jsonargparse import ArgumentParser
 
 from iclr17.studies import babi_table, seed_tables, world_model
 from iclr17.studies.fit_study import FitStudy
@@ -22,6 +20,7 @@ from iclr17.studies.seed_tables import (
     time_cap,
 )
 from tests.conftest import REPO_ROOT
+from tests.studies.study_configs import shipped_study
 
 LEDGERS = REPO_ROOT / "results" / "ledgers"
 
@@ -140,12 +139,7 @@ GENERIC_CONFIGS = {
 
 @pytest.mark.parametrize("name", GENERIC_CONFIGS)
 def test_the_generic_study_configs_plan_the_variants_their_ledger_rows_carry(name):
-    path = REPO_ROOT / "configs" / "studies" / f"{name}.yaml"
-    header = "".join(line for line in path.read_text().splitlines(True) if line.startswith("#"))
-    assert "Command:" in header and "Paper:" in header and "arXiv:1611.01838" in header
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(FitStudy, "study")
-    study = parser.instantiate(parser.parse_object({"study": yaml.safe_load(path.read_text())})).study
+    study = shipped_study(FitStudy, name, arxiv="1611.01838")
     ledger, variants = GENERIC_CONFIGS[name]
     assert study.name == ledger and {r.params["variant"] for r in study.planned()} == variants
     assert {r["config"] for r in read(LEDGERS / f"{ledger}.jsonl") if r["params"]["variant"] in variants} == {

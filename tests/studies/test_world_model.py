@@ -7,8 +7,6 @@ import hashlib
 
 import numpy as np
 import pytest
-import yaml
-from jsonargparse import ArgumentParser
 
 from iclr17.studies.ledger import read
 from iclr17.studies.world_model import (
@@ -20,6 +18,7 @@ from iclr17.studies.world_model import (
     world_model_markdown,
 )
 from tests.conftest import REPO_ROOT
+from tests.studies.study_configs import shipped_study
 
 LEDGERS = REPO_ROOT / "results" / "ledgers"
 GEN_TEST = [20, 30, 40, 50, 60, 70, 80]
@@ -185,10 +184,5 @@ def test_the_committed_exploration_ledger():
 
 
 def test_the_study_config_parses_and_plans_the_full_grid():
-    path = REPO_ROOT / "configs" / "studies" / "entnet_world_model.yaml"
-    header = "".join(line for line in path.read_text().splitlines(True) if line.startswith("#"))
-    assert "Command:" in header and "Paper:" in header and "arXiv:1612.03969" in header
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(WorldModelStudy, "study")
-    study = parser.instantiate(parser.parse_object({"study": yaml.safe_load(path.read_text())})).study
+    study = shipped_study(WorldModelStudy, "entnet_world_model", arxiv="1612.03969")
     assert study.name == "entnet_world_model" and len(study.planned()) == 4 * 3 * 2 * 5
