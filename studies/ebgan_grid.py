@@ -116,7 +116,7 @@ def build_module(point: GridPoint) -> EBGAN:
 def score_generator(module: EBGAN, n_samples: int, seed: int, batch: int = 1000) -> tuple[float, torch.Tensor]:
     """I' of ``n_samples`` generated digits (G in eval mode) and the first 100 of them."""
     module.eval()
-    metric, rng = MNISTScore(), torch.Generator().manual_seed(seed)
+    metric, rng = MNISTScore().to(module.device), torch.Generator().manual_seed(seed)
     first = None
     for start in range(0, n_samples, batch):
         images = module(module.sample_noise(min(batch, n_samples - start), rng))
@@ -149,6 +149,8 @@ class EbganGridStudy(Study):
         score_samples: generated digits I' is computed on.
         data_dir: data root (default ``$ICLR17_DATA_DIR``, else ./data); not part of a run's identity.
         val_size: training images held out (not used, but they shrink an epoch).
+        accelerator: Lightning accelerator of the runs (``cpu``, ``gpu``); not part of a run's identity (the
+            ledger's ``machine`` says where it ran).
         **kwargs: :class:`~iclr17.studies.runner.Study`'s arguments (name, ledger_dir, runs_dir).
     """
 
@@ -171,10 +173,11 @@ class EbganGridStudy(Study):
         score_samples: int = 10_000,
         data_dir: str | None = None,
         val_size: int = 10_000,
+        accelerator: str = "cpu",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.models, self.subset, self.data_dir = tuple(models), subset, data_dir
+        self.models, self.subset, self.data_dir, self.accelerator = tuple(models), subset, data_dir, accelerator
         self.axes = dict(
             n_layer_g=list(n_layer_g), n_layer_d=list(n_layer_d), size_g=list(size_g), size_d=list(size_d),
             dropout_d=[bool(d) for d in dropout_d], gan_optim=list(gan_optim), gan_lr=list(gan_lr),
@@ -199,7 +202,8 @@ class EbganGridStudy(Study):
                                      val_size=self.budget["val_size"])  # fmt: skip
         pl.seed_everything(run.seed, workers=True, verbose=False)
         module = build_module(point)
-        trainer = quiet_trainer(max_epochs=self.budget["epochs"], limit_train_batches=self.budget["limit_batches"])
+        trainer = quiet_trainer(max_epochs=self.budget["epochs"], limit_train_batches=self.budget["limit_batches"],
+                                accelerator=self.accelerator)  # fmt: skip
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
         fit_seconds = time.perf_counter() - start

@@ -20,6 +20,7 @@ from iclr17.studies.ebgan_grid import (
 )
 from iclr17.studies.ledger import done_keys, read
 from iclr17.studies.runner import record_run
+from tests.studies.study_configs import shipped_study
 
 ROOT = Path(__file__).resolve().parents[2]
 B200 = {"epochs": 1, "limit_batches": 200, "score_samples": 2000, "val_size": 10_000}
@@ -151,3 +152,23 @@ def test_study_configs_parse_and_find_the_committed_runs(name, done, missing, ca
     config = str(ROOT / "configs/studies" / name)
     report = CLI(EbganGridStudy, args=["--config", config, "--ledger_dir", str(ROOT / "results/ledgers"), "status"])
     assert (len(report["done"]), len(report["missing"])) == (done, missing)
+
+
+def test_the_subset_config_draws_96_points_per_model_covering_every_axis_value():
+    study = shipped_study(EbganGridStudy, "ebgan_grid_subset", arxiv="1609.03126")
+    planned = study.planned()
+    axes = {"n_layer_g": {2, 3, 4, 5}, "n_layer_d": {2, 3, 4, 5}, "size_g": {400, 800, 1600, 3200},
+            "size_d": {128, 256, 512, 1024}, "dropout_d": {True, False}}  # fmt: skip
+    for model, more in (("ebgan", {}), ("gan", {"optim_d": {"adam", "sgd"}, "optim_g": {"adam", "sgd"},
+                                                "lr": {0.01, 0.001, 0.0001}})):  # fmt: skip
+        runs = [r for r in planned if r.params["model"] == model]
+        assert len(runs) == 96 and len({r.seed for r in runs}) == 96  # distinct points: seed = index in the grid
+        for axis, values in (axes | more).items():
+            assert {r.params[axis] for r in runs} == values, (model, axis)
+        assert all(r.params["epochs"] == 10 and r.params["score_samples"] == 10_000 for r in runs)
+
+
+def test_the_accelerator_is_not_part_of_a_runs_identity():
+    small = dict(n_layer_g=[2], n_layer_d=[2], size_g=[400], size_d=[128], dropout_d=[False], gan_lr=[0.01])
+    keys = [[r.key for r in EbganGridStudy(accelerator=a, **small).planned()] for a in ("cpu", "gpu")]
+    assert keys[0] == keys[1] and len(keys[0]) == 1 + 4
