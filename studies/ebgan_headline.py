@@ -3,12 +3,14 @@ I' on 10,000 samples and each run's final sample grid (arXiv:1609.03126 section 
 
     iclr17 ebgan-headline --config configs/studies/ebgan_headline.yaml run --workers 2
     iclr17 ebgan-headline --config configs/studies/ebgan_headline.yaml table --figure results/ebgan/headline/curves.png
+    iclr17 ebgan-headline --config configs/studies/ebgan_slow_start.yaml run   # variants of one config, 4 epochs
 
-Each run is ``iclr17 fit --config <shipped config> --seed_everything=<seed>``, unchanged (a
+Each run is ``iclr17 fit --config <shipped config> [variant overrides] --seed_everything=<seed>`` (a
 :class:`~iclr17.studies.fit_study.FitStudy` run of several configs); the ledger row holds ``val/mnist_score by
 epoch`` (I' on one generated digit per validation image after each epoch), the final weights' ``test/mnist_score``
-(10,000 samples, one per test image) and the energies; ``samples_dir/<config>_seed<seed>.png`` is a 10 x 10 grid of
-the final G (eval mode) on noise drawn from ``torch.Generator().manual_seed(0)``, the same z for every run.
+(10,000 samples, one per test image) and the energies; ``samples_dir/<params>_seed<seed>.png`` (``<params>``: the
+run's config name, variant and grid values joined by ``_``) is a 10 x 10 grid of the final G (eval mode) on noise
+drawn from ``torch.Generator().manual_seed(0)``, the same z for every run.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ FINAL = "test/mnist_score"
 
 
 class EbganHeadlineStudy(FitStudy):
-    """The shipped configs (by name), each under every seed; one ledger.
+    """The shipped configs (by name), each under every variant, grid point and seed; one ledger.
 
     Args:
         fit_configs: name -> fit config (a path or a shipped config's name); the name is the run's ``config``
             param and the stem of its sample grid.
+        variants: named override lists tried on every config (default: the config as shipped), e.g. to find what
+            drives a slow start; ``grid``: override key -> values (FitStudy's), e.g. a shorter budget.
         seeds: ``seed_everything`` of the runs.
         samples_dir: folder of the final sample grids (committed beside the ledger).
         target: the I' every seed of an EBGAN config should reach (the table says whether it does).
@@ -48,6 +52,8 @@ class EbganHeadlineStudy(FitStudy):
     def __init__(
         self,
         fit_configs: dict[str, str],
+        variants: dict[str, list[str]] | None = None,
+        grid: dict[str, list[Any]] | None = None,
         seeds: list[int] | None = None,
         samples_dir: str = "results/ebgan/headline",
         target: float = 6.0,
@@ -55,7 +61,7 @@ class EbganHeadlineStudy(FitStudy):
     ) -> None:
         if not fit_configs:
             raise ValueError("fit_configs: give at least one name -> config")
-        super().__init__(fit_config=next(iter(fit_configs.values())), seeds=seeds, **kwargs)
+        super().__init__(next(iter(fit_configs.values())), variants=variants, grid=grid, seeds=seeds, **kwargs)
         self.fit_configs, self.samples_dir, self.target = dict(fit_configs), Path(samples_dir), target
         if "val/mnist_score" not in self.history:
             self.history = ["val/mnist_score", *self.history]
@@ -64,15 +70,17 @@ class EbganHeadlineStudy(FitStudy):
         runs = []
         for name, config in self.fit_configs.items():
             config_digest = digest(Path(resolve_config_path(config)).read_bytes())
-            runs += [Run(config, config_digest, (f"--seed_everything={seed}",), seed, {"config": name})
-                     for seed in self.seeds]  # fmt: skip
+            for params, overrides in self.points():
+                runs += [Run(config, config_digest, (*overrides, f"--seed_everything={seed}"), seed,
+                             {"config": name} | params) for seed in self.seeds]  # fmt: skip
         return runs
 
     def execute(self, run: Run, out_dir: Path) -> Outcome:
         fit, outcome = self.fit_and_evaluate(run, out_dir)
         self.samples_dir.mkdir(parents=True, exist_ok=True)
-        save_image(final_samples(fit.model), self.samples_dir / f"{run.params['config']}_seed{run.seed}.png",
-                   nrow=10, normalize=True, value_range=(-1, 1))  # fmt: skip
+        stem = "_".join(str(v) for v in run.params.values()).replace("/", "-").replace(".", "_")
+        save_image(final_samples(fit.model), self.samples_dir / f"{stem}_seed{run.seed}.png", nrow=10,
+                   normalize=True, value_range=(-1, 1))  # fmt: skip
         return outcome
 
     def markdown(self, rows: list[dict[str, Any]]) -> str:
@@ -93,11 +101,16 @@ def final_samples(model: torch.nn.Module, n: int = 100) -> torch.Tensor:
 # ---- table and figure: pure functions of ledger rows --------------------------------------------------------------
 
 
+def run_label(params: dict[str, Any]) -> str:
+    """``mnist_ebgan`` for a shipped config, ``mnist_ebgan, init_0.02, 4`` with a variant and a grid point."""
+    return ", ".join(str(v) for v in params.values())
+
+
 def _by_config(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in current_runs(rows):
         if row["status"] == "finished":
-            groups.setdefault(row["params"]["config"], []).append(row)
+            groups.setdefault(run_label(row["params"]), []).append(row)
     return {name: sorted(group, key=lambda r: r["seed"]) for name, group in groups.items()}
 
 
@@ -129,7 +142,7 @@ def headline_table(rows: list[dict[str, Any]], target: float = 6.0) -> str:
     if others:
         counts: dict[str, int] = {}
         for r in others:
-            label = f"{r['params']['config']} {r['status']}"
+            label = f"{run_label(r['params'])} {r['status']}"
             counts[label] = counts.get(label, 0) + 1
         lines.append("")
         lines.append("Not shown (not full runs): " + ", ".join(f"{k} x {v}" for k, v in sorted(counts.items())) + ".")
@@ -151,4 +164,7 @@ def curves_figure(rows: list[dict[str, Any]], path: Path) -> None:
     save_figure(figure, path)
 
 
-RESULTS_TABLES = {"ebgan-headline": ("ebgan_headline", headline_table)}
+RESULTS_TABLES = {
+    "ebgan-headline": ("ebgan_headline", headline_table),
+    "ebgan-slow-start": ("ebgan_slow_start", headline_table),
+}

@@ -57,6 +57,9 @@ def test_the_table_on_hand_written_rows():
     assert lines[-1] == "Not shown (not full runs): mnist_gan capped x 1."
     assert headline_table(rows[:2], target=6.0).splitlines()[2].endswith("| yes |")
     assert headline_table([]) == "(no finished runs)"
+    variant = _row("mnist_ebgan", 0, [1.0], 1.0) | {"params": {"config": "mnist_ebgan", "variant": "init_0.02",
+                                                               "trainer.max_epochs": 4}}  # fmt: skip
+    assert headline_table([variant]).splitlines()[2].startswith("| mnist_ebgan, init_0.02, 4 | 1 | 1 | 1.00 |")
 
 
 def test_the_curves_figure_draws_every_finished_run(tmp_path):
@@ -99,3 +102,16 @@ def test_a_tiny_run_records_its_curve_and_final_score_and_writes_its_grid(fixtur
     assert "test/mnist_score" in row["metrics"]
     grid = Image.open(tmp_path / "samples" / "ebgan_seed3.png")
     assert grid.size == (10 * 30 + 2, 10 * 30 + 2)  # torchvision's grid: 28-pixel images, 2-pixel padding
+
+
+def test_the_slow_start_config_plans_each_variant_of_the_shipped_config_for_4_epochs():
+    study = shipped_study(EbganHeadlineStudy, "ebgan_slow_start", arxiv="1609.03126")
+    headline = shipped_study(EbganHeadlineStudy, "ebgan_headline", arxiv="1609.03126")
+    planned = study.planned()
+    variants = ["shipped", "init_0.02", "adam_beta1_0.5", "batch_32", "margin_5", "margin_20"]
+    assert [(r.params["variant"], r.seed) for r in planned] == [(v, s) for v in variants for s in (0, 1, 2)]
+    assert all(r.params["trainer.max_epochs"] == 4 and r.params["config"] == "mnist_ebgan" for r in planned)
+    shipped = [r for r in planned if r.params["variant"] == "shipped"]
+    same_config = [r for r in headline.planned() if r.params["config"] == "mnist_ebgan"]
+    assert [r.overrides for r in shipped] == [("--trainer.max_epochs=4", *r.overrides) for r in same_config]
+    assert shipped[0].config_digest == same_config[0].config_digest and study.name == "ebgan_slow_start"
