@@ -38,6 +38,24 @@ def load_mnist_split(raw_dir: Path, split: Literal["train", "t10k"]) -> tuple[to
     return images, labels.long()
 
 
+def download_mnist(raw_dir: Path) -> None:
+    """Fetch the four official idx files into ``raw_dir`` (each checked against its SHA-256; present files kept)."""
+    for name, sha256 in MNIST_FILES.items():
+        download(MNIST_MIRROR + name, raw_dir / name, sha256)
+
+
+def load_mnist(raw_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(train images, train labels, test images, test labels)`` from the official files in ``raw_dir``; a
+    missing file is an error that names it and says how to get them."""
+    require_files(
+        [raw_dir / name for name in MNIST_FILES],
+        "MNIST",
+        "They are the four official idx .gz files, in <data root>/mnist/MNIST/raw/; "
+        "pass download=true (--data.download=true) to fetch them.",
+    )
+    return *load_mnist_split(raw_dir, "train"), *load_mnist_split(raw_dir, "t10k")
+
+
 def normalize(unit_images: torch.Tensor, normalization: Normalization, mean: float, std: float) -> torch.Tensor:
     """Map images in [0, 1] to the requested scale.
 
@@ -127,21 +145,13 @@ class MNISTDataModule(InMemoryDataModule):
 
     def prepare_data(self) -> None:
         if self.hparams.download:
-            for name, sha256 in MNIST_FILES.items():
-                download(MNIST_MIRROR + name, self.raw_dir / name, sha256)
+            download_mnist(self.raw_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        require_files(
-            [self.raw_dir / name for name in MNIST_FILES],
-            "MNIST",
-            "They are the four official idx .gz files, in <data root>/mnist/MNIST/raw/; "
-            "pass download=true (--data.download=true) to fetch them.",
-        )
         hp = self.hparams
-        train_images, train_labels = load_mnist_split(self.raw_dir, "train")
-        test_images, test_labels = load_mnist_split(self.raw_dir, "t10k")
+        train_images, train_labels, test_images, test_labels = load_mnist(self.raw_dir)
         if hp.val_source == "train_split" and hp.val_size >= len(train_images):
             raise ValueError(f"val_size={hp.val_size} leaves no training images out of {len(train_images)}")
 

@@ -15,8 +15,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from .in_memory import split_loader
-from .mnist import MNIST_FILES, MNIST_MIRROR, load_mnist_split
-from .storage import data_root, download, require_files
+from .mnist import download_mnist, load_mnist
+from .storage import data_root
 
 Validation = Literal["none", "train_split"]
 NUM_CLASSES = 10
@@ -154,21 +154,13 @@ class SemiSupervisedMNISTDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.hparams.download:
-            for name, sha256 in MNIST_FILES.items():
-                download(MNIST_MIRROR + name, self.raw_dir / name, sha256)
+            download_mnist(self.raw_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        require_files(
-            [self.raw_dir / name for name in MNIST_FILES],
-            "MNIST",
-            "They are the four official idx .gz files, in <data root>/mnist/MNIST/raw/; "
-            "pass download=true (--data.download=true) to fetch them.",
-        )
         hp = self.hparams
-        images, labels = load_mnist_split(self.raw_dir, "train")
-        test_images, test_labels = load_mnist_split(self.raw_dir, "t10k")
+        images, labels, test_images, test_labels = load_mnist(self.raw_dir)
         held_out = hp.val_size if hp.validation == "train_split" else 0
         if held_out >= len(images):
             raise ValueError(f"val_size={hp.val_size} leaves no training images out of {len(images)}")
