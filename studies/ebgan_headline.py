@@ -126,7 +126,7 @@ def headline_table(rows: list[dict[str, Any]], target: float = 6.0) -> str:
         return "(no finished runs)"
     lines = [
         "| config | seeds | epochs | I' after epoch 1, 2, ... (mean over seeds) | final I' per seed (10,000 samples) "
-        f"| final I' mean +- std | every seed >= {target:g} |",
+        f"| final I' mean +- std | every seed shown >= {target:g} |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, group in _by_config(rows).items():
