@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from iclr17.functional.conjugate_gradient import cg_until_halted, critical_width, wishart_systems
+from tests.functional.numpy_references import numpy_cg
 
 
 @pytest.mark.parametrize(("n", "c", "m"), [(30, 1.0, 40), (100, 1.0, 120), (100, 0.25, 110), (500, 1.0, 544)])
@@ -41,23 +42,6 @@ def test_wishart_matrices_average_to_the_identity():
         wishart_systems(1, 2, 3, "uniform", torch.Generator())
 
 
-def _numpy_cg(a: np.ndarray, b: np.ndarray, eps: list[float], max_steps: int) -> tuple[list[int], np.ndarray]:
-    """Textbook CG (Hestenes & Stiefel 1952) from x = 0 for one system: the first iteration with ||r|| < each eps."""
-    x, r = np.zeros_like(b), b.copy()
-    p, first = r.copy(), [-1] * len(eps)
-    for step in range(max_steps + 1):
-        for e, threshold in enumerate(eps):
-            if first[e] < 0 and np.sqrt(r @ r) < threshold:
-                first[e] = step
-        if min(first) >= 0:
-            break
-        ap = a @ p
-        alpha = (r @ r) / (p @ ap)
-        x, r_new = x + alpha * p, r - alpha * ap
-        p, r = r_new + (r_new @ r_new) / (r @ r) * p, r_new
-    return first, x
-
-
 @pytest.mark.parametrize("ensemble", ["gaussian", "bernoulli"])
 def test_batched_cg_halts_when_a_plain_loop_does_and_solves_the_system(ensemble):
     n = 50  # well conditioned (M = 4N): the residuals halve at each step, long before N, so rounding cannot move
@@ -65,7 +49,7 @@ def test_batched_cg_halts_when_a_plain_loop_does_and_solves_the_system(ensemble)
     eps = [1e-3, 1e-6, 1e-10]
     first, last, x = cg_until_halted(a, b, torch.tensor(eps, dtype=torch.float64), max_steps=500)
     for k in range(4):
-        expected, x_loop = _numpy_cg(a[k].numpy(), b[k].numpy(), eps, 500)
+        expected, x_loop = numpy_cg(a[k].numpy(), b[k].numpy(), eps, 500)
         assert first[k].tolist() == expected
         np.testing.assert_allclose(x[k].numpy(), x_loop, rtol=0, atol=1e-11)
     torch.testing.assert_close(x, torch.linalg.solve(a, b), atol=1e-9, rtol=0)

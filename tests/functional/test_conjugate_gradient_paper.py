@@ -10,6 +10,7 @@ import torch
 from scipy import stats
 
 from iclr17.functional.conjugate_gradient import cg_until_halted, critical_width, wishart_systems
+from tests.functional.numpy_references import numpy_cg
 
 
 @pytest.mark.parametrize("n", [100, 500])
@@ -30,24 +31,6 @@ def test_uniform_right_hand_sides_are_iid_uniform_on_minus_one_one_drawn_after_x
         wishart_systems(1, 2, 3, "gaussian", torch.Generator(), rhs="normal")
 
 
-def _numpy_cg_from(a: np.ndarray, b: np.ndarray, x0: np.ndarray, eps: list[float], max_steps: int):
-    """Textbook CG (Hestenes & Stiefel 1952) from x0: the first iteration with ||b - A x|| (recursive) < each eps."""
-    x = x0.copy()
-    r = b - a @ x
-    p, first = r.copy(), [-1] * len(eps)
-    for step in range(max_steps + 1):
-        for e, threshold in enumerate(eps):
-            if first[e] < 0 and np.sqrt(r @ r) < threshold:
-                first[e] = step
-        if min(first) >= 0:
-            break
-        ap = a @ p
-        alpha = (r @ r) / (p @ ap)
-        x, r_new = x + alpha * p, r - alpha * ap
-        p, r = r_new + (r_new @ r_new) / (r @ r) * p, r_new
-    return first, x
-
-
 @pytest.mark.parametrize("ensemble", ["gaussian", "bernoulli"])
 def test_cg_from_x0_equals_a_plain_loop_from_x0_and_solves_the_system(ensemble):
     n = 40  # well conditioned (M = 4N): the residuals fall fast, so rounding cannot move a crossing
@@ -55,7 +38,7 @@ def test_cg_from_x0_equals_a_plain_loop_from_x0_and_solves_the_system(ensemble):
     eps = [1e-2, 1e-6, 1e-10]
     first, last, x = cg_until_halted(a, b, torch.tensor(eps, dtype=torch.float64), max_steps=500, x0=b)
     for k in range(5):
-        expected, x_loop = _numpy_cg_from(a[k].numpy(), b[k].numpy(), b[k].numpy(), eps, 500)
+        expected, x_loop = numpy_cg(a[k].numpy(), b[k].numpy(), eps, 500, x0=b[k].numpy())
         assert first[k].tolist() == expected
         np.testing.assert_allclose(x[k].numpy(), x_loop, rtol=0, atol=1e-11)
     torch.testing.assert_close(x, torch.linalg.solve(a, b), atol=1e-9, rtol=0)

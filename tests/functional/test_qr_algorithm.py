@@ -12,6 +12,7 @@ import torch
 
 from iclr17.functional.halting import halting_times
 from iclr17.functional.qr_algorithm import deflation_norms, qr_step, qr_until_deflated, wigner_matrices
+from tests.functional.numpy_references import numpy_first_deflation
 
 
 @pytest.mark.parametrize("n", [2, 3, 7, 12])
@@ -66,24 +67,6 @@ def test_the_iterates_keep_the_spectrum_and_stay_symmetric():
     assert not torch.allclose(x, h, atol=1e-3)  # it moved
 
 
-def _numpy_first_deflation(h: np.ndarray, eps: list[float], max_steps: int):
-    """From scratch: X_{n+1} = R Q with numpy's QR; at every step every k's block norm by slicing. Returns the first
-    step each eps held, the k of the smallest block then (-1 if never) and the smallest norm at every step."""
-    n, x = len(h), h.copy()
-    first, deflated, smallest = [-1] * len(eps), [-1] * len(eps), []
-    for step in range(max_steps + 1):
-        norms = [np.linalg.norm(x[:k, k:]) for k in range(1, n)]
-        smallest.append(sorted(norms)[:2])
-        for e, threshold in enumerate(eps):
-            if first[e] < 0 and min(norms) <= threshold:
-                first[e], deflated[e] = step, int(np.argmin(norms)) + 1
-        if min(first) >= 0:
-            break
-        q, r = np.linalg.qr(x)
-        x = r @ q
-    return first, deflated, smallest
-
-
 def _ambiguous(smallest: list[list[float]], eps: list[float], first: list[int], tolerance: float = 1e-7) -> bool:
     """A run whose smallest norm sat within float noise of an eps at some step, or whose two smallest norms were
     within noise of each other at a halting step: there, rounding (another LAPACK) may move the step or the k."""
@@ -102,7 +85,7 @@ def test_halting_times_equal_a_from_scratch_numpy_loop(ensemble, n):
     first, last, deflated = qr_until_deflated(h, torch.tensor(eps), max_steps=2000)
     compared = 0
     for j in range(16):
-        expected, expected_k, smallest = _numpy_first_deflation(h[j].numpy(), eps, 2000)
+        expected, expected_k, smallest = numpy_first_deflation(h[j].numpy(), eps, 2000)
         if _ambiguous(smallest, eps, expected):
             continue
         assert first[j].tolist() == expected and deflated[j].tolist() == expected_k, j

@@ -13,6 +13,7 @@ from iclr17.functional.conjugate_gradient import critical_width, wishart_systems
 from iclr17.studies.halting import RESULTS_TABLES, ConjugateGradientRuns, HaltingStudy, cg_table, cg_widths_table
 from iclr17.studies.ledger import read
 from tests.conftest import REPO_ROOT
+from tests.functional.numpy_references import numpy_cg
 
 
 def _study(config: str) -> HaltingStudy:
@@ -42,22 +43,6 @@ def test_unknown_right_hand_sides_and_starts_are_refused_by_name(name, value):
         ConjugateGradientRuns(**{name: value})
 
 
-def _numpy_cg_from_b(a: np.ndarray, b: np.ndarray, eps: list[float], max_steps: int) -> list[int]:
-    """Textbook CG from x0 = b: the first iteration with the (recursive) residual norm below each eps, -1 if never."""
-    x = b.copy()
-    r = b - a @ x
-    p, first = r.copy(), [-1] * len(eps)
-    for step in range(max_steps + 1):
-        first = [step if f < 0 and np.sqrt(r @ r) < t else f for f, t in zip(first, eps, strict=True)]
-        if min(first) >= 0:
-            break
-        ap = a @ p
-        alpha = (r @ r) / (p @ ap)
-        x, r_new = x + alpha * p, r - alpha * ap
-        p, r = r_new + (r_new @ r_new) / (r @ r) * p, r_new
-    return first
-
-
 def test_paper_runs_equal_a_plain_loop_from_b_on_the_same_draws_chunk_by_chunk():
     eps, seed, ensemble_index = [1e-3, 1e-8], 3, 1
     system = ConjugateGradientRuns(n=12, c=4.0, eps=eps, max_steps=300, chunk_size=4, rhs="uniform", start="rhs")
@@ -66,7 +51,7 @@ def test_paper_runs_equal_a_plain_loop_from_b_on_the_same_draws_chunk_by_chunk()
     for chunk, size in enumerate([4, 4, 2]):  # each chunk's generator: (seed, ensemble, chunk), as the study seeds
         generator = torch.Generator().manual_seed(seed * 1_000_003 + ensemble_index * 10_007 + chunk)
         a, b = wishart_systems(size, 12, 12 + 13, "bernoulli", generator, rhs="uniform")  # M = 12 + floor(sqrt(48))
-        expected += [_numpy_cg_from_b(a[k].numpy(), b[k].numpy(), eps, 300) for k in range(size)]
+        expected += [numpy_cg(a[k].numpy(), b[k].numpy(), eps, 300, x0=b[k].numpy())[0] for k in range(size)]
     assert times.tolist() == expected and not censored.any()
     assert (np.abs(b.numpy()) <= 1).all() and b.abs().max() > 0.5  # U(-1, 1), not a unit vector
 

@@ -16,6 +16,7 @@ from iclr17.studies.ledger import read
 from iclr17.studies.mlp_ensemble import init_ensemble, train_until_halted
 from iclr17.studies.runner import record_run
 from tests.conftest import REPO_ROOT
+from tests.studies.reference_sgd import reference_halting, rule_value
 
 N, SAMPLE, CLASSES = 90, 40, 4
 WIDTHS, SEEDS, ORDER_SEEDS = [2, 3, 8, CLASSES], [11, 12, 13], [21, 22, 23]
@@ -25,6 +26,8 @@ THRESHOLDS = {
     "loss_plateau": [0.02, 0.01, 0.005, 0.002, 0.001],
     "grad_norm_below": [0.4, 0.3, 0.2, 0.15],
 }
+REFERENCE = {"seeds": SEEDS, "order_seeds": ORDER_SEEDS, "window": WINDOW, "sample_size": SAMPLE, "lr": LR,
+             "batch_size": BATCH, "every": EVERY, "max_steps": MAX_STEPS}  # fmt: skip
 
 
 class _LeNet(nn.Module):
@@ -46,59 +49,6 @@ def _data(seed=0):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(N, 784, generator=generator, dtype=torch.float64)
     return x, torch.randint(0, CLASSES, (N,), generator=generator)
-
-
-def _plain_run(seed, order_seed, x, y, x_held, y_held, eval_size=None):
-    """One convnet from scratch: its sample is the first SAMPLE of a permutation of range(N) from its order
-    generator, then a permutation of the sample each epoch; ``_LeNet`` + ``torch.optim.SGD`` on ``x[sample]`` alone.
-    At every EVERY-th step: the full loss over the sample (or its first ``eval_size``), its gradient norm and both
-    accuracies."""
-    order_generator = torch.Generator().manual_seed(order_seed)
-    sample = torch.randperm(N, generator=order_generator)[:SAMPLE]
-    xs, ys = x[sample], y[sample]
-    xe, ye = xs[:eval_size], ys[:eval_size]
-    torch.manual_seed(seed)
-    net = _LeNet(*WIDTHS).double()
-    optimizer = torch.optim.SGD(net.parameters(), lr=LR)
-    trace = []
-    for step in range(MAX_STEPS + 1):
-        if step % EVERY == 0:
-            net.zero_grad()
-            loss = F.cross_entropy(net(xe), ye)
-            loss.backward()
-            norm = torch.cat([p.grad.flatten() for p in net.parameters()]).norm().item()
-            with torch.no_grad():
-                train_acc = (net(xe).argmax(-1) == ye).double().mean().item()
-                held_acc = (net(x_held).argmax(-1) == y_held).double().mean().item()
-            trace.append((step, loss.item(), norm, train_acc, held_acc))
-        if step == MAX_STEPS:
-            break
-        if step % 2 == 0:
-            order = torch.randperm(SAMPLE, generator=order_generator)
-        batch = order[(step % 2) * BATCH : (step % 2 + 1) * BATCH]
-        optimizer.zero_grad()
-        F.cross_entropy(net(xs[batch]), ys[batch]).backward()
-        optimizer.step()
-    return trace
-
-
-def _rule_value(trace, i, rule):
-    losses = [t[1] for t in trace]
-    if rule == "train_loss_below":
-        return losses[i]
-    if rule == "grad_norm_below":
-        return trace[i][2]
-    return (losses[i - WINDOW] - losses[i]) / WINDOW if i >= WINDOW else float("nan")
-
-
-def _first_hits(trace, rule, thresholds):
-    """``(step, train accuracy, held-out accuracy)`` at the first evaluation where ``rule`` holds at each threshold,
-    or ``(-1, accuracies at the last step)``: a plain loop over the member's own trace."""
-    hits = []
-    for threshold in thresholds:
-        hit = next(((t[0], t[3], t[4]) for i, t in enumerate(trace) if _rule_value(trace, i, rule) < threshold), None)
-        hits.append(hit or (-1, trace[-1][3], trace[-1][4]))
-    return hits
 
 
 @pytest.mark.parametrize(
@@ -123,17 +73,17 @@ def test_each_convnet_trains_and_halts_as_a_from_scratch_conv2d_loop_does(rule, 
         every_n_steps=EVERY, max_steps=MAX_STEPS, rule=rule, window=WINDOW, sample_size=SAMPLE, eval_size=eval_size,
         accuracy_on=(x_held, y_held),
     )  # fmt: skip
-    traces = [_plain_run(s, o, x, y, x_held, y_held, eval_size) for s, o in zip(SEEDS, ORDER_SEEDS, strict=True)]
-    expected = [_first_hits(trace, rule, thresholds) for trace in traces]
-    assert first.tolist() == [[hit[0] for hit in member] for member in expected]
-    for name, column in (("train", 1), ("held_out", 2)):
-        reference = torch.tensor([[hit[column] for hit in member] for member in expected], dtype=torch.float64)
-        torch.testing.assert_close(accuracy[name], reference, rtol=0, atol=1e-12)
-    stops = [max(h[0] for h in member) if min(h[0] for h in member) >= 0 else MAX_STEPS for member in expected]
+    traces, expected, expected_accuracy = reference_halting(
+        lambda: _LeNet(*WIDTHS), (x, y, x_held, y_held), rule, thresholds, eval_size=eval_size, **REFERENCE
+    )
+    assert first.tolist() == expected
+    for name in ("train", "held_out"):
+        torch.testing.assert_close(accuracy[name], expected_accuracy[name], rtol=0, atol=1e-12)
+    stops = [max(member) if min(member) >= 0 else MAX_STEPS for member in expected]
     assert [step for step, _ in seen] == list(range(0, max(stops) + 1, EVERY))
     for step, values in seen:  # the losses (norms, mean decreases) of the members still running, in order
         running = [trace for trace, stop in zip(traces, stops, strict=True) if stop >= step]
-        reference = [_rule_value(trace, step // EVERY, rule) for trace in running]
+        reference = [rule_value(trace, step // EVERY, rule, WINDOW) for trace in running]
         torch.testing.assert_close(values.double(), torch.tensor(reference, dtype=torch.float64), rtol=1e-9,
                                    atol=1e-12, equal_nan=True)  # fmt: skip
     halted = first[first >= 0]

@@ -13,6 +13,7 @@ from iclr17.studies.halting import RESULTS_TABLES, HaltingStudy, QRRuns, qr_tabl
 from iclr17.studies.ledger import done_keys, read
 from iclr17.studies.runner import record_run
 from tests.conftest import REPO_ROOT
+from tests.functional.numpy_references import numpy_first_deflation
 
 
 def test_the_config_plans_one_run_per_ensemble_at_the_papers_size_into_the_qr_ledger():
@@ -30,23 +31,6 @@ def test_the_config_plans_one_run_per_ensemble_at_the_papers_size_into_the_qr_le
     assert len({r.config_digest for r in runs}) == 1 and len({r.key for r in runs}) == 2
     assert "iclr17.studies.halting.QRRuns" in study.command(runs[0]) and '"n": 150' in study.command(runs[0])
     assert RESULTS_TABLES["halting-qr"] == ("halting_qr", qr_table)
-
-
-def _numpy_first_deflation(h: np.ndarray, eps: list[float], max_steps: int) -> tuple[list[int], list[int]]:
-    """From scratch: X_{n+1} = R Q (numpy's QR), every k's block norm by slicing at every step; the first step at
-    which the smallest was <= each eps and its k (-1, -1: not within max_steps)."""
-    n, x = len(h), h.copy()
-    first, deflated = [-1] * len(eps), [-1] * len(eps)
-    for step in range(max_steps + 1):
-        norms = [np.linalg.norm(x[:k, k:]) for k in range(1, n)]
-        for e, threshold in enumerate(eps):
-            if first[e] < 0 and min(norms) <= threshold:
-                first[e], deflated[e] = step, int(np.argmin(norms)) + 1
-        if min(first) >= 0:
-            break
-        q, r = np.linalg.qr(x)
-        x = r @ q
-    return first, deflated
 
 
 def test_a_tiny_study_records_the_times_and_deflations_of_a_numpy_loop_and_draws_its_table(tmp_path):
@@ -67,7 +51,7 @@ def test_a_tiny_study_records_the_times_and_deflations_of_a_numpy_loop_and_draws
             generator = torch.Generator().manual_seed(seed * 1_000_003 + index * 10_007 + chunk)
             h = wigner_matrices(size, n, ensemble, generator).numpy()
             for j in range(size):
-                first, deflated = _numpy_first_deflation(h[j], eps, max_steps)
+                first, deflated, _ = numpy_first_deflation(h[j], eps, max_steps)
                 times.append([max_steps if f < 0 else f for f in first])
                 ks.append(deflated)
         expected[ensemble] = (np.array(times), np.array(ks))

@@ -4,7 +4,6 @@ its accuracy at halting where a from-scratch single-model loop over that sample 
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from iclr17.modules.nets import MLP
 from iclr17.studies.halting import HaltingStudy, MLPRuns, experiments, mlp_table
@@ -12,6 +11,7 @@ from iclr17.studies.ledger import digest, read
 from iclr17.studies.mlp_ensemble import draw_samples, init_ensemble, train_until_halted
 from iclr17.studies.runner import record_run
 from tests.conftest import REPO_ROOT
+from tests.studies.reference_sgd import reference_halting
 
 N, SAMPLE, DIM, CLASSES = 90, 40, 5, 3
 WIDTHS, SEEDS, ORDER_SEEDS = [DIM, 8, CLASSES], [11, 12, 13], [21, 22, 23]
@@ -21,6 +21,8 @@ THRESHOLDS = {
     "loss_plateau": [0.01, 0.003, 0.001, 0.0003],
     "grad_norm_below": [0.5, 0.3, 0.2, 0.1, 0.05],
 }
+REFERENCE = {"seeds": SEEDS, "order_seeds": ORDER_SEEDS, "window": WINDOW, "sample_size": SAMPLE, "lr": LR,
+             "batch_size": BATCH, "every": EVERY, "max_steps": MAX_STEPS}  # fmt: skip
 SUBSET_THRESHOLDS = {"loss_plateau": THRESHOLDS["loss_plateau"], "grad_norm_below": [0.24, 0.2, 0.16, 0.14]}
 
 
@@ -28,61 +30,6 @@ def _data(seed=0):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(N, DIM, generator=generator, dtype=torch.float64)
     return x, torch.randint(0, CLASSES, (N,), generator=generator)
-
-
-def _plain_run(seed, order_seed, x, y, x_held, y_held, eval_size=None):
-    """One member from scratch: its sample is the first SAMPLE of a permutation of range(N) from its order generator,
-    then a permutation of the sample each epoch; ``nn.Module`` + ``torch.optim.SGD`` on ``x[sample]`` alone. At every
-    EVERY-th step: the full loss over the sample (or its first ``eval_size``), the norm of its gradient and both
-    accuracies."""
-    order_generator = torch.Generator().manual_seed(order_seed)
-    sample = torch.randperm(N, generator=order_generator)[:SAMPLE]
-    xs, ys = x[sample], y[sample]
-    xe, ye = xs[:eval_size], ys[:eval_size]
-    torch.manual_seed(seed)
-    net = MLP(WIDTHS).double()
-    optimizer = torch.optim.SGD(net.parameters(), lr=LR)
-    trace = []
-    for step in range(MAX_STEPS + 1):
-        if step % EVERY == 0:
-            net.zero_grad()
-            loss = F.cross_entropy(net(xe), ye)
-            loss.backward()
-            norm = torch.cat([p.grad.flatten() for p in net.parameters()]).norm().item()
-            with torch.no_grad():
-                train_acc = (net(xe).argmax(-1) == ye).double().mean().item()
-                held_acc = (net(x_held).argmax(-1) == y_held).double().mean().item()
-            trace.append((step, loss.item(), norm, train_acc, held_acc))
-        if step == MAX_STEPS:
-            break
-        if step % 2 == 0:
-            order = torch.randperm(SAMPLE, generator=order_generator)
-        batch = order[(step % 2) * BATCH : (step % 2 + 1) * BATCH]
-        optimizer.zero_grad()
-        F.cross_entropy(net(xs[batch]), ys[batch]).backward()
-        optimizer.step()
-    return sample, trace
-
-
-def _first_hits(trace, rule, thresholds):
-    """``(step, train accuracy, held-out accuracy)`` at the first evaluation where ``rule`` holds at each threshold,
-    or ``(-1, accuracies at the last step)``: a plain loop over the member's own trace."""
-    losses = [t[1] for t in trace]
-    hits = []
-    for threshold in thresholds:
-        hit = None
-        for i, (step, loss, norm, train_acc, held_acc) in enumerate(trace):
-            if rule == "train_loss_below":
-                value = loss
-            elif rule == "grad_norm_below":
-                value = norm
-            else:
-                value = (losses[i - WINDOW] - losses[i]) / WINDOW if i >= WINDOW else float("nan")
-            if value < threshold:
-                hit = (step, train_acc, held_acc)
-                break
-        hits.append(hit or (-1, trace[-1][3], trace[-1][4]))
-    return hits
 
 
 def test_samples_are_seeded_of_the_right_size_without_repeats_and_distinct_across_runs():
@@ -116,12 +63,12 @@ def test_each_member_trains_on_its_own_sample_as_a_from_scratch_loop_does(rule, 
         every_n_steps=EVERY, max_steps=MAX_STEPS, rule=rule, window=WINDOW, sample_size=SAMPLE, eval_size=eval_size,
         accuracy_on=(x_held, y_held),
     )  # fmt: skip
-    expected = [_first_hits(_plain_run(s, o, x, y, x_held, y_held, eval_size)[1], rule, thresholds)
-                for s, o in zip(SEEDS, ORDER_SEEDS, strict=True)]  # fmt: skip
-    assert first.tolist() == [[hit[0] for hit in member] for member in expected]
-    for name, column in (("train", 1), ("held_out", 2)):
-        reference = torch.tensor([[hit[column] for hit in member] for member in expected], dtype=torch.float64)
-        torch.testing.assert_close(accuracy[name], reference, rtol=0, atol=1e-12)
+    _, expected, expected_accuracy = reference_halting(
+        lambda: MLP(WIDTHS), (x, y, x_held, y_held), rule, thresholds, eval_size=eval_size, **REFERENCE
+    )
+    assert first.tolist() == expected
+    for name in ("train", "held_out"):
+        torch.testing.assert_close(accuracy[name], expected_accuracy[name], rtol=0, atol=1e-12)
     halted = first[first >= 0]
     assert len(set(halted.tolist())) > 2 and last == (MAX_STEPS if (first < 0).any() else halted.max())
 
