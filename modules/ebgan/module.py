@@ -28,6 +28,7 @@ from iclr17.functional.ebgan import (
     reconstruction_energy,
 )
 
+from ..noise_stream import NoiseStream
 from ..step_logging import is_logging_step
 from .metrics import MNISTFeatures, MNISTScore
 from .nets import MNISTDiscriminator, MNISTGenerator
@@ -38,7 +39,7 @@ MetricFeatures = Literal["mnist", "inception"]
 LOSS_NOISE_SEED = 0  # seeds the noise of loss(batch), the same at every call
 
 
-class EBGAN(pl.LightningModule):
+class EBGAN(NoiseStream, pl.LightningModule):
     """EBGAN (``loss="ebgan"``, eqs 1-2 and 13-14 of the paper) or a standard GAN on the same nets (``loss="gan"``).
 
     Each training batch makes ``d_steps_per_g`` discriminator steps and then one generator step, by manual
@@ -103,6 +104,8 @@ class EBGAN(pl.LightningModule):
         kid_subset_size: samples per KID subset (at most the number of evaluation images).
         eval_seed: seed of the noise used in validation and test (plus the process rank), so evaluations repeat.
     """
+
+    noise_checkpoint_key = "ebgan_noise_rng"
 
     default_optimizer = partial(torch.optim.Adam, lr=1e-3)
 
@@ -175,7 +178,6 @@ class EBGAN(pl.LightningModule):
         self.val_kid, self.test_kid = (
             _feature_metric("kid", metric_features, subset_size=kid_subset_size) if kid else None for _ in range(2)
         )
-        self.noise_rng: torch.Generator | None = None
 
     # ----- noise and the networks' outputs ---------------------------------------------------------------------
 
@@ -188,12 +190,6 @@ class EBGAN(pl.LightningModule):
         if self.hparams.z_distribution == "uniform":
             return (torch.rand(n, self.z_dim, generator=generator) * 2 - 1).to(self.device)
         return torch.randn(n, self.z_dim, generator=generator).to(self.device)
-
-    def _noise_generator(self) -> torch.Generator:
-        if self.noise_rng is None:
-            seed = int(torch.initial_seed()) % 2**62 + self.global_rank
-            self.noise_rng = torch.Generator().manual_seed(seed)
-        return self.noise_rng
 
     def forward(self, z: Tensor) -> Tensor:
         """Generated images ``G(z)``."""
@@ -391,25 +387,6 @@ class EBGAN(pl.LightningModule):
             self.optimizer_g_factory(self.generator.parameters()),
             self.optimizer_d_factory(self.discriminator.parameters()),
         ]
-
-    # ----- checkpoints ------------------------------------------------------------------------------------------
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ebgan_noise_rng"] = self._noise_generator().get_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "ebgan_noise_rng" in checkpoint:
-            self._pending_rng_state = checkpoint["ebgan_noise_rng"]
-
-    def on_train_start(self) -> None:
-        state = getattr(self, "_pending_rng_state", None)
-        if state is not None:  # only rank 0's state is saved: other ranks derive their own stream from it
-            rng = self._noise_generator()
-            rng.set_state(state)
-            if self.global_rank:
-                offset = int(torch.randint(2**62, (), generator=rng))
-                rng.manual_seed(offset + self.global_rank)
-            self._pending_rng_state = None
 
 
 @contextmanager

@@ -16,13 +16,14 @@ from torchmetrics import MeanMetric
 
 from iclr17.functional.ladder import ladder_loss, linear_lr_decay, weighted_denoising_cost
 
+from ..noise_stream import NoiseStream
 from ..step_logging import is_logging_step
 from .nets import LadderNetwork
 
 LOSS_NOISE_SEED = 0  # seeds the noise of loss(batch), the same at every call
 
 
-class Ladder(pl.LightningModule):
+class Ladder(NoiseStream, pl.LightningModule):
     """The Ladder Network trained on batches that pair labelled and unlabelled examples (arXiv:1507.02672 eq 3).
 
     A training batch is ``(x_labelled, y_labelled, x_unlabelled)`` (``SemiSupervisedMNISTDataModule``). Its loss
@@ -50,6 +51,8 @@ class Ladder(pl.LightningModule):
         lr_decay_end: epochs at which it reaches 0 (150, the authors' ``num_epochs``).
     """
 
+    noise_checkpoint_key = "ladder_noise_rng"
+
     default_optimizer = partial(torch.optim.Adam, lr=0.002)
     not_hyperparameters = ["network", "optimizer"]
 
@@ -76,7 +79,6 @@ class Ladder(pl.LightningModule):
         self.layers_weighted = [w > 0 for w in weights]
         self.optimizer_factory = optimizer if optimizer is not None else self.default_optimizer
         self.val_error, self.test_error = MeanMetric(), MeanMetric()
-        self.noise_rng: torch.Generator | None = None
 
     # ----- the Ladder Network's terms ---------------------------------------------------------------------------
 
@@ -160,25 +162,3 @@ class Ladder(pl.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "test")
-
-    # ----- noise and checkpoints --------------------------------------------------------------------------------
-
-    def _noise_generator(self) -> torch.Generator:
-        if self.noise_rng is None:
-            self.noise_rng = torch.Generator().manual_seed(int(torch.initial_seed()) % 2**62 + self.global_rank)
-        return self.noise_rng
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ladder_noise_rng"] = self._noise_generator().get_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._pending_rng_state = checkpoint.get("ladder_noise_rng")
-
-    def on_train_start(self) -> None:
-        state = getattr(self, "_pending_rng_state", None)
-        if state is not None:  # only rank 0's state is saved: other ranks derive their own stream from it
-            rng = self._noise_generator()
-            rng.set_state(state)
-            if self.global_rank:
-                rng.manual_seed(int(torch.randint(2**62, (), generator=rng)) + self.global_rank)
-            self._pending_rng_state = None
