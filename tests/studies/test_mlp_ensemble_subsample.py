@@ -162,5 +162,5 @@ def test_the_paper_setup_config_asks_for_the_papers_network_data_and_rule():
                                                                                                  True)  # fmt: skip
     assert system.theta == sorted(system.theta, reverse=True) and config["n_runs"] == 100
     header = (REPO_ROOT / "configs/studies/halting_mlp_paper.yaml").read_text()
-    assert "for seed in 0 1 2 3 4;" in header and "--seed=$seed run" in header  # 5 x 100 runs per ensemble, pooled
+    assert "for seed in 0 1 2 3 4" in header and "--seed=$seed run" in header  # 5 x 100 runs per ensemble, pooled
     assert HaltingStudy(system, n_runs=config["n_runs"], name=config["name"]).ensembles == ["mnist", "random"]
