@@ -16,17 +16,18 @@ drawn from ``torch.Generator().manual_seed(0)``, the same z for every run.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
 from torchvision.utils import save_image
 
-from iclr17.cli import resolve_config_path
 from iclr17.studies.figures import pyplot, save_figure
 from iclr17.studies.fit_study import FitStudy
-from iclr17.studies.ledger import current_runs, digest
+from iclr17.studies.ledger import current_runs
 from iclr17.studies.runner import Outcome, Run
+from iclr17.studies.seed_tables import mean_std
 
 CURVE = "val/mnist_score by epoch"
 FINAL = "test/mnist_score"
@@ -67,13 +68,7 @@ class EbganHeadlineStudy(FitStudy):
             self.history = ["val/mnist_score", *self.history]
 
     def planned(self) -> list[Run]:
-        runs = []
-        for name, config in self.fit_configs.items():
-            config_digest = digest(Path(resolve_config_path(config)).read_bytes())
-            for params, overrides in self.points():
-                runs += [Run(config, config_digest, (*overrides, f"--seed_everything={seed}"), seed,
-                             {"config": name} | params) for seed in self.seeds]  # fmt: skip
-        return runs
+        return [run for name, config in self.fit_configs.items() for run in self.runs_of(config, {"config": name})]
 
     def execute(self, run: Run, out_dir: Path) -> Outcome:
         fit, outcome = self.fit_and_evaluate(run, out_dir)
@@ -106,7 +101,7 @@ def run_label(params: dict[str, Any]) -> str:
     return ", ".join(str(v) for v in params.values())
 
 
-def _by_config(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def _by_run_label(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in current_runs(rows):
         if row["status"] == "finished":
@@ -115,8 +110,8 @@ def _by_config(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def _mean_std(values: list[float]) -> str:
-    spread = f" +- {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.2f}{spread}"
+    mean, std = mean_std(values)
+    return f"{mean:.2f} +- {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
 
 
 def headline_table(rows: list[dict[str, Any]], target: float = 6.0) -> str:
@@ -129,7 +124,7 @@ def headline_table(rows: list[dict[str, Any]], target: float = 6.0) -> str:
         f"| final I' mean +- std | every seed shown >= {target:g} |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, group in _by_config(rows).items():
+    for name, group in _by_run_label(rows).items():
         curves = [r["metrics"][CURVE] for r in group]
         epochs = min(len(c) for c in curves)
         mean_curve = ", ".join(f"{statistics.mean(c[e] for c in curves):.2f}" for e in range(epochs))
@@ -138,12 +133,8 @@ def headline_table(rows: list[dict[str, Any]], target: float = 6.0) -> str:
         reached = "yes" if all(v >= target for v in finals) else "no"
         cells = [name, str(len(group)), str(epochs), mean_curve, per_seed, _mean_std(finals), reached]
         lines.append("| " + " | ".join(cells) + " |")
-    others = [r for r in current_runs(rows) if r["status"] != "finished"]
-    if others:
-        counts: dict[str, int] = {}
-        for r in others:
-            label = f"{run_label(r['params'])} {r['status']}"
-            counts[label] = counts.get(label, 0) + 1
+    counts = Counter(f"{run_label(r['params'])} {r['status']}" for r in current_runs(rows) if r["status"] != "finished")
+    if counts:
         lines.append("")
         lines.append("Not shown (not full runs): " + ", ".join(f"{k} x {v}" for k, v in sorted(counts.items())) + ".")
     return "\n".join(lines)
@@ -151,7 +142,7 @@ def headline_table(rows: list[dict[str, Any]], target: float = 6.0) -> str:
 
 def curves_figure(rows: list[dict[str, Any]], path: Path) -> None:
     """I' after each epoch, one panel per config, one line per seed."""
-    groups = _by_config(rows)
+    groups = _by_run_label(rows)
     if not groups:
         raise ValueError("no finished runs in the ledger: run the study first")
     figure, axes = pyplot().subplots(1, len(groups), figsize=(4 * len(groups), 3.2), squeeze=False, sharey=True)

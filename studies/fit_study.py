@@ -78,10 +78,14 @@ class FitStudy(Study):
         return points
 
     def planned(self) -> list[Run]:
-        config_digest = digest(Path(resolve_config_path(self.config)).read_bytes())
+        return self.runs_of(self.config)
+
+    def runs_of(self, config: str, params: dict[str, Any] | None = None) -> list[Run]:
+        """The runs of ``config``: every variant x grid point x seed, each point's params after ``params``."""
+        config_digest = digest(Path(resolve_config_path(config)).read_bytes())
         return [
-            Run(self.config, config_digest, (*overrides, f"--seed_everything={seed}"), seed, params)
-            for params, overrides in self.points()
+            Run(config, config_digest, (*overrides, f"--seed_everything={seed}"), seed, (params or {}) | point)
+            for point, overrides in self.points()
             for seed in self.seeds
         ]
 
