@@ -11,6 +11,7 @@ from iclr17.studies import (
     char_lstm_selection,
     ebgan_grid,
     ebgan_headline,
+    ebgan_ladder,
     fit_study,
     halting,
     hessian_report,
@@ -29,6 +30,7 @@ STUDIES: dict[str, type[Study]] = {
         halting.HaltingStudy,
         ebgan_grid.EbganGridStudy,
         ebgan_headline.EbganHeadlineStudy,
+        ebgan_ladder.EbganLadderStudy,
         char_lstm_selection.CharLstmSelectionStudy,
     )
 }
@@ -42,6 +44,7 @@ RESULTS_TABLES: dict[str, tuple[str, Renderer]] = {
     **halting.RESULTS_TABLES,
     **ebgan_grid.RESULTS_TABLES,
     **ebgan_headline.RESULTS_TABLES,
+    **ebgan_ladder.RESULTS_TABLES,
     **benchmark_tables.RESULTS_TABLES,
     **char_lstm_selection.RESULTS_TABLES,
 }
