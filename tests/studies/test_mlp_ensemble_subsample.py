@@ -25,6 +25,14 @@ REFERENCE = {"seeds": SEEDS, "order_seeds": ORDER_SEEDS, "window": WINDOW, "samp
              "batch_size": BATCH, "every": EVERY, "max_steps": MAX_STEPS}  # fmt: skip
 SUBSET_THRESHOLDS = {"loss_plateau": THRESHOLDS["loss_plateau"], "grad_norm_below": [0.24, 0.2, 0.16, 0.14]}
 
+# Every rule on the full loss and both evaluated rules on a subset; the default suite runs one of each kind (the
+# plateau rule on the full loss, the gradient-norm rule on a subset), `make test-all` the rest (the same code paths).
+DEFAULT_CASES = {("loss_plateau", None), ("grad_norm_below", 25)}
+CASES = [
+    pytest.param(rule, eval_size, marks=() if (rule, eval_size) in DEFAULT_CASES else pytest.mark.slow)
+    for rule, eval_size in [(rule, None) for rule in THRESHOLDS] + [("loss_plateau", 25), ("grad_norm_below", 25)]
+]
+
 
 def _data(seed=0):
     generator = torch.Generator().manual_seed(seed)
@@ -48,9 +56,7 @@ def test_samples_are_seeded_of_the_right_size_without_repeats_and_distinct_acros
             draw_samples(60_000, bad, generators([0]))
 
 
-@pytest.mark.parametrize(
-    "rule, eval_size", [(rule, None) for rule in THRESHOLDS] + [("loss_plateau", 25), ("grad_norm_below", 25)]
-)
+@pytest.mark.parametrize("rule, eval_size", CASES)
 def test_each_member_trains_on_its_own_sample_as_a_from_scratch_loop_does(rule, eval_size, monkeypatch):
     monkeypatch.setattr("iclr17.studies.mlp_ensemble.EVAL_ROWS", 7)  # the full loss in blocks of 7, 7, ..., 5
     x, y = _data()
