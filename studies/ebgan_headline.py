@@ -27,7 +27,7 @@ from iclr17.studies.figures import pyplot, save_figure
 from iclr17.studies.fit_study import FitStudy
 from iclr17.studies.ledger import current_runs
 from iclr17.studies.runner import Outcome, Run
-from iclr17.studies.seed_tables import mean_std
+from iclr17.studies.seed_tables import mean_std_text, not_shown_lines
 
 CURVE = "val/mnist_score by epoch"
 FINAL = "test/mnist_score"
@@ -109,11 +109,6 @@ def _by_run_label(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return {name: sorted(group, key=lambda r: r["seed"]) for name, group in groups.items()}
 
 
-def _mean_std(values: list[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.2f} +- {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
-
-
 def headline_table(rows: list[dict[str, Any]], target: float = 6.0) -> str:
     """Per config: finished seeds, I' after each epoch (mean over seeds), the final I' per seed and its mean +- std,
     and whether every seed reaches ``target``. Capped and failed runs are counted apart, never shown as full."""
@@ -131,13 +126,10 @@ def headline_table(rows: list[dict[str, Any]], target: float = 6.0) -> str:
         finals = [r["metrics"][FINAL] for r in group]
         per_seed = ", ".join(f"{v:.2f} (seed {r['seed']})" for v, r in zip(finals, group, strict=True))
         reached = "yes" if all(v >= target for v in finals) else "no"
-        cells = [name, str(len(group)), str(epochs), mean_curve, per_seed, _mean_std(finals), reached]
+        cells = [name, str(len(group)), str(epochs), mean_curve, per_seed, mean_std_text(finals), reached]
         lines.append("| " + " | ".join(cells) + " |")
     counts = Counter(f"{run_label(r['params'])} {r['status']}" for r in current_runs(rows) if r["status"] != "finished")
-    if counts:
-        lines.append("")
-        lines.append("Not shown (not full runs): " + ", ".join(f"{k} x {v}" for k, v in sorted(counts.items())) + ".")
-    return "\n".join(lines)
+    return "\n".join(lines + not_shown_lines(counts))
 
 
 def curves_figure(rows: list[dict[str, Any]], path: Path) -> None:

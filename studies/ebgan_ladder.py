@@ -20,7 +20,7 @@ from typing import Any
 from iclr17.studies.fit_study import FitStudy
 from iclr17.studies.ledger import current_runs
 from iclr17.studies.runner import Run
-from iclr17.studies.seed_tables import mean_std
+from iclr17.studies.seed_tables import mean_std_text, not_shown_lines
 
 ERROR = "test/error"
 MODEL_NAMES = {"ln": "LN", "ebgan_ln": "EBGAN-LN"}
@@ -83,11 +83,6 @@ def _point(params: dict[str, Any]) -> tuple[int, str, str]:
     return params["labels"], params["model"], rest
 
 
-def _mean_std(values: list[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.2f} +- {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
-
-
 def table2(rows: list[dict[str, Any]]) -> str:
     """Per label count and model: the finished seeds' final test errors, their mean +- std beside the paper's
     (15 seeds), and per label count the paired difference EBGAN-LN - LN over the seeds both finished (same labelled
@@ -111,9 +106,9 @@ def table2(rows: list[dict[str, Any]]) -> str:
         if model == "ebgan_ln":
             ln = finished.get((labels, "ln", rest), {})
             differences = [errors[s] - ln[s] for s in sorted(set(errors) & set(ln))]
-            paired = f"{_mean_std(differences)} ({len(differences)} seeds)" if differences else ""
+            paired = f"{mean_std_text(differences)} ({len(differences)} seeds)" if differences else ""
         name = MODEL_NAMES[model] + (f" ({rest})" if rest else "")
-        cells = [str(labels), name, str(len(errors)), per_seed, _mean_std(list(errors.values())),
+        cells = [str(labels), name, str(len(errors)), per_seed, mean_std_text(list(errors.values())),
                  f"{paper[0]:.2f} +- {paper[1]:.2f}" if paper else "", paired]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     counts = Counter(
@@ -121,10 +116,7 @@ def table2(rows: list[dict[str, Any]]) -> str:
         for r in current_runs(rows)
         if r["status"] != "finished"
     )
-    if counts:
-        lines.append("")
-        lines.append("Not shown (not full runs): " + ", ".join(f"{k} x {v}" for k, v in sorted(counts.items())) + ".")
-    return "\n".join(lines)
+    return "\n".join(lines + not_shown_lines(counts))
 
 
 RESULTS_TABLES = {"ebgan-ln-table2": ("ebgan_ln", table2)}

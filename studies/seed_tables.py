@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import statistics
+from collections.abc import Mapping
 from typing import Any
 
 from iclr17.studies.ledger import current_runs
@@ -72,6 +73,19 @@ def capped_label(row: dict[str, Any]) -> str:
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def mean_std_text(values: list[float]) -> str:
+    """``mean +- std`` to two decimals, the mean alone for one value."""
+    mean, std = mean_std(values)
+    return f"{mean:.2f} +- {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def not_shown_lines(counts: Mapping[str, int]) -> list[str]:
+    """The note under a table that counts its runs that are not full (capped, failed) by label; none if none."""
+    if not counts:
+        return []
+    return ["", "Not shown (not full runs): " + ", ".join(f"{k} x {v}" for k, v in sorted(counts.items())) + "."]
 
 
 def error_percent(row: dict[str, Any]) -> float:

@@ -2,8 +2,9 @@
 trained by a plain ``torch.optim.SGD`` loop over its own seeded sample, and its halting steps read off that run's
 trace by plain loops."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -106,3 +107,12 @@ def reference_halting(
         for name, column in (("train", 1), ("held_out", 2))
     }
     return traces, first, accuracy
+
+
+def rule_cases(rules: Iterable[str]) -> list:
+    """``(rule, eval_size)`` cases of a reference test: every rule on the full loss (``None``) and both evaluated
+    rules on a subset of 25; the default suite runs one of each kind (the plateau rule on the full loss, the
+    gradient-norm rule on a subset), ``make test-all`` the rest (the same code paths)."""
+    default = {("loss_plateau", None), ("grad_norm_below", 25)}
+    cases = [(rule, None) for rule in rules] + [("loss_plateau", 25), ("grad_norm_below", 25)]
+    return [pytest.param(*case, marks=() if case in default else pytest.mark.slow) for case in cases]

@@ -16,7 +16,7 @@ from iclr17.studies.ledger import read
 from iclr17.studies.mlp_ensemble import init_ensemble, train_until_halted
 from iclr17.studies.runner import record_run
 from tests.conftest import REPO_ROOT
-from tests.studies.reference_sgd import reference_halting, rule_value
+from tests.studies.reference_sgd import reference_halting, rule_cases, rule_value
 
 N, SAMPLE, CLASSES = 90, 40, 4
 WIDTHS, SEEDS, ORDER_SEEDS = [2, 3, 8, CLASSES], [11, 12, 13], [21, 22, 23]
@@ -28,14 +28,6 @@ THRESHOLDS = {
 }
 REFERENCE = {"seeds": SEEDS, "order_seeds": ORDER_SEEDS, "window": WINDOW, "sample_size": SAMPLE, "lr": LR,
              "batch_size": BATCH, "every": EVERY, "max_steps": MAX_STEPS}  # fmt: skip
-
-# Every rule on the full loss and both evaluated rules on a subset; the default suite runs one of each kind (the
-# plateau rule on the full loss, the gradient-norm rule on a subset), `make test-all` the rest (the same code paths).
-DEFAULT_CASES = {("loss_plateau", None), ("grad_norm_below", 25)}
-CASES = [
-    pytest.param(rule, eval_size, marks=() if (rule, eval_size) in DEFAULT_CASES else pytest.mark.slow)
-    for rule, eval_size in [(rule, None) for rule in THRESHOLDS] + [("loss_plateau", 25), ("grad_norm_below", 25)]
-]
 
 
 class _LeNet(nn.Module):
@@ -59,7 +51,7 @@ def _data(seed=0):
     return x, torch.randint(0, CLASSES, (N,), generator=generator)
 
 
-@pytest.mark.parametrize("rule, eval_size", CASES)
+@pytest.mark.parametrize("rule, eval_size", rule_cases(THRESHOLDS))
 def test_each_convnet_trains_and_halts_as_a_from_scratch_conv2d_loop_does(rule, eval_size, monkeypatch):
     monkeypatch.setattr(mlp_ensemble, "EVAL_ROWS", 7)  # the full loss in blocks of 7, 7, ..., 5
     seen, update = [], mlp_ensemble.update_first_hits

@@ -11,7 +11,7 @@ from iclr17.studies.ledger import digest, read
 from iclr17.studies.mlp_ensemble import draw_samples, init_ensemble, train_until_halted
 from iclr17.studies.runner import record_run
 from tests.conftest import REPO_ROOT
-from tests.studies.reference_sgd import reference_halting
+from tests.studies.reference_sgd import reference_halting, rule_cases
 
 N, SAMPLE, DIM, CLASSES = 90, 40, 5, 3
 WIDTHS, SEEDS, ORDER_SEEDS = [DIM, 8, CLASSES], [11, 12, 13], [21, 22, 23]
@@ -24,14 +24,6 @@ THRESHOLDS = {
 REFERENCE = {"seeds": SEEDS, "order_seeds": ORDER_SEEDS, "window": WINDOW, "sample_size": SAMPLE, "lr": LR,
              "batch_size": BATCH, "every": EVERY, "max_steps": MAX_STEPS}  # fmt: skip
 SUBSET_THRESHOLDS = {"loss_plateau": THRESHOLDS["loss_plateau"], "grad_norm_below": [0.24, 0.2, 0.16, 0.14]}
-
-# Every rule on the full loss and both evaluated rules on a subset; the default suite runs one of each kind (the
-# plateau rule on the full loss, the gradient-norm rule on a subset), `make test-all` the rest (the same code paths).
-DEFAULT_CASES = {("loss_plateau", None), ("grad_norm_below", 25)}
-CASES = [
-    pytest.param(rule, eval_size, marks=() if (rule, eval_size) in DEFAULT_CASES else pytest.mark.slow)
-    for rule, eval_size in [(rule, None) for rule in THRESHOLDS] + [("loss_plateau", 25), ("grad_norm_below", 25)]
-]
 
 
 def _data(seed=0):
@@ -56,7 +48,7 @@ def test_samples_are_seeded_of_the_right_size_without_repeats_and_distinct_acros
             draw_samples(60_000, bad, generators([0]))
 
 
-@pytest.mark.parametrize("rule, eval_size", CASES)
+@pytest.mark.parametrize("rule, eval_size", rule_cases(THRESHOLDS))
 def test_each_member_trains_on_its_own_sample_as_a_from_scratch_loop_does(rule, eval_size, monkeypatch):
     monkeypatch.setattr("iclr17.studies.mlp_ensemble.EVAL_ROWS", 7)  # the full loss in blocks of 7, 7, ..., 5
     x, y = _data()
