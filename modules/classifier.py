@@ -69,6 +69,7 @@ class Classifier(ObjectiveModule):
         return self.net(x)
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule_classes = getattr(self.trainer.datamodule, "num_classes", None)
         if datamodule_classes is not None and datamodule_classes != self.hparams.num_classes:
             raise ValueError(

@@ -156,6 +156,7 @@ class LanguageModel(ObjectiveModule):
         return self._window_nll(batch, None)[0] * self._objective_scale(batch)
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule = self.trainer.datamodule
         datamodule_vocab = getattr(datamodule, "vocab_size", None)
         if datamodule_vocab is not None and datamodule_vocab != self.hparams.vocab_size:

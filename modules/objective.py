@@ -22,6 +22,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torchmetrics import Metric
 
+from .process_memory import unshare_memory
 from .step_logging import is_logging_step
 
 
@@ -95,6 +96,11 @@ class ObjectiveModule(pl.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval, self.lr_scheduler_frequency = lr_scheduler_interval, lr_scheduler_frequency
         self.train_loss_epoch = WeightedMean()  # a diverged run's NaN reaches the log
+
+    def setup(self, stage: str) -> None:
+        """Subclasses that override it call ``super().setup(stage)``: it gives this process its own metric states
+        (:func:`~iclr17.modules.process_memory.unshare_memory`; ``ddp_spawn`` leaves them shared)."""
+        unshare_memory(self)
 
     def training_loss(self, batch: Any) -> Tensor:
         """The objective training differentiates on ``batch``: ``loss(batch)`` here. A module whose training

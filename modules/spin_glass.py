@@ -13,6 +13,8 @@ from torch import Tensor, nn
 from iclr17.functional.halting import update_first_hits
 from iclr17.functional.spin_glass import energy, random_sphere_points, sphere_gradient, step_size, symmetrize
 
+from .process_memory import unshare_memory
+
 
 class SpinGlass(pl.LightningModule):
     """Projected gradient descent on K p = 3 spherical spin glasses at once (arXiv:1511.06444), each instance with
@@ -61,6 +63,7 @@ class SpinGlass(pl.LightningModule):
         self._couplings: Tensor | None = None
 
     def setup(self, stage: str) -> None:
+        unshare_memory(self)  # this process's own tensors (``ddp_spawn`` leaves plain attributes shared)
         hp = getattr(self.trainer.datamodule, "hparams", {})
         for name in ("n_spins", "n_instances"):
             if name in hp and hp[name] != self.hparams[name]:

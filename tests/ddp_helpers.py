@@ -18,6 +18,37 @@ class CloseProcessGroup(pl.Callback):
             torch.distributed.destroy_process_group()
 
 
+def shared_tensors(module: torch.nn.Module) -> list[str]:
+    """The names of the tensors of ``module`` (parameters, buffers, plain attributes such as metric states and
+    their defaults, tensors in lists) whose storage is shared memory."""
+    found = [name for name, t in [*module.named_parameters(), *module.named_buffers()] if t.is_shared()]
+    for prefix, submodule in module.named_modules():
+        held = {**vars(submodule), **{f"_defaults.{k}": v for k, v in getattr(submodule, "_defaults", {}).items()}}
+        for name, value in held.items():
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, torch.Tensor) and v.is_shared() for v in values):
+                found.append(f"{prefix}.{name}" if prefix else name)
+    return found
+
+
+class AssertOwnMemory(pl.Callback):
+    """In every worker, once setup has run: no tensor of the module shares memory with another process
+    (``torch.multiprocessing`` shares what it pickles; a shared metric state adds every process's counts)."""
+
+    def _check(self, pl_module: pl.LightningModule) -> None:
+        shared = shared_tensors(pl_module)
+        assert not shared, f"tensors shared with other processes: {shared}"
+
+    def on_fit_start(self, trainer, pl_module):
+        self._check(pl_module)
+
+    def on_validation_start(self, trainer, pl_module):
+        self._check(pl_module)
+
+    def on_test_start(self, trainer, pl_module):
+        self._check(pl_module)
+
+
 class SaveOnEachRank(pl.Callback):
     """Saves ``callback.<attribute>`` and the global step to ``<path>.rank<r>`` on every rank at the end of fit,
     since spawned workers do not send their callbacks back. List it after ``callback``, so that the end-of-fit
@@ -36,10 +67,10 @@ class SaveOnEachRank(pl.Callback):
 
 def cpu_trainer(callbacks=(), **trainer_args) -> pl.Trainer:
     """A CPU Trainer without logger, progress bar or model summary; under ``ddp_spawn`` it adds
-    :class:`CloseProcessGroup` to ``callbacks``."""
+    :class:`AssertOwnMemory` and :class:`CloseProcessGroup` to ``callbacks``."""
     callbacks = list(callbacks)
     if trainer_args.get("strategy") == "ddp_spawn":
-        callbacks.append(CloseProcessGroup())
+        callbacks += [AssertOwnMemory(), CloseProcessGroup()]
     return pl.Trainer(
         accelerator="cpu",
         logger=False,

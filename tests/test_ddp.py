@@ -89,13 +89,21 @@ def test_cli_ddp_launch_with_a_shipped_config_name(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_entnet_ddp_fit_keeps_replicas_equal_and_counts_every_question(fixture_data_root):
+    """Validation in the DDP fit and test under DDP give one process's per-task errors; so does a later
+    one-process run of the same model object (no counts left over from the workers)."""
     dm = BabiDataModule(data_dir=str(fixture_data_root), tasks=[1, 2], batch_size=16)
     model = EntNet(embedding_dim=8, n_slots=3)
     trainer = cpu_trainer(strategy="ddp_spawn", devices=2, max_epochs=1, callbacks=[AssertReplicasEqual()])
-    trainer.fit(model, dm)
-    (ddp_metrics,) = cpu_trainer(strategy="ddp_spawn", devices=2).test(model, dm)
-    (single_metrics,) = cpu_trainer(devices=1).test(model, dm)
-    assert ddp_metrics["test/error"] == pytest.approx(single_metrics["test/error"], abs=1e-6)
+    trainer.fit(model, dm)  # its last validation runs on the final weights
+    ddp_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/error")}
+    (ddp_test,) = cpu_trainer(strategy="ddp_spawn", devices=2).test(model, dm)
+    (single_val,) = cpu_trainer(devices=1).validate(model, dm)
+    (single_test,) = cpu_trainer(devices=1).test(model, dm)
+    assert set(ddp_val) == {"val/error", "val/error_task1", "val/error_task2"}
+    for name, value in ddp_val.items():
+        assert value == pytest.approx(single_val[name], abs=1e-6), name
+    for name in ("test/error", "test/error_task1", "test/error_task2"):
+        assert ddp_test[name] == pytest.approx(single_test[name], abs=1e-6), name
 
 
 @pytest.mark.timeout(300)

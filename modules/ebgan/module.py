@@ -29,6 +29,7 @@ from iclr17.functional.ebgan import (
 )
 
 from ..noise_stream import NoiseStream
+from ..process_memory import unshare_memory
 from ..step_logging import is_logging_step
 from .metrics import MNISTFeatures, MNISTScore
 from .nets import MNISTDiscriminator, MNISTGenerator
@@ -178,6 +179,9 @@ class EBGAN(NoiseStream, pl.LightningModule):
         self.val_kid, self.test_kid = (
             _feature_metric("kid", metric_features, subset_size=kid_subset_size) if kid else None for _ in range(2)
         )
+
+    def setup(self, stage: str) -> None:
+        unshare_memory(self)  # this process's own metric states (``ddp_spawn`` leaves them shared)
 
     # ----- noise and the networks' outputs ---------------------------------------------------------------------
 

@@ -129,6 +129,7 @@ class EntNet(ObjectiveModule):
         self.hparams.update(vocab_size=vocab_size, sentence_length=sentence_length, query_length=query_length)
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if self.trainer.gradient_clip_val:
             rank_zero_warn("EntNet clips gradients itself (max_grad_norm); Trainer(gradient_clip_val) is ignored")
 
@@ -243,11 +244,17 @@ class EntNet(ObjectiveModule):
             self.log(f"{split}/unknown_words", float(unknown_words))
         task_error.reset()
 
+    def on_validation_epoch_start(self) -> None:
+        self.val_task_error.reset()  # counts from an interrupted evaluation never reach this one
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_task_error)
 
     def on_validation_epoch_end(self) -> None:
         self._log_task_errors("val", self.val_task_error)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_task_error.reset()
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_task_error)

@@ -17,6 +17,7 @@ from torchmetrics import MeanMetric
 from iclr17.functional.ladder import ladder_loss, linear_lr_decay, weighted_denoising_cost
 
 from ..noise_stream import NoiseStream
+from ..process_memory import unshare_memory
 from ..step_logging import is_logging_step
 from .nets import LadderNetwork
 
@@ -79,6 +80,9 @@ class Ladder(NoiseStream, pl.LightningModule):
         self.layers_weighted = [w > 0 for w in weights]
         self.optimizer_factory = optimizer if optimizer is not None else self.default_optimizer
         self.val_error, self.test_error = MeanMetric(), MeanMetric()
+
+    def setup(self, stage: str) -> None:
+        unshare_memory(self)  # this process's own metric states (``ddp_spawn`` leaves them shared)
 
     # ----- the Ladder Network's terms ---------------------------------------------------------------------------
 
