@@ -14,11 +14,14 @@ $(INSTALLED): pyproject.toml
 demo: $(INSTALLED)
 	$(BIN)/python -m iclr17.demo
 
+# Two test workers: the DDP tests' gloo processes and the C++ builds leave cores idle that a second worker fills.
+PYTEST := $(BIN)/python -m pytest -n 2 --dist worksteal
+
 test: $(INSTALLED)
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 test-all: $(INSTALLED)
-	$(BIN)/python -m pytest -m ""
+	$(PYTEST) -m ""
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ from typing import Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 TrainSampling = Literal["shuffle", "with_replacement"]
@@ -38,13 +39,16 @@ def split_loader(
     stacked: int = 1,
 ) -> DataLoader:
     """The DataLoader of one split of ``datamodule``: each process loads its share of the global ``batch_size``
-    (:func:`per_device_batch_size`) times ``stacked``; workers persist between epochs.
+    (:func:`per_device_batch_size`) times ``stacked``; workers persist between epochs. Under DDP an evaluation
+    split (any but ``"train"``) is dealt out without repeats (:func:`evaluation_sampler`).
 
     Raises:
         RuntimeError: naming the datamodule and the split, if ``dataset`` is None (``setup`` has not run).
     """
     if dataset is None:
         raise RuntimeError(f"{type(datamodule).__name__}: the {split} split is not set up; call setup() first")
+    if split != "train" and sampler is None and not shuffle:
+        sampler = evaluation_sampler(datamodule, split, dataset)
     return DataLoader(
         dataset,
         batch_size=per_device_batch_size(batch_size, datamodule.trainer, len(dataset)) * stacked,
@@ -55,6 +59,27 @@ def split_loader(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )
+
+
+def evaluation_sampler(datamodule: pl.LightningDataModule, split: str, dataset: Dataset) -> Sampler | None:
+    """Under DDP, this process's share of an evaluation split: examples ``rank, rank + world_size, ...``, so that
+    every example is counted exactly once and the synchronised metrics equal one process's. (Lightning's own
+    ``DistributedSampler`` pads the split to a multiple of the number of processes with repeated examples, which
+    count twice.) The shares may differ by one example and one batch; evaluation steps make no collective calls.
+    None in one process.
+
+    Raises:
+        ValueError: naming the split, if it has fewer examples than there are processes.
+    """
+    trainer = datamodule.trainer
+    if trainer is None or trainer.world_size == 1:
+        return None
+    if len(dataset) < trainer.world_size:
+        raise ValueError(
+            f"{type(datamodule).__name__}: the {split} split has {len(dataset)} examples, fewer than the "
+            f"{trainer.world_size} processes; every process needs at least one"
+        )
+    return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank)
 
 
 class WithReplacementSampler(Sampler[int]):

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from .objective import ObjectiveModule
+from .objective import ObjectiveModule, WeightedMean
 
 
 class Classifier(ObjectiveModule):
@@ -62,6 +62,7 @@ class Classifier(ObjectiveModule):
         self.net = net
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()  # exact under DDP (WeightedMean)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
 
@@ -89,7 +90,8 @@ class Classifier(ObjectiveModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
-        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True, sync_dist=True)
+        self.val_loss.update(F.cross_entropy(logits, y), len(y))
+        self.log("val/loss", self.val_loss, prog_bar=True)
         self.val_acc(logits, y)
         self.log("val/acc", self.val_acc, prog_bar=True)
 
@@ -101,7 +103,8 @@ class Classifier(ObjectiveModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
-        self.log("test/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.test_loss.update(F.cross_entropy(logits, y), len(y))
+        self.log("test/loss", self.test_loss)
         self.test_acc(logits, y)
         self.log("test/acc", self.test_acc)
 

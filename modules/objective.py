@@ -28,7 +28,9 @@ from .step_logging import is_logging_step
 
 class WeightedMean(Metric):
     """``sum(value * weight) / sum(weight)`` over every update since the last reset; the two sums are the states,
-    so under DDP the mean is over every process's updates, exactly.
+    so under DDP the mean is over every process's updates, exactly. Evaluation losses are logged through it:
+    ``self.log(..., sync_dist=True)`` averages each process's sum of batch sizes in an integer tensor, which
+    rounds down when the processes hold different numbers of examples (Lightning-AI/pytorch-lightning#21859).
 
     torchmetrics' ``MeanMetric`` would do, but not as we need it: with ``nan_strategy="disable"`` it replaces the
     weights by ones (torchmetrics 1.9, issue Lightning-AI/torchmetrics#3434), and every other strategy either drops a

@@ -48,8 +48,9 @@ class AssertPerDeviceBatch(pl.Callback):
 
 @pytest.mark.timeout(300)
 def test_ddp_fit_keeps_replicas_equal_and_validates_like_one_process(tmp_path):
+    """81 validation points: the two processes get 41 and 40 (3 and 2 batches of 20), none twice."""
     pl.seed_everything(0)
-    dm = GaussianMixtureDataModule(centers=[[-1.0, -1.0], [1.0, 1.0]], n_samples=200, n_val=100, batch_size=40)
+    dm = GaussianMixtureDataModule(centers=[[-1.0, -1.0], [1.0, 1.0]], n_samples=200, n_val=81, batch_size=40)
     model = Classifier(MLP([2, 8, 2]), num_classes=2)
     ddp = cpu_trainer(
         strategy="ddp_spawn", devices=2, max_epochs=3, callbacks=[AssertReplicasEqual()], default_root_dir=tmp_path
@@ -57,6 +58,7 @@ def test_ddp_fit_keeps_replicas_equal_and_validates_like_one_process(tmp_path):
     ddp.fit(model, dm)  # the last validation runs on the final weights, in the same two processes (one spawn)
     ddp_metrics = ddp.callback_metrics
     (single_metrics,) = cpu_trainer(devices=1).validate(model, dm)
+    assert 0 < single_metrics["val/acc"] < 1  # so that a point counted twice would move the accuracy
     assert float(ddp_metrics["val/acc"]) == pytest.approx(single_metrics["val/acc"], abs=1e-6)
     assert float(ddp_metrics["val/loss"]) == pytest.approx(single_metrics["val/loss"], rel=1e-5)
 

@@ -29,6 +29,7 @@ from iclr17.functional.ebgan import (
 )
 
 from ..noise_stream import NoiseStream
+from ..objective import WeightedMean
 from ..process_memory import unshare_memory
 from ..step_logging import is_logging_step
 from .metrics import MNISTFeatures, MNISTScore
@@ -175,6 +176,8 @@ class EBGAN(NoiseStream, pl.LightningModule):
         self.optimizer_d_factory = optimizer_d if optimizer_d is not None else self.default_optimizer
         self.val_score = MNISTScore() if mnist_score else None
         self.test_score = MNISTScore() if mnist_score else None
+        self.val_energy_real, self.val_energy_fake = WeightedMean(), WeightedMean()  # exact under DDP
+        self.test_energy_real, self.test_energy_fake = WeightedMean(), WeightedMean()
         self.val_fid, self.test_fid = (_feature_metric("fid", metric_features) if fid else None for _ in range(2))
         self.val_kid, self.test_kid = (
             _feature_metric("kid", metric_features, subset_size=kid_subset_size) if kid else None for _ in range(2)
@@ -335,8 +338,10 @@ class EBGAN(NoiseStream, pl.LightningModule):
         fake = self.generator(self.sample_noise(x.shape[0], self._eval_rng))
         if batch_idx == 0:
             self._check_image_shapes(x, fake)
-        self.log(f"{split}/energy_real", self.energy(x).mean(), sync_dist=True)
-        self.log(f"{split}/energy_fake", self.energy(fake).mean(), sync_dist=True)
+        for name, images in (("energy_real", x), ("energy_fake", fake)):
+            mean = getattr(self, f"{split}_{name}")
+            mean.update(self.energy(images).mean(), len(images))
+            self.log(f"{split}/{name}", mean)
         if score is not None:
             score.update(fake)
             self.log(f"{split}/mnist_score", score)

@@ -11,7 +11,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..objective import ObjectiveModule
+from ..objective import ObjectiveModule, WeightedMean
 from .nets import DynamicMemory, FeaturePReLU, InputEncoder, SimpleMemory, on_cpu_in_float32
 
 N_CANDIDATES = 10
@@ -55,6 +55,7 @@ class EntNetCBT(ObjectiveModule):
         self.save_hyperparameters(ignore=["optimizer"])
         self.val_acc = MulticlassAccuracy(N_CANDIDATES, average="micro")
         self.test_acc = MulticlassAccuracy(N_CANDIDATES, average="micro")
+        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()  # exact under DDP (WeightedMean)
         if vocab_size is not None and sentence_length is not None:
             self._build(vocab_size, sentence_length)
 
@@ -115,7 +116,9 @@ class EntNetCBT(ObjectiveModule):
 
     def _evaluate(self, batch: dict[str, Tensor], split: str, accuracy: MulticlassAccuracy) -> None:
         log_p = self(batch["story"], batch["query"], batch["candidates"])
-        self.log(f"{split}/loss", F.nll_loss(log_p, batch["answer"]), sync_dist=True)
+        loss = getattr(self, f"{split}_loss")
+        loss.update(F.nll_loss(log_p, batch["answer"]), len(batch["answer"]))
+        self.log(f"{split}/loss", loss)
         accuracy(log_p.argmax(-1), batch["answer"])
         self.log(f"{split}/acc", accuracy, prog_bar=split == "val")
 

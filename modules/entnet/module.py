@@ -11,7 +11,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from ..objective import ObjectiveModule
+from ..objective import ObjectiveModule, WeightedMean
 from ..step_logging import is_logging_step
 from .metrics import PerTaskError
 from .nets import DynamicMemory, FeaturePReLU, InputEncoder, OutputModule, on_cpu_in_float32
@@ -105,6 +105,7 @@ class EntNet(ObjectiveModule):
         self.val_task_error = PerTaskError()
         self.log_this_step = False
         self.test_task_error = PerTaskError()
+        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()  # exact under DDP (WeightedMean)
         if None not in (vocab_size, sentence_length, query_length) and tied_keys is None:
             self._build(vocab_size, sentence_length, query_length, key_ids=None)
 
@@ -227,7 +228,9 @@ class EntNet(ObjectiveModule):
 
     def _evaluate(self, batch: dict[str, Tensor], split: str, task_error: PerTaskError) -> None:
         logits, _ = self(batch["story"], batch["query"])
-        self.log(f"{split}/loss", F.cross_entropy(logits, batch["answer"]), sync_dist=True)
+        loss = getattr(self, f"{split}_loss")
+        loss.update(F.cross_entropy(logits, batch["answer"]), len(batch["answer"]))
+        self.log(f"{split}/loss", loss)
         task_error.update(logits.argmax(dim=-1), batch["answer"], batch["task"])
 
     def _log_task_errors(self, split: str, task_error: PerTaskError) -> None:

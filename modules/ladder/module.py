@@ -17,6 +17,7 @@ from torchmetrics import MeanMetric
 from iclr17.functional.ladder import ladder_loss, linear_lr_decay, weighted_denoising_cost
 
 from ..noise_stream import NoiseStream
+from ..objective import WeightedMean
 from ..process_memory import unshare_memory
 from ..step_logging import is_logging_step
 from .nets import LadderNetwork
@@ -80,6 +81,7 @@ class Ladder(NoiseStream, pl.LightningModule):
         self.layers_weighted = [w > 0 for w in weights]
         self.optimizer_factory = optimizer if optimizer is not None else self.default_optimizer
         self.val_error, self.test_error = MeanMetric(), MeanMetric()
+        self.val_cross_entropy, self.test_cross_entropy = WeightedMean(), WeightedMean()  # exact under DDP
 
     def setup(self, stage: str) -> None:
         unshare_memory(self)  # this process's own metric states (``ddp_spawn`` leaves them shared)
@@ -159,7 +161,9 @@ class Ladder(NoiseStream, pl.LightningModule):
         metric = getattr(self, f"{split}_error")
         metric.update(100.0 * (logits.argmax(dim=1) != y).float())
         self.log(f"{split}/error", metric)
-        self.log(f"{split}/cross_entropy", F.cross_entropy(logits, y), sync_dist=True)
+        cross_entropy = getattr(self, f"{split}_cross_entropy")
+        cross_entropy.update(F.cross_entropy(logits, y), len(y))
+        self.log(f"{split}/cross_entropy", cross_entropy)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")
