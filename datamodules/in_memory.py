@@ -79,7 +79,7 @@ def evaluation_sampler(datamodule: pl.LightningDataModule, split: str, dataset: 
             f"{type(datamodule).__name__}: the {split} split has {len(dataset)} examples, fewer than the "
             f"{trainer.world_size} processes; every process needs at least one"
         )
-    return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank)
+    return UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
 
 
 class WithReplacementSampler(Sampler[int]):
