@@ -6,8 +6,11 @@ numbers, slower, and runs where the build fails."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -25,9 +28,25 @@ def build_extension(
 
     logging.getLogger(__name__).info("loading the C++ extension %s (built once per machine and torch)", name)
     try:
-        return load(name, [str(source)], extra_cflags=list(flags), extra_ldflags=list(link_flags), verbose=False)
+        with exclusive_build_folder(name):
+            return load(name, [str(source)], extra_cflags=list(flags), extra_ldflags=list(link_flags), verbose=False)
     except Exception as err:
         return err
+
+
+@contextmanager
+def exclusive_build_folder(name: str) -> Iterator[None]:
+    """Hold an OS file lock on the build folder of extension ``name`` while torch builds or loads it, and clear the
+    ``lock`` file torch leaves there when a process dies mid-build: torch waits on that file forever (its
+    ``FileBaton``), whereas the OS releases our lock with the process that held it. Only one process at a time is
+    inside, so a ``lock`` file found there is always stale."""
+    from torch.utils.cpp_extension import _get_build_directory  # the folder torch builds in; torch has no public one
+
+    folder = Path(_get_build_directory(name, verbose=False))
+    with open(folder.parent / f".{name}.iclr17-lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        (folder / "lock").unlink(missing_ok=True)
+        yield  # the OS releases the lock when the file closes or the process ends
 
 
 def load_kernel(
