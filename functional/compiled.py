@@ -39,7 +39,8 @@ def exclusive_build_folder(name: str) -> Iterator[None]:
     """Hold an OS file lock on the build folder of extension ``name`` while torch builds or loads it, and clear the
     ``lock`` file torch leaves there when a process dies mid-build: torch waits on that file forever (its
     ``FileBaton``), whereas the OS releases our lock with the process that held it. Only one process at a time is
-    inside, so a ``lock`` file found there is always stale."""
+    inside, so a ``lock`` file found there is always stale. For the kernels of arXiv:1612.03969 section 2.2 and
+    arXiv:1611.01838 Algorithm 1."""
     from torch.utils.cpp_extension import _get_build_directory  # the folder torch builds in; torch has no public one
 
     folder = Path(_get_build_directory(name, verbose=False))
