@@ -62,7 +62,7 @@ class Classifier(ObjectiveModule):
         self.net = net
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()  # exact under DDP (WeightedMean)
+        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()  # exact under DDP
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
 

@@ -55,7 +55,7 @@ class EntNetCBT(ObjectiveModule):
         self.save_hyperparameters(ignore=["optimizer"])
         self.val_acc = MulticlassAccuracy(N_CANDIDATES, average="micro")
         self.test_acc = MulticlassAccuracy(N_CANDIDATES, average="micro")
-        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()  # exact under DDP (WeightedMean)
+        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()  # exact under DDP
         if vocab_size is not None and sentence_length is not None:
             self._build(vocab_size, sentence_length)
 

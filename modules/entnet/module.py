@@ -105,7 +105,7 @@ class EntNet(ObjectiveModule):
         self.val_task_error = PerTaskError()
         self.log_this_step = False
         self.test_task_error = PerTaskError()
-        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()  # exact under DDP (WeightedMean)
+        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()  # exact under DDP
         if None not in (vocab_size, sentence_length, query_length) and tied_keys is None:
             self._build(vocab_size, sentence_length, query_length, key_ids=None)
 
