@@ -1,5 +1,6 @@
 """Studies whose runs are ``iclr17 fit`` runs of one config: the same config under named variants, a grid of
-overrides and several seeds; each run is fitted, then its final weights are validated and tested.
+overrides and several seeds; each run is fitted, then its final weights are validated and tested, once or under
+several named evaluations (e.g. BatchNorm statistics from the training or the test images) that share the fit.
 
     iclr17 seeds --config configs/studies/entropy_sgd_mnist_table1.yaml run --workers 2
 
@@ -10,6 +11,7 @@ grid point); the bAbI and world-model studies are FitStudies with their papers' 
 from __future__ import annotations
 
 import csv
+import importlib
 import itertools
 import json
 import shlex
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.cli import LightningCLI
 
@@ -44,6 +47,14 @@ class FitStudy(Study):
         metrics: the metric names the table shows (default: every ``test/`` metric).
         history: metrics whose value after every epoch of the fit is recorded too, as the list
             ``metrics["<name> by epoch"]`` (read from the run's CSV log; e.g. ``val/mnist_score`` for I' curves).
+        evaluations: named ways to validate and test the final weights of one fit, e.g.
+            ``{"bn_test": {}, "bn_train": {"BatchNormStatistics": {"source": "train"}}}``: each replaces the fitted
+            trainer's callbacks of the named classes (in ``iclr17.callbacks``, or a dotted class path) by new ones
+            built from the given arguments (the class's defaults for the others; ``{}``: the fitted callbacks as
+            they are). Only for evaluations that leave training untouched (a callback whose absence would change
+            the fit is not an evaluation): one fit then serves every evaluation instead of one fit each. A row keeps
+            each evaluation's metrics in ``metrics["evaluations"][name]``; :func:`per_evaluation` splits it into
+            one table row per evaluation (``params["evaluation"]``). The evaluations are part of a run's identity.
         **kwargs: :class:`~iclr17.studies.runner.Study`'s arguments (name, ledger_dir, runs_dir).
     """
 
@@ -59,12 +70,16 @@ class FitStudy(Study):
         extra: list[str] | None = None,
         metrics: list[str] | None = None,
         history: list[str] | None = None,
+        evaluations: dict[str, dict[str, dict[str, Any]]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.config, self.variants, self.grid = fit_config, variants or {"": []}, grid or {}
         self.seeds, self.max_time, self.extra, self.metrics = seeds or [1], max_time, extra or [], metrics
         self.history = history or []
+        self.evaluations = evaluations or {}
+        for name, replacements in self.evaluations.items():  # refuse a bad class or argument before any fit
+            evaluation_callbacks(name, replacements)
 
     def points(self) -> list[tuple[dict[str, Any], list[str]]]:
         """``(params, overrides)`` of every variant x grid point, in order."""
@@ -83,6 +98,8 @@ class FitStudy(Study):
     def runs_of(self, config: str, params: dict[str, Any] | None = None) -> list[Run]:
         """The runs of ``config``: every variant x grid point x seed, each point's params after ``params``."""
         config_digest = digest(Path(resolve_config_path(config)).read_bytes())
+        if self.evaluations:  # what a row records depends on them too
+            config_digest = digest(config_digest + json.dumps(self.evaluations, sort_keys=True))
         return [
             Run(config, config_digest, (*overrides, f"--seed_everything={seed}"), seed, (params or {}) | point)
             for point, overrides in self.points()
@@ -97,7 +114,8 @@ class FitStudy(Study):
 
     def command(self, run: Run) -> str:
         fit = shlex.join(self.fit_args(run, Path("<run dir>")))
-        return f"iclr17 {fit}; then validate and test the final weights"
+        evaluations = f" under each evaluation of {json.dumps(self.evaluations)}" if self.evaluations else ""
+        return f"iclr17 {fit}; then validate and test the final weights{evaluations}"
 
     def execute(self, run: Run, out_dir: Path) -> Outcome:
         return self.fit_and_evaluate(run, out_dir)[1]
@@ -114,9 +132,13 @@ class FitStudy(Study):
             trainer.logger.save()
             by_epoch = epoch_history(Path(trainer.logger.log_dir) / "metrics.csv", self.history)
             metrics |= {f"{name} by epoch": values for name, values in by_epoch.items()}
-        for stage in (trainer.validate, trainer.test):
-            for results in stage(fit.model, datamodule=fit.datamodule, verbose=False):
-                metrics |= scalar_metrics(results)
+        if self.evaluations:
+            metrics["evaluations"] = {
+                name: evaluate(fit, evaluation_callbacks(name, replacements))
+                for name, replacements in self.evaluations.items()
+            }
+        else:
+            metrics |= evaluate(fit, {})
         metrics["epochs"] = trainer.current_epoch
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
         capped = timer is not None and timer.time_remaining("train") is not None and timer.time_remaining("train") <= 0
@@ -124,6 +146,70 @@ class FitStudy(Study):
 
     def markdown(self, rows: list[dict[str, Any]]) -> str:
         return seeds_table(rows, self.metrics)
+
+
+def evaluation_callbacks(name: str, replacements: dict[str, dict[str, Any]]) -> dict[type, pl.Callback]:
+    """The callbacks of evaluation ``name``, by the class they replace: each class name (in ``iclr17.callbacks``,
+    or a dotted path) built with its arguments; a name that is not a callback class, or arguments the class
+    refuses, are errors naming the evaluation."""
+    callbacks = {}
+    for class_name, arguments in replacements.items():
+        module, _, attribute = class_name.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module or "iclr17.callbacks"), attribute)
+        except (ImportError, AttributeError):
+            cls = None
+        if not (isinstance(cls, type) and issubclass(cls, pl.Callback)):
+            raise ValueError(
+                f"evaluations.{name}: {class_name!r} is not a callback class (a name in iclr17.callbacks, or a "
+                "dotted path to a pytorch_lightning Callback)"
+            )
+        try:
+            callbacks[cls] = cls(**arguments)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"evaluations.{name}.{class_name}: {error}") from error
+    return callbacks
+
+
+def evaluate(fit: LightningCLI, replacements: dict[type, pl.Callback]) -> dict[str, float]:
+    """Validate and test ``fit``'s final weights with its trainer, each callback of a class in ``replacements``
+    swapped for that replacement during the evaluation (and put back after it): the scalar metrics.
+    A class that none of the trainer's callbacks is of is an error."""
+    trainer = fit.trainer
+    fitted = list(trainer.callbacks)
+    missing = [cls.__name__ for cls in replacements if not any(isinstance(c, cls) for c in fitted)]
+    if missing:
+        raise ValueError(
+            f"an evaluation replaces {missing}, but the fit's trainer has no such callback "
+            f"(it has {[type(c).__name__ for c in fitted]})"
+        )
+    metrics: dict[str, float] = {}
+    trainer.callbacks = [next((r for cls, r in replacements.items() if isinstance(c, cls)), c) for c in fitted]
+    try:
+        for stage in (trainer.validate, trainer.test):
+            for results in stage(fit.model, datamodule=fit.datamodule, verbose=False):
+                metrics |= scalar_metrics(results)
+    finally:
+        trainer.callbacks = fitted
+    return metrics
+
+
+def per_evaluation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each row of several evaluations split into one row per evaluation, in their order: its
+    ``params`` gain ``"evaluation": name`` and its metrics are the fit's (e.g. ``epochs``) and that evaluation's.
+    Rows without evaluations are kept as they are."""
+    split = []
+    for row in rows:
+        evaluations = row["metrics"].get("evaluations")
+        if not evaluations:
+            split.append(row)
+            continue
+        shared = {k: v for k, v in row["metrics"].items() if k != "evaluations"}
+        split += [
+            row | {"params": row["params"] | {"evaluation": name}, "metrics": shared | metrics}
+            for name, metrics in evaluations.items()
+        ]
+    return split
 
 
 def epoch_history(metrics_csv: Path, names: list[str]) -> dict[str, list[float]]:
@@ -141,9 +227,9 @@ def epoch_history(metrics_csv: Path, names: list[str]) -> dict[str, list[float]]
 def seeds_table(rows: list[dict[str, Any]], metrics: list[str] | None = None) -> str:
     """Mean +- std (and the values) of ``metrics`` over the finished runs of each params point, capped runs apart."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    for row in current_runs(rows):
+    for row in per_evaluation(current_runs(rows)):
         groups.setdefault(json.dumps(row["params"], sort_keys=True) + " " + row["status"], []).append(row)
-    names = metrics or sorted({k for r in rows for k in r["metrics"] if k.startswith("test/")})
+    names = metrics or sorted({k for r in per_evaluation(rows) for k in r["metrics"] if k.startswith("test/")})
     lines = ["| run | status | seeds | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
     for label, group in groups.items():
         params, status = label.rsplit(" ", 1)

@@ -19,7 +19,8 @@ from typing import Any
 ROW_KEYS = {
     "study": "the study's name, e.g. entnet_world_model",
     "config": "the config file the run trained, as given (a path or a shipped config's name), or what stands for it",
-    "config_digest": "sha256 (16 hex digits) of what the config said when the run started: its text, resolved",
+    "config_digest": "sha256 (16 hex digits) of what the config said when the run started: its text, resolved "
+    "(with a FitStudy's evaluations, of that digest and the evaluations)",
     "params": "the run's coordinates in the study by name (e.g. task, lr): what its table groups and sorts by",
     "overrides": "the command-line overrides on top of the config, in order",
     "seed": "the run's seed_everything",
@@ -30,7 +31,8 @@ ROW_KEYS = {
     "status": "finished (the full budget), capped (cut by a time cap: never shown as a full run) or failed",
     "steps": "optimizer steps taken",
     "fit_seconds": "wall-clock seconds of the fit",
-    "metrics": "the final metrics by name (validation and test of the final weights)",
+    "metrics": "the final metrics by name (validation and test of the final weights; a FitStudy with several "
+    "evaluations keeps each one's under evaluations.<name>)",
 }
 STATUSES = ("finished", "capped", "failed")
 

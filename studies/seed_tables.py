@@ -18,6 +18,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
+from iclr17.studies.fit_study import per_evaluation
 from iclr17.studies.ledger import current_runs
 
 Rows = list[dict[str, Any]]
@@ -99,7 +100,7 @@ def header(columns: list[str]) -> list[str]:
 
 
 def _kept(rows: Rows) -> Rows:
-    return sorted(current_runs(rows), key=lambda r: r["seed"])
+    return sorted(per_evaluation(current_runs(rows)), key=lambda r: r["seed"])
 
 
 def _values(rows: Rows, value, digits: int) -> str:
@@ -126,7 +127,8 @@ def mnistfc_adam_markdown(rows: Rows) -> str:
 
 
 def _variant(row: dict[str, Any]) -> str:
-    return row["params"].get("variant", "")
+    """The row's table row: its variant, and its evaluation after an underscore if it has one."""
+    return "_".join(filter(None, (row["params"].get("variant", ""), row["params"].get("evaluation"))))
 
 
 def _groups(rows: Rows, order: list[str]) -> dict[str, Rows]:
