@@ -11,7 +11,8 @@ docs/papers/entnet.md), the default: every run trains the full epoch budget; a t
 one of its runs finishes with final validation error 0 its remaining seeds are skipped; the selected run is the
 one with the lowest final validation error (ties: the lowest seed), and its test error is the paper's number.
 ``stop_at_zero_val_error`` adds our early stop (end a run at validation error 0) for quick runs; the authors' runs
-never stop early.
+never stop early. ``skip_after_zero=False`` runs a task's seeds after a zero too (still in order), for the mean +- std
+over seeds; the selected run is the same either way (the first zero has the lowest validation error and seed).
 
 Seeds in order under parallel workers: :meth:`BabiStudy.planned` plans, per task, the seeds that finished and the
 next one only (:func:`authors_schedule`), so ``run`` executes in rounds, each the next seed of every task
@@ -53,7 +54,10 @@ class BabiStudy(FitStudy):
         fit_config: the bAbI fit config (a path or a shipped config's name).
         tasks: the bAbI tasks, one model each per seed (default: 1 to 20).
         seeds: ``seed_everything`` of a task's runs, run in this order; once a run finishes with final validation
-            error 0 the task's remaining seeds are skipped (the authors' code).
+            error 0 the task's remaining seeds are skipped (the authors' code), unless ``skip_after_zero`` is False.
+        skip_after_zero: the authors' rule (default): skip a task's seeds after a run that finishes with final
+            validation error 0. False runs them too, one at a time in order, so the mean +- std over seeds (the
+            honest protocol's column) has every seed; the paper-protocol column selects the same run either way.
         stop_at_zero_val_error: ours, for quick runs: end a run once its validation error is 0 (an EarlyStopping
             callback added by an override, part of the run's identity). Default: every run trains the full epoch
             budget, as the authors' code does.
@@ -71,6 +75,7 @@ class BabiStudy(FitStudy):
         tasks: list[int] | None = None,
         seeds: list[int] | None = None,
         stop_at_zero_val_error: bool = False,
+        skip_after_zero: bool = True,
         max_time: str | None = None,
         extra: list[str] | None = None,
         **kwargs: Any,
@@ -79,6 +84,7 @@ class BabiStudy(FitStudy):
             fit_config=fit_config, seeds=seeds, max_time=max_time, extra=extra, **kwargs
         )  # the tasks are the points; the table is babi_markdown's
         self.tasks, self.stop_at_zero_val_error = tasks or list(range(1, 21)), stop_at_zero_val_error
+        self.skip_after_zero = skip_after_zero
         self._tried: frozenset[str] = frozenset()  # run keys tried during the current ``run`` call
 
     def points(self) -> list[tuple[dict[str, Any], list[str]]]:
@@ -87,7 +93,7 @@ class BabiStudy(FitStudy):
 
     def schedule(self) -> dict[str, list[Run]]:
         """:func:`authors_schedule` of every task x seed against the ledger."""
-        return authors_schedule(super().planned(), read(self.ledger), self._tried)
+        return authors_schedule(super().planned(), read(self.ledger), self._tried, self.skip_after_zero)
 
     def planned(self) -> list[Run]:
         """Per task, the seeds that finished and the next seed to run (none after a zero)."""
@@ -134,12 +140,15 @@ class BabiStudy(FitStudy):
         return babi_markdown(rows)
 
 
-def authors_schedule(runs: list[Run], rows: Rows, tried: frozenset[str] = frozenset()) -> dict[str, list[Run]]:
+def authors_schedule(
+    runs: list[Run], rows: Rows, tried: frozenset[str] = frozenset(), skip_after_zero: bool = True
+) -> dict[str, list[Run]]:
     """The authors' order of seeds over ``runs`` (a task's runs are those with the same params, in seed order).
 
     Per task: ``planned`` = the seeds with a finished row in ``rows``, then the next seed (unless it is in ``tried``);
-    ``skipped`` = every seed after a finished run whose final validation error is 0; ``waiting`` = the others
-    (seeds after the next one). Capped and failed rows do not count as finished: such a seed is the next again.
+    ``skipped`` = every seed after a finished run whose final validation error is 0 that has no finished row
+    (none without ``skip_after_zero``); ``waiting`` = the others (seeds after the next one). Capped and failed
+    rows do not count as finished: such a seed is the next again.
     """
     finished = {row_key(r): r for r in rows if r["status"] == "finished"}
     tasks: dict[str, list[Run]] = {}
@@ -149,9 +158,12 @@ def authors_schedule(runs: list[Run], rows: Rows, tried: frozenset[str] = frozen
     for task_runs in tasks.values():
         state = "planned"
         for run in task_runs:
-            if state == "planned" and run.key in finished:
+            if state == "skipped" and run.key in finished:  # it ran without the skip rule: done, not skipped
                 schedule["planned"].append(run)
-                state = "skipped" if finished[run.key]["metrics"].get("val/error") == 0 else "planned"
+            elif state == "planned" and run.key in finished:
+                schedule["planned"].append(run)
+                zero = finished[run.key]["metrics"].get("val/error") == 0
+                state = "skipped" if zero and skip_after_zero else "planned"
             elif state == "planned":
                 schedule["planned" if run.key not in tried else "waiting"].append(run)
                 state = "waiting"

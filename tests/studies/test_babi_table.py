@@ -76,6 +76,21 @@ def test_the_authors_protocol_through_the_runner(tmp_path):
     assert lines[5] == "| failed (> 5%) | 1 (2) | 1 (2) | | | | | 0 |"
 
 
+def test_without_the_skip_rule_seeds_after_a_zero_run_in_order_and_the_selection_is_the_same(tmp_path):
+    script = SCRIPT | {(1, 3): ("finished", 0.0, 0.02), (1, 4): ("finished", 0.01, 0.05)}  # another zero at seed 3
+    study = _scripted(tmp_path, script, tasks=[1, 2], seeds=[1, 2, 3, 4], skip_after_zero=False)
+    rows = study.run(workers=2)
+    assert sorted((r["params"]["task"], r["seed"]) for r in rows) == [(t, s) for t in (1, 2) for s in (1, 2, 3, 4)]
+    assert all(r["metrics"]["finished_before"] == list(range(1, r["seed"])) for r in rows)
+    assert study.status()["skipped"] == []
+    task1 = [3, 1, 2, 5]  # selected: seed 2, the first zero (seed 3's zero ties and loses on the seed)
+    lines = babi_markdown(read(study.ledger)).splitlines()
+    spread = f"{np.mean(task1):.1f} +- {np.std(task1, ddof=1):.1f}"
+    assert lines[2] == f"| 1 | 1.0 | {spread} | 4 | 200 | epoch budget | 2 s | 0.0 |"
+    with_rule = _scripted(tmp_path, script, tasks=[1, 2], seeds=[1, 2, 3, 4])  # the same ledger, the authors' rule
+    assert with_rule.run() == [] and with_rule.status()["skipped"] == []  # seeds 3-4 ran: done, not skipped
+
+
 def test_a_second_run_executes_nothing_and_a_longer_plan_resumes_from_the_ledger(tmp_path):
     first = _scripted(tmp_path, SCRIPT, tasks=[1, 2], seeds=[1, 2])
     assert len(first.run()) == 4 and first.run() == [] and len(read(first.ledger)) == 4
