@@ -96,7 +96,7 @@ class BabiStudy(FitStudy):
         return authors_schedule(super().planned(), read(self.ledger), self._tried, self.skip_after_zero)
 
     def planned(self) -> list[Run]:
-        """Per task, the seeds that finished and the next seed to run (none after a zero)."""
+        """Per task, the seeds that finished and the next seed to run (none after a zero under the skip rule)."""
         return self.schedule()["planned"]
 
     def run(self, **kwargs: Any) -> Rows:

@@ -25,7 +25,7 @@ from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.cli import LightningCLI
 
 from iclr17.cli import cli, resolve_config_path
-from iclr17.studies.ledger import current_runs, digest
+from iclr17.studies.ledger import current_runs, digest, per_evaluation
 from iclr17.studies.runner import Outcome, Run, Study
 
 
@@ -53,7 +53,7 @@ class FitStudy(Study):
             built from the given arguments (the class's defaults for the others; ``{}``: the fitted callbacks as
             they are). Only for evaluations that leave training untouched (a callback whose absence would change
             the fit is not an evaluation): one fit then serves every evaluation instead of one fit each. A row keeps
-            each evaluation's metrics in ``metrics["evaluations"][name]``; :func:`per_evaluation` splits it into
+            each evaluation's metrics in ``metrics["evaluations"][name]``; ``ledger.per_evaluation`` splits it into
             one table row per evaluation (``params["evaluation"]``). The evaluations are part of a run's identity.
         **kwargs: :class:`~iclr17.studies.runner.Study`'s arguments (name, ledger_dir, runs_dir).
     """
@@ -192,24 +192,6 @@ def evaluate(fit: LightningCLI, replacements: dict[type, pl.Callback]) -> dict[s
     finally:
         trainer.callbacks = fitted
     return metrics
-
-
-def per_evaluation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with each row of several evaluations split into one row per evaluation, in their order: its
-    ``params`` gain ``"evaluation": name`` and its metrics are the fit's (e.g. ``epochs``) and that evaluation's.
-    Rows without evaluations are kept as they are."""
-    split = []
-    for row in rows:
-        evaluations = row["metrics"].get("evaluations")
-        if not evaluations:
-            split.append(row)
-            continue
-        shared = {k: v for k, v in row["metrics"].items() if k != "evaluations"}
-        split += [
-            row | {"params": row["params"] | {"evaluation": name}, "metrics": shared | metrics}
-            for name, metrics in evaluations.items()
-        ]
-    return split
 
 
 def epoch_history(metrics_csv: Path, names: list[str]) -> dict[str, list[float]]:

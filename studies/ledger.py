@@ -122,3 +122,21 @@ def current_runs(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         if run not in chosen or row["status"] == "finished" or chosen[run]["status"] == "capped":
             chosen[run] = row
     return list(chosen.values())
+
+
+def per_evaluation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each row of several evaluations split into one row per evaluation, in their order: its
+    ``params`` gain ``"evaluation": name`` and its metrics are the fit's (e.g. ``epochs``) and that evaluation's.
+    Rows without evaluations are kept as they are."""
+    split = []
+    for row in rows:
+        evaluations = row["metrics"].get("evaluations")
+        if not evaluations:
+            split.append(row)
+            continue
+        shared = {k: v for k, v in row["metrics"].items() if k != "evaluations"}
+        split += [
+            row | {"params": row["params"] | {"evaluation": name}, "metrics": shared | metrics}
+            for name, metrics in evaluations.items()
+        ]
+    return split

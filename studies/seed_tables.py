@@ -18,8 +18,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from iclr17.studies.fit_study import per_evaluation
-from iclr17.studies.ledger import current_runs
+from iclr17.studies.ledger import current_runs, per_evaluation
 
 Rows = list[dict[str, Any]]
 

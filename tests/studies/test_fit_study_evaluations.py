@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from iclr17.callbacks import BatchNormStatistics
-from iclr17.studies.fit_study import FitStudy, evaluate, evaluation_callbacks, per_evaluation, seeds_table
-from iclr17.studies.ledger import digest, run_key
+from iclr17.studies.fit_study import FitStudy, evaluate, evaluation_callbacks, seeds_table
+from iclr17.studies.ledger import digest, per_evaluation, run_key
 from tests.ddp_helpers import cpu_trainer
 from tests.studies.study_configs import shipped_study
 
