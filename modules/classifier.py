@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -19,8 +20,10 @@ class Classifier(ObjectiveModule):
     """Cross-entropy classification with an injected network and optimizer.
 
     Logs ``train/loss_step`` (every ``log_every_n_steps``), ``train/loss_epoch``, ``val/loss``, ``val/acc``,
-    ``val/acc_best``, ``test/loss`` and ``test/acc``. Accuracies and the epoch's training loss are torchmetrics
-    objects, so they are exact under DDP; validation and test losses are averaged across processes.
+    ``val/acc_best``, ``test/loss`` and ``test/acc``. ``val/acc_best`` is the best validation accuracy of the fit's
+    epochs: a ``validate`` after the fit (another evaluation of the final weights) neither logs nor changes it.
+    Accuracies and the epoch's training loss are torchmetrics objects, so they are exact under DDP; validation and
+    test losses are averaged across processes.
 
     Example (YAML for ``iclr17 fit``)::
 
@@ -96,7 +99,7 @@ class Classifier(ObjectiveModule):
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
             self.val_acc_best(self.val_acc.compute())
             self.log("val/acc_best", self.val_acc_best.compute())
 

@@ -36,6 +36,29 @@ def test_fits_separable_clusters_and_logs_every_key(tmp_path):
     assert predictions.shape == (100,) and set(predictions.tolist()) <= {0, 1}
 
 
+def _set_separator(net: MLP, sign: float) -> None:
+    """Point ``net``'s single linear layer at the separator of clusters at -(3, 3) and (3, 3): ``sign`` +1 is always
+    right, -1 always wrong."""
+    with torch.no_grad():
+        (linear,) = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+        linear.weight.copy_(sign * torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+        linear.bias.zero_()
+
+
+def test_val_acc_best_covers_only_the_fit(tmp_path):
+    dm = GaussianMixtureDataModule(centers=[[-3.0, -3.0], [3.0, 3.0]], n_samples=200, batch_size=50)
+    optimizer = lambda params: torch.optim.SGD(params, lr=0.0)  # noqa: E731  (the weights stay as set)
+    model = Classifier(MLP([2, 2]), num_classes=2, optimizer=optimizer)
+    _set_separator(model.net, -1.0)
+    trainer = _trainer(max_epochs=2, default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    assert trainer.callback_metrics["val/acc_best"] == 0.0
+    _set_separator(model.net, +1.0)  # a later evaluation of other weights, e.g. with other BatchNorm statistics
+    (result,) = trainer.validate(model, dm, verbose=False)
+    assert result["val/acc"] == 1.0 and "val/acc_best" not in result
+    assert model.val_acc_best.compute() == 0.0
+
+
 def test_num_classes_mismatch_is_a_clear_error():
     model = Classifier(MLP([2, 3]), num_classes=3)
     with pytest.raises(ValueError, match="model.num_classes=3 but the datamodule has 2 classes"):
