@@ -35,6 +35,7 @@ PLAN=(
   "halting configs/studies/halting_mlp_paper.yaml 1 --seed=3 --system.init_args.device=cuda"
   "halting configs/studies/halting_mlp_paper.yaml 1 --seed=4 --system.init_args.device=cuda"
   "entropy-sgd-char-lstm-selected configs/studies/entropy_sgd_char_lstm_selected.yaml 3"
+  "seeds configs/studies/entropy_sgd_table1_mnistfc_entropy_lua_rerun.yaml 3"
   "seeds configs/studies/entropy_sgd_table1_mnistfc_lua_adam.yaml 2"
   "seeds configs/studies/entropy_sgd_table1_mnistfc_lua_entropy.yaml 2"
   "seeds configs/studies/entropy_sgd_table1_lenet_lua_adam.yaml 1"

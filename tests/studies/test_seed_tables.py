@@ -11,7 +11,7 @@ import pytest
 
 from iclr17.studies import babi_table, seed_tables, world_model
 from iclr17.studies.fit_study import FitStudy
-from iclr17.studies.ledger import read
+from iclr17.studies.ledger import current_runs, done_keys, read
 from iclr17.studies.seed_tables import (
     char_lstm_markdown,
     error_percent,
@@ -161,6 +161,21 @@ def test_the_generic_study_configs_plan_the_variants_their_ledger_rows_carry(nam
     assert {r["config"] for r in read(LEDGERS / f"{ledger}.jsonl") if r["params"]["variant"] in variants} == {
         study.config
     }
+
+
+def test_the_official_lua_rerun_replaces_the_rows_measured_before_the_preset_fix():
+    old_rows = [r for r in read(LEDGERS / "entropy_sgd_mnist_table1.jsonl")[:15]
+                if r["params"]["variant"] == "mnistfc_entropy_lua"]  # fmt: skip
+    rerun = shipped_study(FitStudy, "entropy_sgd_table1_mnistfc_entropy_lua_rerun", arxiv="1611.01838")
+    planned = rerun.planned()
+    assert rerun.name == "entropy_sgd_mnist_table1" and rerun.max_time is None
+    assert sorted((r.params["variant"], r.seed) for r in planned) == sorted(
+        (r["params"]["variant"], r["seed"]) for r in old_rows
+    )
+    assert not {r.key for r in planned} & done_keys(old_rows)  # planned as new runs, not skipped as finished
+    assert all("--model.init_args.optimizer.init_args.variant=official_lua" in r.overrides for r in planned)
+    newer = [dict(r, commit="f" * 40, metrics=dict(r["metrics"], **{"test/acc": 0.99})) for r in old_rows]
+    assert [r["commit"] for r in current_runs(old_rows + newer)] == ["f" * 40] * len(old_rows)
 
 
 @pytest.mark.parametrize("module", [babi_table, world_model, seed_tables], ids=lambda m: m.__name__)
