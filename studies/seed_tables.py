@@ -118,7 +118,7 @@ def mnistfc_adam_markdown(rows: Rows) -> str:
         stop = capped_label(r) if r["status"] == "capped" else "the epoch budget"
         steps = "" if r["steps"] is None else f"{r['steps']:,}"
         lines.append(f"| {r['seed']} | {steps} | {stop} | {error_percent(r):.2f}% |")
-    if runs:
+    if len(runs) > 1:
         mean, std = mean_std([error_percent(r) for r in runs])
         lines.append(f"| mean +- std | | | {mean:.2f} +- {std:.2f}% |")
     lines.append(f"| paper (Adam) | | | {PAPER_MNISTFC_ADAM} |")
@@ -146,10 +146,11 @@ def table1_markdown(rows: Rows) -> str:
     for variant, runs in _groups(rows, list(TABLE1_MNIST)).items():
         model, optimizer, epochs, paper = TABLE1_MNIST.get(variant, (runs[0]["config"], variant, "", ""))
         mean, std = mean_std([error_percent(r) for r in runs])
+        spread = f" +- {std:.2f}" if len(runs) > 1 else ""  # one seed has no spread to show
         seconds = [r["fit_seconds"] for r in runs if r["fit_seconds"] is not None]
         wall = f"{statistics.mean(seconds):.0f} s" if seconds else ""
         lines.append(
-            f"| {model} | {optimizer} | {epochs} | {mean:.2f} +- {std:.2f}% ({_values(runs, error_percent, 2)}) "
+            f"| {model} | {optimizer} | {epochs} | {mean:.2f}{spread}% ({_values(runs, error_percent, 2)}) "
             f"| {len(runs)} | {paper} | {wall} |"
         )
     return "\n".join(lines)

@@ -60,6 +60,8 @@ def test_the_mnistfc_baseline_table_on_hand_written_rows():
         f"| mean +- std | | | {np.mean(errors):.2f} +- {np.std(errors, ddof=1):.2f}% |",
         "| paper (Adam) | | | 1.39 +- 0.03% |",
     ]
+    one_seed = mnistfc_adam_markdown(rows[:1]).splitlines()  # one seed: no mean +- std line
+    assert one_seed[2:] == ["| 2 | 39,100 | the epoch budget | 1.25% |", "| paper (Adam) | | | 1.39 +- 0.03% |"]
 
 
 def test_table_1_on_hand_written_rows():
@@ -81,9 +83,9 @@ def test_table_1_on_hand_written_rows():
     adam = f"{np.mean([1.4, 1.3]):.2f} +- {np.std([1.4, 1.3], ddof=1):.2f}%"  # seed 1 capped, seed 2 finished
     assert lines[3] == f"| mnistfc | Adam (`configs/classifier/mnistfc.yaml`) | 100 | {adam} (1.40 (capped), 1.30) " \
         "| 2 | 1.39 +- 0.03% |  |"  # fmt: skip
-    lenet = "| LeNet-BN | Adam (`lenet_adam.yaml`) | 100 | 0.50 +- 0.00% (0.50) | 1 | 0.51 +- 0.01% | 100 s |"
+    lenet = "| LeNet-BN | Adam (`lenet_adam.yaml`) | 100 | 0.50% (0.50) | 1 | 0.51 +- 0.01% | 100 s |"  # no spread
     assert lines[4] == lenet
-    assert lines[5] == "| c.yaml | other |  | 10.00 +- 0.00% (10.00) | 1 |  | 300 s |"
+    assert lines[5] == "| c.yaml | other |  | 10.00% (10.00) | 1 |  | 300 s |"
     assert len(lines) == 6
 
 
