@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 Activation = Literal["relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu"]
 Layout = Literal["pytorch_port", "lua"]
+BatchNormWeightInit = Literal["ones", "uniform"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -98,9 +99,22 @@ class LeNet(nn.Module):
     Args:
         layout: ``pytorch_port`` (conv, BN, ReLU, pool; BN in the fc block; 132,220 parameters) or ``lua``
             (conv, ReLU, pool, BN; no BN in the fc block; 131,220 parameters, the Lua ``models.lua`` ``mnistconv``).
+        batchnorm_weight_init: the BatchNorm scales' initial values: ``ones`` (PyTorch's, so the authors' PyTorch
+            port's) or ``uniform`` (U(0, 1) per channel: Torch7's, whose ``BatchNormalization:reset`` in nn and
+            cudnn draws the scale uniformly, so the Lua code's); None (default) takes the layout's own (``lua``:
+            ``uniform``, ``pytorch_port``: ``ones``). Convolutions and linear layers start as in both frameworks
+            (uniform in +- 1 / sqrt(fan_in), weights and biases); BatchNorm shifts start at 0.
     """
 
-    def __init__(self, layout: Layout = "pytorch_port") -> None:
+    def __init__(
+        self, layout: Layout = "pytorch_port", batchnorm_weight_init: BatchNormWeightInit | None = None
+    ) -> None:
+        if layout not in ("pytorch_port", "lua"):
+            raise ValueError(f"LeNet: layout must be 'pytorch_port' or 'lua', got {layout!r}")
+        if batchnorm_weight_init not in (None, "ones", "uniform"):
+            raise ValueError(
+                f"LeNet: batchnorm_weight_init must be 'ones', 'uniform' or None, got {batchnorm_weight_init!r}"
+            )
         fc_bn = [nn.BatchNorm1d(500)] if layout == "pytorch_port" else []
         super().__init__()
         self.layers = nn.Sequential(
@@ -113,6 +127,10 @@ class LeNet(nn.Module):
             nn.Dropout(0.5),
             nn.Linear(500, 10),
         )
+        if (batchnorm_weight_init or {"lua": "uniform"}.get(layout, "ones")) == "uniform":
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    nn.init.uniform_(module.weight, 0.0, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)

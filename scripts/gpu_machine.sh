@@ -38,8 +38,8 @@ PLAN=(
   "seeds configs/studies/entropy_sgd_table1_mnistfc_entropy_lua_rerun.yaml 3"
   "seeds configs/studies/entropy_sgd_table1_mnistfc_lua_adam.yaml 2"
   "seeds configs/studies/entropy_sgd_table1_mnistfc_lua_entropy.yaml 2"
-  "seeds configs/studies/entropy_sgd_table1_lenet_lua_adam.yaml 1"
-  "seeds configs/studies/entropy_sgd_table1_lenet_lua_entropy.yaml 1"
+  "seeds configs/studies/entropy_sgd_table1_lenet_lua_adam.yaml 3"
+  "seeds configs/studies/entropy_sgd_table1_lenet_lua_entropy.yaml 3"
   "ebgan-grid configs/studies/ebgan_grid_subset.yaml 4 --accelerator=gpu"
 )
 

@@ -2,6 +2,7 @@ import inspect
 
 import pytest
 import torch
+from scipy import stats
 from torch import nn
 
 import iclr17.modules
@@ -141,3 +142,28 @@ def test_lua_mnistfc_is_the_authors_iclr_version():
     assert linears == [(784, 1024), (1024, 1024), (1024, 10)]
     assert [m.p for m in leaves if isinstance(m, nn.Dropout)] == [0.5, 0.5]
     assert sum(p.numel() for p in MNISTFC("lua").parameters()) == 1_863_690
+
+
+def _batchnorm_scales(net: nn.Module) -> torch.Tensor:
+    return torch.cat([m.weight.detach() for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)])
+
+
+def test_lua_lenet_starts_its_batchnorm_scales_as_torch7_does():
+    """Torch7's ``BatchNormalization:reset`` (nn and cudnn) draws each scale from U(0, 1) and zeroes the shift;
+    PyTorch starts the scale at 1. 70 channels (20 + 50): a U(0, 1) sample, not a constant."""
+    torch.manual_seed(0)
+    scales = _batchnorm_scales(LeNet("lua"))
+    assert scales.numel() == 70 and bool(((scales >= 0) & (scales < 1)).all())
+    assert stats.kstest(scales.numpy(), "uniform").pvalue > 0.01  # scipy's U(0, 1): an independent reference
+    shifts = torch.cat([m.bias.detach() for m in LeNet("lua").modules() if isinstance(m, nn.BatchNorm2d)])
+    assert bool((shifts == 0).all())
+    assert bool((_batchnorm_scales(LeNet("pytorch_port")) == 1).all())  # the PyTorch port: PyTorch's init
+
+
+def test_batchnorm_weight_init_overrides_the_layouts_own_and_is_validated():
+    assert bool((_batchnorm_scales(LeNet("lua", batchnorm_weight_init="ones")) == 1).all())
+    assert bool((_batchnorm_scales(LeNet("pytorch_port", batchnorm_weight_init="uniform")) < 1).all())
+    with pytest.raises(ValueError, match="batchnorm_weight_init must be 'ones', 'uniform' or None, got 'normal'"):
+        LeNet("lua", batchnorm_weight_init="normal")
+    with pytest.raises(ValueError, match="layout must be 'pytorch_port' or 'lua', got 'torch'"):
+        LeNet("torch")

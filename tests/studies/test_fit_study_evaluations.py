@@ -142,4 +142,4 @@ def test_per_evaluation_splits_rows_and_the_generic_table_shows_each_evaluation(
 def test_the_lua_lenet_study_configs_evaluate_one_fit_both_ways(optimizer):
     study = shipped_study(FitStudy, f"entropy_sgd_table1_lenet_lua_{optimizer}", arxiv="1611.01838")
     assert study.evaluations == EVALUATIONS
-    assert [r.params for r in study.planned()] == [{"variant": f"lenet_lua_{optimizer}"}] * 5
+    assert [r.params for r in study.planned()] == [{"variant": f"lenet_lua_t7init_{optimizer}"}] * 5

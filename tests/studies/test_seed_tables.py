@@ -92,15 +92,15 @@ def test_table_1_on_hand_written_rows():
 def test_table_1_shows_each_evaluation_of_one_fit_as_its_own_row():
     def evaluated(seed, test_images, training_images):
         by_name = {"bn_test": {"test/acc": test_images}, "bn_train": {"test/acc": training_images}}
-        return _row("lenet_lua_adam", seed, {"epochs": 100, "evaluations": by_name}, seconds=2000.0)
+        return _row("lenet_lua_t7init_adam", seed, {"epochs": 100, "evaluations": by_name}, seconds=2000.0)
 
     lines = table1_markdown([evaluated(1, 0.9950, 0.9940), evaluated(2, 0.9948, 0.9946)]).splitlines()
     test_images = f"{np.mean([0.5, 0.52]):.2f} +- {np.std([0.5, 0.52], ddof=1):.2f}% (0.50, 0.52)"
     training_images = f"{np.mean([0.6, 0.54]):.2f} +- {np.std([0.6, 0.54], ddof=1):.2f}% (0.60, 0.54)"
     assert lines[2:] == [
-        "| LeNet (Lua, authors' data), BN statistics of the test images | Adam | 100 | "
+        "| LeNet (Lua, authors' init and data), BN statistics of the test images | Adam | 100 | "
         f"{test_images} | 2 | 0.51 +- 0.01% | 2000 s |",
-        "| LeNet (Lua, authors' data), BN statistics of the training images | Adam | 100 | "
+        "| LeNet (Lua, authors' init and data), BN statistics of the training images | Adam | 100 | "
         f"{training_images} | 2 | 0.51 +- 0.01% | 2000 s |",
     ]
 
