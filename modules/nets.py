@@ -127,9 +127,9 @@ class LeNet(nn.Module):
             nn.Dropout(0.5),
             nn.Linear(500, 10),
         )
-        if (batchnorm_weight_init or {"lua": "uniform"}.get(layout, "ones")) == "uniform":
+        if (batchnorm_weight_init or ("uniform" if layout == "lua" else "ones")) == "uniform":
             for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
                     nn.init.uniform_(module.weight, 0.0, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:

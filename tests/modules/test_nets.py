@@ -145,7 +145,7 @@ def test_lua_mnistfc_is_the_authors_iclr_version():
 
 
 def _batchnorm_scales(net: nn.Module) -> torch.Tensor:
-    return torch.cat([m.weight.detach() for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)])
+    return torch.cat([m.weight.detach() for m in net.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)])
 
 
 def test_lua_lenet_starts_its_batchnorm_scales_as_torch7_does():
