@@ -9,7 +9,7 @@ max-pooling before BatchNorm and has no BatchNorm in the fully connected block.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from torch import Tensor, nn
 
@@ -109,9 +109,9 @@ class LeNet(nn.Module):
     def __init__(
         self, layout: Layout = "pytorch_port", batchnorm_weight_init: BatchNormWeightInit | None = None
     ) -> None:
-        if layout not in ("pytorch_port", "lua"):
+        if layout not in get_args(Layout):
             raise ValueError(f"LeNet: layout must be 'pytorch_port' or 'lua', got {layout!r}")
-        if batchnorm_weight_init not in (None, "ones", "uniform"):
+        if batchnorm_weight_init not in (None, *get_args(BatchNormWeightInit)):
             raise ValueError(
                 f"LeNet: batchnorm_weight_init must be 'ones', 'uniform' or None, got {batchnorm_weight_init!r}"
             )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The open studies' runs on one borrowed GPU machine (one GPU, many CPU cores, no internet, a fixed time), in three
+# The open studies' runs on one borrowed GPU machine (one GPU, many CPU cores, no internet, a fixed time), in four
 # steps; docs/studies.md ("One GPU machine, many runs") says why each step is there.
 #
 #   scripts/gpu_machine.sh pack                here: .gpu_pack/ (git-ignored) gets the wheels of the packages the
@@ -14,8 +14,8 @@
 #   scripts/gpu_machine.sh merge DIR           here: appends the rows of each DIR/<name>.jsonl that
 #                                              results/ledgers/<name>.jsonl lacks; then `iclr17 results` and commit
 #
-# ICLR17_COMMIT (required by `run`: the commit being run) is recorded in every row: run only committed code. The plan (which studies,
-# how many workers) is the PLAN array below, in the order of their issues; edit it for the lease at hand.
+# ICLR17_COMMIT (required by `run`: the commit being run) is recorded in every row: run only committed code. The
+# plan (which studies, how many workers) is the PLAN array below, in the order of their issues; edit it for the lease.
 set -euo pipefail
 SELF=$(realpath "$0")
 cd "$(dirname "$SELF")/.."
@@ -53,10 +53,14 @@ pack() {
   echo "carry: [\"$PACK/whl\"$(printf ', "%s"' "${DATA[@]/#/$PACK/data/}")]"
 }
 
+ledger_name() {  # a study config's ledger: its `name:`
+  sed -n 's/^name: *//p' "$1"
+}
+
 study() {  # one plan entry, rerun while it adds rows: OUT STUDY CONFIG WORKERS [ARGS...]
   local out=$1 name=$2 config=$3 workers=$4 ledger before
   shift 4
-  ledger="$out/$(sed -n 's/^name: *//p' "$config").jsonl"
+  ledger="$out/$(ledger_name "$config").jsonl"
   while :; do
     before=$(wc -l <"$ledger")
     python3 -P -m iclr17 "$name" --config "$config" "$@" --ledger_dir="$out" run --workers "$workers"
@@ -81,7 +85,7 @@ alive() {
 
 run() {
   local out=${1:?usage: run OUT SECONDS} seconds=${2:?usage: run OUT SECONDS}
-  local site=/tmp/iclr17-site deadline=$((SECONDS + ${2}))
+  local site=/tmp/iclr17-site deadline=$((SECONDS + seconds))
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$PACK"/whl/*.whl
   python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" .
   export PYTHONPATH="$site" ICLR17_DATA_DIR="$PWD/$PACK/data" WANDB_MODE=offline OMP_NUM_THREADS=1
@@ -92,8 +96,9 @@ run() {
   mkdir -p "$logs"
   for entry in "${PLAN[@]}"; do
     read -r study config workers extra <<<"$entry"
-    ledger=$(sed -n 's/^name: *//p' "$config")
-    [[ -e "$out/$ledger.jsonl" ]] || cp "results/ledgers/$ledger.jsonl" "$out/" 2>/dev/null || touch "$out/$ledger.jsonl"
+    ledger=$(ledger_name "$config")
+    [[ -e "$out/$ledger.jsonl" ]] || cp "results/ledgers/$ledger.jsonl" "$out/" 2>/dev/null \
+      || touch "$out/$ledger.jsonl"
     # shellcheck disable=SC2086  # $extra is words
     setsid "$SELF" study "$out" "$study" "$config" "$workers" $extra >"$logs/${#pids[@]}.log" 2>&1 &
     pids+=("$!")
@@ -121,5 +126,5 @@ case "${1:-}" in
   study) shift; study "$@" ;;
   check) check ;;
   merge) shift; merge "$@" ;;
-  *) sed -n '2,18p' "$SELF"; exit 2 ;;
+  *) sed -n '2,17p' "$SELF"; exit 2 ;;
 esac
