@@ -2,20 +2,23 @@
 # The open studies' runs on one borrowed GPU machine (one GPU, many CPU cores, no internet, a fixed time), in four
 # steps; docs/studies.md ("One GPU machine, many runs") says why each step is there.
 #
-#   scripts/gpu_machine.sh pack                here: .gpu_pack/ (git-ignored) gets the wheels of the packages the
-#                                              machine's PyTorch image lacks and a link to $ICLR17_DATA_DIR; it
-#                                              prints the paths to send along (the data's folders through the link)
-#   scripts/gpu_machine.sh run OUT SECONDS     there, in a copy of the checkout with .gpu_pack/ beside it: installs
-#                                              this commit, copies the committed ledgers of the planned studies into
-#                                              OUT, runs the studies at once (their rows append to OUT's ledgers) and
-#                                              stops every run still going after SECONDS (a cut run leaves no row)
-#   scripts/gpu_machine.sh check               here, before the lease: every plan entry's `status` (its config and
-#                                              arguments parse; what it would run)
-#   scripts/gpu_machine.sh merge DIR           here: appends the rows of each DIR/<name>.jsonl that
+#   scripts/gpu_machine.sh pack                here, on a clean checkout: .gpu_pack/ (git-ignored) gets the wheels
+#                                              of the packages the machine's PyTorch image lacks, the commit and the
+#                                              checksums of its files, and a link to $ICLR17_DATA_DIR; it prints the
+#                                              paths to send along (the data's folders through the link)
+#   scripts/gpu_machine.sh check               here, the venv active, before the lease: every plan entry's `status`
+#                                              (its config and arguments parse; what it would run)
+#   scripts/gpu_machine.sh run OUT SECONDS     there, in a copy of the checkout with .gpu_pack/ beside it: checks the
+#                                              copy is the packed commit, installs it, copies the committed ledgers of
+#                                              the planned studies into OUT, runs the studies at once (their rows
+#                                              append to OUT's ledgers), stops every run still going SECONDS after it
+#                                              started (a cut run leaves no row) and keeps OUT/studies.log current;
+#                                              give the call a time limit of at least SECONDS + 30
+#   scripts/gpu_machine.sh merge DIR           here: appends the complete rows of each DIR/<name>.jsonl that
 #                                              results/ledgers/<name>.jsonl lacks; then `iclr17 results` and commit
 #
-# ICLR17_COMMIT (required by `run`: the commit being run) is recorded in every row: run only committed code. The
-# plan (which studies, how many workers) is the PLAN array below, in the order of their issues; edit it for the lease.
+# Every row records the packed commit. The plan (which studies, how many workers) is the PLAN array below, in the
+# order of their issues; edit it (and commit) before packing.
 set -euo pipefail
 SELF=$(realpath "$0")
 cd "$(dirname "$SELF")/.."
@@ -25,27 +28,32 @@ WHEELS=(jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0)  
 DATA=(mnist war_and_peace)                                                         # folders of $ICLR17_DATA_DIR
 
 # "<study> <config> <workers> [study arguments]": one study process each, all at once, issue 16's then issue 17's;
-# the ledger is the config's name. A study whose runs added rows runs again (a later phase may now be planned).
-# Sizes are estimates (an H200 with 16 cores): runs that cannot finish in the lease are left out, EBGAN-LN among
-# them (150 epochs of 600 small steps, about 20 minutes a run); configs/studies/ebgan_ln_table2.yaml runs it.
+# the ledger is the config's name. Each worker is one single-threaded run that drives the GPU from one core: at most
+# MAX_WORKERS in all (the H200 machine's 16 cores). Sizes are estimates: runs that cannot finish in the lease are left
+# out, EBGAN-LN among them (150 epochs of 600 small steps, about 20 minutes a run; configs/studies/ebgan_ln_table2.yaml).
+MAX_WORKERS=16
 PLAN=(
   "halting configs/studies/halting_mlp_paper.yaml 1 --seed=0 --system.init_args.device=cuda"
   "halting configs/studies/halting_mlp_paper.yaml 1 --seed=1 --system.init_args.device=cuda"
   "halting configs/studies/halting_mlp_paper.yaml 1 --seed=2 --system.init_args.device=cuda"
-  "halting configs/studies/halting_mlp_paper.yaml 1 --seed=3 --system.init_args.device=cuda"
-  "halting configs/studies/halting_mlp_paper.yaml 1 --seed=4 --system.init_args.device=cuda"
-  "entropy-sgd-char-lstm-selected configs/studies/entropy_sgd_char_lstm_selected.yaml 3"
+  "entropy-sgd-char-lstm-selected configs/studies/entropy_sgd_char_lstm_selected.yaml 2"
   "seeds configs/studies/entropy_sgd_table1_mnistfc_entropy_lua_rerun.yaml 3"
   "seeds configs/studies/entropy_sgd_table1_mnistfc_lua_adam.yaml 2"
   "seeds configs/studies/entropy_sgd_table1_mnistfc_lua_entropy.yaml 2"
-  "seeds configs/studies/entropy_sgd_table1_lenet_lua_adam.yaml 3"
-  "seeds configs/studies/entropy_sgd_table1_lenet_lua_entropy.yaml 3"
-  "ebgan-grid configs/studies/ebgan_grid_subset.yaml 4 --accelerator=gpu"
+  "seeds configs/studies/entropy_sgd_table1_lenet_lua_adam.yaml 1"
+  "seeds configs/studies/entropy_sgd_table1_lenet_lua_entropy.yaml 1"
+  "ebgan-grid configs/studies/ebgan_grid_subset.yaml 2 --accelerator=gpu"
 )
 
 pack() {
   local data_dir=${ICLR17_DATA_DIR:?set ICLR17_DATA_DIR to the data folder (e.g. ../shared/data)}
+  if [[ -n "$(git status --porcelain)" ]]; then
+    echo "pack: the checkout has uncommitted changes (git status); rows must record the code they ran: commit first" >&2
+    return 1
+  fi
   rm -rf "$PACK.partial" && mkdir -p "$PACK.partial/whl"
+  git rev-parse HEAD >"$PACK.partial/whl/COMMIT"
+  git ls-files -z | xargs -0 sha256sum >"$PACK.partial/whl/FILES.sha256"  # `run` checks the copy against these
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$PACK.partial/whl" "${WHEELS[@]}"
   ln -s "$(realpath "$data_dir")" "$PACK.partial/data"  # a link, no copy: the data travels through it
@@ -57,16 +65,6 @@ ledger_name() {  # a study config's ledger: its `name:`
   sed -n 's/^name: *//p' "$1"
 }
 
-study() {  # one plan entry, rerun while it adds rows: OUT STUDY CONFIG WORKERS [ARGS...]
-  local out=$1 name=$2 config=$3 workers=$4 ledger before
-  shift 4
-  ledger="$out/$(ledger_name "$config").jsonl"
-  while :; do
-    before=$(wc -l <"$ledger")
-    python3 -P -m iclr17 "$name" --config "$config" "$@" --ledger_dir="$out" run --workers "$workers"
-    (( $(wc -l <"$ledger") > before )) || break
-  done
-}
 
 check() {
   local entry study config workers extra
@@ -83,48 +81,96 @@ alive() {
   return 1
 }
 
+plan_workers() {  # the workers of every PLAN entry, summed
+  local entry study config workers extra total=0
+  for entry in "${PLAN[@]}"; do read -r study config workers extra <<<"$entry"; total=$((total + workers)); done
+  echo "$total"
+}
+
+write_log() {  # OUT LOGS: the last lines of every study's log, rewritten whole so that a cut call still returns one
+  local entry
+  for entry in "${!PLAN[@]}"; do echo "== ${PLAN[$entry]}"; tail -n 5 "$2/$entry.log"; done >"$1/studies.log.partial"
+  mv "$1/studies.log.partial" "$1/studies.log"
+}
+
 run() {
   local out=${1:?usage: run OUT SECONDS} seconds=${2:?usage: run OUT SECONDS}
-  local site=/tmp/iclr17-site deadline=$((SECONDS + seconds))
+  local site=/tmp/iclr17-site deadline=$((SECONDS + seconds)) commit file
+  # Checks before anything is installed or started: the copy is the packed commit, the data came along.
+  commit=$(cat "$PACK/whl/COMMIT") || { echo "run: no $PACK/whl/COMMIT: run \`pack\` here and carry $PACK/whl" >&2; return 1; }
+  [[ -z "${ICLR17_COMMIT:-}" || "$commit" == "$ICLR17_COMMIT"* ]] \
+    || { echo "run: ICLR17_COMMIT=$ICLR17_COMMIT but $PACK/whl/COMMIT is $commit" >&2; return 1; }
+  sha256sum --quiet -c "$PACK/whl/FILES.sha256" \
+    || { echo "run: this copy differs from commit $commit (the files above): pack again from a clean checkout" >&2; return 1; }
+  for file in mnist/MNIST/raw/train-images-idx3-ubyte.gz war_and_peace/warpeace_input.txt; do
+    [[ -s "$PACK/data/$file" ]] || { echo "run: $PACK/data/$file is missing: carry the paths \`pack\` printed" >&2; return 1; }
+  done
+  (( $(plan_workers) <= MAX_WORKERS )) || { echo "run: PLAN asks for $(plan_workers) workers, over $MAX_WORKERS" >&2; return 1; }
+  rm -rf "$site" build ./*.egg-info  # a warm machine's earlier install would otherwise be kept (pip --target)
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$PACK"/whl/*.whl
   python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" .
-  export PYTHONPATH="$site" ICLR17_DATA_DIR="$PWD/$PACK/data" WANDB_MODE=offline OMP_NUM_THREADS=1
-  export ICLR17_COMMIT=${ICLR17_COMMIT:?set ICLR17_COMMIT to the commit being run}
+  export PYTHONPATH="$site" ICLR17_DATA_DIR="$PWD/$PACK/data" ICLR17_COMMIT="$commit" WANDB_MODE=offline
+  export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
   python3 -P -c "import iclr17, sys; assert iclr17.__file__.startswith(sys.argv[1]), iclr17.__file__" "$site"
   mkdir -p "$out"
-  local pids=() entry study config workers extra ledger logs=/tmp/iclr17-logs
-  mkdir -p "$logs"
+  local pids=() entry study config workers extra ledger logs=/tmp/iclr17-logs grace
+  rm -rf "$logs" && mkdir -p "$logs"
   for entry in "${PLAN[@]}"; do
     read -r study config workers extra <<<"$entry"
     ledger=$(ledger_name "$config")
     [[ -e "$out/$ledger.jsonl" ]] || cp "results/ledgers/$ledger.jsonl" "$out/" 2>/dev/null \
       || touch "$out/$ledger.jsonl"
     # shellcheck disable=SC2086  # $extra is words
-    setsid "$SELF" study "$out" "$study" "$config" "$workers" $extra >"$logs/${#pids[@]}.log" 2>&1 &
+    setsid python3 -P -m iclr17 "$study" --config "$config" $extra --ledger_dir="$out" run --workers "$workers" \
+      >"$logs/${#pids[@]}.log" 2>&1 &
     pids+=("$!")
   done
-  while (( SECONDS < deadline )) && alive "${pids[@]}"; do sleep 5; done
-  for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done  # each study's whole process group
-  for entry in "${!PLAN[@]}"; do echo "== ${PLAN[$entry]}"; tail -n 5 "$logs/$entry.log"; done | tee "$out/studies.log"
+  while (( SECONDS < deadline )) && alive "${pids[@]}"; do write_log "$out" "$logs"; sleep 5; done
+  # Each study's whole process group: SIGTERM (Lightning stops at its next batch), then SIGKILL what is left, so no
+  # run can append a row while OUT is being copied back (merge also drops a line cut short).
+  for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
+  for grace in 1 2 3 4 5 6 7 8 9 10; do alive "${pids[@]}" || break; sleep 1; done
+  for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  write_log "$out" "$logs"
+  cat "$out/studies.log"
 }
 
-merge() {
-  local dir=${1:?usage: merge DIR} returned committed new
+merge() {  # rows are unique, self-contained JSON lines: append those not committed yet, never a line cut short
+  local dir=${1:?usage: merge DIR} returned
   for returned in "$dir"/*.jsonl; do
     [[ -s "$returned" ]] || continue
-    committed="results/ledgers/$(basename "$returned")"
-    touch "$committed"
-    new=$(grep -vxF -f "$committed" "$returned" || true)  # rows are unique lines: those not committed yet
-    [[ -n "$new" ]] && printf '%s\n' "$new" >>"$committed"
-    echo "$committed: $(grep -c . <<<"$new" || true) new row(s)"
+    python3 - "$returned" "results/ledgers/$(basename "$returned")" <<'PY'
+import json, sys
+from pathlib import Path
+
+returned, committed = Path(sys.argv[1]), Path(sys.argv[2])
+text = committed.read_text() if committed.exists() else ""
+have = set(text.split("\n"))
+*lines, cut = returned.read_text().split("\n")  # cut: what follows the last newline, a line still being written
+new, skipped = [], int(bool(cut))
+for row in lines:
+    if not row or row in have or row in new:
+        continue
+    try:
+        complete = isinstance(json.loads(row), dict)
+    except json.JSONDecodeError:
+        complete = False
+    if complete:
+        new.append(row)
+    else:
+        skipped += 1
+if new:
+    with committed.open("a") as ledger:
+        ledger.write(("\n" if text and not text.endswith("\n") else "") + "".join(row + "\n" for row in new))
+print(f"{committed}: {len(new)} new row(s)" + (f", {skipped} incomplete line(s) left out" if skipped else ""))
+PY
   done
 }
 
 case "${1:-}" in
   pack) pack ;;
   run) shift; run "$@" ;;
-  study) shift; study "$@" ;;
   check) check ;;
   merge) shift; merge "$@" ;;
-  *) sed -n '2,17p' "$SELF"; exit 2 ;;
+  *) sed -n '2,/^set -euo/{/^set -euo/!p}' "$SELF"; exit 2 ;;
 esac
