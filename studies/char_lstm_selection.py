@@ -210,8 +210,16 @@ def _grid_rows(rows: Rows) -> Rows:
 
 
 def selected_point(rows: Rows) -> tuple[float, float] | None:
-    """``(eta', lr)`` of the grid row with the lowest validation loss among the ledger's current grid rows (ties:
-    the first in grid order, eta' then lr ascending; non-finite losses never win), or None without grid rows."""
+    """``(eta', lr)`` the study selected: the point of the ledger's full-length Entropy-Adam rows, which the study
+    plans only once the whole grid has finished (:func:`select`); None before that."""
+    full = [r["params"] for r in current_runs(rows) if r["params"].get("phase") == "full"]
+    points = [(params["eta_prime"], params["lr"]) for params in full if params.get("variant") == ENTROPY]
+    return points[-1] if points else None
+
+
+def lowest_so_far(rows: Rows) -> tuple[float, float] | None:
+    """``(eta', lr)`` of the finished grid row with the lowest validation loss (ties: eta' then lr ascending;
+    non-finite losses never win), or None without grid rows: what leads while the grid is still running."""
     grid = sorted(_grid_rows(rows), key=lambda r: (r["params"]["eta_prime"], r["params"]["lr"]))
     if not grid:
         return None
@@ -238,11 +246,15 @@ def selected_markdown(rows: Rows) -> str:
     and outer learning rate (columns), the selected point (:func:`selected_point`) in bold; a point that did not
     finish is empty. The full-length runs: Entropy-Adam at the selected point and Adam, per variant the seeds, the
     epochs reached, mean +- std over seeds of the final validation and test loss (nats per char), test perplexity
-    per char and bits per char, and the paper's numbers. Failed runs never enter; capped runs are labelled."""
+    per char and bits per char, and the paper's numbers. Failed runs never enter; capped runs are labelled. Until the
+    study has selected (the grid is not complete) the lowest point so far is marked as such and the second table is
+    left out."""
     if not any(r["status"] != "failed" for r in rows):
         return "(no finished runs)"
     grid = _grid_rows(rows)
-    best = selected_point(rows)
+    best, mark = selected_point(rows), "(selected)"
+    if best is None:
+        best, mark = lowest_so_far(rows), f"(lowest so far: {len(grid)} grid point(s) finished, no selection yet)"
     etas = sorted({r["params"]["eta_prime"] for r in grid})
     lrs = sorted({r["params"]["lr"] for r in grid})
     cells = {(r["params"]["eta_prime"], r["params"]["lr"]): r for r in grid}
@@ -256,12 +268,14 @@ def selected_markdown(rows: Rows) -> str:
             text = "" if row is None else f"{row['metrics'].get('val/loss', math.nan):.4f}"
             if row is not None and row["status"] == "capped":
                 text += f" ({capped_label(row)})"
-            row_cells.append(f"**{text}** (selected)" if (eta, lr) == best else text)
+            row_cells.append(f"**{text}** {mark}" if (eta, lr) == best else text)
         lines.append(f"| {eta:g} | " + " | ".join(row_cells) + " |")
     full: dict[str, Rows] = {}
     for row in sorted(current_runs(rows), key=lambda r: r["seed"]):
         if row["params"].get("phase") == "full":
             full.setdefault(row["params"]["variant"], []).append(row)
+    if not full:
+        return "\n".join(lines)
     columns = ["optimizer", "step sizes", "seeds", "reached", "val loss", "test loss", "test perplexity per char",
                "test bits per char", "the paper's (nats per char)"]  # fmt: skip
     lines += ["", *header(columns)]

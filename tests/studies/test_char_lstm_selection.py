@@ -18,6 +18,7 @@ from iclr17.studies.char_lstm_selection import (
     ETA_PRIME,
     LR,
     CharLstmSelectionStudy,
+    lowest_so_far,
     select,
     selected_markdown,
     selected_point,
@@ -204,7 +205,7 @@ TABLE_ROWS = [
 
 
 def test_the_table_on_hand_written_rows():
-    assert selected_point(TABLE_ROWS) == (0.002, 0.005) and selected_point([]) is None
+    assert selected_point(TABLE_ROWS) == (0.002, 0.005) and selected_point(TABLE_ROWS[:5]) is None
     lines = selected_markdown(TABLE_ROWS).splitlines()
     assert lines[:4] == [
         "| val loss after 5 passes, seed 0: inner eta' (rows), outer lr (columns) | 0.005 | 0.01 |",
@@ -229,6 +230,19 @@ def test_the_table_on_hand_written_rows():
         "val 1.224, test 1.226 at 40 epochs |"
     )
     assert len(lines) == 9
+
+
+def test_before_the_study_selects_the_table_marks_the_lowest_point_so_far_and_no_selection():
+    # two of the grid's points: the lower validation loss leads (not the lower test loss); nothing is "selected" and
+    # there is no full-length table until the study has selected, whatever the finished points
+    rows = [_grid(0.004, 0.01, 1.70, test=0.5), _grid(0.001, 0.0025, 1.65, test=2.0)]
+    assert lowest_so_far(rows) == (0.001, 0.0025) and selected_point(rows) is None
+    assert selected_markdown(rows).splitlines() == [
+        "| val loss after 5 passes, seed 0: inner eta' (rows), outer lr (columns) | 0.0025 | 0.01 |",
+        "|---|---|---|",
+        "| 0.001 | **1.6500** (lowest so far: 2 grid point(s) finished, no selection yet) |  |",
+        "| 0.004 |  | 1.7000 |",
+    ]
 
 
 def test_the_table_of_a_ledger_without_finished_runs_says_so():
