@@ -65,7 +65,6 @@ ledger_name() {  # a study config's ledger: its `name:`
   sed -n 's/^name: *//p' "$1"
 }
 
-
 check() {
   local entry study config workers extra
   for entry in "${PLAN[@]}"; do
@@ -95,7 +94,7 @@ write_log() {  # OUT LOGS: the last lines of every study's log, rewritten whole 
 
 run() {
   local out=${1:?usage: run OUT SECONDS} seconds=${2:?usage: run OUT SECONDS}
-  local site=/tmp/iclr17-site deadline=$((SECONDS + seconds)) commit file
+  local site=/tmp/iclr17-site deadline=$((SECONDS + seconds)) commit file workers_in_plan
   # Checks before anything is installed or started: the copy is the packed commit, the data came along.
   commit=$(cat "$PACK/whl/COMMIT") || { echo "run: no $PACK/whl/COMMIT: run \`pack\` here and carry $PACK/whl" >&2; return 1; }
   [[ -z "${ICLR17_COMMIT:-}" || "$commit" == "$ICLR17_COMMIT"* ]] \
@@ -105,7 +104,8 @@ run() {
   for file in mnist/MNIST/raw/train-images-idx3-ubyte.gz war_and_peace/warpeace_input.txt; do
     [[ -s "$PACK/data/$file" ]] || { echo "run: $PACK/data/$file is missing: carry the paths \`pack\` printed" >&2; return 1; }
   done
-  (( $(plan_workers) <= MAX_WORKERS )) || { echo "run: PLAN asks for $(plan_workers) workers, over $MAX_WORKERS" >&2; return 1; }
+  workers_in_plan=$(plan_workers)
+  (( workers_in_plan <= MAX_WORKERS )) || { echo "run: PLAN asks for $workers_in_plan workers, over $MAX_WORKERS" >&2; return 1; }
   rm -rf "$site" build ./*.egg-info  # a warm machine's earlier install would otherwise be kept (pip --target)
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$PACK"/whl/*.whl
   python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" .
@@ -113,7 +113,7 @@ run() {
   export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
   python3 -P -c "import iclr17, sys; assert iclr17.__file__.startswith(sys.argv[1]), iclr17.__file__" "$site"
   mkdir -p "$out"
-  local pids=() entry study config workers extra ledger logs=/tmp/iclr17-logs grace
+  local pids=() entry study config workers extra ledger logs=/tmp/iclr17-logs
   rm -rf "$logs" && mkdir -p "$logs"
   for entry in "${PLAN[@]}"; do
     read -r study config workers extra <<<"$entry"
@@ -129,7 +129,7 @@ run() {
   # Each study's whole process group: SIGTERM (Lightning stops at its next batch), then SIGKILL what is left, so no
   # run can append a row while OUT is being copied back (merge also drops a line cut short).
   for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
-  for grace in 1 2 3 4 5 6 7 8 9 10; do alive "${pids[@]}" || break; sleep 1; done
+  for _ in {1..10}; do alive "${pids[@]}" || break; sleep 1; done
   for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
   write_log "$out" "$logs"
   cat "$out/studies.log"
@@ -147,16 +147,22 @@ returned, committed = Path(sys.argv[1]), Path(sys.argv[2])
 text = committed.read_text() if committed.exists() else ""
 have = set(text.split("\n"))
 *lines, cut = returned.read_text().split("\n")  # cut: what follows the last newline, a line still being written
+
+
+def is_row(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
+
+
 new, skipped = [], int(bool(cut))
 for row in lines:
-    if not row or row in have or row in new:
+    if not row or row in have:
         continue
-    try:
-        complete = isinstance(json.loads(row), dict)
-    except json.JSONDecodeError:
-        complete = False
-    if complete:
+    if is_row(row):
         new.append(row)
+        have.add(row)
     else:
         skipped += 1
 if new:
