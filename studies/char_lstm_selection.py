@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from iclr17.studies.seed_tables import Rows, capped_label, header, mean_std
 ETA_PRIME = "--model.init_args.optimizer.init_args.eta_prime"
 LR = "--model.init_args.optimizer.init_args.lr"
 ENTROPY, ADAM = "char_entropy_adam", "char_adam"  # the full-length variants, as in the entropy_sgd_char_lstm ledger
+ETA_PRIMES = (0.001, 0.002, 0.004)  # the default grid: configs/studies/entropy_sgd_char_lstm_selected.yaml's axes
+LRS = (0.0025, 0.005, 0.01)
 L = 5  # configs/entropy_sgd/char_lstm_entropy_adam.yaml's L: a pass is L + 1 minibatches per outer step
 # The paper's char-LSTM numbers (the authors' figure data; arXiv:1611.01838 Table 1): per-char cross-entropy in nats
 PAPER = {
@@ -80,8 +83,8 @@ class CharLstmSelectionStudy(FitStudy):
         if grid_epochs < 1:
             raise ValueError(f"grid_epochs must be >= 1, got {grid_epochs}")
         self.baseline_config, self.grid_epochs, self.grid_seed = baseline_config, grid_epochs, grid_seed
-        self.eta_primes = sorted(eta_primes or [0.001, 0.002, 0.004])
-        self.lrs = sorted(lrs or [0.0025, 0.005, 0.01])
+        self.eta_primes = sorted(eta_primes or ETA_PRIMES)
+        self.lrs = sorted(lrs or LRS)
 
     def _digest(self, config: str) -> str:
         return digest(Path(resolve_config_path(config)).read_bytes())
@@ -172,7 +175,7 @@ class CharLstmSelectionStudy(FitStudy):
         return report
 
     def markdown(self, rows: Rows) -> str:
-        return selected_markdown(rows)
+        return selected_markdown(rows, self.eta_primes, self.lrs)
 
 
 def _point(params: dict[str, Any]) -> str:
@@ -241,29 +244,44 @@ def _reached(row: dict[str, Any]) -> str:
     return text + (f", {capped_label(row)}" if row["status"] == "capped" else "")
 
 
-def selected_markdown(rows: Rows) -> str:
+def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs: Sequence[float] = LRS) -> str:
     """Two tables from the ledger's rows. The grid: final validation loss (nats per char) per inner step eta' (rows)
-    and outer learning rate (columns), the selected point (:func:`selected_point`) in bold; a point that did not
-    finish is empty. The full-length runs: Entropy-Adam at the selected point and Adam, per variant the seeds, the
-    epochs reached, mean +- std over seeds of the final validation and test loss (nats per char), test perplexity
-    per char and bits per char, and the paper's numbers. Failed runs never enter; capped runs are labelled. Until the
-    study has selected (the grid is not complete) the lowest point so far is marked as such and the second table is
-    left out."""
+    and outer learning rate (columns), the selected point in bold; a point that did not finish is empty. The
+    full-length runs: Entropy-Adam at the selected point and Adam, per variant the seeds, the epochs reached, mean +-
+    std over seeds of the final validation and test loss (nats per char), test perplexity per char and bits per char,
+    and the paper's numbers. Failed runs never enter; capped runs are labelled.
+
+    The selected point is that of the full-length Entropy-Adam rows (:func:`selected_point`); before they exist, the
+    lowest point once every point of the grid ``eta_primes`` x ``lrs`` has finished (what :func:`select` picks: the
+    study has selected, its full-length runs are still to come); before that, the lowest point so far, marked as such,
+    and the second table is left out.
+
+    Args:
+        rows: the ledger's rows.
+        eta_primes, lrs: the grid's axes (default: those of the shipped study config, which RESULTS.md's table draws).
+    """
     if not any(r["status"] != "failed" for r in rows):
         return "(no finished runs)"
     grid = _grid_rows(rows)
     best, mark = selected_point(rows), "(selected)"
     if best is None:
-        best, mark = lowest_so_far(rows), f"(lowest so far: {len(grid)} grid point(s) finished, no selection yet)"
-    etas = sorted({r["params"]["eta_prime"] for r in grid})
-    lrs = sorted({r["params"]["lr"] for r in grid})
+        points = {(eta, lr) for eta in eta_primes for lr in lrs}
+        finished = {(r["params"]["eta_prime"], r["params"]["lr"]) for r in grid if r["status"] == "finished"}
+        if points <= finished:
+            in_grid = [r for r in grid if (r["params"]["eta_prime"], r["params"]["lr"]) in points]
+            best, mark = lowest_so_far(in_grid), "(selected; its full-length runs are still to come)"
+        else:
+            count = f"{len(points & finished)} of {len(points)} grid points finished"
+            best, mark = lowest_so_far(grid), f"(lowest so far: {count}, no selection yet)"
+    row_etas = sorted({r["params"]["eta_prime"] for r in grid})
+    column_lrs = sorted({r["params"]["lr"] for r in grid})
     cells = {(r["params"]["eta_prime"], r["params"]["lr"]): r for r in grid}
     passes = ", ".join(map(str, sorted({r["metrics"]["epochs"] for r in grid})))
     run = f" after {passes} passes, seed {grid[0]['seed']}" if grid else ""
-    lines = header([f"val loss{run}: inner eta' (rows), outer lr (columns)", *(f"{lr:g}" for lr in lrs)])
-    for eta in etas:
+    lines = header([f"val loss{run}: inner eta' (rows), outer lr (columns)", *(f"{lr:g}" for lr in column_lrs)])
+    for eta in row_etas:
         row_cells = []
-        for lr in lrs:
+        for lr in column_lrs:
             row = cells.get((eta, lr))
             text = "" if row is None else f"{row['metrics'].get('val/loss', math.nan):.4f}"
             if row is not None and row["status"] == "capped":

@@ -16,7 +16,9 @@ from iclr17.cli import cli
 from iclr17.studies.catalog import RESULTS_TABLES, STUDIES
 from iclr17.studies.char_lstm_selection import (
     ETA_PRIME,
+    ETA_PRIMES,
     LR,
+    LRS,
     CharLstmSelectionStudy,
     lowest_so_far,
     select,
@@ -240,9 +242,37 @@ def test_before_the_study_selects_the_table_marks_the_lowest_point_so_far_and_no
     assert selected_markdown(rows).splitlines() == [
         "| val loss after 5 passes, seed 0: inner eta' (rows), outer lr (columns) | 0.0025 | 0.01 |",
         "|---|---|---|",
-        "| 0.001 | **1.6500** (lowest so far: 2 grid point(s) finished, no selection yet) |  |",
+        "| 0.001 | **1.6500** (lowest so far: 2 of 9 grid points finished, no selection yet) |  |",
         "| 0.004 |  | 1.7000 |",
     ]
+
+
+def _complete_grid(val, etas=(0.001, 0.002, 0.004), lrs=(0.0025, 0.005, 0.01)):
+    return [_grid(eta, lr, val(eta, lr), test=10.0 - val(eta, lr)) for eta in etas for lr in lrs]
+
+
+def test_once_the_whole_grid_has_finished_the_table_marks_the_study_selection_before_its_full_runs():
+    # every point of the shipped grid finished, no full-length row yet: the study has selected (select's rule: the
+    # lowest validation loss, the first in grid order on a tie, a nan never), so the table says so
+    def val(eta, lr):
+        return {(0.002, 0.005): 1.40, (0.004, 0.0025): 1.40, (0.001, 0.0025): float("nan")}.get((eta, lr), 1.9)
+
+    rows = _complete_grid(val)
+    lines = selected_markdown(rows).splitlines()
+    assert lines[3] == "| 0.002 | 1.9000 | **1.4000** (selected; its full-length runs are still to come) | 1.9000 |"
+    assert lines[4] == "| 0.004 | 1.4000 | 1.9000 | 1.9000 |" and len(lines) == 5
+    # a row from outside the grid never competes with it; a failed grid row does not complete the grid
+    assert "**" not in selected_markdown([*rows, _grid(0.008, 0.01, 0.5)]).splitlines()[5]
+    missing = [r for r in rows if (r["params"]["eta_prime"], r["params"]["lr"]) != (0.004, 0.01)]
+    assert "lowest so far: 8 of 9" in selected_markdown([*missing, _grid(0.004, 0.01, 0.1, status="failed")])
+
+
+def test_a_grid_missing_a_whole_row_of_points_is_not_complete():
+    # 6 finished points that fill every cell of a 2 x 3 table are not the 3 x 3 grid: no selection yet
+    rows = _complete_grid(lambda eta, lr: eta + lr, etas=(0.001, 0.002))
+    assert "(lowest so far: 6 of 9 grid points finished, no selection yet)" in selected_markdown(rows)
+    # the same rows are the whole grid of a study whose axes they are (the study's own table passes its axes)
+    assert "(selected; its full-length runs" in selected_markdown(rows, [0.001, 0.002], [0.0025, 0.005, 0.01])
 
 
 def test_the_table_of_a_ledger_without_finished_runs_says_so():
@@ -269,14 +299,17 @@ def test_the_study_config_loads_and_plans_the_grid_then_the_full_runs(tmp_path):
     assert study.name == "entropy_sgd_char_lstm_selected" and study.seeds == [1, 2, 3] and study.max_time is None
     grid = study.planned()
     assert len(grid) == len(study.eta_primes) * len(study.lrs) == 9
+    assert (study.eta_primes, study.lrs) == (list(ETA_PRIMES), list(LRS))  # the axes RESULTS.md's table draws
     assert {r.config for r in grid} == {"entropy_sgd/char_lstm_entropy_adam.yaml"} and {r.seed for r in grid} == {0}
     assert all(f"--trainer.max_epochs={study.grid_epochs}" in r.overrides for r in grid) and study.grid_epochs == 5
     # the grid's rows in the ledger, the last point with the lowest validation loss: it is planned at full length
     for i, run in enumerate(grid):
-        append(study.ledger, _row(run.params, run.seed, {"val/loss": 2.0 - 0.1 * (i == 8), "test/loss": 1.0}) | {
+        metrics = {"val/loss": 2.0 - 0.1 * (i == 8), "test/loss": 1.0, "epochs": 5}
+        append(study.ledger, _row(run.params, run.seed, metrics) | {
             "config_digest": run.config_digest, "overrides": list(run.overrides)})  # fmt: skip
     full = study.planned()[9:]
     best = grid[8].params
+    assert "**1.9000** (selected; its full-length runs are still to come)" in study.markdown(read(study.ledger))
     assert [(r.config, r.seed) for r in full] == [("entropy_sgd/char_lstm_entropy_adam.yaml", s) for s in (1, 2, 3)] + [
         ("entropy_sgd/char_lstm_adam.yaml", s) for s in (1, 2, 3)]  # fmt: skip
     assert full[0].overrides == (f"{ETA_PRIME}={best['eta_prime']}", f"{LR}={best['lr']}", "--seed_everything=1")
