@@ -231,8 +231,9 @@ def lowest_so_far(rows: Rows) -> tuple[float, float] | None:
 
 
 def _spread(values: list[float], digits: int) -> str:
+    """``mean +- std`` over seeds to ``digits`` decimals; one seed's value alone (it has no spread to show)."""
     mean, std = mean_std(values)
-    return f"{mean:.{digits}f} +- {std:.{digits}f}"
+    return f"{mean:.{digits}f} +- {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
 def _reached(row: dict[str, Any]) -> str:

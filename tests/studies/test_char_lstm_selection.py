@@ -232,6 +232,9 @@ def test_the_table_on_hand_written_rows():
         "val 1.224, test 1.226 at 40 epochs |"
     )
     assert len(lines) == 9
+    # one seed of a variant: its value alone, no "+- 0.000" it does not have
+    one_seed = [r for r in TABLE_ROWS if r["params"].get("phase") == "grid" or r["seed"] == 2]
+    assert "| 1.340 | 1.360 | 3.90 | 1.96 |" in selected_markdown(one_seed).splitlines()[7]
 
 
 def test_before_the_study_selects_the_table_marks_the_lowest_point_so_far_and_no_selection():
