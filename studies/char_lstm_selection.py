@@ -31,7 +31,7 @@ from iclr17.cli import resolve_config_path
 from iclr17.studies.fit_study import FitStudy
 from iclr17.studies.ledger import current_runs, digest, read, row_key
 from iclr17.studies.runner import Run
-from iclr17.studies.seed_tables import Rows, capped_label, header, mean_std
+from iclr17.studies.seed_tables import Rows, capped_label, header, mean_std_text
 
 ETA_PRIME = "--model.init_args.optimizer.init_args.eta_prime"
 LR = "--model.init_args.optimizer.init_args.lr"
@@ -230,12 +230,6 @@ def lowest_so_far(rows: Rows) -> tuple[float, float] | None:
     return best["params"]["eta_prime"], best["params"]["lr"]
 
 
-def _spread(values: list[float], digits: int) -> str:
-    """``mean +- std`` over seeds to ``digits`` decimals; one seed's value alone (it has no spread to show)."""
-    mean, std = mean_std(values)
-    return f"{mean:.{digits}f} +- {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
-
-
 def _reached(row: dict[str, Any]) -> str:
     epochs = row["metrics"]["epochs"]
     if row["params"].get("variant") == ENTROPY:
@@ -305,7 +299,7 @@ def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs:
         else:
             name, steps = ("Adam", "lr 0.002") if variant == ADAM else (variant, "")
         reached = ", ".join(dict.fromkeys(_reached(r) for r in runs))
-        values = [_spread([r["metrics"][m] for r in runs], 2 if m.endswith(("ppl", "char")) else 3)
+        values = [mean_std_text([r["metrics"][m] for r in runs], 2 if m.endswith(("ppl", "char")) else 3)
                   for m in ("val/loss", "test/loss", "test/ppl", "test/bits_per_char")]  # fmt: skip
         seeds = ", ".join(str(r["seed"]) for r in runs)
         lines.append("| " + " | ".join([name, steps, seeds, reached, *values, PAPER.get(variant, "")]) + " |")

@@ -84,10 +84,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def mean_std_text(values: list[float]) -> str:
-    """``mean +- std`` to two decimals, the mean alone for one value."""
+def mean_std_text(values: list[float], digits: int = 2) -> str:
+    """``mean +- std`` to ``digits`` decimals, the mean alone for one value."""
     mean, std = mean_std(values)
-    return f"{mean:.2f} +- {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
+    return f"{mean:.{digits}f} +- {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
 def not_shown_lines(counts: Mapping[str, int]) -> list[str]:
