@@ -27,9 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from iclr17.cli import resolve_config_path
-from iclr17.studies.fit_study import FitStudy
-from iclr17.studies.ledger import current_runs, digest, read, row_key
+from iclr17.studies.fit_study import FitStudy, fit_config_digest
+from iclr17.studies.ledger import current_runs, read, row_key
 from iclr17.studies.runner import Run
 from iclr17.studies.seed_tables import Rows, capped_label, header, mean_std_text
 
@@ -86,12 +85,9 @@ class CharLstmSelectionStudy(FitStudy):
         self.eta_primes = sorted(eta_primes or ETA_PRIMES)
         self.lrs = sorted(lrs or LRS)
 
-    def _digest(self, config: str) -> str:
-        return digest(Path(resolve_config_path(config)).read_bytes())
-
     def grid_runs(self) -> list[Run]:
         """Phase 1: every eta' x outer lr, in grid order (eta' ascending, then lr ascending), ``grid_epochs`` long."""
-        config_digest = self._digest(self.config)
+        config_digest = fit_config_digest(self.config)
         return [
             Run(self.config, config_digest,
                 (f"{ETA_PRIME}={json.dumps(eta)}", f"{LR}={json.dumps(lr)}", f"--trainer.max_epochs={self.grid_epochs}",
@@ -104,7 +100,7 @@ class CharLstmSelectionStudy(FitStudy):
     def full_runs(self, point: Run) -> list[Run]:
         """Phase 2: the grid run ``point``'s step sizes at the config's full length for every seed, then Adam."""
         eta, lr = point.params["eta_prime"], point.params["lr"]
-        entropy_digest, adam_digest = self._digest(self.config), self._digest(self.baseline_config)
+        entropy_digest, adam_digest = fit_config_digest(self.config), fit_config_digest(self.baseline_config)
         entropy = [
             Run(self.config, entropy_digest,
                 (f"{ETA_PRIME}={json.dumps(eta)}", f"{LR}={json.dumps(lr)}", f"--seed_everything={seed}"),

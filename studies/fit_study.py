@@ -25,13 +25,18 @@ from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.cli import LightningCLI
 
 from iclr17.cli import cli, resolve_config_path
-from iclr17.studies.ledger import current_runs, digest, per_evaluation
+from iclr17.studies.ledger import config_file_digest, current_runs, digest, per_evaluation
 from iclr17.studies.runner import Outcome, Run, Study
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """The scalar entries of a Lightning metrics dict as floats."""
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def fit_config_digest(config: str) -> str:
+    """The ``config_digest`` of a fit config given as a path or as a shipped config's name (its content's)."""
+    return config_file_digest(resolve_config_path(config))
 
 
 class FitStudy(Study):
@@ -97,7 +102,7 @@ class FitStudy(Study):
 
     def runs_of(self, config: str, params: dict[str, Any] | None = None) -> list[Run]:
         """The runs of ``config``: every variant x grid point x seed, each point's params after ``params``."""
-        config_digest = digest(Path(resolve_config_path(config)).read_bytes())
+        config_digest = fit_config_digest(config)
         if self.evaluations:  # what a row records depends on them too
             config_digest = digest(config_digest + json.dumps(self.evaluations, sort_keys=True))
         return [

@@ -16,11 +16,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROW_KEYS = {
     "study": "the study's name, e.g. entnet_world_model",
     "config": "the config file the run trained, as given (a path or a shipped config's name), or what stands for it",
-    "config_digest": "sha256 (16 hex digits) of what the config said when the run started: its text, resolved "
-    "(with a FitStudy's evaluations, of that digest and the evaluations)",
+    "config_digest": "sha256 (16 hex digits) of what the config said when the run started: a YAML config's "
+    "content (config_file_digest: comments and layout do not count), a generated config's text (with a "
+    "FitStudy's evaluations, of that digest and the evaluations)",
     "params": "the run's coordinates in the study by name (e.g. task, lr): what its table groups and sorts by",
     "overrides": "the command-line overrides on top of the config, in order",
     "seed": "the run's seed_everything",
@@ -108,6 +111,17 @@ def row_key(row: dict[str, Any]) -> str:
 def digest(text: str | bytes) -> str:
     """The 16-hex-digit sha256 digest that ``config_digest`` holds."""
     return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()[:16]
+
+
+def config_file_digest(path: str | Path) -> str:
+    """The ``config_digest`` of the YAML config at ``path``: the digest of its content (parsed, then written as
+    JSON with sorted keys), so that editing a comment or the layout keeps its runs done and changing a value
+    does not. A file that is not YAML is an error naming it."""
+    try:
+        content = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        raise LedgerError(f"{path}: not a YAML config ({err})") from err
+    return digest(json.dumps(content, sort_keys=True))
 
 
 def current_runs(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -192,7 +192,7 @@ def test_the_paper_column_is_the_papers_table_2():
     assert round(sum(PAPER_TABLE2_ENTNET.values()) / 20, 1) == 0.5  # the paper's mean error, 0.5%
 
 
-def test_planned_runs_one_task_per_run_and_digest_the_config_text(tmp_path):
+def test_planned_runs_one_task_per_run_and_digest_the_config_content(tmp_path):
     config = tmp_path / "babi.yaml"
     config.write_text("seed_everything: 1\n")
     study = BabiStudy(fit_config=str(config), tasks=[2, 5], seeds=[1, 3], ledger_dir=str(tmp_path))
@@ -200,7 +200,9 @@ def test_planned_runs_one_task_per_run_and_digest_the_config_text(tmp_path):
     assert [(r.params["task"], r.seed) for r in every] == [(2, 1), (2, 3), (5, 1), (5, 3)]
     assert [(r.params["task"], r.seed) for r in study.planned()] == [(2, 1), (5, 1)]  # an empty ledger: first seeds
     assert every[1].overrides == ("--data.init_args.tasks=[2]", "--seed_everything=3")
-    assert {r.config_digest for r in every} == {hashlib.sha256(b"seed_everything: 1\n").hexdigest()[:16]}
+    assert {r.config_digest for r in every} == {hashlib.sha256(b'{"seed_everything": 1}').hexdigest()[:16]}
+    config.write_text("# a comment, and another layout: the same config\nseed_everything:   1  # first\n")
+    assert [r.key for r in fit_study.FitStudy.planned(study)] == [r.key for r in every]
     config.write_text("seed_everything: 2\n")
     changed = study.planned()
     assert changed[0].config_digest != every[0].config_digest and changed[0].key != every[0].key

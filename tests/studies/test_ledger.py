@@ -7,8 +7,20 @@ import multiprocessing
 
 import pytest
 
-from iclr17.studies.ledger import ROW_KEYS, LedgerError, append, current_runs, digest, done_keys, read, run_key
+from iclr17.studies.fit_study import FitStudy
+from iclr17.studies.ledger import (
+    ROW_KEYS,
+    LedgerError,
+    append,
+    config_file_digest,
+    current_runs,
+    digest,
+    done_keys,
+    read,
+    run_key,
+)
 from tests.conftest import REPO_ROOT
+from tests.studies.study_configs import shipped_study
 
 
 def _row(seed: int = 1, status: str = "finished", payload: str = "") -> dict:
@@ -101,6 +113,32 @@ def test_the_run_key_is_the_config_digest_the_overrides_in_order_and_the_seed():
 
 def test_the_digest_is_sha256_of_the_text():
     assert digest("abc") == digest(b"abc") == "ba7816bf8f01cfea"  # FIPS 180-2 test vector, first 16 hex digits
+
+
+def test_a_config_file_digest_is_of_its_content_not_its_comments_or_layout(tmp_path):
+    config = tmp_path / "fit.yaml"
+    config.write_text("trainer:\n  max_epochs: 3\n  devices: [0, 1]\nseed_everything: 1\n")
+    expected = digest('{"seed_everything": 1, "trainer": {"devices": [0, 1], "max_epochs": 3}}')  # json.dumps by hand
+    assert config_file_digest(config) == expected
+    config.write_text(
+        "# Measured: a header line\nseed_everything: 1  # seed\ntrainer: {devices: [0, 1], max_epochs: 3}\n"
+    )
+    assert config_file_digest(config) == expected
+    for changed in ("seed_everything: 2\n", "trainer:\n  max_epochs: 3\n  devices: [1, 0]\nseed_everything: 1\n"):
+        config.write_text(changed)
+        assert config_file_digest(config) != expected
+    config.write_text("trainer: [unclosed\n")
+    with pytest.raises(LedgerError, match=r"fit\.yaml: not a YAML config"):
+        config_file_digest(config)
+
+
+def test_the_committed_rows_of_a_shipped_fit_config_are_done_under_its_content_digest():
+    # Lua LeNet with Adam: five seeds finished (RESULTS.md); a digest of the config's text would lose them whenever
+    # its header comment changes
+    study = shipped_study(FitStudy, "entropy_sgd_table1_lenet_lua_adam")
+    planned = study.planned()
+    done = done_keys(read(REPO_ROOT / "results" / "ledgers" / f"{study.name}.jsonl"))
+    assert [r.seed for r in planned] == [1, 2, 3, 4, 5] and all(r.key in done for r in planned)
 
 
 def test_the_committed_ledgers_read_and_keep_their_capped_runs():

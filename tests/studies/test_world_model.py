@@ -64,7 +64,7 @@ def test_planned_runs_carry_variant_lr_max_step_and_digest_the_config_text(tmp_p
         "--model.init_args.optimizer.init_args.lr=0.1", "--seed_everything=1",
     )  # fmt: skip
     assert runs[-1].params == {"variant": "gen", "max_step": 5, "lr": 0.001} and runs[-1].seed == 2
-    assert {r.config_digest for r in runs} == {hashlib.sha256(b"seed_everything: 1\n").hexdigest()[:16]}
+    assert {r.config_digest for r in runs} == {hashlib.sha256(b'{"seed_everything": 1}').hexdigest()[:16]}
     config.write_text("seed_everything: 3\n")
     assert study.planned()[0].key != runs[0].key
     assert WorldModelStudy.cli_name() == "entnet-world-model"
