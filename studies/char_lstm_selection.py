@@ -184,6 +184,12 @@ def _val(row: dict[str, Any]) -> float:
     return value if isinstance(value, int | float) and math.isfinite(value) else math.inf
 
 
+def _lowest(rows: Rows) -> int:
+    """The index of the row with the lowest final validation loss (:func:`_val`); ties: the first. The one selection
+    rule, which :func:`select` applies to the grid's runs and :func:`lowest_so_far` to the ledger's rows."""
+    return min(range(len(rows)), key=lambda i: (_val(rows[i]), i))
+
+
 def _finished_rows(runs: list[Run], rows: Rows) -> dict[str, dict[str, Any]]:
     """The last finished row of each of ``runs`` by run key (rows of other keys, e.g. an edited config, ignored)."""
     keys = {run.key for run in runs}
@@ -198,7 +204,7 @@ def select(grid: list[Run], rows: Rows) -> Run | None:
     finished = _finished_rows(grid, rows)
     if not grid or any(run.key not in finished for run in grid):
         return None
-    return min(enumerate(grid), key=lambda item: (_val(finished[item[1].key]), item[0]))[1]
+    return grid[_lowest([finished[run.key] for run in grid])]
 
 
 # ---- the table ----------------------------------------------------------------------------------------------------
@@ -222,7 +228,7 @@ def lowest_so_far(rows: Rows) -> tuple[float, float] | None:
     grid = sorted(_grid_rows(rows), key=lambda r: (r["params"]["eta_prime"], r["params"]["lr"]))
     if not grid:
         return None
-    best = min(enumerate(grid), key=lambda item: (_val(item[1]), item[0]))[1]
+    best = grid[_lowest(grid)]
     return best["params"]["eta_prime"], best["params"]["lr"]
 
 

@@ -40,7 +40,8 @@ class Run:
 
     Args:
         config: the config the run trains (a path or a shipped config's name), or what stands for it.
-        config_digest: :func:`iclr17.studies.ledger.digest` of the config's text when the run was planned.
+        config_digest: what the config said when the run was planned: a YAML config's content digest
+            (:func:`iclr17.studies.ledger.config_file_digest`), a generated config's text digest.
         overrides: command-line overrides on top of the config, in order.
         seed: the run's seed.
         params: the run's coordinates in the study by name (e.g. ``{"task": 2}``).

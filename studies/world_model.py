@@ -36,6 +36,7 @@ PAPER_TABLE1 = {  # arXiv:1612.03969 Table 1, EntNet: test error by test length 
 GRID = {"max_step": "data.init_args.max_step", "lr": "model.init_args.optimizer.init_args.lr"}  # param -> key
 # The digests of configs/entnet/world_model.yaml before issue 15 (f10e798), when EntNet's story position mask
 # started at ones; that commit made N(0, 0.1) (the authors' bAbI code) the default and changed the config's text.
+# These are text digests: results/migrations/config_digest_content.py left these rows' digests as they were.
 ONES_MASK_CONFIGS = frozenset({"408b25fba7b20c09", "7714a51bdadcd60a", "4cc0dce881d2b51e"})
 STORY_MASKS = ("N(0, 0.1)", "ones")  # table order: the default first
 
