@@ -8,7 +8,8 @@ Runs after the other migrations (which wrote text digests). For every row whose 
 version of that file in git history is a candidate: a row's old digest must be the text digest of exactly one
 content (or, for a FitStudy with evaluations, the digest of that text digest and the evaluations of some version
 of a study config in ``configs/studies``), and becomes the same digest of that content. A row already migrated
-is kept. A digest that matches nothing is an error naming the ledger and line: nothing is written then. Each
+is kept. A digest that matches nothing is an error naming the ledger and line: nothing is written then. Rerunning it
+changes only rows appended since with text digests (by a wheel of the code before this change): it is idempotent. Each
 ledger is rewritten whole through a temporary file and ``os.replace``; everything but ``config_digest`` is kept,
 byte for byte.
 
