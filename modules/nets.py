@@ -4,7 +4,8 @@ paper's MNIST nets, arXiv:1511.06444).
 ``layout="pytorch_port"`` follows the authors' PyTorch port (``python/models.py`` of ucla-vision/entropy-sgd),
 whose layers we default to; ``layout="lua"`` follows the Lua ``models.lua`` that produced the paper's
 numbers, which differs: its mnistfc has no BatchNorm and no input dropout, and its LeNet puts ReLU and
-max-pooling before BatchNorm and has no BatchNorm in the fully connected block.
+max-pooling before BatchNorm and has no BatchNorm in the fully connected block. ``MNISTFC(layout="lua_bn")`` is the
+Lua mnistfc from May 2017 on, when the authors added BatchNorm after each hidden ReLU (docs/papers/entropy_sgd.md).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 
 Activation = Literal["relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu"]
 Layout = Literal["pytorch_port", "lua"]
+MNISTFCLayout = Literal["pytorch_port", "lua", "lua_bn"]
 BatchNormWeightInit = Literal["ones", "uniform"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -30,7 +32,8 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 class MLP(nn.Module):
     """Fully connected network on flattened inputs; returns logits.
 
-    Each hidden layer is ``Linear -> [BatchNorm1d] -> activation -> [Dropout]``; the last layer is a bare
+    Each hidden layer is ``Linear -> [BatchNorm1d] -> activation -> [Dropout]`` (or, with
+    ``batchnorm_after_activation``, ``Linear -> activation -> BatchNorm1d -> [Dropout]``); the last layer is a bare
     ``Linear``.
 
     Args:
@@ -39,6 +42,7 @@ class MLP(nn.Module):
         batchnorm: BatchNorm1d after every hidden Linear.
         dropout: dropout probability after every hidden activation (0 disables).
         input_dropout: dropout probability on the input (0 disables).
+        batchnorm_after_activation: put each BatchNorm1d after the activation instead of before it.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class MLP(nn.Module):
         batchnorm: bool = False,
         dropout: float = 0.0,
         input_dropout: float = 0.0,
+        batchnorm_after_activation: bool = False,
     ) -> None:
         if len(widths) < 2 or any(w < 1 for w in widths):
             raise ValueError(f"widths must list at least an input and an output width, all >= 1; got {widths}")
@@ -58,9 +63,9 @@ class MLP(nn.Module):
             layers.append(nn.Dropout(input_dropout))
         for fan_in, fan_out in zip(widths[:-2], widths[1:-1], strict=True):
             layers.append(nn.Linear(fan_in, fan_out))
-            if batchnorm:
-                layers.append(nn.BatchNorm1d(fan_out))
-            layers.append(_ACTIVATIONS[activation]())
+            normalise = [nn.BatchNorm1d(fan_out)] if batchnorm else []
+            activate = [_ACTIVATIONS[activation]()]
+            layers += activate + normalise if batchnorm_after_activation else normalise + activate
             if dropout:
                 layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(widths[-2], widths[-1]))
@@ -71,17 +76,32 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+def torch7_batchnorm_scales(net: nn.Module) -> None:
+    """Draw every BatchNorm scale of ``net`` from U(0, 1), as Torch7's ``BatchNormalization:reset`` (nn and cudnn)
+    does, the shifts staying 0: the Lua code's init."""
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
+            nn.init.uniform_(module.weight, 0.0, 1.0)
+
+
 class MNISTFC(MLP):
     """Entropy-SGD's ``mnistfc``: 784 - [1024, ReLU, dropout 0.5] x 2 - 10.
 
     Args:
         layout: ``pytorch_port`` adds input dropout 0.2 and BatchNorm after each hidden Linear (the port's
-            model); ``lua`` is the Lua code's plain version.
+            model); ``lua`` is the Lua code's plain version, as at ICLR 2017; ``lua_bn`` the Lua code's from May
+            2017 on: BatchNorm after each hidden ReLU (before the dropout), its scales from U(0, 1) as Torch7's
+            ``BatchNormalization:reset`` draws them.
     """
 
-    def __init__(self, layout: Layout = "pytorch_port") -> None:
+    def __init__(self, layout: MNISTFCLayout = "pytorch_port") -> None:
+        if layout not in get_args(MNISTFCLayout):
+            raise ValueError(f"MNISTFC: layout must be one of {get_args(MNISTFCLayout)}, got {layout!r}")
         port = layout == "pytorch_port"
-        super().__init__([784, 1024, 1024, 10], "relu", batchnorm=port, dropout=0.5, input_dropout=0.2 if port else 0.0)
+        super().__init__([784, 1024, 1024, 10], "relu", batchnorm=layout != "lua", dropout=0.5,
+                         input_dropout=0.2 if port else 0.0, batchnorm_after_activation=layout == "lua_bn")  # fmt: skip
+        if layout == "lua_bn":
+            torch7_batchnorm_scales(self)
 
 
 def _conv_block(c_in: int, c_out: int, kernel: int, pool: int, dropout: float, layout: Layout) -> nn.Sequential:
@@ -128,9 +148,7 @@ class LeNet(nn.Module):
             nn.Linear(500, 10),
         )
         if (batchnorm_weight_init or ("uniform" if layout == "lua" else "ones")) == "uniform":
-            for module in self.modules():
-                if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
-                    nn.init.uniform_(module.weight, 0.0, 1.0)
+            torch7_batchnorm_scales(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)

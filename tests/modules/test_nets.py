@@ -144,6 +144,31 @@ def test_lua_mnistfc_is_the_authors_iclr_version():
     assert sum(p.numel() for p in MNISTFC("lua").parameters()) == 1_863_690
 
 
+def test_lua_bn_mnistfc_is_the_authors_may_2017_version():
+    """``models.lua`` from 2017-05-12 (mnistfc): 784 -> [1024, ReLU, BatchNorm, dropout 0.5] x 2 -> 10, no input
+    dropout, Torch7's BatchNorm init (scales U(0, 1), shifts 0)."""
+    torch.manual_seed(0)
+    net = MNISTFC("lua_bn")
+    leaves = _leaves(net)
+    assert [type(m) for m in leaves] == [
+        nn.Flatten, nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Dropout, nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Dropout,
+        nn.Linear,
+    ]  # fmt: skip
+    assert [m.num_features for m in leaves if isinstance(m, nn.BatchNorm1d)] == [1024, 1024]
+    assert sum(p.numel() for p in net.parameters()) == 1_863_690 + 2 * 2 * 1024  # the plain net + scales and shifts
+    scales = _batchnorm_scales(net)
+    assert bool(((scales >= 0) & (scales < 1)).all()) and stats.kstest(scales.numpy(), "uniform").pvalue > 0.01
+    assert bool((torch.cat([m.bias.detach() for m in leaves if isinstance(m, nn.BatchNorm1d)]) == 0).all())
+    x = torch.randn(6, 1, 28, 28)
+    net.eval()  # the ReLU's output is what the first BatchNorm normalises: check it against a manual forward
+    first, bn = leaves[1], leaves[3]
+    hidden = torch.relu(first(x.flatten(1)))
+    expected = (hidden - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    assert torch.allclose(net.layers[:4](x), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="MNISTFC: layout must be one of .*'lua_bn'.*, got 'lua-bn'"):
+        MNISTFC("lua-bn")
+
+
 def _batchnorm_scales(net: nn.Module) -> torch.Tensor:
     return torch.cat([m.weight.detach() for m in net.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)])
 
