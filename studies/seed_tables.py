@@ -167,9 +167,11 @@ def table1_markdown(rows: Rows) -> str:
         spread = f" +- {std:.2f}" if len(runs) > 1 else ""  # one seed has no spread to show
         seconds = [r["fit_seconds"] for r in runs if r["fit_seconds"] is not None]
         wall = f"{statistics.mean(seconds):.0f} s" if seconds else ""
+        values = _values(runs, error_percent, 2)
+        if all(r["status"] == "capped" for r in runs):  # no run reached the epoch budget: say so on the row
+            values += "; " + ", ".join(dict.fromkeys(capped_label(r) for r in runs))
         lines.append(
-            f"| {model} | {optimizer} | {epochs} | {mean:.2f}{spread}% ({_values(runs, error_percent, 2)}) "
-            f"| {len(runs)} | {paper} | {wall} |"
+            f"| {model} | {optimizer} | {epochs} | {mean:.2f}{spread}% ({values}) | {len(runs)} | {paper} | {wall} |"
         )
     return "\n".join(lines)
 

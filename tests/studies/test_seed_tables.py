@@ -89,6 +89,19 @@ def test_table_1_on_hand_written_rows():
     assert len(lines) == 6
 
 
+def test_table_1_says_so_when_every_run_of_a_row_was_capped():
+    capped = "iclr17 fit --trainer.max_time=00:00:23:00"
+    rows = [
+        _row("lenet_adam", 2, {"test/acc": 0.9950}, "capped", command=capped),
+        _row("lenet_adam", 1, {"test/acc": 0.9940}, "capped", command=capped),
+    ]
+    spread = f"{np.mean([0.6, 0.5]):.2f} +- {np.std([0.6, 0.5], ddof=1):.2f}%"
+    assert table1_markdown(rows).splitlines()[2] == (
+        f"| LeNet-BN | Adam (`lenet_adam.yaml`) | 100 | {spread} (0.60, 0.50; capped (23-min cap)) | 2 | "
+        "0.51 +- 0.01% | 300 s |"
+    )
+
+
 def test_table_1_shows_each_evaluation_of_one_fit_as_its_own_row():
     def evaluated(seed, test_images, training_images):
         by_name = {"bn_test": {"test/acc": test_images}, "bn_train": {"test/acc": training_images}}
