@@ -113,15 +113,20 @@ def digest(text: str | bytes) -> str:
     return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()[:16]
 
 
+def config_text_digest(text: str | bytes) -> str:
+    """The digest of a YAML config's content: its text parsed, then written as JSON with sorted keys, so that
+    comments and layout do not count and values do."""
+    return digest(json.dumps(yaml.safe_load(text), sort_keys=True))
+
+
 def config_file_digest(path: str | Path) -> str:
-    """The ``config_digest`` of the YAML config at ``path``: the digest of its content (parsed, then written as
-    JSON with sorted keys), so that editing a comment or the layout keeps its runs done and changing a value
-    does not. A file that is not YAML is an error naming it."""
+    """The ``config_digest`` of the YAML config at ``path`` (:func:`config_text_digest` of its text): editing a
+    comment or the layout keeps its runs done, changing a value does not. A file that is not YAML is an error
+    naming it."""
     try:
-        content = yaml.safe_load(Path(path).read_text())
+        return config_text_digest(Path(path).read_text())
     except yaml.YAMLError as err:
         raise LedgerError(f"{path}: not a YAML config ({err})") from err
-    return digest(json.dumps(content, sort_keys=True))
 
 
 def current_runs(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

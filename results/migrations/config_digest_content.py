@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from iclr17.studies.ledger import digest
+from iclr17.studies.ledger import config_text_digest, digest
 from iclr17.studies.world_model import ONES_MASK_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,10 +53,6 @@ def versions(path: str) -> tuple[bytes, ...]:
     return tuple(texts)
 
 
-def content(text: bytes) -> str:
-    return json.dumps(yaml.safe_load(text), sort_keys=True)
-
-
 @cache
 def evaluation_specs() -> tuple[str, ...]:
     """The ``evaluations`` of every committed version of every study config, as FitStudy digests them."""
@@ -77,7 +73,7 @@ def digest_map(config: str) -> tuple[dict[str, str], set[str]]:
     old_to_new: dict[str, set[str]] = {}
     new: set[str] = set()
     for text in versions(path):
-        old, now = digest(text), digest(content(text))
+        old, now = digest(text), config_text_digest(text)
         pairs = [(old, now)] + [(digest(old + spec), digest(now + spec)) for spec in evaluation_specs()]
         for before, after in pairs:
             old_to_new.setdefault(before, set()).add(after)
