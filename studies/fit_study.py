@@ -10,7 +10,6 @@ grid point); the bAbI and world-model studies are FitStudies with their papers' 
 
 from __future__ import annotations
 
-import csv
 import importlib
 import itertools
 import json
@@ -25,8 +24,9 @@ from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.cli import LightningCLI
 
 from iclr17.cli import cli, resolve_config_path
+from iclr17.studies.fit_resume import FitSegments, finish, merged_log_rows, resume_args
 from iclr17.studies.ledger import config_file_digest, current_runs, digest, per_evaluation
-from iclr17.studies.runner import Outcome, Run, Study
+from iclr17.studies.runner import Outcome, Run, Study, source_commit
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -60,6 +60,8 @@ class FitStudy(Study):
             the fit is not an evaluation): one fit then serves every evaluation instead of one fit each. A row keeps
             each evaluation's metrics in ``metrics["evaluations"][name]``; ``ledger.per_evaluation`` splits it into
             one table row per evaluation (``params["evaluation"]``). The evaluations are part of a run's identity.
+        resume: keep an epoch-end checkpoint in the run's folder and continue from it when a killed, crashed or
+            capped run is started again (:mod:`iclr17.studies.fit_resume`); False: every start trains from epoch 0.
         **kwargs: :class:`~iclr17.studies.runner.Study`'s arguments (name, ledger_dir, runs_dir).
     """
 
@@ -76,9 +78,11 @@ class FitStudy(Study):
         metrics: list[str] | None = None,
         history: list[str] | None = None,
         evaluations: dict[str, dict[str, dict[str, Any]]] | None = None,
+        resume: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.resume = resume
         self.config, self.variants, self.grid = fit_config, variants or {"": []}, grid or {}
         self.seeds, self.max_time, self.extra, self.metrics = seeds or [1], max_time, extra or [], metrics
         self.history = history or []
@@ -128,14 +132,19 @@ class FitStudy(Study):
     def fit_and_evaluate(self, run: Run, out_dir: Path) -> tuple[LightningCLI, Outcome]:
         """Fit ``run``, then validate and test its final weights: the fitted CLI (model, datamodule) and the
         outcome."""
+        resume = resume_args(out_dir, source_commit()[0]) if self.resume else []
         start = time.perf_counter()
-        fit = cli(self.fit_args(run, out_dir))
+        fit = cli([*self.fit_args(run, out_dir), *resume])
         fit_seconds = time.perf_counter() - start
         trainer = fit.trainer
         metrics = scalar_metrics(trainer.callback_metrics)
+        recorder = next((c for c in trainer.callbacks if isinstance(c, FitSegments)), None)
+        if recorder is not None and recorder.earlier:  # a resumed fit: its earlier segments' seconds count too
+            metrics["segments"] = recorder.segments()
+            fit_seconds += sum(segment["seconds"] for segment in recorder.earlier)
         if self.history:
             trainer.logger.save()
-            by_epoch = epoch_history(Path(trainer.logger.log_dir) / "metrics.csv", self.history)
+            by_epoch = epoch_history(Path(trainer.logger.log_dir), self.history)
             metrics |= {f"{name} by epoch": values for name, values in by_epoch.items()}
         if self.evaluations:
             metrics["evaluations"] = {
@@ -147,6 +156,8 @@ class FitStudy(Study):
         metrics["epochs"] = trainer.current_epoch
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
         capped = timer is not None and timer.time_remaining("train") is not None and timer.time_remaining("train") <= 0
+        if not capped:
+            finish(out_dir)
         return fit, Outcome("capped" if capped else "finished", trainer.global_step, fit_seconds, metrics)
 
     def markdown(self, rows: list[dict[str, Any]]) -> str:
@@ -199,16 +210,16 @@ def evaluate(fit: LightningCLI, replacements: dict[type, pl.Callback]) -> dict[s
     return metrics
 
 
-def epoch_history(metrics_csv: Path, names: list[str]) -> dict[str, list[float]]:
-    """Each of ``names``'s logged values in ``metrics_csv`` (a ``CSVLogger`` file), in the order logged: one per
-    epoch for an epoch-level metric. A name that was never logged is an error naming the file and the columns."""
-    with open(metrics_csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = set(rows[0]) if rows else set()
+def epoch_history(log_dir: Path, names: list[str]) -> dict[str, list[float]]:
+    """Each of ``names``'s logged values in the CSVLogger folder ``log_dir`` (every segment of a resumed fit,
+    :func:`~iclr17.studies.fit_resume.merged_log_rows`), in the order logged: one per epoch for an epoch-level
+    metric. A name that was never logged is an error naming the folder and the columns."""
+    rows = merged_log_rows(log_dir)
+    columns = set().union(*rows) if rows else set()
     missing = [name for name in names if name not in columns]
     if missing:
-        raise KeyError(f"{metrics_csv}: no column {missing} among the logged metrics {sorted(columns)}")
-    return {name: [float(row[name]) for row in rows if row[name] != ""] for name in names}
+        raise KeyError(f"{log_dir}/metrics.csv: no column {missing} among the logged metrics {sorted(columns)}")
+    return {name: [float(row[name]) for row in rows if row.get(name, "") != ""] for name in names}
 
 
 def seeds_table(rows: list[dict[str, Any]], metrics: list[str] | None = None) -> str:

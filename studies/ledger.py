@@ -33,9 +33,10 @@ ROW_KEYS = {
     "command": "the exact command, to rerun the run by hand",
     "status": "finished (the full budget), capped (cut by a time cap: never shown as a full run) or failed",
     "steps": "optimizer steps taken",
-    "fit_seconds": "wall-clock seconds of the fit",
+    "fit_seconds": "wall-clock seconds of the fit (of a resumed fit: its segments' seconds up to their last "
+    "checkpoints, and the last segment's)",
     "metrics": "the final metrics by name (validation and test of the final weights; a FitStudy with several "
-    "evaluations keeps each one's under evaluations.<name>)",
+    "evaluations keeps each one's under evaluations.<name>; a resumed fit lists its segments under segments)",
 }
 STATUSES = ("finished", "capped", "failed")
 

@@ -26,9 +26,9 @@ def test_epoch_history_reads_each_metric_in_logged_order_and_skips_blank_cells(t
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    assert epoch_history(path, ["val/score", "val/energy"]) == {"val/score": [1.5, 3.25], "val/energy": [7.0, 6.5]}
+    assert epoch_history(tmp_path, ["val/score", "val/energy"]) == {"val/score": [1.5, 3.25], "val/energy": [7.0, 6.5]}
     with pytest.raises(KeyError, match=r"metrics\.csv.*val/missing"):
-        epoch_history(path, ["val/missing"])
+        epoch_history(tmp_path, ["val/missing"])
 
 
 def _row(config, seed, curve, final, status="finished"):

@@ -16,38 +16,14 @@ from iclr17.callbacks import BatchNormStatistics
 from iclr17.studies.fit_study import FitStudy, evaluate, evaluation_callbacks, seeds_table
 from iclr17.studies.ledger import digest, per_evaluation, run_key
 from tests.ddp_helpers import cpu_trainer
-from tests.studies.study_configs import shipped_study
+from tests.studies.study_configs import BN_CLASSIFIER_CONFIG, shipped_study
 
-CONFIG = """
-seed_everything: 0
-trainer:
-  max_epochs: 3
-  accelerator: cpu
-  callbacks:
-    - class_path: BatchNormStatistics
-      init_args: {source: test, momentum: 0.1, batch_size: 16}
-model:
-  class_path: Classifier
-  init_args:
-    num_classes: 2
-    net: {class_path: iclr17.MLP, init_args: {widths: [2, 8, 2], batchnorm: true, dropout: 0.3}}
-    optimizer: {class_path: torch.optim.SGD, init_args: {lr: 0.1}}
-data:
-  class_path: GaussianMixtureDataModule
-  init_args:
-    num_classes: 2
-    dim: 2
-    centers: [[-1.0, -1.0], [1.0, 1.0]]
-    n_samples: 100
-    cluster_std: 1.5
-    batch_size: 16
-"""
 EVALUATIONS = {"bn_test": {}, "bn_train": {"BatchNormStatistics": {"source": "train"}}}
 
 
 def _study(tmp_path, evaluations=None) -> FitStudy:
     config = tmp_path / "bn_classifier.yaml"
-    config.write_text(CONFIG)
+    config.write_text(BN_CLASSIFIER_CONFIG)
     return FitStudy(fit_config=str(config), seeds=[3], evaluations=evaluations, ledger_dir=str(tmp_path / "ledgers"),
                     runs_dir=str(tmp_path / "runs"))  # fmt: skip
 

@@ -1,0 +1,129 @@
+"""Fits that survive being stopped: a study's fit keeps an epoch-end checkpoint in its run folder and, started again
+after a kill, a crash or a time cap, continues from that checkpoint instead of from the start.
+
+The checkpoint is ``<run dir>/resume/last.ckpt``, written atomically by Lightning's ``ModelCheckpoint`` after every
+training epoch that ran all its batches (after that epoch's validation; an epoch a time cap cut short is not saved,
+Lightning cannot resume inside one). It carries what Lightning restores (loops, model, optimizers,
+schedulers, every callback's state) and :class:`FitSegments`: which commit trained which epochs for how long, and
+the global random state at the checkpoint, so that a resumed single-process fit continues bit for bit (tested).
+A run that finishes deletes its checkpoint; its ledger row lists the segments when there were several and counts
+the seconds of every segment up to its last checkpoint (work redone after a kill is not counted). A time cap
+(``--trainer.max_time``) counts the whole fit: Lightning's ``Timer`` keeps its elapsed time in the checkpoint, so a
+capped run retried under the same cap stops again where it stopped, and under a larger cap goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+RESUME_FOLDER = "resume"  # in the run's folder: last.ckpt while the run is unfinished
+
+
+class FitSegments(pl.Callback):
+    """Records, in every checkpoint, the segments of a fit (each start or resumption until it stopped) and the global
+    random state of the process at the checkpoint; restores both when a fit resumes from it.
+
+    It changes nothing in training: the random state it restores is the one an unbroken fit would have had at that
+    point. Under DDP every rank has its own random state and only rank 0's would be saved, so it is not restored
+    there (the resumed fit's random draws then differ from an unbroken fit's; its weights and optimizer state do not).
+
+    Args:
+        commit: the commit of the code that runs this segment (the ledger row's ``commit``).
+    """
+
+    def __init__(self, commit: str = "unknown") -> None:
+        self.commit = commit
+        self.earlier: list[dict[str, Any]] = []  # segments before this one, as their last checkpoint saw them
+        self._started, self._first_epoch = time.perf_counter(), 0
+        self._rng_states: dict[str, Any] | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.perf_counter()
+        if self._rng_states is not None and trainer.world_size == 1:
+            name, keys, position, has_gauss, gauss = self._rng_states["numpy"]
+            _set_rng_states(self._rng_states | {"numpy": (name, np.array(keys, dtype=np.uint32), position, has_gauss,
+                                                          gauss)})  # fmt: skip
+        self._rng_states = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._first_epoch = trainer.current_epoch  # the loops are restored by now
+
+    def segments(self) -> list[dict[str, Any]]:
+        """The earlier segments and this one up to now: ``commit``, ``first_epoch`` (0-based) and ``seconds``."""
+        now = {"commit": self.commit, "first_epoch": self._first_epoch,
+               "seconds": round(time.perf_counter() - self._started, 1)}  # fmt: skip
+        return [*self.earlier, now]
+
+    def state_dict(self) -> dict[str, Any]:
+        states = _collect_rng_states()
+        name, keys, position, has_gauss, gauss = states["numpy"]  # plain types: checkpoints load weights_only
+        states["numpy"] = (name, keys.tolist(), position, has_gauss, gauss)
+        return {"segments": self.segments(), "rng_states": states}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.earlier, self._rng_states = list(state_dict["segments"]), state_dict["rng_states"]
+
+
+class EpochEndCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that saves only after a training epoch that ran to its last batch: a fit stopped inside an
+    epoch (a time cap) keeps the checkpoint of the epoch before, from which Lightning resumes cleanly."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            super().on_train_epoch_end(trainer, pl_module)
+
+
+def resume_args(out_dir: Path, commit: str) -> list[str]:
+    """The fit arguments that make a study's fit resumable: an epoch-end ``last.ckpt`` in ``<out_dir>/resume``, the
+    :class:`FitSegments` recorder, a CSV log written at every logging step (so that a killed segment's history
+    reaches its last checkpoint), and ``--ckpt_path`` when an earlier segment left a checkpoint."""
+    folder = out_dir / RESUME_FOLDER
+    checkpoint = {"class_path": f"{EpochEndCheckpoint.__module__}.EpochEndCheckpoint",
+                  "init_args": {"dirpath": str(folder), "filename": "{epoch}", "save_top_k": 1, "save_last": True,
+                                "save_on_train_epoch_end": True}}  # fmt: skip
+    segments = {"class_path": f"{FitSegments.__module__}.FitSegments", "init_args": {"commit": commit}}
+    args = [f"--trainer.callbacks+={json.dumps(checkpoint)}", f"--trainer.callbacks+={json.dumps(segments)}",
+            "--trainer.logger.flush_logs_every_n_steps=1"]  # fmt: skip
+    last = folder / "last.ckpt"
+    return [*args, f"--ckpt_path={last}"] if last.is_file() else args
+
+
+def finish(out_dir: Path) -> None:
+    """Delete a finished run's resume checkpoint (its weights are in the ledger row's metrics, not needed again)."""
+    shutil.rmtree(out_dir / RESUME_FOLDER, ignore_errors=True)
+
+
+def merged_log_rows(log_dir: Path) -> list[dict[str, str]]:
+    """The rows of a fit's ``metrics.csv`` (Lightning's CSVLogger) in ``log_dir``; for a ``version_<n>`` folder,
+    of every segment's version up to it (a resumed fit logs each segment into the next version): each segment's rows
+    replace the earlier segments' rows from its first logged epoch on (a killed segment may have logged past its
+    last checkpoint)."""
+    versions = [log_dir]
+    if re.fullmatch(r"version_\d+", log_dir.name):
+        number = int(log_dir.name.removeprefix("version_"))
+        found = {int(p.name.removeprefix("version_")): p for p in log_dir.parent.glob("version_*")
+                 if re.fullmatch(r"version_\d+", p.name)}  # fmt: skip
+        versions = [found[n] for n in sorted(found) if n <= number]
+    rows: list[dict[str, str]] = []
+    for version in versions:
+        path = version / "metrics.csv"
+        if not path.is_file():
+            continue
+        with open(path, newline="") as handle:
+            segment = list(csv.DictReader(handle))
+        epochs = [int(float(r["epoch"])) for r in segment if r.get("epoch", "") != ""]
+        if epochs:
+            rows = [r for r in rows if r.get("epoch", "") == "" or int(float(r["epoch"])) < min(epochs)]
+        rows += segment
+    return rows

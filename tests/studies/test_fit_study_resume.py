@@ -1,0 +1,172 @@
+"""A study's fit that is killed (here: a crash at the start of an epoch) continues from its last epoch-end checkpoint
+when the study runs it again, and ends with the weights, optimizer state and ledger values of a fit that was never
+stopped (bit for bit: dropout, shuffled batches and Adam's moments included); the row lists both segments, a
+finished run leaves no checkpoint, and ``resume=False`` trains from the start."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from iclr17.datamodules import GaussianMixtureDataModule
+from iclr17.modules.classifier import Classifier
+from iclr17.modules.nets import MLP
+from iclr17.studies.fit_resume import RESUME_FOLDER, EpochEndCheckpoint, merged_log_rows
+from iclr17.studies.fit_study import FitStudy, epoch_history
+from iclr17.studies.ledger import read
+from iclr17.studies.runner import record_run
+from tests.studies.study_configs import BN_CLASSIFIER_CONFIG
+
+
+def _config() -> str:
+    """The small BatchNorm + dropout classifier, 4 epochs under Adam (whose moments a resume must restore)."""
+    config = yaml.safe_load(BN_CLASSIFIER_CONFIG)
+    config["trainer"]["max_epochs"] = 4
+    config["model"]["init_args"]["optimizer"] = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01}}
+    return yaml.safe_dump(config)
+
+
+class CrashAtEpoch(pl.Callback):
+    """Raises at the start of epoch ``epoch``: a run killed there (its last checkpoint: the epoch before)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError(f"killed at epoch {self.epoch}")
+
+
+def _study(folder: Path, extra: list[str] | None = None, resume: bool = True) -> FitStudy:
+    config = folder / "classifier.yaml"
+    config.write_text(_config())
+    return FitStudy(fit_config=str(config), seeds=[5], extra=extra, resume=resume, history=["val/acc"],
+                    ledger_dir=str(folder / "ledgers"), runs_dir=str(folder / "runs"))  # fmt: skip
+
+
+def _crash(epoch: int) -> list[str]:
+    return [f'--trainer.callbacks+={{"class_path": "{__name__}.CrashAtEpoch", "init_args": {{"epoch": {epoch}}}}}']
+
+
+def _fit(study: FitStudy):
+    run = study.planned()[0]
+    out_dir = Path(study.runs_dir) / study.name / run.key
+    return study.fit_and_evaluate(run, out_dir), out_dir
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory):
+    (fit, outcome), out_dir = _fit(_study(tmp_path_factory.mktemp("unbroken")))
+    return fit, outcome, out_dir
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("resumed")
+    with pytest.raises(RuntimeError, match="killed at epoch 2"):
+        _fit(_study(folder, _crash(2)))
+    left = sorted(p.name for p in (folder / "runs").rglob(f"{RESUME_FOLDER}/*"))
+    (fit, outcome), out_dir = _fit(_study(folder))
+    return fit, outcome, out_dir, left
+
+
+def test_a_killed_fit_leaves_its_last_epoch_end_checkpoint(resumed):
+    assert resumed[3] == ["epoch=1.ckpt", "last.ckpt"]
+
+
+def test_the_resumed_fit_ends_bit_for_bit_where_an_unbroken_fit_ends(unbroken, resumed):
+    expected, got = unbroken[0], resumed[0]
+    assert got.trainer.current_epoch == expected.trainer.current_epoch == 4
+    assert got.trainer.global_step == expected.trainer.global_step
+    for name, value in expected.model.state_dict().items():
+        assert torch.equal(got.model.state_dict()[name], value), name
+    expected_state = expected.trainer.optimizers[0].state_dict()["state"]
+    got_state = got.trainer.optimizers[0].state_dict()["state"]
+    for index, state in expected_state.items():
+        for key, value in state.items():
+            assert torch.equal(got_state[index][key], value), (index, key)
+    without_segments = {k: v for k, v in resumed[1].metrics.items() if k != "segments"}
+    assert without_segments == unbroken[1].metrics
+
+
+def test_the_history_of_a_resumed_fit_is_the_unbroken_fits(unbroken, resumed):
+    assert resumed[1].metrics["val/acc by epoch"] == unbroken[1].metrics["val/acc by epoch"]
+    assert len(unbroken[1].metrics["val/acc by epoch"]) == 4
+
+
+def test_the_row_lists_the_segments_and_counts_their_seconds(unbroken, resumed):
+    outcome = resumed[1]
+    segments = outcome.metrics["segments"]
+    assert [s["first_epoch"] for s in segments] == [0, 2]
+    assert all(s["seconds"] >= 0 for s in segments)
+    assert outcome.fit_seconds >= segments[0]["seconds"]
+    assert "segments" not in unbroken[1].metrics
+
+
+def test_through_the_runner_a_killed_run_is_failed_then_finished_from_its_checkpoint(tmp_path):
+    killed = _study(tmp_path, _crash(3))
+    record_run(killed, killed.planned()[0], threads=1, machine="test")
+    row = record_run(_study(tmp_path), killed.planned()[0], threads=1, machine="test")
+    assert [r["status"] for r in read(killed.ledger)] == ["failed", "finished"]
+    assert [s["first_epoch"] for s in row["metrics"]["segments"]] == [0, 3] and row["metrics"]["epochs"] == 4
+    assert row["fit_seconds"] >= row["metrics"]["segments"][0]["seconds"]
+
+
+def test_a_finished_fit_deletes_its_checkpoint(unbroken, resumed):
+    assert not (unbroken[2] / RESUME_FOLDER).exists() and not (resumed[2] / RESUME_FOLDER).exists()
+
+
+def test_without_resume_a_restarted_fit_trains_from_epoch_zero(tmp_path):
+    with pytest.raises(RuntimeError, match="killed at epoch 2"):
+        _fit(_study(tmp_path, _crash(2), resume=False))
+    assert not list((tmp_path / "runs").rglob(RESUME_FOLDER))
+    (fit, outcome), _ = _fit(_study(tmp_path, resume=False))
+    assert "segments" not in outcome.metrics and fit.trainer.current_epoch == 4
+
+
+class StopInsideEpoch(pl.Callback):
+    """Stops the fit after the first batch of epoch ``epoch``, as a time cap does."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+def test_an_epoch_cut_short_is_not_saved(tmp_path):
+    checkpoint = EpochEndCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=1, save_last=True,
+                                    save_on_train_epoch_end=True)  # fmt: skip
+    trainer = pl.Trainer(max_epochs=5, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[checkpoint, StopInsideEpoch(2)])  # fmt: skip
+    data = GaussianMixtureDataModule(num_classes=2, dim=2, centers=[[-1.0, -1.0], [1.0, 1.0]], n_samples=96,
+                                     cluster_std=1.5, batch_size=16)  # fmt: skip
+    trainer.fit(Classifier(num_classes=2, net=MLP(widths=[2, 8, 2])), data)
+    assert trainer.current_epoch == 3  # epoch 2 ran one batch, then the fit stopped
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["epoch=1.ckpt", "last.ckpt"]
+
+
+def _write_log(folder: Path, rows: list[dict]) -> None:
+    folder.mkdir(parents=True)
+    with open(folder / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_a_later_segment_replaces_what_a_killed_segment_logged_past_its_checkpoint(tmp_path):
+    logs = tmp_path / "lightning_logs"
+    _write_log(logs / "version_0", [{"epoch": e, "val/acc": v} for e, v in enumerate((0.5, 0.6, 0.7, 0.8))])
+    _write_log(logs / "version_1", [{"epoch": e, "val/acc": v} for e, v in ((2, 0.92), (3, 0.93), (4, 0.94))])
+    _write_log(logs / "version_2", [{"epoch": 9, "step": 99, "val/acc": 0.0}])  # another fit's, later: not read
+    assert [float(r["val/acc"]) for r in merged_log_rows(logs / "version_1")] == [0.5, 0.6, 0.92, 0.93, 0.94]
+    assert epoch_history(logs / "version_1", ["val/acc"]) == {"val/acc": [0.5, 0.6, 0.92, 0.93, 0.94]}
+    assert [float(r["val/acc"]) for r in merged_log_rows(logs / "version_0")] == [0.5, 0.6, 0.7, 0.8]
+    assert epoch_history(tmp_path / "lightning_logs" / "version_0", ["val/acc"])["val/acc"] == [0.5, 0.6, 0.7, 0.8]
