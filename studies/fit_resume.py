@@ -3,7 +3,8 @@ after a kill, a crash or a time cap, continues from that checkpoint instead of f
 
 The checkpoint is ``<run dir>/resume/last.ckpt``, written atomically by Lightning's ``ModelCheckpoint`` after every
 training epoch that ran all its batches (after that epoch's validation; an epoch a time cap cut short is not saved,
-Lightning cannot resume inside one). It carries what Lightning restores (loops, model, optimizers,
+Lightning cannot resume inside one). A fit with a step budget (``trainer.max_steps``) keeps none and starts over
+(:class:`EpochEndCheckpoint`). It carries what Lightning restores (loops, model, optimizers,
 schedulers, every callback's state) and :class:`FitSegments`: which commit trained which epochs for how long, and
 the global random state at the checkpoint, so that a resumed single-process fit continues bit for bit (tested).
 A run that finishes deletes its checkpoint; its ledger row lists the segments when there were several and counts
@@ -26,6 +27,7 @@ import numpy as np
 import pytorch_lightning as pl
 from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_warn
 
 RESUME_FOLDER = "resume"  # in the run's folder: last.ckpt while the run is unfinished
 
@@ -77,10 +79,24 @@ class FitSegments(pl.Callback):
 
 class EpochEndCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that saves only after a training epoch that ran to its last batch: a fit stopped inside an
-    epoch (a time cap) keeps the checkpoint of the epoch before, from which Lightning resumes cleanly."""
+    epoch (a time cap) keeps the checkpoint of the epoch before, from which Lightning resumes cleanly.
+
+    A fit with a step budget (``trainer.max_steps`` set, e.g. the EntNet world model) saves nothing, so it starts over
+    when run again: Lightning restarts a step-budgeted fit from an epoch-end checkpoint as if mid-epoch and trains
+    no batch in the next epoch (pytorch-lightning 2.6; found with the world-model config, tested).
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self.step_budget = trainer.max_steps != -1
+        if self.step_budget:
+            rank_zero_warn(
+                f"trainer.max_steps={trainer.max_steps}: this fit keeps no resume checkpoint and starts "
+                "over if it is stopped (Lightning cannot resume a step-budgeted fit from an epoch end)"
+            )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if not self.step_budget and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             super().on_train_epoch_end(trainer, pl_module)
 
 

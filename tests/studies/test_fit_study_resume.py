@@ -117,6 +117,15 @@ def test_through_the_runner_a_killed_run_is_failed_then_finished_from_its_checkp
     assert row["fit_seconds"] >= row["metrics"]["segments"][0]["seconds"]
 
 
+def test_a_fit_with_a_step_budget_keeps_no_checkpoint_and_starts_over(tmp_path):
+    budget = ["--trainer.max_steps=1000"]  # more than the 4 epochs take: the epochs still end the fit
+    with pytest.raises(RuntimeError, match="killed at epoch 2"):
+        _fit(_study(tmp_path, [*budget, *_crash(2)]))
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))
+    (fit, outcome), _ = _fit(_study(tmp_path, budget))
+    assert "segments" not in outcome.metrics and fit.trainer.current_epoch == 4
+
+
 def test_a_finished_fit_deletes_its_checkpoint(unbroken, resumed):
     assert not (unbroken[2] / RESUME_FOLDER).exists() and not (resumed[2] / RESUME_FOLDER).exists()
 
@@ -170,3 +179,46 @@ def test_a_later_segment_replaces_what_a_killed_segment_logged_past_its_checkpoi
     assert epoch_history(logs / "version_1", ["val/acc"]) == {"val/acc": [0.5, 0.6, 0.92, 0.93, 0.94]}
     assert [float(r["val/acc"]) for r in merged_log_rows(logs / "version_0")] == [0.5, 0.6, 0.7, 0.8]
     assert epoch_history(tmp_path / "lightning_logs" / "version_0", ["val/acc"])["val/acc"] == [0.5, 0.6, 0.7, 0.8]
+
+
+# The fit configs the shipped studies train, shrunk to 3 epochs of 6 batches (the overrides keep what it trains).
+SHIPPED = {
+    "classifier/mnistfc.yaml": [],
+    "entropy_sgd/mnistfc_entropy.yaml": ["--model.init_args.optimizer.init_args.variant=official_lua"],
+    "entropy_sgd/mnistfc_lua_bn_entropy.yaml": [],
+    "entropy_sgd/lenet_lua_adam.yaml": [],
+    "entropy_sgd/char_lstm_adam.yaml": ["--model.init_args.hidden_size=16"],
+    "entropy_sgd/char_lstm_entropy_adam.yaml": ["--model.init_args.hidden_size=16"],
+    "ebgan/mnist_ebgan.yaml": [],
+    "ebgan/ebgan_ln_100.yaml": [],
+    "entnet/babi10k.yaml": [],
+    "entnet/world_model.yaml": [],  # a step budget: no checkpoint, the killed run starts over
+}
+SHRUNK = ["--trainer.max_epochs=3", "--trainer.limit_train_batches=6", "--trainer.limit_val_batches=2",
+          "--trainer.limit_test_batches=2", "--trainer.num_sanity_val_steps=0"]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", list(SHIPPED))
+def test_shipped_fit_configs_resume_bit_for_bit(config, real_data_dir, tmp_path):
+    final = {}
+    for mode, kill in (("unbroken", []), ("resumed", _crash(2))):
+
+        def study(more: list[str], mode=mode) -> FitStudy:
+            return FitStudy(fit_config=config, seeds=[1], extra=[*SHRUNK, *SHIPPED[config], *more],
+                            ledger_dir=str(tmp_path / mode), runs_dir=str(tmp_path / mode))  # fmt: skip
+
+        run = study([]).planned()[0]
+        out_dir = tmp_path / mode / "run"
+        if kill:
+            with pytest.raises(RuntimeError, match="killed at epoch 2"):
+                study(kill).fit_and_evaluate(run, out_dir)
+        fit, outcome = study([]).fit_and_evaluate(run, out_dir)
+        final[mode] = fit.model.state_dict(), outcome
+    (expected, unbroken), (got, resumed) = final["unbroken"], final["resumed"]
+    step_budget = config == "entnet/world_model.yaml"
+    assert [s["first_epoch"] for s in resumed.metrics.get("segments", [{"first_epoch": 0}])] == [0] + [2] * (
+        not step_budget
+    )
+    assert all(torch.equal(got[name], value) for name, value in expected.items())
+    assert {k: v for k, v in resumed.metrics.items() if k != "segments"} == unbroken.metrics
