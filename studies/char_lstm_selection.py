@@ -241,6 +241,18 @@ def _reached(row: dict[str, Any]) -> str:
     return text + (f", {capped_label(row)}" if row["status"] == "capped" else "")
 
 
+def grid_edge_note(point: tuple[float, float], eta_primes: Sequence[float], lrs: Sequence[float]) -> str | None:
+    """A sentence naming each axis on which the selected ``(eta', lr)`` is the smallest or largest value of the grid
+    (the best step sizes may then lie outside it), or None when it is inside on both axes."""
+    edges = []
+    for name, value, axis in (("eta'", point[0], eta_primes), ("lr", point[1], lrs)):
+        if len(axis) > 1 and value in (min(axis), max(axis)):
+            edges.append(f"{name} {value:g} is the {'largest' if value == max(axis) else 'smallest'} tried")
+    if not edges:
+        return None
+    return f"The selection is at the grid's edge ({'; '.join(edges)}): the best step sizes may lie outside the grid."
+
+
 def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs: Sequence[float] = LRS) -> str:
     """Two tables from the ledger's rows. The grid: final validation loss (nats per char) per inner step eta' (rows)
     and outer learning rate (columns), the selected point in bold; a point that did not finish is empty. The
@@ -251,7 +263,7 @@ def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs:
     The selected point is that of the full-length Entropy-Adam rows (:func:`selected_point`); before they exist, the
     lowest point once every point of the grid ``eta_primes`` x ``lrs`` has finished (what :func:`select` picks: the
     study has selected, its full-length runs are still to come); before that, the lowest point so far, marked as such,
-    and the second table is left out.
+    and the second table is left out. Under the grid, a selection on its edge is said so (:func:`grid_edge_note`).
 
     Args:
         rows: the ledger's rows.
@@ -285,6 +297,8 @@ def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs:
                 text += f" ({capped_label(row)})"
             row_cells.append(f"**{text}** {mark}" if (eta, lr) == best else text)
         lines.append(f"| {eta:g} | " + " | ".join(row_cells) + " |")
+    note = None if best is None or mark.startswith("(lowest so far") else grid_edge_note(best, eta_primes, lrs)
+    lines += ["", note] if note else []
     full: dict[str, Rows] = {}
     for row in sorted(current_runs(rows), key=lambda r: r["seed"]):
         if row["params"].get("phase") == "full":

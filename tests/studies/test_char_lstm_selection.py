@@ -20,6 +20,7 @@ from iclr17.studies.char_lstm_selection import (
     LR,
     LRS,
     CharLstmSelectionStudy,
+    grid_edge_note,
     lowest_so_far,
     select,
     selected_markdown,
@@ -276,6 +277,24 @@ def test_a_grid_missing_a_whole_row_of_points_is_not_complete():
     assert "(lowest so far: 6 of 9 grid points finished, no selection yet)" in selected_markdown(rows)
     # the same rows are the whole grid of a study whose axes they are (the study's own table passes its axes)
     assert "(selected; its full-length runs" in selected_markdown(rows, [0.001, 0.002], [0.0025, 0.005, 0.01])
+
+
+def test_a_selection_on_the_grids_edge_is_said_so_under_the_grid():
+    assert grid_edge_note((0.002, 0.005), [0.001, 0.002, 0.004], [0.0025, 0.005, 0.01]) is None
+    assert grid_edge_note((0.004, 0.005), [0.001, 0.002, 0.004], [0.0025, 0.005, 0.01]) == (
+        "The selection is at the grid's edge (eta' 0.004 is the largest tried): the best step sizes may lie outside "
+        "the grid."
+    )
+    assert grid_edge_note((0.001, 0.01), [0.004, 0.001, 0.002], [0.01, 0.0025]) == (
+        "The selection is at the grid's edge (eta' 0.001 is the smallest tried; lr 0.01 is the largest tried): the "
+        "best step sizes may lie outside the grid."
+    )
+    assert grid_edge_note((0.001, 0.01), [0.001], [0.01]) is None  # one value: no edge to speak of
+    # the table: the note under the grid once the study has selected, not while a point only leads
+    lines = selected_markdown(_complete_grid(lambda eta, lr: abs(eta - 0.004) + abs(lr - 0.005))).splitlines()
+    assert lines[4] == "| 0.004 | 0.0025 | **0.0000** (selected; its full-length runs are still to come) | 0.0050 |"
+    assert lines[5:] == ["", grid_edge_note((0.004, 0.005), [0.001, 0.002, 0.004], [0.0025, 0.005, 0.01])]
+    assert "edge" not in selected_markdown([_grid(0.004, 0.005, 1.0)])
 
 
 def test_the_table_of_a_ledger_without_finished_runs_says_so():

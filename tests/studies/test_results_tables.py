@@ -43,7 +43,6 @@ def test_only_the_named_tables_are_rewritten(tmp_path):
 SLOW_TABLES = {  # minutes of permutation tests
     "halting-spin-glass", "halting-cg", "halting-mlp", "halting-cg-n500", "halting-mlp-paper", "halting-qr",
     "halting-convnet-paper",
-    "entropy-sgd-char-lstm-selected",  # its ledger is not committed yet
 }  # fmt: skip
 
 
