@@ -272,7 +272,7 @@ def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs:
     if not any(r["status"] != "failed" for r in rows):
         return "(no finished runs)"
     grid = _grid_rows(rows)
-    best, mark = selected_point(rows), "(selected)"
+    best, mark, selected = selected_point(rows), "(selected)", True
     if best is None:
         points = {(eta, lr) for eta in eta_primes for lr in lrs}
         finished = {(r["params"]["eta_prime"], r["params"]["lr"]) for r in grid if r["status"] == "finished"}
@@ -281,7 +281,7 @@ def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs:
             best, mark = lowest_so_far(in_grid), "(selected; its full-length runs are still to come)"
         else:
             count = f"{len(points & finished)} of {len(points)} grid points finished"
-            best, mark = lowest_so_far(grid), f"(lowest so far: {count}, no selection yet)"
+            best, mark, selected = lowest_so_far(grid), f"(lowest so far: {count}, no selection yet)", False
     row_etas = sorted({r["params"]["eta_prime"] for r in grid})
     column_lrs = sorted({r["params"]["lr"] for r in grid})
     cells = {(r["params"]["eta_prime"], r["params"]["lr"]): r for r in grid}
@@ -297,7 +297,7 @@ def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs:
                 text += f" ({capped_label(row)})"
             row_cells.append(f"**{text}** {mark}" if (eta, lr) == best else text)
         lines.append(f"| {eta:g} | " + " | ".join(row_cells) + " |")
-    note = None if best is None or mark.startswith("(lowest so far") else grid_edge_note(best, eta_primes, lrs)
+    note = grid_edge_note(best, eta_primes, lrs) if selected and best is not None else None
     lines += ["", note] if note else []
     full: dict[str, Rows] = {}
     for row in sorted(current_runs(rows), key=lambda r: r["seed"]):

@@ -2,21 +2,24 @@
 after a kill, a crash or a time cap, continues from that checkpoint instead of from the start.
 
 The checkpoint is ``<run dir>/resume/last.ckpt``, written atomically by Lightning's ``ModelCheckpoint`` after every
-training epoch that ran all its batches (after that epoch's validation; an epoch a time cap cut short is not saved,
-Lightning cannot resume inside one). A fit with a step budget (``trainer.max_steps``) keeps none and starts over
-(:class:`EpochEndCheckpoint`). It carries what Lightning restores (loops, model, optimizers,
-schedulers, every callback's state) and :class:`FitSegments`: which commit trained which epochs for how long, and
-the global random state at the checkpoint, so that a resumed single-process fit continues bit for bit (tested).
-A run that finishes deletes its checkpoint; its ledger row lists the segments when there were several and counts
-the seconds of every segment up to its last checkpoint (work redone after a kill is not counted). A time cap
-(``--trainer.max_time``) counts the whole fit: Lightning's ``Timer`` keeps its elapsed time in the checkpoint, so a
-capped run retried under the same cap stops again where it stopped, and under a larger cap goes on.
+training epoch that ran all its batches, after that epoch's validation (:class:`EpochEndCheckpoint`; never inside an
+epoch, from which Lightning cannot resume exactly, so a kill loses at most the epoch under way). A fit with a step
+budget (``trainer.max_steps``) keeps none and starts over. The checkpoint carries what Lightning restores (loops,
+model, optimizers, schedulers, every callback's state) and :class:`FitSegments`: which commit trained which epochs
+for how long, and the global random state at the checkpoint, so that a resumed single-process fit continues bit for
+bit (tested). Once a fit has run to its end the checkpoint is deleted, before the final weights are evaluated (an
+evaluation that crashes makes the run fit again from the start: a resumed fit that trains nothing would record no
+training metrics). Its ledger row lists the segments when there were several and counts the seconds of every
+segment up to its last checkpoint (work redone after a kill is not counted). A time cap (a study's ``max_time``)
+counts the whole fit: Lightning's ``Timer`` keeps its elapsed time in the checkpoint, so a capped run retried under
+the same cap stops again about where it stopped, and under a larger cap goes on.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import random
 import re
 import shutil
 import time
@@ -25,11 +28,30 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_warn
 
 RESUME_FOLDER = "resume"  # in the run's folder: last.ckpt while the run is unfinished
+
+
+def random_states() -> dict[str, Any]:
+    """The process's global random states (torch, CUDA where there is one, numpy, Python) in types that a
+    ``weights_only`` checkpoint load accepts."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": (name, keys.tolist(), position, has_gauss, gauss), "python": random.getstate()}  # fmt: skip
+
+
+def set_random_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`random_states` returned."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    name, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
 
 
 class FitSegments(pl.Callback):
@@ -38,53 +60,60 @@ class FitSegments(pl.Callback):
 
     It changes nothing in training: the random state it restores is the one an unbroken fit would have had at that
     point. Under DDP every rank has its own random state and only rank 0's would be saved, so it is not restored
-    there (the resumed fit's random draws then differ from an unbroken fit's; its weights and optimizer state do not).
+    there: a resumed DDP fit's random draws (dropout, noise) differ from an unbroken fit's, and so do its weights
+    unless the model draws nothing at random in training (tested).
 
     Args:
         commit: the commit of the code that runs this segment (the ledger row's ``commit``).
+        dirty: whether that checkout had uncommitted changes (the row's ``dirty``).
     """
 
-    def __init__(self, commit: str = "unknown") -> None:
-        self.commit = commit
+    def __init__(self, commit: str = "unknown", dirty: bool = False) -> None:
+        self.commit, self.dirty = commit, dirty
         self.earlier: list[dict[str, Any]] = []  # segments before this one, as their last checkpoint saw them
         self._started, self._first_epoch = time.perf_counter(), 0
-        self._rng_states: dict[str, Any] | None = None
+        self._random_states: dict[str, Any] | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
-        if self._rng_states is not None and trainer.world_size == 1:
-            name, keys, position, has_gauss, gauss = self._rng_states["numpy"]
-            _set_rng_states(self._rng_states | {"numpy": (name, np.array(keys, dtype=np.uint32), position, has_gauss,
-                                                          gauss)})  # fmt: skip
-        self._rng_states = None
+        if self._random_states is not None and trainer.world_size == 1:
+            set_random_states(self._random_states)
+        self._random_states = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._first_epoch = trainer.current_epoch  # the loops are restored by now
+        code = [(s["commit"], s["dirty"]) for s in self.earlier]
+        if any(c != (self.commit, self.dirty) for c in code):
+            rank_zero_warn(f"resuming a fit that other code trained before (commit, dirty: {code}); this segment runs "
+                           f"{self.commit}, dirty={self.dirty}; the ledger row lists every segment's")  # fmt: skip
 
     def segments(self) -> list[dict[str, Any]]:
-        """The earlier segments and this one up to now: ``commit``, ``first_epoch`` (0-based) and ``seconds``."""
-        now = {"commit": self.commit, "first_epoch": self._first_epoch,
+        """The earlier segments and this one up to now: ``commit``, ``dirty``, ``first_epoch`` (0-based) and
+        ``seconds``."""
+        now = {"commit": self.commit, "dirty": self.dirty, "first_epoch": self._first_epoch,
                "seconds": round(time.perf_counter() - self._started, 1)}  # fmt: skip
         return [*self.earlier, now]
 
     def state_dict(self) -> dict[str, Any]:
-        states = _collect_rng_states()
-        name, keys, position, has_gauss, gauss = states["numpy"]  # plain types: checkpoints load weights_only
-        states["numpy"] = (name, keys.tolist(), position, has_gauss, gauss)
-        return {"segments": self.segments(), "rng_states": states}
+        return {"segments": self.segments(), "random_states": random_states()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.earlier, self._rng_states = list(state_dict["segments"]), state_dict["rng_states"]
+        self.earlier, self._random_states = list(state_dict["segments"]), state_dict["random_states"]
 
 
 class EpochEndCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that saves only after a training epoch that ran to its last batch: a fit stopped inside an
-    epoch (a time cap) keeps the checkpoint of the epoch before, from which Lightning resumes cleanly.
+    epoch (a time cap) keeps the checkpoint of the epoch before, from which Lightning resumes cleanly. Lightning's
+    own save at the end of training, which would catch a fit stopped inside an epoch, is left out.
 
     A fit with a step budget (``trainer.max_steps`` set, e.g. the EntNet world model) saves nothing, so it starts over
     when run again: Lightning restarts a step-budgeted fit from an epoch-end checkpoint as if mid-epoch and trains
     no batch in the next epoch (pytorch-lightning 2.6; found with the world-model config, tested).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.step_budget = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -99,8 +128,11 @@ class EpochEndCheckpoint(ModelCheckpoint):
         if not self.step_budget and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             super().on_train_epoch_end(trainer, pl_module)
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Nothing: every whole epoch is saved when it ends."""
 
-def resume_args(out_dir: Path, commit: str) -> list[str]:
+
+def resume_args(out_dir: Path, commit: str, dirty: bool) -> list[str]:
     """The fit arguments that make a study's fit resumable: an epoch-end ``last.ckpt`` in ``<out_dir>/resume``, the
     :class:`FitSegments` recorder, a CSV log written at every logging step (so that a killed segment's history
     reaches its last checkpoint), and ``--ckpt_path`` when an earlier segment left a checkpoint."""
@@ -108,15 +140,15 @@ def resume_args(out_dir: Path, commit: str) -> list[str]:
     checkpoint = {"class_path": f"{EpochEndCheckpoint.__module__}.EpochEndCheckpoint",
                   "init_args": {"dirpath": str(folder), "filename": "{epoch}", "save_top_k": 1, "save_last": True,
                                 "save_on_train_epoch_end": True}}  # fmt: skip
-    segments = {"class_path": f"{FitSegments.__module__}.FitSegments", "init_args": {"commit": commit}}
+    segments = {"class_path": f"{FitSegments.__module__}.FitSegments", "init_args": {"commit": commit, "dirty": dirty}}
     args = [f"--trainer.callbacks+={json.dumps(checkpoint)}", f"--trainer.callbacks+={json.dumps(segments)}",
             "--trainer.logger.flush_logs_every_n_steps=1"]  # fmt: skip
     last = folder / "last.ckpt"
     return [*args, f"--ckpt_path={last}"] if last.is_file() else args
 
 
-def finish(out_dir: Path) -> None:
-    """Delete a finished run's resume checkpoint (its weights are in the ledger row's metrics, not needed again)."""
+def discard(out_dir: Path) -> None:
+    """Delete a run's resume checkpoint: once its fit has run to its end, or when a rerun must start over."""
     shutil.rmtree(out_dir / RESUME_FOLDER, ignore_errors=True)
 
 

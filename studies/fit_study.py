@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.cli import LightningCLI
 
 from iclr17.cli import cli, resolve_config_path
-from iclr17.studies.fit_resume import FitSegments, finish, merged_log_rows, resume_args
+from iclr17.studies.fit_resume import FitSegments, discard, merged_log_rows, resume_args
 from iclr17.studies.ledger import config_file_digest, current_runs, digest, per_evaluation
 from iclr17.studies.runner import Outcome, Run, Study, source_commit
 
@@ -129,14 +129,21 @@ class FitStudy(Study):
     def execute(self, run: Run, out_dir: Path) -> Outcome:
         return self.fit_and_evaluate(run, out_dir)[1]
 
+    def start_over(self, run: Run) -> None:
+        discard(self.run_dir(run))
+
     def fit_and_evaluate(self, run: Run, out_dir: Path) -> tuple[LightningCLI, Outcome]:
         """Fit ``run``, then validate and test its final weights: the fitted CLI (model, datamodule) and the
         outcome."""
-        resume = resume_args(out_dir, source_commit()[0]) if self.resume else []
+        resume = resume_args(out_dir, *source_commit()) if self.resume else []
         start = time.perf_counter()
         fit = cli([*self.fit_args(run, out_dir), *resume])
         fit_seconds = time.perf_counter() - start
         trainer = fit.trainer
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        capped = timer is not None and timer.time_remaining("train") is not None and timer.time_remaining("train") <= 0
+        if not capped:  # the fit ran to its end: nothing to resume, whatever happens while evaluating
+            discard(out_dir)
         metrics = scalar_metrics(trainer.callback_metrics)
         recorder = next((c for c in trainer.callbacks if isinstance(c, FitSegments)), None)
         if recorder is not None and recorder.earlier:  # a resumed fit: its earlier segments' seconds count too
@@ -154,10 +161,6 @@ class FitStudy(Study):
         else:
             metrics |= evaluate(fit, {})
         metrics["epochs"] = trainer.current_epoch
-        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
-        capped = timer is not None and timer.time_remaining("train") is not None and timer.time_remaining("train") <= 0
-        if not capped:
-            finish(out_dir)
         return fit, Outcome("capped" if capped else "finished", trainer.global_step, fit_seconds, metrics)
 
     def markdown(self, rows: list[dict[str, Any]]) -> str:

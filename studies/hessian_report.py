@@ -28,19 +28,22 @@ SNAPSHOTS = {"start": "before training", "end": "after training"}
 
 
 def saved_spectrum(out_dir: Path, when: str) -> dict[str, Any]:
-    """The last ``hessian/<when>_step<N>.npz`` that ``HessianSpectrum(method="exact")`` wrote under ``out_dir``:
+    """The ``hessian/<when>_step<N>.npz`` that ``HessianSpectrum(method="exact")`` wrote under ``out_dir``, the first
+    by step for ``start`` (a fit resumed from a checkpoint measures its start again, at the resumed weights) and the
+    last by step otherwise:
     ``step``, ``n_params``, the statistics (:func:`~iclr17.functional.hessian.spectrum_statistics` of the saved
     eigenvalues, ``num_classes`` as the callback logged it) and ``eigenvalues`` (a list, ascending)."""
     files = sorted(out_dir.rglob(f"hessian/{when}_step*.npz"), key=lambda p: int(p.stem.split("step")[-1]))
     if not files:
         raise FileNotFoundError(f"{out_dir}: no hessian/{when}_step*.npz (HessianSpectrum with save_files=True?)")
-    data = np.load(files[-1])
+    chosen = files[0] if when == "start" else files[-1]
+    data = np.load(chosen)
     if "eigenvalues" not in data.files or "frac_zero_rel" not in data.files:
-        raise ValueError(f"{files[-1]}: not a full spectrum; the Hessian study reads HessianSpectrum(method='exact')")
+        raise ValueError(f"{chosen}: not a full spectrum; the Hessian study reads HessianSpectrum(method='exact')")
     eigenvalues = torch.from_numpy(data["eigenvalues"]).double()
     extra = {"num_classes": float(data["num_classes"])} if "num_classes" in data.files else {}
     return {
-        "step": int(files[-1].stem.split("step")[-1]),
+        "step": int(chosen.stem.split("step")[-1]),
         "n_params": len(eigenvalues),
         **spectrum_statistics(eigenvalues),
         **extra,

@@ -132,6 +132,15 @@ class Study(ABC):
     def markdown(self, rows: list[dict[str, Any]]) -> str:
         """The study's table from ledger rows alone (a pure function of ``rows``)."""
 
+    def run_dir(self, run: Run) -> Path:
+        """The folder of ``run``'s own files: ``<runs_dir>/<name>/<run key>``."""
+        return Path(self.runs_dir) / self.name / run.key
+
+    def start_over(self, run: Run) -> None:
+        """Forget what an earlier, unfinished execution of ``run`` left to continue from (``run --force``); a study
+        whose runs continue from their folder (a FitStudy's resume checkpoint) overrides it."""
+        return None  # nothing by default: runs that leave nothing to continue from
+
     def figure(self, rows: list[dict[str, Any]], path: Path) -> bool:
         """Draw the study's figure from ledger rows into ``path``; False when the study has none."""
         return False
@@ -163,7 +172,7 @@ class Study(ABC):
             workers: runs at once (local engine).
             threads: torch threads per run (and CPUs per submitit job).
             engine: ``local`` worker processes or ``submitit`` jobs.
-            force: rerun runs that already have a finished row.
+            force: rerun runs that already have a finished row, each from its start (:meth:`start_over`).
             cluster: submitit's cluster (None: SLURM where it is, else submitit's local executor; ``local``).
             timeout_min: submitit job time limit in minutes.
             slurm_partition: SLURM partition of the jobs.
@@ -176,6 +185,8 @@ class Study(ABC):
         done = set() if force else done_keys(read(self.ledger))
         planned = self.planned()  # a study may read its ledger to plan (the bAbI protocol): once per call
         todo = [run for run in planned if run.key not in done]
+        for run in todo if force else []:
+            self.start_over(run)
         print(f"{self.name}: {len(todo)} run(s) to do, {len(planned) - len(todo)} finished already")
         machine = machine_description(threads, workers, engine if cluster is None else f"submitit {cluster}")
         if not todo:
@@ -224,7 +235,7 @@ def record_run(study: Study, run: Run, threads: int, machine: str) -> dict[str, 
     """Execute ``run`` in this process with ``threads`` torch threads and append its row (``failed`` with the
     error if it raised); the process's thread count is restored afterwards."""
     commit, dirty = source_commit()
-    out_dir = Path(study.runs_dir) / study.name / run.key
+    out_dir = study.run_dir(run)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     start = time.perf_counter()

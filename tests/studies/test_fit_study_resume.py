@@ -6,6 +6,8 @@ finished run leaves no checkpoint, and ``resume=False`` trains from the start.""
 from __future__ import annotations
 
 import csv
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from iclr17.modules.nets import MLP
 from iclr17.studies.fit_resume import RESUME_FOLDER, EpochEndCheckpoint, merged_log_rows
 from iclr17.studies.fit_study import FitStudy, epoch_history
 from iclr17.studies.ledger import read
-from iclr17.studies.runner import record_run
+from iclr17.studies.runner import record_run, source_commit
 from tests.studies.study_configs import BN_CLASSIFIER_CONFIG
 
 
@@ -42,21 +44,57 @@ class CrashAtEpoch(pl.Callback):
             raise RuntimeError(f"killed at epoch {self.epoch}")
 
 
-def _study(folder: Path, extra: list[str] | None = None, resume: bool = True) -> FitStudy:
+def _study(folder: Path, extra: list[str] | None = None, resume: bool = True, max_time: str | None = None) -> FitStudy:
     config = folder / "classifier.yaml"
     config.write_text(_config())
     return FitStudy(fit_config=str(config), seeds=[5], extra=extra, resume=resume, history=["val/acc"],
-                    ledger_dir=str(folder / "ledgers"), runs_dir=str(folder / "runs"))  # fmt: skip
+                    max_time=max_time, ledger_dir=str(folder / "ledgers"), runs_dir=str(folder / "runs"))  # fmt: skip
+
+
+def _callback(name: str, **init_args) -> list[str]:
+    return [f"--trainer.callbacks+={json.dumps({'class_path': f'{__name__}.{name}', 'init_args': init_args})}"]
 
 
 def _crash(epoch: int) -> list[str]:
-    return [f'--trainer.callbacks+={{"class_path": "{__name__}.CrashAtEpoch", "init_args": {{"epoch": {epoch}}}}}']
+    return _callback("CrashAtEpoch", epoch=epoch)
+
+
+class SlowBatches(pl.Callback):
+    """Sleeps ``seconds`` after every training batch: a time cap then cuts the fit at a known pace (training itself
+    is untouched)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        time.sleep(self.seconds)
+
+
+class CrashWhileTesting(pl.Callback):
+    """Raises when the final weights are tested: a run killed after its fit, during the evaluations."""
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        raise RuntimeError("killed while testing")
 
 
 def _fit(study: FitStudy):
     run = study.planned()[0]
-    out_dir = Path(study.runs_dir) / study.name / run.key
+    out_dir = study.run_dir(run)
     return study.fit_and_evaluate(run, out_dir), out_dir
+
+
+def _last_epoch_saved(folder: Path) -> int | None:
+    """The epoch of the resume checkpoint under ``folder`` (None: there is none)."""
+    found = list(folder.rglob(f"{RESUME_FOLDER}/last.ckpt"))
+    return torch.load(found[0], weights_only=True)["epoch"] if found else None
+
+
+def _assert_same_fit(got, expected) -> None:
+    """The same final step count, weights and metrics (segments aside) as the ``expected`` (fit, outcome)."""
+    assert got[0].trainer.global_step == expected[0].trainer.global_step
+    for name, value in expected[0].model.state_dict().items():
+        assert torch.equal(got[0].model.state_dict()[name], value), name
+    assert {k: v for k, v in got[1].metrics.items() if k != "segments"} == expected[1].metrics
 
 
 @pytest.fixture(scope="module")
@@ -100,21 +138,26 @@ def test_the_history_of_a_resumed_fit_is_the_unbroken_fits(unbroken, resumed):
 
 
 def test_the_row_lists_the_segments_and_counts_their_seconds(unbroken, resumed):
-    outcome = resumed[1]
-    segments = outcome.metrics["segments"]
+    segments = resumed[1].metrics["segments"]
     assert [s["first_epoch"] for s in segments] == [0, 2]
-    assert all(s["seconds"] >= 0 for s in segments)
-    assert outcome.fit_seconds >= segments[0]["seconds"]
+    assert {(s["commit"], s["dirty"]) for s in segments} == {source_commit()}
     assert "segments" not in unbroken[1].metrics
 
 
 def test_through_the_runner_a_killed_run_is_failed_then_finished_from_its_checkpoint(tmp_path):
-    killed = _study(tmp_path, _crash(3))
+    killed = _study(tmp_path, [*_crash(3), *_callback("SlowBatches", seconds=0.05)])
+    start = time.perf_counter()
     record_run(killed, killed.planned()[0], threads=1, machine="test")
+    first_call = time.perf_counter() - start
+    start = time.perf_counter()
     row = record_run(_study(tmp_path), killed.planned()[0], threads=1, machine="test")
+    second_call = time.perf_counter() - start
     assert [r["status"] for r in read(killed.ledger)] == ["failed", "finished"]
-    assert [s["first_epoch"] for s in row["metrics"]["segments"]] == [0, 3] and row["metrics"]["epochs"] == 4
-    assert row["fit_seconds"] >= row["metrics"]["segments"][0]["seconds"]
+    earlier, last = row["metrics"]["segments"]
+    assert (earlier["first_epoch"], last["first_epoch"], row["metrics"]["epochs"]) == (0, 3, 4)
+    # 3 epochs of 6 slowed batches before the kill: at least 0.9 s; the row adds this call's fit to them
+    assert 0.9 <= earlier["seconds"] <= first_call
+    assert 0 < row["fit_seconds"] - earlier["seconds"] <= second_call
 
 
 def test_a_fit_with_a_step_budget_keeps_no_checkpoint_and_starts_over(tmp_path):
@@ -124,6 +167,38 @@ def test_a_fit_with_a_step_budget_keeps_no_checkpoint_and_starts_over(tmp_path):
     assert not list((tmp_path / "runs").rglob("*.ckpt"))
     (fit, outcome), _ = _fit(_study(tmp_path, budget))
     assert "segments" not in outcome.metrics and fit.trainer.current_epoch == 4
+
+
+def test_a_time_capped_fit_keeps_its_last_whole_epoch_and_goes_on_under_a_larger_cap(unbroken, tmp_path):
+    slow = _callback("SlowBatches", seconds=0.25)  # 6 batches: 1.5 s an epoch; the 3-s cap falls inside epoch 1 or 2
+    capped = _fit(_study(tmp_path, slow, max_time="00:00:00:03"))[0]
+    assert capped[1].status == "capped" and 0 < capped[0].trainer.global_step < 24
+    assert _last_epoch_saved(tmp_path) == capped[0].trainer.global_step // 6 - 1  # the epoch cut short is not saved
+    again = _fit(_study(tmp_path, slow, max_time="00:00:00:03"))[0]  # the same cap: capped again
+    assert again[1].status == "capped"
+    finished = _fit(_study(tmp_path, slow))[0]  # no cap: it goes on to the end
+    # its segments: the first attempt's and this one, and the second's if it saved a whole epoch before its cap
+    assert finished[1].status == "finished" and len(finished[1].metrics["segments"]) in (2, 3)
+    _assert_same_fit(finished, unbroken)
+    assert _last_epoch_saved(tmp_path) is None
+
+
+def test_a_crash_while_evaluating_refits_from_the_start(unbroken, tmp_path):
+    with pytest.raises(RuntimeError, match="killed while testing"):
+        _fit(_study(tmp_path, _callback("CrashWhileTesting")))
+    assert _last_epoch_saved(tmp_path) is None  # the fit had run to its end: its checkpoint is gone
+    again = _fit(_study(tmp_path))[0]
+    assert "segments" not in again[1].metrics
+    _assert_same_fit(again, unbroken)
+
+
+def test_force_starts_a_stopped_run_over(tmp_path):
+    with pytest.raises(RuntimeError, match="killed at epoch 2"):
+        _fit(_study(tmp_path, _crash(2)))
+    study = _study(tmp_path)
+    assert _last_epoch_saved(tmp_path) == 1
+    (row,) = study.run(force=True)
+    assert row["status"] == "finished" and "segments" not in row["metrics"]
 
 
 def test_a_finished_fit_deletes_its_checkpoint(unbroken, resumed):
@@ -149,17 +224,21 @@ class StopInsideEpoch(pl.Callback):
             trainer.should_stop = True
 
 
-def test_an_epoch_cut_short_is_not_saved(tmp_path):
+@pytest.mark.parametrize("stop_in", [0, 2])
+def test_an_epoch_cut_short_is_not_saved(stop_in, tmp_path):
     checkpoint = EpochEndCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=1, save_last=True,
                                     save_on_train_epoch_end=True)  # fmt: skip
     trainer = pl.Trainer(max_epochs=5, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[checkpoint, StopInsideEpoch(2)])  # fmt: skip
+                         enable_model_summary=False, callbacks=[checkpoint, StopInsideEpoch(stop_in)])  # fmt: skip
     data = GaussianMixtureDataModule(num_classes=2, dim=2, centers=[[-1.0, -1.0], [1.0, 1.0]], n_samples=96,
                                      cluster_std=1.5, batch_size=16)  # fmt: skip
     trainer.fit(Classifier(num_classes=2, net=MLP(widths=[2, 8, 2])), data)
-    assert trainer.current_epoch == 3  # epoch 2 ran one batch, then the fit stopped
-    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
-    assert saved["epoch"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["epoch=1.ckpt", "last.ckpt"]
+    assert trainer.global_step == 6 * stop_in + 1  # one batch of epoch stop_in, then the fit stopped
+    if stop_in == 0:  # no whole epoch: nothing saved, not even at the end of training
+        assert not list(tmp_path.iterdir())
+    else:
+        saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+        assert saved["epoch"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["epoch=1.ckpt", "last.ckpt"]
 
 
 def _write_log(folder: Path, rows: list[dict]) -> None:

@@ -96,6 +96,10 @@ def test_saved_spectrum_recomputes_the_statistics_from_the_callbacks_file(tmp_pa
     assert spectrum["frac_zero_rel"] == pytest.approx(np.mean(np.abs(eigenvalues) < 2e-3))  # 4 of 8
     negative = np.abs(eigenvalues[eigenvalues < 0]).sum() / np.abs(eigenvalues).sum()
     assert spectrum["negative_mass"] == pytest.approx(negative)
+    # a resumed fit measures its start again at the resumed step: the start before training is the first
+    np.savez(folder / "start_step12.npz", eigenvalues=eigenvalues[:5], **stale)
+    np.savez(folder / "start_step0.npz", eigenvalues=eigenvalues[:4], **stale)
+    assert (saved_spectrum(tmp_path, "start")["step"], saved_spectrum(tmp_path, "start")["n_params"]) == (0, 4)
     np.savez(folder / "start_step0.npz", lambda_max=1.0)  # a Lanczos or trace record: no full spectrum
     with pytest.raises(ValueError, match="method='exact'"):
         saved_spectrum(tmp_path, "start")
