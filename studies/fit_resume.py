@@ -113,7 +113,7 @@ class EpochEndCheckpoint(ModelCheckpoint):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.step_budget = False
+        self.step_budget, self.batches_this_epoch = False, 0
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -124,8 +124,15 @@ class EpochEndCheckpoint(ModelCheckpoint):
                 "over if it is stopped (Lightning cannot resume a step-budgeted fit from an epoch end)"
             )
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.batches_this_epoch = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any) -> None:
+        self.batches_this_epoch += 1
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.step_budget and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if not self.step_budget and self.batches_this_epoch == trainer.num_training_batches:  # the epoch ran whole
             super().on_train_epoch_end(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
