@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from iclr17.studies.fit_study import FitStudy, fit_config_digest
@@ -124,11 +123,9 @@ class CharLstmSelectionStudy(FitStudy):
         point = select(grid, read(self.ledger))
         return grid if point is None else grid + self.full_runs(point)
 
-    def fit_args(self, run: Run, out_dir: Path) -> list[str]:
-        cap = [f"--trainer.max_time={self.max_time}"] if self.max_time and run.params["phase"] == "full" else []
-        logs = ["--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={out_dir}"]
-        return ["fit", "--config", run.config, *run.overrides, *logs, "--trainer.enable_progress_bar=false", *cap,
-                *self.extra]  # fmt: skip
+    def is_capped(self, run: Run) -> bool:
+        """``max_time`` caps the full-length runs only (the grid's short runs have their own epoch budget)."""
+        return bool(self.max_time) and run.params["phase"] == "full"
 
     def run(self, **kwargs: Any) -> Rows:
         """Run what is planned; if that completes the grid, run the full-length runs it selects in the same call.

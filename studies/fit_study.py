@@ -115,8 +115,12 @@ class FitStudy(Study):
             for seed in self.seeds
         ]
 
+    def is_capped(self, run: Run) -> bool:
+        """Whether ``max_time`` caps ``run``'s fit (every run's, here)."""
+        return bool(self.max_time)
+
     def fit_args(self, run: Run, out_dir: Path) -> list[str]:
-        cap = [f"--trainer.max_time={self.max_time}"] if self.max_time else []
+        cap = [f"--trainer.max_time={self.max_time}"] if self.is_capped(run) else []
         logs = ["--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={out_dir}"]
         return ["fit", "--config", run.config, *run.overrides, *logs, "--trainer.enable_progress_bar=false", *cap,
                 *self.extra]  # fmt: skip

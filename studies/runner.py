@@ -185,8 +185,9 @@ class Study(ABC):
         done = set() if force else done_keys(read(self.ledger))
         planned = self.planned()  # a study may read its ledger to plan (the bAbI protocol): once per call
         todo = [run for run in planned if run.key not in done]
-        for run in todo if force else []:
-            self.start_over(run)
+        if force:
+            for run in todo:
+                self.start_over(run)
         print(f"{self.name}: {len(todo)} run(s) to do, {len(planned) - len(todo)} finished already")
         machine = machine_description(threads, workers, engine if cluster is None else f"submitit {cluster}")
         if not todo:

@@ -178,6 +178,18 @@ def test_the_generic_study_configs_plan_the_variants_their_ledger_rows_carry(nam
     }
 
 
+def test_every_shipped_config_of_a_bn_evaluated_fit_declares_the_evaluations_its_table_rows_name():
+    """The table makes <variant>_bn_test and <variant>_bn_train rows of the BN_EVALUATED fits: a config that renamed
+    or dropped an evaluation would leave its rows empty."""
+    declared = {}
+    for path in sorted((REPO_ROOT / "configs" / "studies").glob("entropy_sgd_table1_*.yaml")):
+        study = shipped_study(FitStudy, path.stem)
+        for variant in {r.params["variant"] for r in study.planned()} & set(seed_tables.BN_EVALUATED):
+            declared[variant] = set(study.evaluations)
+    assert len(declared) == 4  # the Lua mnistfc with BN and the Lua LeNet (the BN-scales-from-1 rows are older)
+    assert all(names == set(seed_tables.BN_EVALUATIONS) for names in declared.values()), declared
+
+
 def test_the_official_lua_rerun_replaces_the_rows_measured_before_the_preset_fix():
     old_rows = [r for r in read(LEDGERS / "entropy_sgd_mnist_table1.jsonl")[:15]
                 if r["params"]["variant"] == "mnistfc_entropy_lua"]  # fmt: skip
