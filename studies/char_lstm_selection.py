@@ -211,12 +211,19 @@ def _grid_rows(rows: Rows) -> Rows:
     return [r for r in current_runs(rows) if r["params"].get("phase") == "grid"]
 
 
-def selected_point(rows: Rows) -> tuple[float, float] | None:
-    """``(eta', lr)`` the study selected: the point of the ledger's full-length Entropy-Adam rows, which the study
-    plans only once the whole grid has finished (:func:`select`); None before that."""
-    full = [r["params"] for r in current_runs(rows) if r["params"].get("phase") == "full"]
-    points = [(params["eta_prime"], params["lr"]) for params in full if params.get("variant") == ENTROPY]
-    return points[-1] if points else None
+def selected_point(
+    rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs: Sequence[float] = LRS
+) -> tuple[float, float] | None:
+    """``(eta', lr)`` the study selects from the ledger's rows over the grid ``eta_primes`` x ``lrs``: once every point
+    of that grid has a finished grid row, the lowest among them (:func:`select`'s rule); None before that.
+
+    Only the current grid selects: full-length rows of a point an earlier, smaller grid selected do not (they are the
+    study's selection again only if the grown grid selects their point, and the study plans new full-length runs
+    otherwise)."""
+    points = {(eta, lr) for eta in eta_primes for lr in lrs}
+    in_grid = [r for r in _grid_rows(rows) if (r["params"]["eta_prime"], r["params"]["lr"]) in points]
+    finished = {(r["params"]["eta_prime"], r["params"]["lr"]) for r in in_grid if r["status"] == "finished"}
+    return lowest_so_far(in_grid) if points and points <= finished else None
 
 
 def lowest_so_far(rows: Rows) -> tuple[float, float] | None:
@@ -257,10 +264,10 @@ def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs:
     std over seeds of the final validation and test loss (nats per char), test perplexity per char and bits per char,
     and the paper's numbers. Failed runs never enter; capped runs are labelled.
 
-    The selected point is that of the full-length Entropy-Adam rows (:func:`selected_point`); before they exist, the
-    lowest point once every point of the grid ``eta_primes`` x ``lrs`` has finished (what :func:`select` picks: the
-    study has selected, its full-length runs are still to come); before that, the lowest point so far, marked as such,
-    and the second table is left out. Under the grid, a selection on its edge is said so (:func:`grid_edge_note`).
+    The selected point is the current grid's (:func:`selected_point`: the lowest once every point of ``eta_primes`` x
+    ``lrs`` has finished; "its full-length runs are still to come" until they exist); before that, the lowest point so
+    far, marked as such. Full-length Entropy-Adam rows at a point that only an earlier, smaller grid selected are
+    listed after Adam, labelled so. Under the grid, a selection on its edge is said so (:func:`grid_edge_note`).
 
     Args:
         rows: the ledger's rows.
@@ -269,16 +276,20 @@ def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs:
     if not any(r["status"] != "failed" for r in rows):
         return "(no finished runs)"
     grid = _grid_rows(rows)
-    best, mark, selected = selected_point(rows), "(selected)", True
-    if best is None:
+    full: dict[tuple[str, Any], Rows] = {}  # (variant, Entropy-Adam's point) -> its full-length rows by seed
+    for row in sorted(current_runs(rows), key=lambda r: r["seed"]):
+        params = row["params"]
+        if params.get("phase") == "full":
+            point = (params["eta_prime"], params["lr"]) if params["variant"] == ENTROPY else None
+            full.setdefault((params["variant"], point), []).append(row)
+    best, selected = selected_point(rows, eta_primes, lrs), True
+    if best is not None:
+        mark = "(selected)" if (ENTROPY, best) in full else "(selected; its full-length runs are still to come)"
+    else:
         points = {(eta, lr) for eta in eta_primes for lr in lrs}
         finished = {(r["params"]["eta_prime"], r["params"]["lr"]) for r in grid if r["status"] == "finished"}
-        if points <= finished:
-            in_grid = [r for r in grid if (r["params"]["eta_prime"], r["params"]["lr"]) in points]
-            best, mark = lowest_so_far(in_grid), "(selected; its full-length runs are still to come)"
-        else:
-            count = f"{len(points & finished)} of {len(points)} grid points finished"
-            best, mark, selected = lowest_so_far(grid), f"(lowest so far: {count}, no selection yet)", False
+        count = f"{len(points & finished)} of {len(points)} grid points finished"
+        best, mark, selected = lowest_so_far(grid), f"(lowest so far: {count}, no selection yet)", False
     row_etas = sorted({r["params"]["eta_prime"] for r in grid})
     column_lrs = sorted({r["params"]["lr"] for r in grid})
     cells = {(r["params"]["eta_prime"], r["params"]["lr"]): r for r in grid}
@@ -296,19 +307,19 @@ def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs:
         lines.append(f"| {eta:g} | " + " | ".join(row_cells) + " |")
     note = grid_edge_note(best, eta_primes, lrs) if selected and best is not None else None
     lines += ["", note] if note else []
-    full: dict[str, Rows] = {}
-    for row in sorted(current_runs(rows), key=lambda r: r["seed"]):
-        if row["params"].get("phase") == "full":
-            full.setdefault(row["params"]["variant"], []).append(row)
     if not full:
         return "\n".join(lines)
     columns = ["optimizer", "step sizes", "seeds", "reached", "val loss", "test loss", "test perplexity per char",
                "test bits per char", "the paper's (nats per char)"]  # fmt: skip
     lines += ["", *header(columns)]
-    for variant in [v for v in (ENTROPY, ADAM) if v in full] + sorted(set(full) - {ENTROPY, ADAM}):
-        runs = full[variant]
+    current = (ENTROPY, best) if selected else None
+    earlier = sorted(key for key in full if key[0] == ENTROPY and key != current)
+    others = sorted(key for key in full if key[0] not in (ENTROPY, ADAM))
+    for key in [k for k in (current, (ADAM, None)) if k in full] + earlier + others:
+        variant, runs = key[0], full[key]
         if variant == ENTROPY:
-            name, steps = f"Entropy-Adam, L = {L}, selected on validation", _point(runs[0]["params"])
+            chosen = "selected on validation" if key == current else "selected on validation by an earlier grid"
+            name, steps = f"Entropy-Adam, L = {L}, {chosen}", _point(runs[0]["params"])
         else:
             name, steps = ("Adam", "lr 0.002") if variant == ADAM else (variant, "")
         reached = ", ".join(dict.fromkeys(_reached(r) for r in runs))

@@ -154,6 +154,30 @@ def test_a_failed_grid_run_holds_phase_two_and_the_next_call_resumes(tmp_path):
                                                                               ("char_entropy_adam", 3)]  # fmt: skip
 
 
+def test_a_grown_grid_runs_its_new_points_then_the_full_runs_of_its_selection_only_if_it_moved(tmp_path):
+    _study(tmp_path, SCRIPT).run()  # the 2 x 2 grid selects (0.002, 0.005) and runs it at full length: 8 rows
+    kept = _study(tmp_path, SCRIPT | {(0.004, 0.005): (1.55, 1.0), (0.004, 0.01): (1.7, 1.7)},
+                  eta_primes=[0.001, 0.002, 0.004])  # fmt: skip
+    assert [r["params"] for r in kept.run()] == [
+        {"phase": "grid", "eta_prime": 0.004, "lr": lr} for lr in (0.005, 0.01)
+    ]
+    assert kept.selected().params["eta_prime"] == 0.002 and kept.status()["missing"] == []
+    moved = _study(tmp_path, kept.script | {(0.008, 0.005): (1.45, 1.9), (0.008, 0.01): (1.8, 1.8)},
+                   eta_primes=[0.001, 0.002, 0.004, 0.008])  # fmt: skip
+    rows = moved.run()  # the two new grid points, then Entropy-Adam at the new selection; Adam's rows stand
+    assert [r["params"]["phase"] for r in rows] == ["grid", "grid", "full", "full"]
+    assert [(r["params"]["variant"], r["params"]["eta_prime"], r["seed"]) for r in rows[2:]] == [
+        ("char_entropy_adam", 0.008, 1), ("char_entropy_adam", 0.008, 2)
+    ]  # fmt: skip
+    assert all(r["metrics"]["grid_done_before"] == 8 for r in rows[2:]) and moved.run() == []
+    lines = moved.markdown(read(moved.ledger)).splitlines()
+    assert lines[5] == "| 0.008 | **1.4500** (selected) | 1.8000 |"
+    entropy = [line.split(" | ")[:2] for line in lines if line.startswith("| Entropy-Adam")]
+    earlier = "| Entropy-Adam, L = 5, selected on validation by an earlier grid"
+    assert entropy == [["| Entropy-Adam, L = 5, selected on validation", "eta' 0.008, lr 0.005"],
+                       [earlier, "eta' 0.002, lr 0.005"]]  # fmt: skip
+
+
 def test_status_before_any_run_and_force_is_refused(tmp_path, capsys):
     study = _study(tmp_path, SCRIPT)
     report = study.status()
@@ -184,10 +208,10 @@ def _grid(eta, lr, val, test=1.0, status="finished"):
                 status)  # fmt: skip
 
 
-def _full(variant, seed, val, test, epochs, status="finished", command="iclr17 fit ..."):
+def _full(variant, seed, val, test, epochs, status="finished", command="iclr17 fit ...", eta=0.002, lr=0.005):
     params = {"phase": "full", "variant": variant}
     if variant == "char_entropy_adam":
-        params |= {"eta_prime": 0.002, "lr": 0.005}
+        params |= {"eta_prime": eta, "lr": lr}
     metrics = {"val/loss": val, "test/loss": test, "test/ppl": math.exp(test), "test/bits_per_char": test / math.log(2),
                "epochs": epochs}  # fmt: skip
     return _row(params, seed, metrics, status, command)
@@ -207,35 +231,79 @@ TABLE_ROWS = [
 ]
 
 
+TABLE_AXES = ([0.001, 0.002], [0.005, 0.01])  # TABLE_ROWS' grid
+
+
 def test_the_table_on_hand_written_rows():
-    assert selected_point(TABLE_ROWS) == (0.002, 0.005) and selected_point(TABLE_ROWS[:5]) is None
-    lines = selected_markdown(TABLE_ROWS).splitlines()
+    assert selected_point(TABLE_ROWS, *TABLE_AXES) == (0.002, 0.005) and selected_point(TABLE_ROWS) is None
+    assert selected_point(TABLE_ROWS[1:], *TABLE_AXES) is None  # a point missing: no selection
+    lines = selected_markdown(TABLE_ROWS, *TABLE_AXES).splitlines()
     assert lines[:4] == [
         "| val loss after 5 passes, seed 0: inner eta' (rows), outer lr (columns) | 0.005 | 0.01 |",
         "|---|---|---|",
         "| 0.001 | 1.7000 | nan |",
         "| 0.002 | **1.5512** (selected) | 1.6100 |",
     ]
-    assert lines[4] == "" and lines[5].startswith("| optimizer | step sizes | seeds | reached | val loss | test loss |")
+    assert lines[4:6] == ["", grid_edge_note((0.002, 0.005), *TABLE_AXES)]  # a 2 x 2 grid: every point is an edge
+    assert lines[6] == "" and lines[7].startswith("| optimizer | step sizes | seeds | reached | val loss | test loss |")
 
     def spread(values, digits):
         return f"{np.mean(values):.{digits}f} +- {np.std(values, ddof=1):.{digits}f}"
 
     e_test, a_test = [1.32, 1.36], [1.39, 1.41]  # seeds 1, 2 each; Adam's failed seed 3 is out
-    assert lines[7] == (
+    assert lines[9] == (
         f"| Entropy-Adam, L = 5, selected on validation | eta' 0.002, lr 0.005 | 1, 2 | 30 passes = 25 effective "
         f"epochs (x L) | {spread([1.30, 1.34], 3)} | {spread(e_test, 3)} | {spread(np.exp(e_test), 2)} | "
         f"{spread(np.array(e_test) / np.log(2), 2)} | val 1.213, test 1.217 at 25 effective epochs (x L) |"
     )
-    assert lines[8] == (
+    assert lines[10] == (
         f"| Adam | lr 0.002 | 1, 2 | 28 epochs, capped (3.5-min cap), 50 epochs | {spread([1.38, 1.40], 3)} | "
         f"{spread(a_test, 3)} | {spread(np.exp(a_test), 2)} | {spread(np.array(a_test) / np.log(2), 2)} | "
         "val 1.224, test 1.226 at 40 epochs |"
     )
-    assert len(lines) == 9
+    assert len(lines) == 11
     # one seed of a variant: its value alone, no "+- 0.000" it does not have
     one_seed = [r for r in TABLE_ROWS if r["params"].get("phase") == "grid" or r["seed"] == 2]
-    assert "| 1.340 | 1.360 | 3.90 | 1.96 |" in selected_markdown(one_seed).splitlines()[7]
+    assert "| 1.340 | 1.360 | 3.90 | 1.96 |" in selected_markdown(one_seed, *TABLE_AXES).splitlines()[9]
+
+
+def test_a_grown_grid_selects_again_and_labels_the_full_runs_of_the_earlier_selection():
+    # TABLE_ROWS' 2 x 2 grid selected (0.002, 0.005) and ran it at full length; the grid then grows by eta' 0.004
+    grown = ([0.001, 0.002, 0.004], TABLE_AXES[1])
+    while_running = [*TABLE_ROWS, _grid(0.004, 0.005, 1.2)]
+    assert selected_point(while_running, *grown) is None
+    lines = selected_markdown(while_running, *grown).splitlines()
+    assert "| **1.2000** (lowest so far: 5 of 6 grid points finished, no selection yet) |" in lines[4]
+    assert "(selected)" not in "\n".join(lines) and "edge" not in "\n".join(lines)
+    assert lines[8].startswith("| Adam | lr 0.002 |")
+    assert lines[9].startswith(
+        "| Entropy-Adam, L = 5, selected on validation by an earlier grid | eta' 0.002, lr 0.005 |"
+    )
+    # the new point wins: it is selected, its full-length runs are to come, the earlier ones stay labelled
+    moved = [*while_running, _grid(0.004, 0.01, 1.9)]
+    assert selected_point(moved, *grown) == (0.004, 0.005)
+    lines = selected_markdown(moved, *grown).splitlines()
+    assert lines[4] == "| 0.004 | **1.2000** (selected; its full-length runs are still to come) | 1.9000 |"
+    assert lines[5:7] == ["", grid_edge_note((0.004, 0.005), *grown)]
+    assert [line.split(" | ")[0] for line in lines[10:]] == [
+        "| Adam",
+        "| Entropy-Adam, L = 5, selected on validation by an earlier grid",
+    ]
+    with_new_runs = [*moved, _full("char_entropy_adam", 1, 1.25, 1.26, 30, eta=0.004, lr=0.005)]
+    lines = selected_markdown(with_new_runs, *grown).splitlines()
+    assert "**1.2000** (selected) |" in lines[4]
+    assert [line.split(" | ")[:2] for line in lines[10:]] == [
+        ["| Entropy-Adam, L = 5, selected on validation", "eta' 0.004, lr 0.005"],
+        ["| Adam", "lr 0.002"],
+        ["| Entropy-Adam, L = 5, selected on validation by an earlier grid", "eta' 0.002, lr 0.005"],
+    ]
+    # the earlier point wins again: its full-length runs are the selection's, as before the grid grew
+    kept = [*while_running[:-1], _grid(0.004, 0.005, 1.7), _grid(0.004, 0.01, 1.9)]
+    assert (
+        selected_markdown(kept, *grown)
+        .splitlines()[10]
+        .startswith("| Entropy-Adam, L = 5, selected on validation | eta' 0.002, lr 0.005 |")
+    )
 
 
 def test_before_the_study_selects_the_table_marks_the_lowest_point_so_far_and_no_selection():
