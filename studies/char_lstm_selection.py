@@ -123,7 +123,7 @@ class CharLstmSelectionStudy(FitStudy):
         point = select(grid, read(self.ledger))
         return grid if point is None else grid + self.full_runs(point)
 
-    def is_capped(self, run: Run) -> bool:
+    def has_time_cap(self, run: Run) -> bool:
         """``max_time`` caps the full-length runs only (the grid's short runs have their own epoch budget)."""
         return bool(self.max_time) and run.params["phase"] == "full"
 

@@ -115,12 +115,12 @@ class FitStudy(Study):
             for seed in self.seeds
         ]
 
-    def is_capped(self, run: Run) -> bool:
-        """Whether ``max_time`` caps ``run``'s fit (every run's, here)."""
+    def has_time_cap(self, run: Run) -> bool:
+        """Whether ``run``'s fit runs under the ``max_time`` cap (every run's, here)."""
         return bool(self.max_time)
 
     def fit_args(self, run: Run, out_dir: Path) -> list[str]:
-        cap = [f"--trainer.max_time={self.max_time}"] if self.is_capped(run) else []
+        cap = [f"--trainer.max_time={self.max_time}"] if self.has_time_cap(run) else []
         logs = ["--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={out_dir}"]
         return ["fit", "--config", run.config, *run.overrides, *logs, "--trainer.enable_progress_bar=false", *cap,
                 *self.extra]  # fmt: skip
