@@ -211,6 +211,18 @@ def _grid_rows(rows: Rows) -> Rows:
     return [r for r in current_runs(rows) if r["params"].get("phase") == "grid"]
 
 
+def _grid_point(row: dict[str, Any]) -> tuple[float, float]:
+    return row["params"]["eta_prime"], row["params"]["lr"]
+
+
+def _grid_progress(
+    rows: Rows, eta_primes: Sequence[float], lrs: Sequence[float]
+) -> tuple[set[tuple[float, float]], set[tuple[float, float]]]:
+    """The points of the grid ``eta_primes`` x ``lrs``, and those of them with a finished grid row in ``rows``."""
+    points = {(eta, lr) for eta in eta_primes for lr in lrs}
+    return points, {_grid_point(r) for r in _grid_rows(rows) if r["status"] == "finished"} & points
+
+
 def selected_point(
     rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs: Sequence[float] = LRS
 ) -> tuple[float, float] | None:
@@ -220,16 +232,16 @@ def selected_point(
     Only the current grid selects: full-length rows of a point an earlier, smaller grid selected do not (they are the
     study's selection again only if the grown grid selects their point, and the study plans new full-length runs
     otherwise)."""
-    points = {(eta, lr) for eta in eta_primes for lr in lrs}
-    in_grid = [r for r in _grid_rows(rows) if (r["params"]["eta_prime"], r["params"]["lr"]) in points]
-    finished = {(r["params"]["eta_prime"], r["params"]["lr"]) for r in in_grid if r["status"] == "finished"}
-    return lowest_so_far(in_grid) if points and points <= finished else None
+    points, finished = _grid_progress(rows, eta_primes, lrs)
+    if not points or finished != points:
+        return None
+    return lowest_so_far([r for r in _grid_rows(rows) if _grid_point(r) in points])
 
 
 def lowest_so_far(rows: Rows) -> tuple[float, float] | None:
     """``(eta', lr)`` of the finished grid row with the lowest validation loss (ties: eta' then lr ascending;
     non-finite losses never win), or None without grid rows: what leads while the grid is still running."""
-    grid = sorted(_grid_rows(rows), key=lambda r: (r["params"]["eta_prime"], r["params"]["lr"]))
+    grid = sorted(_grid_rows(rows), key=_grid_point)
     if not grid:
         return None
     best = grid[_lowest(grid)]
@@ -286,13 +298,12 @@ def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs:
     if best is not None:
         mark = "(selected)" if (ENTROPY, best) in full else "(selected; its full-length runs are still to come)"
     else:
-        points = {(eta, lr) for eta in eta_primes for lr in lrs}
-        finished = {(r["params"]["eta_prime"], r["params"]["lr"]) for r in grid if r["status"] == "finished"}
-        count = f"{len(points & finished)} of {len(points)} grid points finished"
+        points, finished = _grid_progress(rows, eta_primes, lrs)
+        count = f"{len(finished)} of {len(points)} grid points finished"
         best, mark, selected = lowest_so_far(grid), f"(lowest so far: {count}, no selection yet)", False
     row_etas = sorted({r["params"]["eta_prime"] for r in grid})
     column_lrs = sorted({r["params"]["lr"] for r in grid})
-    cells = {(r["params"]["eta_prime"], r["params"]["lr"]): r for r in grid}
+    cells = {_grid_point(r): r for r in grid}
     passes = ", ".join(map(str, sorted({r["metrics"]["epochs"] for r in grid})))
     run = f" after {passes} passes, seed {grid[0]['seed']}" if grid else ""
     lines = header([f"val loss{run}: inner eta' (rows), outer lr (columns)", *(f"{lr:g}" for lr in column_lrs)])
