@@ -11,8 +11,11 @@ the l2 energy; GAN runs take (optimD, optimG, lr) from the GAN axes (each optimi
 seeded with its index in the full, ordered grid of its model, trains for ``epochs`` epochs of ``limit_batches``
 batches (all when None) on MNIST in [-1, 1] with batch 64, and is scored by I' on ``score_samples`` generated
 digits with the shipped classifier (G in eval mode); its 10 x 10 sample grid goes to ``samples.png`` in its run
-folder. The budget (epochs, limit_batches, score_samples, val_size) is the run's config digest and part of its
-params, so one ledger holds several budgets and the tables group by them.
+folder. A run keeps an epoch-end checkpoint in its run folder while it trains and, stopped and started again,
+continues from its last whole epoch (:mod:`iclr17.studies.fit_resume`). The budget (epochs, limit_batches,
+score_samples, val_size) is the run's config digest and part of its params, so one ledger holds several budgets
+and the tables group by them. The models' runs are taken in turn, so a grid run over several sessions compares
+equal numbers of each at every stage.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import math
 import random
 import shlex
 import statistics
-import time
 from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,8 +40,9 @@ from iclr17.modules.ebgan.metrics import MNISTScore
 from iclr17.modules.ebgan.module import EBGAN
 from iclr17.modules.ebgan.nets import MNISTDiscriminator, MNISTGenerator
 from iclr17.studies.figures import pyplot, save_figure
+from iclr17.studies.fit_resume import RESUME_FOLDER, EpochEndCheckpoint, FitSegments, discard
 from iclr17.studies.ledger import current_runs, digest
-from iclr17.studies.runner import Outcome, Run, Study
+from iclr17.studies.runner import Outcome, Run, Study, source_commit
 from iclr17.studies.trainers import quiet_trainer
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -187,14 +190,18 @@ class EbganGridStudy(Study):
                        "val_size": val_size}  # fmt: skip
 
     def planned(self) -> list[Run]:
+        """Each model's runs in grid order, the models taken in turn (EBGAN, GAN, EBGAN, ...), so that a ledger
+        that holds only the first runs (a grid that takes several sessions) compares the two on equal numbers."""
         config_digest = budget_digest(self.budget)
-        runs = []
+        by_model = []
         for model in self.models:
             grid = list(enumerate(table1_grid(model, **self.axes)))
             if self.subset is not None and self.subset < len(grid):
                 grid = sorted(random.Random(0).sample(grid, self.subset))
-            runs += [Run(CONFIG, config_digest, p.overrides, seed, asdict(p) | self.budget) for seed, p in grid]
-        return runs
+            by_model.append(
+                [Run(CONFIG, config_digest, p.overrides, seed, asdict(p) | self.budget) for seed, p in grid]
+            )
+        return [run for turn in itertools.zip_longest(*by_model) for run in turn if run is not None]
 
     def execute(self, run: Run, out_dir: Path) -> Outcome:
         point = GridPoint(**{k: run.params[k] for k in GridPoint.__dataclass_fields__})
@@ -202,15 +209,24 @@ class EbganGridStudy(Study):
                                      val_size=self.budget["val_size"])  # fmt: skip
         pl.seed_everything(run.seed, workers=True, verbose=False)
         module = build_module(point)
+        checkpoint = EpochEndCheckpoint(dirpath=out_dir / RESUME_FOLDER, filename="{epoch}", save_top_k=1,
+                                        save_last=True, save_on_train_epoch_end=True)  # fmt: skip
+        recorder = FitSegments(*source_commit())
         trainer = quiet_trainer(max_epochs=self.budget["epochs"], limit_train_batches=self.budget["limit_batches"],
-                                accelerator=self.accelerator)  # fmt: skip
-        start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
-        fit_seconds = time.perf_counter() - start
+                                callbacks=[checkpoint, recorder], accelerator=self.accelerator)  # fmt: skip
+        last = out_dir / RESUME_FOLDER / "last.ckpt"
+        trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
+        segments = recorder.segments()
+        discard(out_dir)  # the fit ran to its end
+        metrics: dict[str, Any] = {"segments": segments} if len(segments) > 1 else {}
         score, samples = score_generator(module, self.budget["score_samples"], run.seed)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_image(samples, out_dir / "samples.png", nrow=10, normalize=True, value_range=(-1, 1))
-        return Outcome("finished", trainer.global_step, fit_seconds, {"score": score})
+        fit_seconds = sum(segment["seconds"] for segment in segments)
+        return Outcome("finished", trainer.global_step, fit_seconds, metrics | {"score": score})
+
+    def start_over(self, run: Run) -> None:
+        discard(self.run_dir(run))
 
     def command(self, run: Run) -> str:
         flags = [f"--name={self.name}", f"--models={shlex.quote(json.dumps(list(self.models)))}"]

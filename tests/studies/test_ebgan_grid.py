@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import yaml
 from jsonargparse import CLI
+from pytorch_lightning import Callback
 
+import iclr17.studies.ebgan_grid as ebgan_grid_module
 from iclr17.studies.ebgan_grid import (
     CONFIG,
     EbganGridStudy,
@@ -43,9 +45,12 @@ def test_full_grids_have_the_papers_sizes_and_seeds_are_grid_indices():
     assert {p.lr for p in table1_grid("ebgan")} == {1e-3}
     runs = EbganGridStudy().planned()
     assert len(runs) == 512 + 6144 and len({r.key for r in runs}) == len(runs)
-    assert [r.seed for r in runs[:3]] == [0, 1, 2] and runs[512].seed == 0 and runs[512].params["model"] == "gan"
+    ebgan, gan = runs[0:1024:2], [*runs[1:1024:2], *runs[1024:]]  # the models in turn while both have runs
+    assert [r.params["model"] for r in ebgan] == ["ebgan"] * 512 and [r.params["model"] for r in gan] == ["gan"] * 6144
+    assert [r.seed for r in ebgan] == list(range(512)) and [r.seed for r in gan] == list(range(6144))
     sampled = EbganGridStudy(subset=5).planned()
-    assert [r.params["model"] for r in sampled] == ["ebgan"] * 5 + ["gan"] * 5
+    assert [r.params["model"] for r in sampled] == ["ebgan", "gan"] * 5
+    assert [r.seed for r in sampled[::2]] == sorted(r.seed for r in sampled[::2])
     full = {(r.params["model"], r.seed): r.overrides for r in runs}
     assert all(full[(r.params["model"], r.seed)] == r.overrides for r in sampled)  # a sample keeps its seeds
     assert EbganGridStudy(limit_batches=200).planned()[0].key != runs[0].key  # the budget is part of the key
@@ -172,3 +177,42 @@ def test_the_accelerator_is_not_part_of_a_runs_identity():
     small = dict(n_layer_g=[2], n_layer_d=[2], size_g=[400], size_d=[128], dropout_d=[False], gan_lr=[0.01])
     keys = [[r.key for r in EbganGridStudy(accelerator=a, **small).planned()] for a in ("cpu", "gpu")]
     assert keys[0] == keys[1] and len(keys[0]) == 1 + 4
+
+
+class StopInSecondEpoch(Callback):
+    """A crash in the middle of the second epoch (its second batch), after the first epoch's checkpoint."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 1:
+            raise RuntimeError("killed")
+
+
+def test_a_killed_run_continues_from_its_last_epoch_to_the_unbroken_runs_weights(
+    fixture_data_root, tmp_path, monkeypatch
+):
+    def study(folder):
+        return EbganGridStudy(
+            models=("ebgan",), n_layer_g=(2,), n_layer_d=(2,), size_g=(16,), size_d=(8,), dropout_d=(True,),
+            epochs=3, limit_batches=3, score_samples=200, val_size=100, data_dir=str(fixture_data_root),
+            ledger_dir=str(tmp_path / folder / "ledgers"), runs_dir=str(tmp_path / folder / "runs"),
+        )  # fmt: skip
+
+    unbroken_study, broken_study = study("unbroken"), study("broken")
+    (run,) = unbroken_study.planned()
+    unbroken = unbroken_study.execute(run, unbroken_study.run_dir(run))
+    out_dir = broken_study.run_dir(run)
+    quiet = ebgan_grid_module.quiet_trainer
+    monkeypatch.setattr(ebgan_grid_module, "quiet_trainer",
+                        lambda callbacks, **kw: quiet(callbacks=[*callbacks, StopInSecondEpoch()], **kw))  # fmt: skip
+    with pytest.raises(RuntimeError, match="killed"):
+        broken_study.execute(run, out_dir)
+    assert (out_dir / "resume" / "last.ckpt").is_file()  # the first epoch's
+    monkeypatch.undo()
+    resumed = broken_study.execute(run, out_dir)
+    assert resumed.steps == unbroken.steps == 2 * 3 * 3  # D and G steps, 3 batches, 3 epochs
+    assert resumed.metrics["score"] == unbroken.metrics["score"]  # dropout in D: the random state is restored too
+    assert (out_dir / "samples.png").read_bytes() == (unbroken_study.run_dir(run) / "samples.png").read_bytes()
+    assert [s["first_epoch"] for s in resumed.metrics["segments"]] == [0, 1] and "segments" not in unbroken.metrics
+    assert resumed.fit_seconds == pytest.approx(sum(s["seconds"] for s in resumed.metrics["segments"]))
+    assert not (out_dir / "resume").exists()  # nothing left to continue from once the fit has run to its end
+    broken_study.start_over(run)  # nothing there: no error
