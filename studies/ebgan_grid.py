@@ -26,6 +26,7 @@ import math
 import random
 import shlex
 import statistics
+import time
 from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -215,14 +216,17 @@ class EbganGridStudy(Study):
         trainer = quiet_trainer(max_epochs=self.budget["epochs"], limit_train_batches=self.budget["limit_batches"],
                                 callbacks=[checkpoint, recorder], accelerator=self.accelerator)  # fmt: skip
         last = out_dir / RESUME_FOLDER / "last.ckpt"
+        start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
-        segments = recorder.segments()
+        fit_seconds = time.perf_counter() - start  # plus the earlier segments' (a FitStudy's count)
         discard(out_dir)  # the fit ran to its end
-        metrics: dict[str, Any] = {"segments": segments} if len(segments) > 1 else {}
+        metrics: dict[str, Any] = {}
+        if recorder.earlier:
+            metrics["segments"] = recorder.segments()
+            fit_seconds += sum(segment["seconds"] for segment in recorder.earlier)
         score, samples = score_generator(module, self.budget["score_samples"], run.seed)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_image(samples, out_dir / "samples.png", nrow=10, normalize=True, value_range=(-1, 1))
-        fit_seconds = sum(segment["seconds"] for segment in segments)
         return Outcome("finished", trainer.global_step, fit_seconds, metrics | {"score": score})
 
     def start_over(self, run: Run) -> None:
