@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 import re
 import shutil
@@ -106,6 +107,7 @@ class EpochEndCheckpoint(ModelCheckpoint):
     epoch (a time cap) keeps the checkpoint of the epoch before, from which Lightning resumes cleanly. Lightning's
     own save at the end of training, which would catch a fit stopped inside an epoch, is left out.
 
+    A fit whose training dataloader has no length saves nothing either, and says so: its epochs cannot be told whole.
     A fit with a step budget (``trainer.max_steps`` set, e.g. the EntNet world model) saves nothing, so it starts over
     when run again: Lightning restarts a step-budgeted fit from an epoch-end checkpoint as if mid-epoch and trains
     no batch in the next epoch (pytorch-lightning 2.6; found with the world-model config, tested).
@@ -122,6 +124,14 @@ class EpochEndCheckpoint(ModelCheckpoint):
             rank_zero_warn(
                 f"trainer.max_steps={trainer.max_steps}: this fit keeps no resume checkpoint and starts "
                 "over if it is stopped (Lightning cannot resume a step-budgeted fit from an epoch end)"
+            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if not self.step_budget and math.isinf(trainer.num_training_batches):
+            rank_zero_warn(
+                "the training dataloader has no length, so no epoch can be told whole: this fit keeps no resume "
+                "checkpoint and starts over if it is stopped (give the dataset a __len__, or set limit_train_batches)"
             )
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

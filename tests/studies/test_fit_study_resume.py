@@ -242,6 +242,25 @@ def test_an_epoch_cut_short_is_not_saved(stop_in, tmp_path):
         assert saved["epoch"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["epoch=1.ckpt", "last.ckpt"]
 
 
+class Unsized(torch.utils.data.IterableDataset):
+    """Four batches' worth of two-class points, with no ``__len__``."""
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(16):
+            yield torch.randn(2, generator=generator), torch.randint(0, 2, (), generator=generator)
+
+
+def test_a_dataloader_without_a_length_warns_and_saves_nothing(tmp_path):
+    checkpoint = EpochEndCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=1, save_last=True,
+                                    save_on_train_epoch_end=True)  # fmt: skip
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[checkpoint])  # fmt: skip
+    with pytest.warns(UserWarning, match="dataloader has no length"):
+        trainer.fit(Classifier(num_classes=2, net=MLP(widths=[2, 8, 2])), torch.utils.data.DataLoader(Unsized(), 4))
+    assert trainer.global_step == 8 and not list(tmp_path.iterdir())
+
+
 def _write_log(folder: Path, rows: list[dict]) -> None:
     folder.mkdir(parents=True)
     with open(folder / "metrics.csv", "w", newline="") as handle:
