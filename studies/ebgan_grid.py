@@ -32,8 +32,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from scipy.stats import mannwhitneyu
 from torchvision.utils import save_image
 
 from iclr17.datamodules import MNISTDataModule
@@ -365,10 +367,56 @@ def histogram_counts(rows: list[dict[str, Any]], bins: list[float]) -> dict[str,
         if not bins[0] <= score <= bins[-1]:
             continue
         index = min(bisect_right(bins, score) - 1, len(bins) - 2)
-        for panel, limit in PANELS.items():
-            if limit is None or (p["n_layer_g"] <= limit and p["n_layer_d"] <= limit):
+        for panel in PANELS:
+            if in_panel(p, panel):
                 counts[panel][p["model"]][index] += 1
     return counts
+
+
+def in_panel(params: dict[str, Any], panel: str) -> bool:
+    """Whether a run belongs to a Fig. 2 panel (its nLayerG and nLayerD at most the panel's limit)."""
+    limit = PANELS[panel]
+    return limit is None or (params["n_layer_g"] <= limit and params["n_layer_d"] <= limit)
+
+
+def _spread(scores: list[float]) -> str:
+    """``median (lower quartile-upper quartile)`` of I' values, numpy's linear percentiles; a dash when none."""
+    if not scores:
+        return "-"
+    low, median, high = np.percentile(scores, [25, 50, 75])
+    return f"{median:.2f} ({low:.2f}-{high:.2f})"
+
+
+def fig2_table(rows: list[dict[str, Any]]) -> str:
+    """Fig. 2 in numbers, per budget and panel (all nets, nLayerG and nLayerD <= 4, <= 3): the EBGAN and GAN runs,
+    their I' median and quartiles, and the one-sided Mann-Whitney U test of the paper's claim that EBGAN's I' sits
+    to the right of the GAN's (``scipy.stats.mannwhitneyu``, alternative ``greater``; a dash below 2 runs a side).
+    Finished runs only (a rerun replaces its point's earlier row); EBGAN counts its PT runs."""
+    finished = [r for r in current_runs(rows) if r["status"] == "finished"]
+    if not finished:
+        return "(no finished runs)"
+    budgets = sorted({tuple(r["params"][k] for k in BUDGET_KEYS) for r in finished},
+                     key=lambda b: (b[0], math.inf if b[1] is None else b[1], b[2], b[3]))  # fmt: skip
+    lines = [
+        "| budget | panel | EBGAN runs | GAN runs | EBGAN I' median (quartiles) | GAN I' median (quartiles) | "
+        "Mann-Whitney p, EBGAN > GAN |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for budget in budgets:
+        label = budget_label(dict(zip(BUDGET_KEYS, budget, strict=True)))
+        of_budget = [r for r in finished if tuple(r["params"][k] for k in BUDGET_KEYS) == budget]
+        for panel in PANELS:
+            scores = {model: [float(r["metrics"]["score"]) for r in of_budget
+                              if r["params"]["model"] == model and in_panel(r["params"], panel)]
+                      for model in ("ebgan", "gan")}  # fmt: skip
+            ebgan, gan = scores["ebgan"], scores["gan"]
+            p = (
+                f"{mannwhitneyu(ebgan, gan, alternative='greater').pvalue:.3g}"
+                if min(len(ebgan), len(gan)) > 1
+                else "-"
+            )
+            lines.append(f"| {label} | {panel} | {len(ebgan)} | {len(gan)} | {_spread(ebgan)} | {_spread(gan)} | {p} |")
+    return "\n".join(lines)
 
 
 def score_bins(rows: list[dict[str, Any]], n: int = 20) -> list[float]:
@@ -393,4 +441,7 @@ def histogram_figure(rows: list[dict[str, Any]], path: Path) -> None:
     save_figure(figure, path)
 
 
-RESULTS_TABLES = {"ebgan-grid-reduced": ("ebgan_grid_reduced", budget_table)}
+RESULTS_TABLES = {
+    "ebgan-grid-reduced": ("ebgan_grid_reduced", budget_table),
+    "ebgan-grid-subset": ("ebgan_grid_subset", fig2_table),
+}

@@ -1,6 +1,7 @@
 """EBGAN's Table 1 grid study (arXiv:1609.03126 section 4.1): grid sizes and seeds, the tables and Fig. 2 counts
 on hand-written rows, a two-run grid end to end into a ledger on the fixture MNIST, and the committed ledger."""
 
+import itertools
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from iclr17.studies.ebgan_grid import (
     GridPoint,
     budget_digest,
     budget_table,
+    fig2_table,
     histogram_counts,
     summary_table,
     table1_grid,
@@ -106,6 +108,48 @@ def test_histogram_counts_by_hand_and_against_numpy():
     bins = [0.0, 0.5, 2.0, 2.5, 5.0]
     counts = histogram_counts([row("gan", float(s), seed=i) for i, s in enumerate(scores)], bins)
     assert counts["(a) all"]["gan"] == np.histogram(scores, bins)[0].tolist()
+
+
+def exact_mann_whitney_greater(x, y):
+    """P(U >= U_observed) under H0 by enumerating every split of the pooled values (no ties): the reference."""
+
+    def u(xs, ys):
+        return sum(a > b for a in xs for b in ys)
+
+    pooled, observed = [*x, *y], u(x, y)
+    splits = list(itertools.combinations(range(len(pooled)), len(x)))
+    hits = 0
+    for chosen in splits:
+        xs = [pooled[i] for i in chosen]
+        hits += u(xs, [pooled[i] for i in range(len(pooled)) if i not in chosen]) >= observed
+    return hits / len(splits)
+
+
+def test_fig2_table_counts_quartiles_and_the_one_sided_test_by_hand():
+    rows = [row("ebgan", 1.0, seed=0), row("ebgan", 2.0, n_d=3, seed=1), row("ebgan", 3.0, n_g=4, n_d=4, seed=2),
+            row("ebgan", 4.0, n_g=5, seed=3), row("gan", 0.5, seed=0), row("gan", 1.5, n_g=3, n_d=3, seed=1),
+            row("gan", 2.5, n_g=5, n_d=5, seed=2), row("gan", 9.0, seed=3, status="failed"),
+            row("ebgan", 7.0, budget=EPOCH), row("gan", 6.0, budget=EPOCH)]  # fmt: skip
+    p_all = exact_mann_whitney_greater([1, 2, 3, 4], [0.5, 1.5, 2.5])
+    p_four = exact_mann_whitney_greater([1, 2, 3], [0.5, 1.5])
+    p_three = exact_mann_whitney_greater([1, 2], [0.5, 1.5])
+    assert (p_all, p_four, p_three) == (
+        7 / 35,
+        2 / 10,
+        2 / 6,
+    )  # U = 9 of 12 (U >= 9: 1 + 1 + 2 + 3 splits), 5 of 6, 3 of 4
+    assert fig2_table(rows).splitlines()[2:] == [
+        f"| 200 batches | (a) all | 4 | 3 | 2.50 (1.75-3.25) | 1.50 (1.00-2.00) | {p_all:.3g} |",
+        f"| 200 batches | (b) nLayer <= 4 | 3 | 2 | 2.00 (1.50-2.50) | 1.00 (0.75-1.25) | {p_four:.3g} |",
+        f"| 200 batches | (c) nLayer <= 3 | 2 | 2 | 1.50 (1.25-1.75) | 1.00 (0.75-1.25) | {p_three:.3g} |",
+        "| 1 epoch | (a) all | 1 | 1 | 7.00 (7.00-7.00) | 6.00 (6.00-6.00) | - |",
+        "| 1 epoch | (b) nLayer <= 4 | 1 | 1 | 7.00 (7.00-7.00) | 6.00 (6.00-6.00) | - |",
+        "| 1 epoch | (c) nLayer <= 3 | 1 | 1 | 7.00 (7.00-7.00) | 6.00 (6.00-6.00) | - |",
+    ]  # the failed run counts nowhere; one run a side gives no test
+    assert fig2_table([row("gan", 1.0, status="failed")]) == "(no finished runs)"
+    assert (
+        fig2_table([row("gan", 1.0)]).splitlines()[2] == "| 200 batches | (a) all | 0 | 1 | - | 1.00 (1.00-1.00) | - |"
+    )
 
 
 def test_a_tiny_grid_runs_into_a_ledger_and_draws_its_table_and_figure(fixture_data_root, tmp_path):
