@@ -14,8 +14,8 @@ digits with the shipped classifier (G in eval mode); its 10 x 10 sample grid goe
 folder. A run keeps an epoch-end checkpoint in its run folder while it trains and, stopped and started again,
 continues from its last whole epoch (:mod:`iclr17.studies.fit_resume`). The budget (epochs, limit_batches,
 score_samples, val_size) is the run's config digest and part of its params, so one ledger holds several budgets
-and the tables group by them. The models' runs are taken in turn, so a grid run over several sessions compares
-equal numbers of each at every stage.
+and the tables group by them. The models' runs are taken in turn, and a subset's in the order drawn, so a grid
+run over several sessions compares equal numbers of each, uniformly sampled, at every stage.
 """
 
 from __future__ import annotations
@@ -193,14 +193,15 @@ class EbganGridStudy(Study):
                        "val_size": val_size}  # fmt: skip
 
     def planned(self) -> list[Run]:
-        """Each model's runs in grid order, the models taken in turn (EBGAN, GAN, EBGAN, ...), so that a ledger
-        that holds only the first runs (a grid that takes several sessions) compares the two on equal numbers."""
+        """The models' runs taken in turn (EBGAN, GAN, EBGAN, ...); each model's in grid order, or with ``subset``
+        in the order drawn, so that the first runs of a subset (a grid that takes several sessions) are themselves
+        a uniform sample, in equal numbers for the two models."""
         config_digest = budget_digest(self.budget)
         by_model = []
         for model in self.models:
             grid = list(enumerate(table1_grid(model, **self.axes)))
             if self.subset is not None and self.subset < len(grid):
-                grid = sorted(random.Random(0).sample(grid, self.subset))
+                grid = random.Random(0).sample(grid, self.subset)  # in the order drawn: every prefix is uniform
             by_model.append(
                 [Run(CONFIG, config_digest, p.overrides, seed, asdict(p) | self.budget) for seed, p in grid]
             )
