@@ -222,7 +222,6 @@ class EbganGridStudy(Study):
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
         fit_seconds = time.perf_counter() - start  # plus the earlier segments' (a FitStudy's count)
-        discard(out_dir)  # the fit ran to its end
         metrics: dict[str, Any] = {}
         if recorder.earlier:
             metrics["segments"] = recorder.segments()
@@ -230,6 +229,7 @@ class EbganGridStudy(Study):
         score, samples = score_generator(module, self.budget["score_samples"], run.seed)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_image(samples, out_dir / "samples.png", nrow=10, normalize=True, value_range=(-1, 1))
+        discard(out_dir)  # only now: a run stopped while scoring resumes from its last epoch and trains nothing
         return Outcome("finished", trainer.global_step, fit_seconds, metrics | {"score": score})
 
     def start_over(self, run: Run) -> None:
@@ -392,7 +392,8 @@ def fig2_table(rows: list[dict[str, Any]]) -> str:
     """Fig. 2 in numbers, per budget and panel (all nets, nLayerG and nLayerD <= 4, <= 3): the EBGAN and GAN runs,
     their I' median and quartiles, and the one-sided Mann-Whitney U test of the paper's claim that EBGAN's I' sits
     to the right of the GAN's (``scipy.stats.mannwhitneyu``, alternative ``greater``; a dash below 2 runs a side).
-    Finished runs only (a rerun replaces its point's earlier row); EBGAN counts its PT runs."""
+    Finished runs only (a rerun replaces its point's earlier row); EBGAN counts its PT runs. A run whose I' is not
+    finite (a diverged generator) is counted in its runs cell but left out of the statistics, which say so."""
     finished = [r for r in current_runs(rows) if r["status"] == "finished"]
     if not finished:
         return "(no finished runs)"
@@ -410,19 +411,28 @@ def fig2_table(rows: list[dict[str, Any]]) -> str:
             scores = {model: [float(r["metrics"]["score"]) for r in of_budget
                               if r["params"]["model"] == model and in_panel(r["params"], panel)]
                       for model in ("ebgan", "gan")}  # fmt: skip
-            ebgan, gan = scores["ebgan"], scores["gan"]
+            runs = {model: _runs_cell(values) for model, values in scores.items()}
+            ebgan, gan = ([v for v in scores[m] if math.isfinite(v)] for m in ("ebgan", "gan"))
             p = (
                 f"{mannwhitneyu(ebgan, gan, alternative='greater').pvalue:.3g}"
                 if min(len(ebgan), len(gan)) > 1
                 else "-"
             )
-            lines.append(f"| {label} | {panel} | {len(ebgan)} | {len(gan)} | {_spread(ebgan)} | {_spread(gan)} | {p} |")
+            lines.append(
+                f"| {label} | {panel} | {runs['ebgan']} | {runs['gan']} | {_spread(ebgan)} | {_spread(gan)} | {p} |"
+            )
     return "\n".join(lines)
 
 
+def _runs_cell(scores: list[float]) -> str:
+    """``12``, or ``12 (1 non-finite I', left out)``."""
+    bad = sum(not math.isfinite(v) for v in scores)
+    return f"{len(scores)} ({bad} non-finite I', left out)" if bad else str(len(scores))
+
+
 def score_bins(rows: list[dict[str, Any]], n: int = 20) -> list[float]:
-    """``n`` equal bins from the lowest to the highest I' of the rows (0 to 1 when there are none)."""
-    scores = [float(r["metrics"]["score"]) for r in current_runs(rows)]
+    """``n`` equal bins from the lowest to the highest finite I' of the rows (0 to 1 when there are none)."""
+    scores = [float(r["metrics"]["score"]) for r in current_runs(rows) if math.isfinite(float(r["metrics"]["score"]))]
     low, high = min(scores, default=0.0), max(scores, default=1.0)
     high = high if high > low else low + 1.0
     return [low + (high - low) * i / n for i in range(n + 1)]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import random
 import re
 import shutil
@@ -73,7 +72,11 @@ class FitSegments(pl.Callback):
         self.commit, self.dirty = commit, dirty
         self.earlier: list[dict[str, Any]] = []  # segments before this one, as their last checkpoint saw them
         self._started, self._first_epoch = time.perf_counter(), 0
+        self._trainer: pl.Trainer | None = None
         self._random_states: dict[str, Any] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
@@ -96,10 +99,15 @@ class FitSegments(pl.Callback):
         return [*self.earlier, now]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"segments": self.segments(), "random_states": random_states()}
+        # the epoch a fit resumed from this (epoch-end) checkpoint starts at: its first_epoch, even when it has no
+        # epoch left to train and so never reaches on_train_start
+        next_epoch = None if self._trainer is None else self._trainer.current_epoch + 1
+        return {"segments": self.segments(), "random_states": random_states(), "next_epoch": next_epoch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.earlier, self._random_states = list(state_dict["segments"]), state_dict["random_states"]
+        if state_dict.get("next_epoch") is not None:  # absent from checkpoints written before it was kept
+            self._first_epoch = state_dict["next_epoch"]
 
 
 class EpochEndCheckpoint(ModelCheckpoint):
@@ -107,7 +115,8 @@ class EpochEndCheckpoint(ModelCheckpoint):
     epoch (a time cap) keeps the checkpoint of the epoch before, from which Lightning resumes cleanly. Lightning's
     own save at the end of training, which would catch a fit stopped inside an epoch, is left out.
 
-    A fit whose training dataloader has no length saves nothing either, and says so: its epochs cannot be told whole.
+    A fit whose training dataloader has no length (or is shorter than ``limit_train_batches``) saves nothing either,
+    and says so: its epochs cannot be told whole.
     A fit with a step budget (``trainer.max_steps`` set, e.g. the EntNet world model) saves nothing, so it starts over
     when run again: Lightning restarts a step-budgeted fit from an epoch-end checkpoint as if mid-epoch and trains
     no batch in the next epoch (pytorch-lightning 2.6; found with the world-model config, tested).
@@ -126,14 +135,6 @@ class EpochEndCheckpoint(ModelCheckpoint):
                 "over if it is stopped (Lightning cannot resume a step-budgeted fit from an epoch end)"
             )
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
-        if not self.step_budget and math.isinf(trainer.num_training_batches):
-            rank_zero_warn(
-                "the training dataloader has no length, so no epoch can be told whole: this fit keeps no resume "
-                "checkpoint and starts over if it is stopped (give the dataset a __len__, or set limit_train_batches)"
-            )
-
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.batches_this_epoch = 0
 
@@ -142,8 +143,16 @@ class EpochEndCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.step_budget and self.batches_this_epoch == trainer.num_training_batches:  # the epoch ran whole
+        if self.step_budget:
+            return
+        if self.batches_this_epoch == trainer.num_training_batches:  # the epoch ran whole
             super().on_train_epoch_end(trainer, pl_module)
+        elif not trainer.should_stop:  # not cut by a time cap: the loader ran out before its announced length
+            rank_zero_warn(
+                f"an epoch ended after {self.batches_this_epoch} of {trainer.num_training_batches} training batches "
+                "without being stopped (a dataloader with no length, or shorter than limit_train_batches): such an "
+                "epoch cannot be told whole, so it is not saved and a stopped fit starts over"
+            )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Nothing: every whole epoch is saved when it ends."""

@@ -21,6 +21,7 @@ from iclr17.studies.ebgan_grid import (
     budget_table,
     fig2_table,
     histogram_counts,
+    score_bins,
     summary_table,
     table1_grid,
 )
@@ -149,6 +150,12 @@ def test_fig2_table_counts_quartiles_and_the_one_sided_test_by_hand():
         "| 1 epoch | (c) nLayer <= 3 | 1 | 1 | 7.00 (7.00-7.00) | 6.00 (6.00-6.00) | - |",
     ]  # the failed run counts nowhere; one run a side gives no test
     assert fig2_table([row("gan", 1.0, status="failed")]) == "(no finished runs)"
+    diverged = [*rows, row("gan", float("nan"), seed=5)]  # a finished run whose generator gave NaN images
+    assert fig2_table(diverged).splitlines()[2] == (
+        "| 200 batches | (a) all | 4 | 4 (1 non-finite I', left out) | 2.50 (1.75-3.25) | 1.50 (1.00-2.00) | "
+        f"{p_all:.3g} |"
+    )
+    assert score_bins(diverged, n=2) == [0.5, 3.75, 7.0]
     assert (
         fig2_table([row("gan", 1.0)]).splitlines()[2] == "| 200 batches | (a) all | 0 | 1 | - | 1.00 (1.00-1.00) | - |"
     )
@@ -264,5 +271,17 @@ def test_a_killed_run_continues_from_its_last_epoch_to_the_unbroken_runs_weights
     assert [s["first_epoch"] for s in resumed.metrics["segments"]] == [0, 1] and "segments" not in unbroken.metrics
     earlier = resumed.metrics["segments"][0]
     assert 0 < resumed.fit_seconds - earlier["seconds"] <= second_call  # the first epoch's seconds and this fit's
-    assert not (out_dir / "resume").exists()  # nothing left to continue from once the fit has run to its end
+    assert not (out_dir / "resume").exists()  # nothing left to continue from once the run has its score
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed while scoring")
+
+    monkeypatch.setattr(ebgan_grid_module, "score_generator", crash)
+    with pytest.raises(RuntimeError, match="while scoring"):
+        broken_study.execute(run, out_dir)  # a rerun from epoch 0 (its checkpoint is gone), then a kill
+    assert (out_dir / "resume" / "last.ckpt").is_file()  # the last epoch's: the fit is not lost
+    monkeypatch.undo()
+    rescored = broken_study.execute(run, out_dir)  # trains nothing, scores the same weights
+    assert (rescored.steps, rescored.metrics["score"]) == (unbroken.steps, unbroken.metrics["score"])
+    assert [s["first_epoch"] for s in rescored.metrics["segments"]] == [0, 3]  # the second segment had none left
     broken_study.start_over(run)  # nothing there: no error

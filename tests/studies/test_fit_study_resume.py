@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -233,7 +234,10 @@ def test_an_epoch_cut_short_is_not_saved(stop_in, tmp_path):
                          enable_model_summary=False, callbacks=[checkpoint, StopInsideEpoch(stop_in)])  # fmt: skip
     data = GaussianMixtureDataModule(num_classes=2, dim=2, centers=[[-1.0, -1.0], [1.0, 1.0]], n_samples=96,
                                      cluster_std=1.5, batch_size=16)  # fmt: skip
-    trainer.fit(Classifier(num_classes=2, net=MLP(widths=[2, 8, 2])), data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(Classifier(num_classes=2, net=MLP(widths=[2, 8, 2])), data)
+    assert not [w for w in caught if "without being stopped" in str(w.message)]  # a stopped epoch is no surprise
     assert trainer.global_step == 6 * stop_in + 1  # one batch of epoch stop_in, then the fit stopped
     if stop_in == 0:  # no whole epoch: nothing saved, not even at the end of training
         assert not list(tmp_path.iterdir())
@@ -251,12 +255,13 @@ class Unsized(torch.utils.data.IterableDataset):
             yield torch.randn(2, generator=generator), torch.randint(0, 2, (), generator=generator)
 
 
-def test_a_dataloader_without_a_length_warns_and_saves_nothing(tmp_path):
+@pytest.mark.parametrize("limit", [None, 10])  # no length at all; a limit longer than the 4 batches there are
+def test_a_dataloader_that_runs_out_unstopped_warns_and_saves_nothing(limit, tmp_path):
     checkpoint = EpochEndCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=1, save_last=True,
                                     save_on_train_epoch_end=True)  # fmt: skip
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[checkpoint])  # fmt: skip
-    with pytest.warns(UserWarning, match="dataloader has no length"):
+                         enable_model_summary=False, callbacks=[checkpoint], limit_train_batches=limit)  # fmt: skip
+    with pytest.warns(UserWarning, match="an epoch ended after 4 of .* training batches without being stopped"):
         trainer.fit(Classifier(num_classes=2, net=MLP(widths=[2, 8, 2])), torch.utils.data.DataLoader(Unsized(), 4))
     assert trainer.global_step == 8 and not list(tmp_path.iterdir())
 
