@@ -72,11 +72,8 @@ class FitSegments(pl.Callback):
         self.commit, self.dirty = commit, dirty
         self.earlier: list[dict[str, Any]] = []  # segments before this one, as their last checkpoint saw them
         self._started, self._first_epoch = time.perf_counter(), 0
-        self._trainer: pl.Trainer | None = None
+        self._next_epoch: int | None = None  # the epoch after the last one that ended
         self._random_states: dict[str, Any] | None = None
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._trainer = trainer
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
@@ -91,6 +88,9 @@ class FitSegments(pl.Callback):
             rank_zero_warn(f"resuming a fit that other code trained before (commit, dirty: {code}); this segment runs "
                            f"{self.commit}, dirty={self.dirty}; the ledger row lists every segment's")  # fmt: skip
 
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._next_epoch = trainer.current_epoch + 1  # before the epoch's checkpoint: Lightning runs those last
+
     def segments(self) -> list[dict[str, Any]]:
         """The earlier segments and this one up to now: ``commit``, ``dirty``, ``first_epoch`` (0-based) and
         ``seconds``."""
@@ -101,8 +101,7 @@ class FitSegments(pl.Callback):
     def state_dict(self) -> dict[str, Any]:
         # the epoch a fit resumed from this (epoch-end) checkpoint starts at: its first_epoch, even when it has no
         # epoch left to train and so never reaches on_train_start
-        next_epoch = None if self._trainer is None else self._trainer.current_epoch + 1
-        return {"segments": self.segments(), "random_states": random_states(), "next_epoch": next_epoch}
+        return {"segments": self.segments(), "random_states": random_states(), "next_epoch": self._next_epoch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.earlier, self._random_states = list(state_dict["segments"]), state_dict["random_states"]
