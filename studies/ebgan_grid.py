@@ -43,7 +43,7 @@ from iclr17.modules.ebgan.metrics import MNISTScore
 from iclr17.modules.ebgan.module import EBGAN
 from iclr17.modules.ebgan.nets import MNISTDiscriminator, MNISTGenerator
 from iclr17.studies.figures import pyplot, save_figure
-from iclr17.studies.fit_resume import RESUME_FOLDER, EpochEndCheckpoint, FitSegments, discard
+from iclr17.studies.fit_resume import discard, last_checkpoint, resume_callbacks
 from iclr17.studies.ledger import current_runs, digest
 from iclr17.studies.runner import Outcome, Run, Study, source_commit
 from iclr17.studies.trainers import quiet_trainer
@@ -213,19 +213,12 @@ class EbganGridStudy(Study):
                                      val_size=self.budget["val_size"])  # fmt: skip
         pl.seed_everything(run.seed, workers=True, verbose=False)
         module = build_module(point)
-        checkpoint = EpochEndCheckpoint(dirpath=out_dir / RESUME_FOLDER, filename="{epoch}", save_top_k=1,
-                                        save_last=True, save_on_train_epoch_end=True)  # fmt: skip
-        recorder = FitSegments(*source_commit())
+        checkpoint, recorder = resume_callbacks(out_dir, *source_commit())
         trainer = quiet_trainer(max_epochs=self.budget["epochs"], limit_train_batches=self.budget["limit_batches"],
                                 callbacks=[checkpoint, recorder], accelerator=self.accelerator)  # fmt: skip
-        last = out_dir / RESUME_FOLDER / "last.ckpt"
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
-        fit_seconds = time.perf_counter() - start  # plus the earlier segments' (a FitStudy's count)
-        metrics: dict[str, Any] = {}
-        if recorder.earlier:
-            metrics["segments"] = recorder.segments()
-            fit_seconds += sum(segment["seconds"] for segment in recorder.earlier)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(out_dir))
+        fit_seconds, metrics = recorder.whole_fit(time.perf_counter() - start)
         score, samples = score_generator(module, self.budget["score_samples"], run.seed)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_image(samples, out_dir / "samples.png", nrow=10, normalize=True, value_range=(-1, 1))
@@ -286,12 +279,11 @@ def summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     cells: dict[tuple, list[dict[str, Any]]] = {}
     for row in current_runs(rows):
         p = row["params"]
-        budget = tuple(p[k] for k in BUDGET_KEYS)
-        cells.setdefault((budget, row["status"], group_of(p)), []).append(row)
+        cells.setdefault((budget_of(p), row["status"], group_of(p)), []).append(row)
 
     def order(key: tuple) -> tuple:
-        (epochs, limit, samples, val), status, (model, pt) = key
-        return epochs, math.inf if limit is None else limit, samples, val, status == "capped", model == "gan", pt
+        budget, status, (model, pt) = key
+        return *budget_order(budget), status == "capped", model == "gan", pt
 
     result = []
     for key in sorted(cells, key=order):
@@ -304,6 +296,17 @@ def summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "best_score": float(best["metrics"]["score"]), "best_params": best["params"],
         })  # fmt: skip
     return result
+
+
+def budget_of(params: dict[str, Any]) -> tuple:
+    """A run's budget as a tuple in ``BUDGET_KEYS`` order."""
+    return tuple(params[k] for k in BUDGET_KEYS)
+
+
+def budget_order(budget: tuple) -> tuple:
+    """Sort key of a budget tuple: epochs, batches (all last), scored samples, held-out images."""
+    epochs, limit, samples, val = budget
+    return epochs, math.inf if limit is None else limit, samples, val
 
 
 def budget_cell(summary: dict[str, Any], scored: bool) -> str:
@@ -397,8 +400,7 @@ def fig2_table(rows: list[dict[str, Any]]) -> str:
     finished = [r for r in current_runs(rows) if r["status"] == "finished"]
     if not finished:
         return "(no finished runs)"
-    budgets = sorted({tuple(r["params"][k] for k in BUDGET_KEYS) for r in finished},
-                     key=lambda b: (b[0], math.inf if b[1] is None else b[1], b[2], b[3]))  # fmt: skip
+    budgets = sorted({budget_of(r["params"]) for r in finished}, key=budget_order)
     lines = [
         "| budget | panel | EBGAN runs | GAN runs | EBGAN I' median (quartiles) | GAN I' median (quartiles) | "
         "Mann-Whitney p, EBGAN > GAN |",
@@ -406,7 +408,7 @@ def fig2_table(rows: list[dict[str, Any]]) -> str:
     ]
     for budget in budgets:
         label = budget_label(dict(zip(BUDGET_KEYS, budget, strict=True)))
-        of_budget = [r for r in finished if tuple(r["params"][k] for k in BUDGET_KEYS) == budget]
+        of_budget = [r for r in finished if budget_of(r["params"]) == budget]
         for panel in PANELS:
             scores = {model: [float(r["metrics"]["score"]) for r in of_budget
                               if r["params"]["model"] == model and in_panel(r["params"], panel)]
@@ -432,7 +434,7 @@ def _runs_cell(scores: list[float]) -> str:
 
 def score_bins(rows: list[dict[str, Any]], n: int = 20) -> list[float]:
     """``n`` equal bins from the lowest to the highest finite I' of the rows (0 to 1 when there are none)."""
-    scores = [float(r["metrics"]["score"]) for r in current_runs(rows) if math.isfinite(float(r["metrics"]["score"]))]
+    scores = [score for r in current_runs(rows) if math.isfinite(score := float(r["metrics"]["score"]))]
     low, high = min(scores, default=0.0), max(scores, default=1.0)
     high = high if high > low else low + 1.0
     return [low + (high - low) * i / n for i in range(n + 1)]

@@ -98,6 +98,14 @@ class FitSegments(pl.Callback):
                "seconds": round(time.perf_counter() - self._started, 1)}  # fmt: skip
         return [*self.earlier, now]
 
+    def whole_fit(self, seconds: float) -> tuple[float, dict[str, Any]]:
+        """The seconds of the whole fit, given this segment's as the caller measured them (plus the earlier
+        segments'), and what a ledger row records of the segments: ``{"segments": [...]}`` after a resumption,
+        else nothing."""
+        if not self.earlier:
+            return seconds, {}
+        return seconds + sum(segment["seconds"] for segment in self.earlier), {"segments": self.segments()}
+
     def state_dict(self) -> dict[str, Any]:
         # the epoch a fit resumed from this (epoch-end) checkpoint starts at: its first_epoch, even when it has no
         # epoch left to train and so never reaches on_train_start
@@ -157,19 +165,33 @@ class EpochEndCheckpoint(ModelCheckpoint):
         """Nothing: every whole epoch is saved when it ends."""
 
 
+CHECKPOINT_SETTINGS = {"filename": "{epoch}", "save_top_k": 1, "save_last": True, "save_on_train_epoch_end": True}
+
+
+def last_checkpoint(out_dir: Path) -> Path | None:
+    """The run's resume checkpoint, when an earlier segment left one."""
+    last = out_dir / RESUME_FOLDER / "last.ckpt"
+    return last if last.is_file() else None
+
+
+def resume_callbacks(out_dir: Path, commit: str, dirty: bool) -> list[pl.Callback]:
+    """The callbacks that make a fit driven by hand resumable (what :func:`resume_args` gives a CLI fit): the
+    epoch-end checkpoint in ``<out_dir>/resume`` and the :class:`FitSegments` recorder; fit with
+    ``ckpt_path=last_checkpoint(out_dir)``."""
+    return [EpochEndCheckpoint(dirpath=out_dir / RESUME_FOLDER, **CHECKPOINT_SETTINGS), FitSegments(commit, dirty)]
+
+
 def resume_args(out_dir: Path, commit: str, dirty: bool) -> list[str]:
     """The fit arguments that make a study's fit resumable: an epoch-end ``last.ckpt`` in ``<out_dir>/resume``, the
     :class:`FitSegments` recorder, a CSV log written at every logging step (so that a killed segment's history
     reaches its last checkpoint), and ``--ckpt_path`` when an earlier segment left a checkpoint."""
-    folder = out_dir / RESUME_FOLDER
     checkpoint = {"class_path": f"{EpochEndCheckpoint.__module__}.EpochEndCheckpoint",
-                  "init_args": {"dirpath": str(folder), "filename": "{epoch}", "save_top_k": 1, "save_last": True,
-                                "save_on_train_epoch_end": True}}  # fmt: skip
+                  "init_args": {"dirpath": str(out_dir / RESUME_FOLDER), **CHECKPOINT_SETTINGS}}  # fmt: skip
     segments = {"class_path": f"{FitSegments.__module__}.FitSegments", "init_args": {"commit": commit, "dirty": dirty}}
     args = [f"--trainer.callbacks+={json.dumps(checkpoint)}", f"--trainer.callbacks+={json.dumps(segments)}",
             "--trainer.logger.flush_logs_every_n_steps=1"]  # fmt: skip
-    last = folder / "last.ckpt"
-    return [*args, f"--ckpt_path={last}"] if last.is_file() else args
+    last = last_checkpoint(out_dir)
+    return args if last is None else [*args, f"--ckpt_path={last}"]
 
 
 def discard(out_dir: Path) -> None:

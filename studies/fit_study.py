@@ -150,9 +150,9 @@ class FitStudy(Study):
             discard(out_dir)
         metrics = scalar_metrics(trainer.callback_metrics)
         recorder = next((c for c in trainer.callbacks if isinstance(c, FitSegments)), None)
-        if recorder is not None and recorder.earlier:  # a resumed fit: its earlier segments' seconds count too
-            metrics["segments"] = recorder.segments()
-            fit_seconds += sum(segment["seconds"] for segment in recorder.earlier)
+        if recorder is not None:  # a resumed fit: its earlier segments' seconds count too
+            fit_seconds, segments = recorder.whole_fit(fit_seconds)
+            metrics |= segments
         if self.history:
             trainer.logger.save()
             by_epoch = epoch_history(Path(trainer.logger.log_dir), self.history)

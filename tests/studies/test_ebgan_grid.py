@@ -136,11 +136,8 @@ def test_fig2_table_counts_quartiles_and_the_one_sided_test_by_hand():
     p_all = exact_mann_whitney_greater([1, 2, 3, 4], [0.5, 1.5, 2.5])
     p_four = exact_mann_whitney_greater([1, 2, 3], [0.5, 1.5])
     p_three = exact_mann_whitney_greater([1, 2], [0.5, 1.5])
-    assert (p_all, p_four, p_three) == (
-        7 / 35,
-        2 / 10,
-        2 / 6,
-    )  # U = 9 of 12 (U >= 9: 1 + 1 + 2 + 3 splits), 5 of 6, 3 of 4
+    # U = 9 of 12 (U >= 9: 1 + 1 + 2 + 3 splits), 5 of 6, 3 of 4
+    assert (p_all, p_four, p_three) == (7 / 35, 2 / 10, 2 / 6)
     assert fig2_table(rows).splitlines()[2:] == [
         f"| 200 batches | (a) all | 4 | 3 | 2.50 (1.75-3.25) | 1.50 (1.00-2.00) | {p_all:.3g} |",
         f"| 200 batches | (b) nLayer <= 4 | 3 | 2 | 2.00 (1.50-2.50) | 1.00 (0.75-1.25) | {p_four:.3g} |",
