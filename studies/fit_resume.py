@@ -61,7 +61,8 @@ class FitSegments(pl.Callback):
     It changes nothing in training: the random state it restores is the one an unbroken fit would have had at that
     point. Under DDP every rank has its own random state and only rank 0's would be saved, so it is not restored
     there: a resumed DDP fit's random draws (dropout, noise) differ from an unbroken fit's, and so do its weights
-    unless the model draws nothing at random in training (tested).
+    unless the model draws nothing at random in training (tested). Nor is a GPU's random stream carried between a
+    machine with CUDA and one without: a fit resumed across that line says so, and each segment records its device.
 
     Args:
         commit: the commit of the code that runs this segment (the ledger row's ``commit``).
@@ -74,11 +75,18 @@ class FitSegments(pl.Callback):
         self._started, self._first_epoch = time.perf_counter(), 0
         self._next_epoch: int | None = None  # the epoch after the last one that ended
         self._random_states: dict[str, Any] | None = None
+        self._device = "unknown"  # the accelerator this segment trains on
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._started = time.perf_counter()
+        self._started, self._device = time.perf_counter(), trainer.strategy.root_device.type
         if self._random_states is not None and trainer.world_size == 1:
             set_random_states(self._random_states)
+            if bool(self._random_states["cuda"]) != torch.cuda.is_available():
+                saved_by = "a process with CUDA" if self._random_states["cuda"] else "a process without CUDA"
+                rank_zero_warn(f"resuming a fit checkpointed by {saved_by} in one that "
+                               f"{'has' if torch.cuda.is_available() else 'has no'} CUDA: the GPU's random stream is "
+                               "not carried over, so this segment's random draws on the GPU differ from an unbroken "
+                               "fit's")  # fmt: skip
         self._random_states = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -92,9 +100,10 @@ class FitSegments(pl.Callback):
         self._next_epoch = trainer.current_epoch + 1  # before the epoch's checkpoint: Lightning runs those last
 
     def segments(self) -> list[dict[str, Any]]:
-        """The earlier segments and this one up to now: ``commit``, ``dirty``, ``first_epoch`` (0-based) and
+        """The earlier segments and this one up to now: ``commit``, ``dirty``, ``device`` (the accelerator's type,
+        ``cpu`` or ``cuda``; absent from segments checkpointed before it was kept), ``first_epoch`` (0-based) and
         ``seconds``."""
-        now = {"commit": self.commit, "dirty": self.dirty, "first_epoch": self._first_epoch,
+        now = {"commit": self.commit, "dirty": self.dirty, "device": self._device, "first_epoch": self._first_epoch,
                "seconds": round(time.perf_counter() - self._started, 1)}  # fmt: skip
         return [*self.earlier, now]
 

@@ -19,7 +19,7 @@ import yaml
 from iclr17.datamodules import GaussianMixtureDataModule
 from iclr17.modules.classifier import Classifier
 from iclr17.modules.nets import MLP
-from iclr17.studies.fit_resume import RESUME_FOLDER, EpochEndCheckpoint, merged_log_rows
+from iclr17.studies.fit_resume import RESUME_FOLDER, EpochEndCheckpoint, FitSegments, merged_log_rows, random_states
 from iclr17.studies.fit_study import FitStudy, epoch_history
 from iclr17.studies.ledger import read
 from iclr17.studies.runner import record_run, source_commit
@@ -142,7 +142,24 @@ def test_the_row_lists_the_segments_and_counts_their_seconds(unbroken, resumed):
     segments = resumed[1].metrics["segments"]
     assert [s["first_epoch"] for s in segments] == [0, 2]
     assert {(s["commit"], s["dirty"]) for s in segments} == {source_commit()}
+    assert [s["device"] for s in segments] == ["cpu", "cpu"]
     assert "segments" not in unbroken[1].metrics
+
+
+@pytest.mark.parametrize("saved_with_cuda", [True, False])
+def test_a_fit_resumed_across_the_cuda_line_says_its_gpu_draws_differ(saved_with_cuda):
+    states = random_states()
+    states["cuda"] = [torch.zeros(16, dtype=torch.uint8)] if saved_with_cuda else []
+    segments = FitSegments()
+    segments.load_state_dict({"segments": [], "random_states": states, "next_epoch": 1})
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    crosses = saved_with_cuda != torch.cuda.is_available()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        segments.on_fit_start(trainer, pl.LightningModule())
+    said = [str(w.message) for w in caught if "random stream is not carried over" in str(w.message)]
+    assert len(said) == int(crosses)
+    assert segments.segments()[-1]["device"] == "cpu"
 
 
 def test_through_the_runner_a_killed_run_is_failed_then_finished_from_its_checkpoint(tmp_path):
