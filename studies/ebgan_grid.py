@@ -43,9 +43,9 @@ from iclr17.modules.ebgan.metrics import MNISTScore
 from iclr17.modules.ebgan.module import EBGAN
 from iclr17.modules.ebgan.nets import MNISTDiscriminator, MNISTGenerator
 from iclr17.studies.figures import pyplot, save_figure
-from iclr17.studies.fit_resume import discard, last_checkpoint, resume_callbacks
+from iclr17.studies.fit_resume import ResumableStudy, discard, last_checkpoint, resume_callbacks
 from iclr17.studies.ledger import current_runs, digest
-from iclr17.studies.runner import Outcome, Run, Study, source_commit
+from iclr17.studies.runner import Outcome, Run, source_commit
 from iclr17.studies.trainers import quiet_trainer
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -136,7 +136,7 @@ def budget_digest(budget: dict[str, Any]) -> str:
     return digest(json.dumps({k: budget[k] for k in BUDGET_KEYS}, sort_keys=True))
 
 
-class EbganGridStudy(Study):
+class EbganGridStudy(ResumableStudy):
     """EBGAN's Table 1 MNIST grid (arXiv:1609.03126 section 4.1): I' of EBGAN vs GAN runs, Fig. 2.
 
     Args:
@@ -224,9 +224,6 @@ class EbganGridStudy(Study):
         save_image(samples, out_dir / "samples.png", nrow=10, normalize=True, value_range=(-1, 1))
         discard(out_dir)  # only now: a run stopped while scoring resumes from its last epoch and trains nothing
         return Outcome("finished", trainer.global_step, fit_seconds, metrics | {"score": score})
-
-    def start_over(self, run: Run) -> None:
-        discard(self.run_dir(run))
 
     def command(self, run: Run) -> str:
         flags = [f"--name={self.name}", f"--models={shlex.quote(json.dumps(list(self.models)))}"]

@@ -32,6 +32,8 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_warn
 
+from iclr17.studies.runner import Run, Study
+
 RESUME_FOLDER = "resume"  # in the run's folder: last.ckpt while the run is unfinished
 
 
@@ -206,6 +208,14 @@ def resume_args(out_dir: Path, commit: str, dirty: bool) -> list[str]:
 def discard(out_dir: Path) -> None:
     """Delete a run's resume checkpoint: once its fit has run to its end, or when a rerun must start over."""
     shutil.rmtree(out_dir / RESUME_FOLDER, ignore_errors=True)
+
+
+class ResumableStudy(Study):
+    """A study whose runs continue from their resume checkpoint (``<run dir>/resume``) when started again;
+    ``run --force`` deletes it, so that the rerun starts over."""
+
+    def start_over(self, run: Run) -> None:
+        discard(self.run_dir(run))
 
 
 def merged_log_rows(log_dir: Path) -> list[dict[str, str]]:

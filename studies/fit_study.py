@@ -24,9 +24,9 @@ from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.cli import LightningCLI
 
 from iclr17.cli import cli, resolve_config_path
-from iclr17.studies.fit_resume import FitSegments, discard, merged_log_rows, resume_args
+from iclr17.studies.fit_resume import FitSegments, ResumableStudy, discard, merged_log_rows, resume_args
 from iclr17.studies.ledger import config_file_digest, current_runs, digest, per_evaluation
-from iclr17.studies.runner import Outcome, Run, Study, source_commit
+from iclr17.studies.runner import Outcome, Run, source_commit
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -39,7 +39,7 @@ def fit_config_digest(config: str) -> str:
     return config_file_digest(resolve_config_path(config))
 
 
-class FitStudy(Study):
+class FitStudy(ResumableStudy):
     """Runs of ``iclr17 fit --config <config>``: every variant x every grid point x every seed.
 
     Args:
@@ -132,9 +132,6 @@ class FitStudy(Study):
 
     def execute(self, run: Run, out_dir: Path) -> Outcome:
         return self.fit_and_evaluate(run, out_dir)[1]
-
-    def start_over(self, run: Run) -> None:
-        discard(self.run_dir(run))
 
     def fit_and_evaluate(self, run: Run, out_dir: Path) -> tuple[LightningCLI, Outcome]:
         """Fit ``run``, then validate and test its final weights: the fitted CLI (model, datamodule) and the

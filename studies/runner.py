@@ -138,7 +138,7 @@ class Study(ABC):
 
     def start_over(self, run: Run) -> None:
         """Forget what an earlier, unfinished execution of ``run`` left to continue from (``run --force``); a study
-        whose runs continue from their folder (a FitStudy's resume checkpoint) overrides it."""
+        whose runs continue from their folder (a ResumableStudy: a fit's resume checkpoint) overrides it."""
         return None  # nothing by default: runs that leave nothing to continue from
 
     def figure(self, rows: list[dict[str, Any]], path: Path) -> bool:
