@@ -84,11 +84,10 @@ class FitSegments(pl.Callback):
         if self._random_states is not None and trainer.world_size == 1:
             set_random_states(self._random_states)
             if bool(self._random_states["cuda"]) != torch.cuda.is_available():
-                saved_by = "a process with CUDA" if self._random_states["cuda"] else "a process without CUDA"
-                rank_zero_warn(f"resuming a fit checkpointed by {saved_by} in one that "
-                               f"{'has' if torch.cuda.is_available() else 'has no'} CUDA: the GPU's random stream is "
-                               "not carried over, so this segment's random draws on the GPU differ from an unbroken "
-                               "fit's")  # fmt: skip
+                there, here = ("with", "without") if self._random_states["cuda"] else ("without", "with")
+                rank_zero_warn(f"resuming a fit checkpointed in a process {there} CUDA in one {here} it: the GPU's "
+                               "random stream is not carried across, so random draws made on a GPU may differ from "
+                               "an unbroken fit's")  # fmt: skip
         self._random_states = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -157,7 +157,7 @@ def test_a_fit_resumed_across_the_cuda_line_says_its_gpu_draws_differ(saved_with
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         segments.on_fit_start(trainer, pl.LightningModule())
-    said = [str(w.message) for w in caught if "random stream is not carried over" in str(w.message)]
+    said = [str(w.message) for w in caught if "random stream is not carried across" in str(w.message)]
     assert len(said) == int(crosses)
     assert segments.segments()[-1]["device"] == "cpu"
 
