@@ -147,7 +147,7 @@ class FitStudy(ResumableStudy):
             discard(out_dir)
         metrics = scalar_metrics(trainer.callback_metrics)
         recorder = next((c for c in trainer.callbacks if isinstance(c, FitSegments)), None)
-        if recorder is not None:  # a resumed fit: its earlier segments' seconds count too
+        if recorder is not None:  # a resumable fit (resume=True): a resumed one counts its earlier segments too
             fit_seconds, segments = recorder.whole_fit(fit_seconds)
             metrics |= segments
         if self.history:
