@@ -25,7 +25,8 @@ cd "$(dirname "$SELF")/.."
 
 PACK=.gpu_pack
 WHEELS=(jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0)  # jsonargparse[signatures]
-DATA=(mnist war_and_peace)                                                         # folders of $ICLR17_DATA_DIR
+DATA=(mnist)                                     # the folders of $ICLR17_DATA_DIR that the PLAN reads (the grid: MNIST)
+DATA_FILES=(mnist/MNIST/raw/train-images-idx3-ubyte.gz)  # a file in each, which `run` checks came along
 
 # "<study> <config> <workers> [study arguments]": one study process each, all at once, in the order of the open
 # issues (issue 16's studies are complete). Each worker is one single-threaded run that drives the GPU from one core:
@@ -93,7 +94,7 @@ run() {
     || { echo "run: ICLR17_COMMIT=$ICLR17_COMMIT but $PACK/whl/COMMIT is $commit" >&2; return 1; }
   sha256sum --quiet -c "$PACK/whl/FILES.sha256" \
     || { echo "run: this copy differs from commit $commit (the files above): pack again from a clean checkout" >&2; return 1; }
-  for file in mnist/MNIST/raw/train-images-idx3-ubyte.gz war_and_peace/warpeace_input.txt; do
+  for file in "${DATA_FILES[@]}"; do
     [[ -s "$PACK/data/$file" ]] || { echo "run: $PACK/data/$file is missing: carry the paths \`pack\` printed" >&2; return 1; }
   done
   workers_in_plan=$(plan_workers)

@@ -107,7 +107,7 @@ def packed(repo: Path) -> Path:
     (whl / "COMMIT").write_text("0123456789abcdef0123456789abcdef01234567\n")
     script = "scripts/gpu_machine.sh"
     (whl / "FILES.sha256").write_text(f"{hashlib.sha256((repo / script).read_bytes()).hexdigest()}  {script}\n")
-    for file in ("mnist/MNIST/raw/train-images-idx3-ubyte.gz", "war_and_peace/warpeace_input.txt"):
+    for file in ("mnist/MNIST/raw/train-images-idx3-ubyte.gz",):
         (repo / ".gpu_pack" / "data" / file).parent.mkdir(parents=True, exist_ok=True)
         (repo / ".gpu_pack" / "data" / file).write_text("data")
     return repo
@@ -132,8 +132,8 @@ def test_run_refuses_another_commit_than_the_packed_one(packed, tmp_path):
 
 
 def test_run_refuses_missing_data(packed, tmp_path):
-    (packed / ".gpu_pack" / "data" / "war_and_peace" / "warpeace_input.txt").unlink()
-    assert "war_and_peace/warpeace_input.txt is missing" in refusal(packed, tmp_path, commit="0123456")
+    (packed / ".gpu_pack" / "data" / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").unlink()
+    assert "mnist/MNIST/raw/train-images-idx3-ubyte.gz is missing" in refusal(packed, tmp_path, commit="0123456")
 
 
 def test_run_refuses_without_a_pack(repo, tmp_path):
