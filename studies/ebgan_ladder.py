@@ -106,7 +106,8 @@ def table2(rows: list[dict[str, Any]]) -> str:
         if model == "ebgan_ln":
             ln = finished.get((labels, "ln", rest), {})
             differences = [errors[s] - ln[s] for s in sorted(set(errors) & set(ln))]
-            paired = f"{mean_std_text(differences)} ({len(differences)} seeds)" if differences else ""
+            seeds = f"{len(differences)} seed" + ("s" if len(differences) > 1 else "")
+            paired = f"{mean_std_text(differences)} ({seeds})" if differences else ""
         name = MODEL_NAMES[model] + (f" ({rest})" if rest else "")
         cells = [str(labels), name, str(len(errors)), per_seed, mean_std_text(list(errors.values())),
                  f"{paper[0]:.2f} +- {paper[1]:.2f}" if paper else "", paired]  # fmt: skip

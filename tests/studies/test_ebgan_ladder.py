@@ -37,6 +37,8 @@ def test_the_table_on_hand_written_rows():
     assert [line.split("|")[1:3] for line in lines[2:5]] == [[" 100 ", " LN "], [" 100 ", " EBGAN-LN "],
                                                              [" 1000 ", " LN "]]  # fmt: skip
     assert _cells(lines, "| 1000 | LN |")[4:6] == ["1.10", "1.04 +- 0.06"]
+    one_pair = table2([_row("ln", 100, 1, 1.25), _row("ebgan_ln", 100, 1, 1.5)])
+    assert _cells(one_pair.splitlines(), "| 100 | EBGAN-LN |")[6] == "0.25 (1 seed)"
     assert lines[-1] == "Not shown (not full runs): EBGAN-LN 100 labels capped x 1."
     assert table2([]) == "(no finished runs)"
     assert table2([_row("ln", 100, 1, 1.0, variant="split")]).splitlines()[2].startswith("| 100 | LN (variant split) |")
