@@ -25,8 +25,8 @@ cd "$(dirname "$SELF")/.."
 
 PACK=.gpu_pack
 WHEELS=(jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0)  # jsonargparse[signatures]
-DATA=(mnist)                                     # the folders of $ICLR17_DATA_DIR that the PLAN reads (the grid: MNIST)
-DATA_FILES=(mnist/MNIST/raw/train-images-idx3-ubyte.gz)  # a file in each, which `run` checks came along
+DATA_FILES=(mnist/MNIST/raw/train-images-idx3-ubyte.gz)  # a file of each $ICLR17_DATA_DIR folder the PLAN reads
+DATA=("${DATA_FILES[@]%%/*}")                            # those folders, carried whole (the grid: mnist)
 
 # "<study> <config> <workers> [study arguments]": one study process each, all at once, in the order of the open
 # issues (issue 16's studies are complete). Each worker is one single-threaded run that drives the GPU from one core:

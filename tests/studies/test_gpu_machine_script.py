@@ -107,9 +107,9 @@ def packed(repo: Path) -> Path:
     (whl / "COMMIT").write_text("0123456789abcdef0123456789abcdef01234567\n")
     script = "scripts/gpu_machine.sh"
     (whl / "FILES.sha256").write_text(f"{hashlib.sha256((repo / script).read_bytes()).hexdigest()}  {script}\n")
-    for file in ("mnist/MNIST/raw/train-images-idx3-ubyte.gz",):
-        (repo / ".gpu_pack" / "data" / file).parent.mkdir(parents=True, exist_ok=True)
-        (repo / ".gpu_pack" / "data" / file).write_text("data")
+    images = repo / ".gpu_pack" / "data" / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    images.parent.mkdir(parents=True)
+    images.write_text("data")
     return repo
 
 
