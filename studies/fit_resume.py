@@ -184,21 +184,27 @@ def last_checkpoint(out_dir: Path) -> Path | None:
     return last if last.is_file() else None
 
 
+def _resume_callback_specs(out_dir: Path, commit: str, dirty: bool) -> list[tuple[type[pl.Callback], dict[str, Any]]]:
+    """The two callbacks of a resumable fit and their arguments, the one source of :func:`resume_callbacks` and
+    :func:`resume_args`."""
+    return [(EpochEndCheckpoint, {"dirpath": str(out_dir / RESUME_FOLDER), **CHECKPOINT_SETTINGS}),
+            (FitSegments, {"commit": commit, "dirty": dirty})]  # fmt: skip
+
+
 def resume_callbacks(out_dir: Path, commit: str, dirty: bool) -> list[pl.Callback]:
     """The callbacks that make a fit driven by hand resumable (what :func:`resume_args` gives a CLI fit): the
     epoch-end checkpoint in ``<out_dir>/resume`` and the :class:`FitSegments` recorder; fit with
     ``ckpt_path=last_checkpoint(out_dir)``."""
-    return [EpochEndCheckpoint(dirpath=out_dir / RESUME_FOLDER, **CHECKPOINT_SETTINGS), FitSegments(commit, dirty)]
+    return [callback(**arguments) for callback, arguments in _resume_callback_specs(out_dir, commit, dirty)]
 
 
 def resume_args(out_dir: Path, commit: str, dirty: bool) -> list[str]:
-    """The fit arguments that make a study's fit resumable: an epoch-end ``last.ckpt`` in ``<out_dir>/resume``, the
-    :class:`FitSegments` recorder, a CSV log written at every logging step (so that a killed segment's history
-    reaches its last checkpoint), and ``--ckpt_path`` when an earlier segment left a checkpoint."""
-    checkpoint = {"class_path": f"{EpochEndCheckpoint.__module__}.EpochEndCheckpoint",
-                  "init_args": {"dirpath": str(out_dir / RESUME_FOLDER), **CHECKPOINT_SETTINGS}}  # fmt: skip
-    segments = {"class_path": f"{FitSegments.__module__}.FitSegments", "init_args": {"commit": commit, "dirty": dirty}}
-    args = [f"--trainer.callbacks+={json.dumps(checkpoint)}", f"--trainer.callbacks+={json.dumps(segments)}",
+    """The fit arguments that make a study's fit resumable: the callbacks of :func:`resume_callbacks`, a CSV log
+    written at every logging step (so that a killed segment's history reaches its last checkpoint), and
+    ``--ckpt_path`` when an earlier segment left a checkpoint."""
+    callbacks = [{"class_path": f"{callback.__module__}.{callback.__qualname__}", "init_args": arguments}
+                 for callback, arguments in _resume_callback_specs(out_dir, commit, dirty)]  # fmt: skip
+    args = [*(f"--trainer.callbacks+={json.dumps(callback)}" for callback in callbacks),
             "--trainer.logger.flush_logs_every_n_steps=1"]  # fmt: skip
     last = last_checkpoint(out_dir)
     return args if last is None else [*args, f"--ckpt_path={last}"]
