@@ -47,7 +47,9 @@ class EBGANLadder(Ladder):
     learning rates follow the Ladder Network's linear decay. Evaluation, noise and checkpoints are the Ladder's.
 
     Logged besides the Ladder's: ``train/loss_d``, ``train/loss_g``, ``train/energy_real``, ``train/energy_fake``,
-    ``train/margin`` and ``train/margin_active`` (fraction of fakes with ``E(G(z)) < m``).
+    ``train/margin`` and ``train/margin_active`` (fraction of fakes with ``E(G(z)) < m``). Once ``m = 0`` there are
+    no fakes, so ``train/loss_g``, ``train/energy_fake`` and ``train/margin_active`` are no longer logged: the
+    trainer's ``callback_metrics`` (and a study's ledger row) keep their last values from ``m > 0``.
 
     Args:
         network: the Ladder Network (default ``LadderNetwork()``).
