@@ -11,10 +11,11 @@ from typing import Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
-from .in_memory import split_loader
+from .in_memory import per_device_batch_size, split_loader
 from .mnist import download_mnist, load_mnist
 from .storage import data_root
 
@@ -100,6 +101,11 @@ class SemiSupervisedMNISTDataModule(pl.LightningDataModule):
     ``seed``: the same seed gives the same subset (and the same batches), so a Ladder Network and an EBGAN-LN run
     with one seed train on one subset.
 
+    ``batch_size`` is the global batch. Under DDP each of ``N`` processes loads ``batch_size / N`` pairs: Lightning's
+    ``DistributedSamplerWrapper`` (without its shuffle, which Lightning's own wrapping of a training sampler would
+    turn on) deals process ``r`` the items ``r, r + N, ...`` of the epoch's order, so the processes' k-th batches
+    together are the one-process k-th batch.
+
     ``validation="none"`` is the paper-number setting of Table 2 (arXiv:1609.03126) and of the Ladder Network
     authors (``--unlabeled-samples 60000``): all 60,000 training images are used and there is no validation
     split, so model selection cannot be honest; report the last epoch's ``test/error``.
@@ -110,8 +116,8 @@ class SemiSupervisedMNISTDataModule(pl.LightningDataModule):
     Args:
         data_dir: the data root, holding ``mnist/MNIST/raw/*.gz`` (default ``$ICLR17_DATA_DIR`` else ``./data``).
         num_labelled: labelled training images, a multiple of 10 (100, 200, 1000 in Table 2).
-        batch_size: labelled and unlabelled examples per training batch (100 + 100 in the authors' recipe); also
-            the evaluation batch size.
+        batch_size: labelled and unlabelled examples per training batch (100 + 100 in the authors' recipe), over
+            all processes; also the evaluation batch size.
         validation: ``none`` (the paper's setting) or ``train_split``.
         val_size: held-out training images with ``validation="train_split"``.
         seed: seeds the split, the labelled subset and the batch orders (independent of the training seed).
@@ -177,12 +183,21 @@ class SemiSupervisedMNISTDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             raise RuntimeError(f"{type(self).__name__}: the train split is not set up; call setup() first")
-        if self.trainer is not None and self.trainer.world_size > 1:
-            raise RuntimeError(f"{type(self).__name__} pairs batches on one process; run it on one device")
+        batch_size = per_device_batch_size(self.hparams.batch_size, self.trainer, len(self.train_set))
+        if batch_size < 2:
+            raise ValueError(
+                f"batch_size={self.hparams.batch_size} over {self.trainer.world_size} processes leaves {batch_size} "
+                "pair per process; batch normalisation needs at least 2"
+            )
+        sampler: Sampler[int] = self.sampler
+        if self.trainer is not None and self.trainer.world_size > 1:  # dealt in order: Lightning's would shuffle
+            sampler = DistributedSamplerWrapper(
+                self.sampler, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
         return DataLoader(
             self.train_set,
-            batch_size=self.hparams.batch_size,
-            sampler=self.sampler,
+            batch_size=batch_size,
+            sampler=sampler,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )

@@ -51,6 +51,22 @@ def batch_statistics(z: Tensor) -> tuple[Tensor, Tensor]:
     return z.mean(dim=0), z.var(dim=0, unbiased=False)
 
 
+def pooled_statistics(counts: Tensor, means: Tensor, variances: Tensor) -> tuple[Tensor, Tensor]:
+    """The mean and biased variance of the union of ``K`` batches, from each batch's size ``counts`` ``(K,)``, mean
+    ``(K, d)`` and biased variance ``(K, d)``: the statistics of :func:`batch_statistics` on the whole batch (for the
+    running statistics under DDP, each process holding one share). Computed as ``sum_k w_k (v_k + (m_k - m)^2)``
+    with ``w_k = n_k / n`` (the pairwise update of Chan, Golub & LeVeque 1979), which avoids the cancellation of
+    ``E[z^2] - m^2``."""
+    if counts.dim() != 1 or means.shape != variances.shape or means.shape[:1] != counts.shape:
+        raise ValueError(
+            f"counts (K,), means (K, d) and variances (K, d) disagree: {tuple(counts.shape)}, {tuple(means.shape)}, "
+            f"{tuple(variances.shape)}"
+        )
+    weights = (counts.to(means.dtype) / counts.sum()).unsqueeze(1)
+    mean = (weights * means).sum(dim=0)
+    return mean, (weights * (variances + (means - mean) ** 2)).sum(dim=0)
+
+
 def normalize(z: Tensor, mean: Tensor, var: Tensor, eps: float = BN_EPS) -> Tensor:
     """Batch normalisation without learned scale or shift, ``(z - mean) / sqrt(var + eps)``
     (arXiv:1507.02672 Algorithm 1, ``batchnorm``)."""

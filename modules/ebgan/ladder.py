@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from iclr17.functional.ebgan import MarginSchedule, discriminator_loss, generator_loss, margin_at
 from iclr17.functional.ladder import ladder_loss
 
+from ..averaged_gradients import AveragedManualBackward
 from ..ladder.module import LOSS_NOISE_SEED, Ladder
 from ..ladder.nets import LadderNetwork
 from ..step_logging import is_logging_step
@@ -23,7 +24,7 @@ from .nets import MNISTGenerator
 ZDistribution = Literal["normal", "uniform"]
 
 
-class EBGANLadder(Ladder):
+class EBGANLadder(AveragedManualBackward, Ladder):
     """EBGAN-LN: the Ladder Network (:class:`~iclr17.modules.ladder.Ladder`) as EBGAN's discriminator.
 
     The energy of an input is the Ladder Network's weighted denoising cost, ``E(x) = sum_l lambda_l C^(l)(x)``
@@ -44,7 +45,9 @@ class EBGANLadder(Ladder):
 
     G maps ``(N, z_dim)`` noise to images in [-1, 1] (tanh, as the EBGAN MNIST generators); they are rescaled to
     the data's [0, 1] and flattened, ``(G(z) + 1) / 2``, before the Ladder Network sees them. Both optimisers'
-    learning rates follow the Ladder Network's linear decay. Evaluation, noise and checkpoints are the Ladder's.
+    learning rates follow the Ladder Network's linear decay. Evaluation, noise, checkpoints and the running
+    statistics are the Ladder's. Under DDP each step's gradients are averaged over processes by one reduction of
+    the stepped network's (``AveragedManualBackward``), as EBGAN's.
 
     Logged besides the Ladder's: ``train/loss_d``, ``train/loss_g``, ``train/energy_real``, ``train/energy_fake``,
     ``train/margin`` and ``train/margin_active`` (fraction of fakes with ``E(G(z)) < m``). Once ``m = 0`` there are
@@ -167,14 +170,14 @@ class EBGANLadder(Ladder):
         with self.toggled_optimizer(opt_d):
             loss_d, logits, energy_real, z, energy_fake = self.discriminator_terms(batch, margin, rng)
             opt_d.zero_grad()
-            self.manual_backward(loss_d)
+            self.backward_averaged(opt_d, loss_d)
             opt_d.step()
         loss_g = None
         if z is not None:
             with self.toggled_optimizer(opt_g):
                 loss_g = generator_loss(self.energy(self.generate(z), rng))
                 opt_g.zero_grad()
-                self.manual_backward(loss_g)
+                self.backward_averaged(opt_g, loss_g)
                 opt_g.step()
 
         if is_logging_step(self, batch_idx):

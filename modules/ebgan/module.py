@@ -10,7 +10,6 @@ from typing import Any, Literal, get_args
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import OptimizerCallable
-from pytorch_lightning.strategies import DDPStrategy
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
@@ -28,6 +27,7 @@ from iclr17.functional.ebgan import (
     reconstruction_energy,
 )
 
+from ..averaged_gradients import AveragedManualBackward
 from ..noise_stream import NoiseStream
 from ..objective import WeightedMean
 from ..process_memory import unshare_memory
@@ -41,7 +41,7 @@ MetricFeatures = Literal["mnist", "inception"]
 LOSS_NOISE_SEED = 0  # seeds the noise of loss(batch), the same at every call
 
 
-class EBGAN(NoiseStream, pl.LightningModule):
+class EBGAN(NoiseStream, AveragedManualBackward, pl.LightningModule):
     """EBGAN (``loss="ebgan"``, eqs 1-2 and 13-14 of the paper) or a standard GAN on the same nets (``loss="gan"``).
 
     Each training batch makes ``d_steps_per_g`` discriminator steps and then one generator step, by manual
@@ -54,10 +54,11 @@ class EBGAN(NoiseStream, pl.LightningModule):
       ``G(z)``) unless ``detach_recon_target``.
 
     ``trainer.global_step`` counts optimizer steps, ``d_steps_per_g + 1`` per batch: budget runs with
-    ``max_epochs``. Under DDP each step's gradients are averaged over processes by one ``strategy.reduce`` of the
-    stepped network's gradients (DDP's own reducer would wait for the other network's), so ``strategy="ddp"`` works
-    without ``find_unused_parameters``. Noise comes from the module's own ``torch.Generator``, seeded from the
-    global seed plus the process rank (so DDP processes draw different z) and stored in checkpoints.
+    ``max_epochs``. Under DDP each step's gradients are averaged over processes by one reduction of the stepped
+    network's gradients (``AveragedManualBackward``: DDP's own reducer would wait for the other network's), so
+    ``strategy="ddp"`` works without ``find_unused_parameters``. Noise comes from the module's own
+    ``torch.Generator``, seeded from the global seed plus the process rank (so DDP processes draw different z) and
+    stored in checkpoints.
 
     Logged on logging steps: ``train/loss_step`` (``loss_d + loss_g``, a progress signal only), ``train/loss_d``,
     ``train/loss_g``, ``train/energy_real``, ``train/energy_fake``, ``train/margin``, ``train/margin_active``
@@ -254,25 +255,12 @@ class EBGAN(NoiseStream, pl.LightningModule):
 
     def _step(self, optimizer: Any, loss: Tensor) -> None:
         optimizer.zero_grad()
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DDPStrategy):
-            with strategy.block_backward_sync():  # DDP's reducer would wait for the other network's parameters
-                self.manual_backward(loss)
-            self._average_gradients(optimizer)
-        else:
-            self.manual_backward(loss)
+        self.backward_averaged(optimizer, loss)
         if self.hparams.gradient_clip_val is not None:
             self.clip_gradients(
                 optimizer, gradient_clip_val=self.hparams.gradient_clip_val, gradient_clip_algorithm="norm"
             )
         optimizer.step()
-
-    def _average_gradients(self, optimizer: Any) -> None:
-        """Replace the stepped network's gradients by their mean over processes, in one reduction of them all."""
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        flat = self.trainer.strategy.reduce(torch.cat([grad.flatten() for grad in grads]), reduce_op="mean")
-        for grad, averaged in zip(grads, flat.split([grad.numel() for grad in grads]), strict=True):
-            grad.copy_(averaged.view_as(grad))
 
     def loss(self, batch: Any) -> Tensor:
         """L_D (arXiv:1609.03126 section 2.1, eq 1; GAN: the discriminator's cross-entropy) of the batch's images at

@@ -14,7 +14,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from iclr17.functional.ladder import ladder_loss, linear_lr_decay, weighted_denoising_cost
+from iclr17.functional.ladder import ladder_loss, linear_lr_decay, pooled_statistics, weighted_denoising_cost
 
 from ..noise_stream import NoiseStream
 from ..objective import WeightedMean
@@ -39,6 +39,12 @@ class Ladder(NoiseStream, pl.LightningModule):
     and ``lr_decay_end`` epochs (150 epochs, decay from 0.67 * 150). Noise comes from the module's own
     ``torch.Generator`` (seeded from the global seed plus the process rank, stored in checkpoints), so a
     resumed run continues bit for bit.
+
+    Under DDP (``SemiSupervisedMNISTDataModule`` deals each process its share of every batch) the gradients are
+    averaged as usual and the running statistics fold in the whole labelled batch's, pooled over the processes, so
+    the replicas stay equal. The training passes normalise each process's own share, as DDP without
+    ``SyncBatchNorm`` does: on N processes the batch statistics come from ``batch_size / N`` examples, not the
+    authors' 100.
 
     Logged: ``train/loss_step``, ``train/cross_entropy``, ``train/denoising_cost`` (the unweighted bottom
     cost C^(0)), ``train/energy`` (the weighted cost, mean over the unlabelled half); ``val/error`` and
@@ -123,9 +129,28 @@ class Ladder(NoiseStream, pl.LightningModule):
         return ladder_loss(logits, y_labelled, energy)
 
     def update_running_statistics(self, x_labelled: Tensor) -> None:
-        """Fold the clean pass of the labelled half into the running statistics (as the authors' code)."""
+        """Fold the clean pass of the labelled half into the running statistics (as the authors' code). Under DDP
+        the processes' statistics are first pooled into those of the whole labelled batch
+        (:func:`~iclr17.functional.ladder.pooled_statistics`), so every replica folds in the same values."""
         with torch.no_grad():
-            self.network.update_running_statistics(self.network.encode(x_labelled, corrupted=False))
+            clean = self.network.encode(x_labelled, corrupted=False)
+            means, variances, count = clean.mean[1:], clean.var[1:], x_labelled.shape[0]
+            if self._trainer is not None and self.trainer.world_size > 1:
+                means, variances, count = self._pooled_over_processes(means, variances, count)
+            self.network.update_running_statistics(means, variances, count)
+
+    def _pooled_over_processes(
+        self, means: list[Tensor], variances: list[Tensor], count: int
+    ) -> tuple[list[Tensor], list[Tensor], int]:
+        """The statistics of the whole batch from every process's share, in one all-gather."""
+        widths = [len(mean) for mean in means]
+        local = torch.cat([means[0].new_tensor([count]), *means, *variances])
+        counts, *columns = self.all_gather(local).split([1, *widths, *widths], dim=1)
+        pooled = [
+            pooled_statistics(counts[:, 0], gathered_means, gathered_variances)
+            for gathered_means, gathered_variances in zip(columns[: len(widths)], columns[len(widths) :], strict=True)
+        ]
+        return [mean for mean, _ in pooled], [var for _, var in pooled], int(counts.sum())
 
     # ----- training ---------------------------------------------------------------------------------------------
 

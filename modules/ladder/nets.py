@@ -106,17 +106,20 @@ class LadderNetwork(nn.Module):
         return self.encode(x.flatten(1), corrupted=False).logits
 
     @torch.no_grad()
-    def update_running_statistics(self, clean: EncoderPass) -> None:
-        """Fold the batch statistics of a clean pass into the running ones (see the class docstring)."""
-        n = clean.z[0].shape[0]
-        if n < 2:
-            raise ValueError("the running statistics need a clean batch of at least 2 examples")
+    def update_running_statistics(self, means: list[Tensor], variances: list[Tensor], count: int) -> None:
+        """Fold the batch statistics of layers ``1 .. L`` (``EncoderPass.mean[1:]`` and ``.var[1:]`` of a clean pass:
+        means and biased variances over ``count`` examples) into the running ones (see the class docstring)."""
+        if len(means) != self.num_layers or len(variances) != self.num_layers:
+            raise ValueError(
+                f"update_running_statistics needs a mean and a variance for each of the {self.num_layers} layers, "
+                f"got {len(means)} and {len(variances)}"
+            )
+        if count < 2:
+            raise ValueError(f"the running statistics need a clean batch of at least 2 examples, got {count}")
         weight = 1.0 / float(min(int(self.running_count), self.running_average_cap))
-        for (running_mean, running_var), mean, var in zip(
-            self.running_statistics(), clean.mean[1:], clean.var[1:], strict=True
-        ):
+        for (running_mean, running_var), mean, var in zip(self.running_statistics(), means, variances, strict=True):
             running_mean.mul_(1 - weight).add_(weight * mean)
-            running_var.mul_(1 - weight).add_(weight * var * n / (n - 1))
+            running_var.mul_(1 - weight).add_(weight * var * count / (count - 1))
         self.running_count.add_(1).clamp_(max=self.running_average_cap)
 
     def denoising_costs(

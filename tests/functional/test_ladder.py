@@ -15,6 +15,7 @@ from iclr17.functional.ladder import (
     gaussian_combinator,
     ladder_loss,
     linear_lr_decay,
+    pooled_statistics,
     weighted_denoising_cost,
 )
 
@@ -151,6 +152,24 @@ def test_encoder_uses_given_statistics():
     np.testing.assert_allclose(got.logits.numpy(), z2 + betas[1], rtol=1e-10)
 
 
+@pytest.mark.parametrize("sizes", [[4, 4], [1, 7, 3], [50, 2, 9, 1]])
+def test_pooled_statistics_are_those_of_the_whole_batch(sizes):
+    """Shares of unequal sizes, far from zero mean (where E[z^2] - m^2 would lose digits), against numpy on the
+    concatenated batch."""
+    rng = np.random.default_rng(len(sizes))
+    shares = [
+        rng.normal(loc=rng.uniform(-1e3, 1e3, size=5), scale=rng.uniform(0.1, 3, size=5), size=(n, 5)) for n in sizes
+    ]
+    whole = np.concatenate(shares)
+    mean, var = pooled_statistics(
+        torch.tensor(sizes),
+        torch.tensor(np.stack([s.mean(0) for s in shares])),
+        torch.tensor(np.stack([s.var(0) for s in shares])),
+    )
+    np.testing.assert_allclose(mean.numpy(), whole.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(var.numpy(), whole.var(0), rtol=1e-9)
+
+
 def test_add_noise_draws_nothing_at_zero_std():
     generator = torch.Generator().manual_seed(0)
     state = generator.get_state()
@@ -195,6 +214,8 @@ def test_bad_arguments_are_named():
         encoder_pass(torch.zeros(2, 3), [torch.zeros(3, 2)], [], None)
     with pytest.raises(ValueError, match="costs"):
         weighted_denoising_cost(torch.zeros(2, 3), torch.zeros(4))
+    with pytest.raises(ValueError, match="counts"):
+        pooled_statistics(torch.ones(2), torch.zeros(3, 5), torch.zeros(3, 5))
     corrupted = encoder_pass(torch.rand(4, 3), [torch.rand(3, 2)], [torch.zeros(2)], None)
     with pytest.raises(ValueError, match="1 decoder weights and 2 combinators"):
         decoder_pass(corrupted, [], [])

@@ -48,7 +48,7 @@ def test_running_statistics_follow_the_authors_capped_counter():
     for step in range(1, 7):
         x = torch.rand(8, 784, dtype=torch.float32) * step
         clean = net.encode(x, corrupted=False)
-        net.update_running_statistics(clean)
+        net.update_running_statistics(clean.mean[1:], clean.var[1:], len(x))
         pre = (x @ net.encoder_weights[0]).detach().double().numpy()
         c = min(step, 3)
         expected_mean = pre.mean(0) / c + (1 - 1 / c) * expected_mean
@@ -59,7 +59,8 @@ def test_running_statistics_follow_the_authors_capped_counter():
 
 def test_evaluation_uses_the_running_statistics():
     net = LadderNetwork(WIDTHS)
-    net.update_running_statistics(net.encode(torch.rand(9, 784), corrupted=False))
+    clean = net.encode(torch.rand(9, 784), corrupted=False)
+    net.update_running_statistics(clean.mean[1:], clean.var[1:], 9)
     x = torch.rand(3, 784)
     net.eval()
     expected = encoder_pass(
