@@ -164,3 +164,8 @@ def test_bad_network_arguments_and_inputs_are_named():
         LadderNetwork(WIDTHS).encode(torch.rand(2, 100), corrupted=False)
     with pytest.raises(ValueError, match=r"\(x_labelled, y_labelled, x_unlabelled\)"):
         Ladder(LadderNetwork(WIDTHS)).loss((torch.rand(2, 784), torch.zeros(2, dtype=torch.long)))
+    clean = LadderNetwork(WIDTHS).encode(torch.rand(4, 784), corrupted=False)
+    with pytest.raises(ValueError, match="a mean and a variance for each of the 3 layers, got 4 and 3"):
+        LadderNetwork(WIDTHS).update_running_statistics(clean.mean, clean.var[1:], 4)
+    with pytest.raises(ValueError, match="at least 2 examples, got 1"):
+        LadderNetwork(WIDTHS).update_running_statistics(clean.mean[1:], clean.var[1:], 1)
