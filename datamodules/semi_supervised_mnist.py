@@ -92,6 +92,22 @@ class PairedSampler(Sampler[int]):
         yield from pair_index(labelled, unlabelled, self.num_labelled, self.num_unlabelled).tolist()
 
 
+class InOrderShares(DistributedSamplerWrapper):
+    """Process ``rank``'s share of ``sampler``'s epoch under DDP: its items ``rank, rank + num_replicas, ...`` in
+    order (Lightning's ``DistributedSamplerWrapper`` without the shuffle Lightning itself would give a training
+    sampler), so that the processes' k-th batches together are the one-process k-th batch. When ``num_replicas``
+    does not divide the epoch, the first items are dealt again to even the shares (``DistributedSampler``'s
+    padding). ``set_epoch`` reaches ``sampler`` (lightning-fabric's wrapper passes it on only from 2.6.1)."""
+
+    def __init__(self, sampler: PairedSampler, num_replicas: int, rank: int) -> None:
+        super().__init__(sampler, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.paired = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.paired.set_epoch(epoch)
+
+
 class SemiSupervisedMNISTDataModule(pl.LightningDataModule):
     """MNIST with ``num_labelled`` labelled training images (exactly ``num_labelled / 10`` of each class) and every
     training image as unlabelled data, flattened to 784 pixels in [0, 1].
@@ -101,10 +117,11 @@ class SemiSupervisedMNISTDataModule(pl.LightningDataModule):
     ``seed``: the same seed gives the same subset (and the same batches), so a Ladder Network and an EBGAN-LN run
     with one seed train on one subset.
 
-    ``batch_size`` is the global batch. Under DDP each of ``N`` processes loads ``batch_size / N`` pairs: Lightning's
-    ``DistributedSamplerWrapper`` (without its shuffle, which Lightning's own wrapping of a training sampler would
-    turn on) deals process ``r`` the items ``r, r + N, ...`` of the epoch's order, so the processes' k-th batches
-    together are the one-process k-th batch.
+    ``batch_size`` is the global batch (``N`` processes must divide it). Under DDP each process loads
+    ``batch_size / N`` pairs, process ``r`` the items ``r, r + N, ...`` of the epoch's order
+    (:class:`InOrderShares`), so the processes' k-th batches together are the one-process k-th batch (when ``N``
+    does not divide the number of training images, the last batch also repeats the epoch's first pairs). A
+    training batch of one example on any process is an error: batch normalisation needs two.
 
     ``validation="none"`` is the paper-number setting of Table 2 (arXiv:1609.03126) and of the Ladder Network
     authors (``--unlabeled-samples 60000``): all 60,000 training images are used and there is no validation
@@ -183,17 +200,17 @@ class SemiSupervisedMNISTDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             raise RuntimeError(f"{type(self).__name__}: the train split is not set up; call setup() first")
+        world_size = self.trainer.world_size if self.trainer is not None else 1
         batch_size = per_device_batch_size(self.hparams.batch_size, self.trainer, len(self.train_set))
-        if batch_size < 2:
+        per_process = -(-len(self.train_set) // world_size)
+        smallest = min(batch_size, per_process % batch_size or batch_size)
+        if smallest < 2:
             raise ValueError(
-                f"batch_size={self.hparams.batch_size} over {self.trainer.world_size} processes leaves {batch_size} "
-                "pair per process; batch normalisation needs at least 2"
+                f"{len(self.train_set)} training images in batches of {self.hparams.batch_size} over {world_size} "
+                f"process(es) leave a batch of {smallest} on a process; batch normalisation needs at least 2 (change "
+                "batch_size or val_size)"
             )
-        sampler: Sampler[int] = self.sampler
-        if self.trainer is not None and self.trainer.world_size > 1:  # dealt in order: Lightning's would shuffle
-            sampler = DistributedSamplerWrapper(
-                self.sampler, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
-            )
+        sampler = self.sampler if world_size == 1 else InOrderShares(self.sampler, world_size, self.trainer.global_rank)
         return DataLoader(
             self.train_set,
             batch_size=batch_size,

@@ -47,7 +47,8 @@ class EBGANLadder(AveragedManualBackward, Ladder):
     the data's [0, 1] and flattened, ``(G(z) + 1) / 2``, before the Ladder Network sees them. Both optimisers'
     learning rates follow the Ladder Network's linear decay. Evaluation, noise, checkpoints and the running
     statistics are the Ladder's. Under DDP each step's gradients are averaged over processes by one reduction of
-    the stepped network's (``AveragedManualBackward``), as EBGAN's.
+    the stepped network's (``AveragedManualBackward``), as EBGAN's; G's BatchNorm buffers are each process's own
+    (they see different z, and G is only used in training mode).
 
     Logged besides the Ladder's: ``train/loss_d``, ``train/loss_g``, ``train/energy_real``, ``train/energy_fake``,
     ``train/margin`` and ``train/margin_active`` (fraction of fakes with ``E(G(z)) < m``). Once ``m = 0`` there are

@@ -41,10 +41,11 @@ class Ladder(NoiseStream, pl.LightningModule):
     resumed run continues bit for bit.
 
     Under DDP (``SemiSupervisedMNISTDataModule`` deals each process its share of every batch) the gradients are
-    averaged as usual and the running statistics fold in the whole labelled batch's, pooled over the processes, so
-    the replicas stay equal. The training passes normalise each process's own share, as DDP without
-    ``SyncBatchNorm`` does: on N processes the batch statistics come from ``batch_size / N`` examples, not the
-    authors' 100.
+    averaged as usual, and each step's running-statistics update pools the processes' clean-pass statistics over
+    the whole labelled batch, so the replicas' running statistics stay equal. Every pass normalises each process's
+    own share, as DDP without ``SyncBatchNorm`` does: on N processes the batch statistics come from
+    ``batch_size / N`` examples, not the authors' 100 (so above the first layer the pooled pre-activations are not
+    exactly one process's on the whole batch).
 
     Logged: ``train/loss_step``, ``train/cross_entropy``, ``train/denoising_cost`` (the unweighted bottom
     cost C^(0)), ``train/energy`` (the weighted cost, mean over the unlabelled half); ``val/error`` and
@@ -130,7 +131,7 @@ class Ladder(NoiseStream, pl.LightningModule):
 
     def update_running_statistics(self, x_labelled: Tensor) -> None:
         """Fold the clean pass of the labelled half into the running statistics (as the authors' code). Under DDP
-        the processes' statistics are first pooled into those of the whole labelled batch
+        the processes' statistics are first pooled over the whole labelled batch
         (:func:`~iclr17.functional.ladder.pooled_statistics`), so every replica folds in the same values."""
         with torch.no_grad():
             clean = self.network.encode(x_labelled, corrupted=False)
@@ -142,7 +143,7 @@ class Ladder(NoiseStream, pl.LightningModule):
     def _pooled_over_processes(
         self, means: list[Tensor], variances: list[Tensor], count: int
     ) -> tuple[list[Tensor], list[Tensor], int]:
-        """The statistics of the whole batch from every process's share, in one all-gather."""
+        """Every process's per-layer statistics pooled over all their examples, in one all-gather."""
         widths = [len(mean) for mean in means]
         local = torch.cat([means[0].new_tensor([count]), *means, *variances])
         counts, *columns = self.all_gather(local).split([1, *widths, *widths], dim=1)

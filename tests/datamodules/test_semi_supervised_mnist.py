@@ -8,7 +8,7 @@ import torch
 
 from iclr17.datamodules import SemiSupervisedMNISTDataModule
 from iclr17.datamodules.mnist import load_mnist_split
-from iclr17.datamodules.semi_supervised_mnist import PairedExamples, pair_index
+from iclr17.datamodules.semi_supervised_mnist import InOrderShares, PairedExamples, PairedSampler, pair_index
 
 
 def _dm(root, **kwargs) -> SemiSupervisedMNISTDataModule:
@@ -92,6 +92,33 @@ def test_batch_order_depends_on_seed_and_epoch_only(mnist_fixture_dir):
     torch.manual_seed(1)  # the global RNG plays no part
     assert all(torch.equal(p, q) for p, q in zip(x0, first_batch(b, 0), strict=True))
     assert not torch.equal(x0[2], first_batch(b, 1)[2])
+
+
+@pytest.mark.parametrize(("num_unlabelled", "processes"), [(30, 2), (31, 2), (29, 3)])
+def test_in_order_shares_deal_every_epoch_of_the_one_process_order(num_unlabelled, processes):
+    """Process r takes the items r, r + N, ... of each epoch (set_epoch reaching the paired sampler); an epoch that N
+    does not divide deals its first items again to even the shares."""
+    sampler = PairedSampler(num_labelled=7, num_unlabelled=num_unlabelled, seed=5)
+    shares = [InOrderShares(sampler, processes, rank) for rank in range(processes)]
+    by_epoch = {}
+    for epoch in (0, 3):
+        for share in shares:
+            share.set_epoch(epoch)
+        dealt = [list(share) for share in shares]
+        one_process = PairedSampler(num_labelled=7, num_unlabelled=num_unlabelled, seed=5)
+        one_process.set_epoch(epoch)
+        order = list(one_process)
+        padded = order + order[: -len(order) % processes]
+        assert dealt == [padded[rank::processes] for rank in range(processes)]
+        assert len({len(d) for d in dealt}) == 1
+        by_epoch[epoch] = dealt
+    assert by_epoch[0] != by_epoch[3]  # set_epoch reached the paired sampler
+
+
+def test_a_training_batch_of_one_is_a_clear_error(mnist_fixture_dir):
+    dm = _dm(mnist_fixture_dir, validation="train_split", val_size=7)  # 593 = 74 x 8 + 1 training images
+    with pytest.raises(ValueError, match="593 training images in batches of 8 over 1 process.* a batch of 1"):
+        dm.train_dataloader()
 
 
 def test_batches_carry_labels_of_the_labelled_images_only(mnist_fixture_dir):

@@ -1,6 +1,6 @@
 """The Ladder Network and EBGAN-LN under 2-process gloo DDP on CPU: the processes' batches together are the
-one-process batches, the running statistics are the whole labelled batch's, replicas stay equal, EBGAN-LN's
-gradients are averaged, and validation counts every example once."""
+one-process batches, the running statistics are pooled over both processes' labelled shares, parameters and running
+statistics stay equal, EBGAN-LN's gradients are averaged in both steps, and validation counts every example once."""
 
 import numpy as np
 import pytest
@@ -36,32 +36,49 @@ class SaveBatches(pl.Callback):
         torch.save(self.batches, f"{self.path}.rank{trainer.global_rank}")
 
 
-class AssertWholeBatchRunningStatistics(pl.Callback):
-    """After the first step (capped counter 1: the running statistics are that batch's), the first layer's running
-    mean and unbiased variance are those of the whole labelled batch, gathered from both processes, under the
-    initial weights (a numpy reference); and both replicas hold the same running statistics after every step."""
+class AssertPooledRunningStatistics(pl.Callback):
+    """After the first step (capped counter 1: the running statistics are that step's), every layer's running mean
+    and unbiased variance are those of the pre-activations of both processes' labelled shares together, each share's
+    clean pass recomputed in numpy under the initial weights with its own batch normalisation; and the replicas hold
+    the same running statistics after every step."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == 0 and trainer.current_epoch == 0:
-            self.weights = pl_module.network.encoder_weights[0].detach().double().numpy().copy()
-            self.labelled = pl_module.all_gather(batch[0]).flatten(0, 1).double().numpy()
+        if batch_idx or trainer.current_epoch:
+            return
+        network, h, pre_activations = pl_module.network, batch[0].double().numpy(), []
+        for weight, beta in zip(network.encoder_weights, network.betas, strict=True):
+            pre = h @ weight.detach().double().numpy()
+            pre_activations.append(pre)
+            h = np.maximum((pre - pre.mean(0)) / np.sqrt(pre.var(0) + 1e-10) + beta.detach().double().numpy(), 0)
+        self.whole = [pl_module.all_gather(torch.from_numpy(pre)).flatten(0, 1).numpy() for pre in pre_activations]
+        assert self.whole[0].shape[0] == 8
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         buffers = torch.cat([b.flatten().double() for b in pl_module.network.buffers()])
         gathered = pl_module.all_gather(buffers)
         assert torch.equal(gathered[0], gathered[1]), "the replicas' running statistics differ"
-        if batch_idx == 0 and trainer.current_epoch == 0:
-            pre = self.labelled @ self.weights
-            assert self.labelled.shape[0] == 8
-            np.testing.assert_allclose(pl_module.network.running_mean_1.numpy(), pre.mean(0), rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(pl_module.network.running_var_1.numpy(), pre.var(0, ddof=1), rtol=1e-4)
+        if batch_idx or trainer.current_epoch:
+            return
+        for (running_mean, running_var), pre in zip(pl_module.network.running_statistics(), self.whole, strict=True):
+            np.testing.assert_allclose(running_mean.numpy(), pre.mean(0), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(running_var.numpy(), pre.var(0, ddof=1), rtol=1e-4, atol=1e-6)
 
 
-class AssertBothNetworksStepped(pl.Callback):
-    """A D and a G step per batch (the margin never reaches 0), in every process."""
+class AssertBothStepsAveraged(pl.Callback):
+    """A D and a G step per batch (the margin never reaches 0), each through the gradient averaging, in every
+    process."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.calls, average = 0, pl_module._average_gradients
+
+        def counted(optimizer):
+            self.calls += 1
+            average(optimizer)
+
+        pl_module._average_gradients = counted
 
     def on_train_end(self, trainer, pl_module):
-        assert trainer.global_step == 2 * trainer.num_training_batches
+        assert trainer.global_step == self.calls == 2 * trainer.num_training_batches
 
 
 def _one_process_batches(root, epoch: int) -> list[list[torch.Tensor]]:
@@ -83,7 +100,7 @@ def test_ladder_ddp_deals_the_one_process_batches_pools_statistics_and_validates
         devices=2,
         max_epochs=2,
         limit_train_batches=3,
-        callbacks=[saved, AssertWholeBatchRunningStatistics(), AssertReplicasEqual()],
+        callbacks=[saved, AssertPooledRunningStatistics(), AssertReplicasEqual()],
         default_root_dir=tmp_path,
     )
     trainer.fit(model, dm)
@@ -117,9 +134,9 @@ def test_ebgan_ladder_ddp_averages_both_networks_gradients_and_keeps_replicas_eq
         limit_val_batches=0,
         callbacks=[
             AssertGradientsAreAveraged(),
-            AssertWholeBatchRunningStatistics(),
+            AssertPooledRunningStatistics(),
             AssertReplicasEqual(),
-            AssertBothNetworksStepped(),
+            AssertBothStepsAveraged(),
         ],
         default_root_dir=tmp_path,
     )
