@@ -136,7 +136,7 @@ class Ladder(NoiseStream, pl.LightningModule):
         with torch.no_grad():
             clean = self.network.encode(x_labelled, corrupted=False)
             means, variances, count = clean.mean[1:], clean.var[1:], x_labelled.shape[0]
-            if self._trainer is not None and self.trainer.world_size > 1:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():  # several processes
                 means, variances, count = self._pooled_over_processes(means, variances, count)
             self.network.update_running_statistics(means, variances, count)
 
@@ -146,7 +146,8 @@ class Ladder(NoiseStream, pl.LightningModule):
         """Every process's per-layer statistics pooled over all their examples, in one all-gather."""
         widths = [len(mean) for mean in means]
         local = torch.cat([means[0].new_tensor([count]), *means, *variances])
-        counts, *columns = self.all_gather(local).split([1, *widths, *widths], dim=1)
+        gathered = self.all_gather(local).reshape(-1, len(local))  # (processes, ...), also for a group of one
+        counts, *columns = gathered.split([1, *widths, *widths], dim=1)
         pooled = [
             pooled_statistics(counts[:, 0], gathered_means, gathered_variances)
             for gathered_means, gathered_variances in zip(columns[: len(widths)], columns[len(widths) :], strict=True)
