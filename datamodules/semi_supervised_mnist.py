@@ -203,7 +203,7 @@ class SemiSupervisedMNISTDataModule(pl.LightningDataModule):
         world_size = self.trainer.world_size if self.trainer is not None else 1
         batch_size = per_device_batch_size(self.hparams.batch_size, self.trainer, len(self.train_set))
         per_process = -(-len(self.train_set) // world_size)
-        smallest = min(batch_size, per_process % batch_size or batch_size)
+        smallest = per_process % batch_size or batch_size  # the last batch of each process
         if smallest < 2:
             raise ValueError(
                 f"{len(self.train_set)} training images in batches of {self.hparams.batch_size} over {world_size} "
