@@ -145,13 +145,14 @@ class FitStudy(ResumableStudy):
         capped = timer is not None and timer.time_remaining("train") is not None and timer.time_remaining("train") <= 0
         if not capped:  # the fit ran to its end: nothing to resume, whatever happens while evaluating
             discard(out_dir)
-        metrics = scalar_metrics(trainer.callback_metrics)
+        trainer.logger.save()
+        stale = stale_metrics(merged_log_rows(Path(trainer.logger.log_dir)))
+        metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k not in stale}
         recorder = next((c for c in trainer.callbacks if isinstance(c, FitSegments)), None)
         if recorder is not None:  # a resumable fit (resume=True): a resumed one counts its earlier segments too
             fit_seconds, segments = recorder.whole_fit(fit_seconds)
             metrics |= segments
         if self.history:
-            trainer.logger.save()
             by_epoch = epoch_history(Path(trainer.logger.log_dir), self.history)
             metrics |= {f"{name} by epoch": values for name, values in by_epoch.items()}
         if self.evaluations:
@@ -212,6 +213,24 @@ def evaluate(fit: LightningCLI, replacements: dict[type, pl.Callback]) -> dict[s
     finally:
         trainer.callbacks = fitted
     return metrics
+
+
+def stale_metrics(rows: list[dict[str, str]]) -> set[str]:
+    """The metrics in CSVLogger ``rows`` last logged in an epoch before the log's last one.
+
+    Lightning's ``callback_metrics`` keep a metric's last value for the rest of the fit, so a metric a model stops
+    logging (e.g. EBGAN-LN's generator losses once its margin reaches 0) would reach a run's row with a value from
+    an earlier epoch; the row describes the final weights, so ``FitStudy`` leaves such metrics out of it."""
+    last_epoch: dict[str, int] = {}
+    for row in rows:
+        if row.get("epoch", "") == "":
+            continue
+        epoch = int(float(row["epoch"]))
+        for name, value in row.items():
+            if value != "" and name not in ("epoch", "step"):
+                last_epoch[name] = max(epoch, last_epoch.get(name, epoch))
+    final = max(last_epoch.values(), default=0)
+    return {name for name, epoch in last_epoch.items() if epoch < final}
 
 
 def epoch_history(log_dir: Path, names: list[str]) -> dict[str, list[float]]:

@@ -53,7 +53,8 @@ class EBGANLadder(AveragedManualBackward, Ladder):
     Logged besides the Ladder's: ``train/loss_d``, ``train/loss_g``, ``train/energy_real``, ``train/energy_fake``,
     ``train/margin`` and ``train/margin_active`` (fraction of fakes with ``E(G(z)) < m``). Once ``m = 0`` there are
     no fakes, so ``train/loss_g``, ``train/energy_fake`` and ``train/margin_active`` are no longer logged: the
-    trainer's ``callback_metrics`` (and a study's ledger row) keep their last values from ``m > 0``.
+    trainer's ``callback_metrics`` keep their last values from ``m > 0``, which a study's ledger row leaves out
+    (``FitStudy`` records only the metrics logged in the fit's last epoch).
 
     Args:
         network: the Ladder Network (default ``LadderNetwork()``).
