@@ -73,10 +73,18 @@ class Outcome:
 RECORDS = ("results/ledgers", "RESULTS.md")  # what runs write: changes there do not make the sources dirty
 
 
+# In a local worker process: the runner's source_commit() when it started, that is of the code its forkserver imported.
+_pinned_source: tuple[str, bool] | None = None
+
+
 def source_commit(root: Path | None = None) -> tuple[str, bool]:
     """``(commit, dirty)`` of the git checkout the package runs from (``root``, default this package's checkout;
     ``$ICLR17_COMMIT`` for an installed wheel, else ``"unknown"``); dirty means uncommitted changes to tracked
-    files other than ``RECORDS`` (ledgers that other runs append to while this one runs)."""
+    files other than ``RECORDS`` (ledgers that other runs append to while this one runs). In a run's local worker
+    process (and for the checkout by default), the value when the runner started: its workers fork from a
+    forkserver that imported the package then, so a commit made while the runs go is not the code that ran."""
+    if root is None and _pinned_source is not None:
+        return _pinned_source
     root = root or Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
@@ -261,31 +269,40 @@ def _row(study: Study, run: Run, commit: str, dirty: bool, machine: str, outcome
     }  # fmt: skip
 
 
-def _record_death(study: Study, run: Run, machine: str, why: str) -> dict[str, Any]:
-    commit, dirty = source_commit()
+def _record_death(
+    study: Study, run: Run, machine: str, why: str, source: tuple[str, bool] | None = None
+) -> dict[str, Any]:
+    commit, dirty = source or source_commit()
     row = _row(study, run, commit, dirty, machine, Outcome("failed", None, 0.0, {"error": why}))
     append(study.ledger, row)
     return row
 
 
-def _worker(study: Study, run: Run, threads: int, machine: str) -> None:
+def _worker(study: Study, run: Run, threads: int, machine: str, source: tuple[str, bool]) -> None:
+    global _pinned_source
+    _pinned_source = source
     os.environ["OMP_NUM_THREADS"] = str(threads)
     record_run(study, run, threads, machine)
 
 
-def _run_local(study: Study, todo: list[Run], workers: int, threads: int, machine: str) -> list[dict[str, Any]]:
+def _run_local(
+    study: Study, todo: list[Run], workers: int, threads: int, machine: str, source: tuple[str, bool] | None = None
+) -> list[dict[str, Any]]:
     """One process per run, ``workers`` at once; a process that dies gets a ``failed`` row.
 
     Processes fork from a forkserver that imported the package once (a clean, single-threaded parent), so a run
-    starts in milliseconds rather than re-importing torch and Lightning as a spawned process would.
+    starts in milliseconds rather than re-importing torch and Lightning as a spawned process would. Every row (and
+    a resumed fit's segments) records ``source`` (default: ``source_commit()`` now, before the forkserver imports
+    the package), not the checkout's commit when the run starts.
     """
+    source = source or source_commit()
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["iclr17", type(study).__module__])
     pending, running, seen = list(todo), {}, len(read(study.ledger))
     while pending or running:
         while pending and len(running) < workers:
             run = pending.pop(0)
-            process = context.Process(target=_worker, args=(study, run, threads, machine), daemon=False)
+            process = context.Process(target=_worker, args=(study, run, threads, machine, source), daemon=False)
             process.start()
             running[process] = run
         time.sleep(0.05)
@@ -293,7 +310,7 @@ def _run_local(study: Study, todo: list[Run], workers: int, threads: int, machin
             run = running.pop(process)
             process.join()
             if process.exitcode != 0:
-                _record_death(study, run, machine, f"worker process died with exit code {process.exitcode}")
+                _record_death(study, run, machine, f"worker process died with exit code {process.exitcode}", source)
             print(f"{study.name}: {run.params} seed {run.seed} ended (exit code {process.exitcode})", flush=True)
     return read(study.ledger)[seen:]
 

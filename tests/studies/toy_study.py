@@ -1,4 +1,5 @@
-"""A study for the runner's tests: run ``x`` squares its seed, or fails the way it is told to."""
+"""A study for the runner's tests: run ``x`` squares its seed (and records the source commit it sees, as a resumed
+fit's segments do), or fails the way it is told to."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from iclr17.studies.ledger import digest
-from iclr17.studies.runner import Outcome, Run, Study
+from iclr17.studies.runner import Outcome, Run, Study, source_commit
 
 
 class ToyStudy(Study):
@@ -53,7 +54,7 @@ class ToyStudy(Study):
         if run.seed == self.kill_group_on:
             os.killpg(os.getpgid(0), signal.SIGKILL)
         time.sleep(self.sleep)
-        return Outcome("finished", run.seed, self.sleep, {"square": run.seed**2})
+        return Outcome("finished", run.seed, self.sleep, {"square": run.seed**2, "source": list(source_commit())})
 
     def markdown(self, rows: list[dict[str, Any]]) -> str:
         return "\n".join(f"{r['seed']}: {r['metrics'].get('square')}" for r in rows if r["status"] == "finished")
