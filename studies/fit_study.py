@@ -216,21 +216,27 @@ def evaluate(fit: LightningCLI, replacements: dict[type, pl.Callback]) -> dict[s
 
 
 def stale_metrics(rows: list[dict[str, str]]) -> set[str]:
-    """The metrics in CSVLogger ``rows`` last logged in an epoch before the log's last one.
+    """The metrics in CSVLogger ``rows`` that the fit stopped logging: those whose companions (metrics written in a
+    row with them) were written again in a later epoch without them.
 
     Lightning's ``callback_metrics`` keep a metric's last value for the rest of the fit, so a metric a model stops
-    logging (e.g. EBGAN-LN's generator losses once its margin reaches 0) would reach a run's row with a value from
-    an earlier epoch; the row describes the final weights, so ``FitStudy`` leaves such metrics out of it."""
+    logging (e.g. EBGAN-LN's generator losses once its margin reaches 0, logged with its discriminator's) would
+    reach a run's row with a value from an earlier epoch; ``FitStudy`` leaves such metrics out of the row, which
+    describes the final weights. A metric merely not written in the last epoch (step metrics every
+    ``log_every_n_steps``, validation every few epochs) is not stale: its companions were not written either.
+    Rows without an epoch (a logger written to directly) are not read."""
+    logged = [(int(float(row["epoch"])), {k for k, v in row.items() if v != "" and k not in ("epoch", "step")})
+              for row in rows if row.get("epoch", "") != ""]  # fmt: skip
     last_epoch: dict[str, int] = {}
-    for row in rows:
-        if row.get("epoch", "") == "":
-            continue
-        epoch = int(float(row["epoch"]))
-        for name, value in row.items():
-            if value != "" and name not in ("epoch", "step"):
-                last_epoch[name] = max(epoch, last_epoch.get(name, epoch))
-    final = max(last_epoch.values(), default=0)
-    return {name for name, epoch in last_epoch.items() if epoch < final}
+    companions: dict[str, set[str]] = {}
+    for epoch, names in logged:
+        for name in names:
+            last_epoch[name] = max(epoch, last_epoch.get(name, epoch))
+            companions.setdefault(name, set()).update(names - {name})
+    return {
+        name for name, epoch in last_epoch.items()
+        if any(later > epoch and names & companions[name] for later, names in logged)
+    }  # fmt: skip
 
 
 def epoch_history(log_dir: Path, names: list[str]) -> dict[str, list[float]]:

@@ -73,16 +73,19 @@ class Outcome:
 RECORDS = ("results/ledgers", "RESULTS.md")  # what runs write: changes there do not make the sources dirty
 
 
-# In a local worker process: the runner's source_commit() when it started, that is of the code its forkserver imported.
+# In a local worker process: the source of the code its forkserver imported (the runner process's _forkserver_source).
 _pinned_source: tuple[str, bool] | None = None
+# In the runner's process: source_commit() at its first local run, when its forkserver started and imported the package
+# (the forkserver lives as long as the process, so later local runs fork from that code too).
+_forkserver_source: tuple[str, bool] | None = None
 
 
 def source_commit(root: Path | None = None) -> tuple[str, bool]:
     """``(commit, dirty)`` of the git checkout the package runs from (``root``, default this package's checkout;
     ``$ICLR17_COMMIT`` for an installed wheel, else ``"unknown"``); dirty means uncommitted changes to tracked
     files other than ``RECORDS`` (ledgers that other runs append to while this one runs). In a run's local worker
-    process (and for the checkout by default), the value when the runner started: its workers fork from a
-    forkserver that imported the package then, so a commit made while the runs go is not the code that ran."""
+    process (for the default checkout), the value when the runner's forkserver imported the package: a commit made
+    while the runs go is not the code that runs."""
     if root is None and _pinned_source is not None:
         return _pinned_source
     root = root or Path(__file__).resolve().parent.parent
@@ -285,17 +288,18 @@ def _worker(study: Study, run: Run, threads: int, machine: str, source: tuple[st
     record_run(study, run, threads, machine)
 
 
-def _run_local(
-    study: Study, todo: list[Run], workers: int, threads: int, machine: str, source: tuple[str, bool] | None = None
-) -> list[dict[str, Any]]:
+def _run_local(study: Study, todo: list[Run], workers: int, threads: int, machine: str) -> list[dict[str, Any]]:
     """One process per run, ``workers`` at once; a process that dies gets a ``failed`` row.
 
     Processes fork from a forkserver that imported the package once (a clean, single-threaded parent), so a run
     starts in milliseconds rather than re-importing torch and Lightning as a spawned process would. Every row (and
-    a resumed fit's segments) records ``source`` (default: ``source_commit()`` now, before the forkserver imports
-    the package), not the checkout's commit when the run starts.
+    a resumed fit's segments) records the forkserver's source (``source_commit()`` when this process's first local
+    run started it), not the checkout's commit when the run starts.
     """
-    source = source or source_commit()
+    global _forkserver_source
+    if _forkserver_source is None:
+        _forkserver_source = source_commit()
+    source = _forkserver_source
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["iclr17", type(study).__module__])
     pending, running, seen = list(todo), {}, len(read(study.ledger))

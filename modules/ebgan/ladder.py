@@ -54,7 +54,7 @@ class EBGANLadder(AveragedManualBackward, Ladder):
     ``train/margin`` and ``train/margin_active`` (fraction of fakes with ``E(G(z)) < m``). Once ``m = 0`` there are
     no fakes, so ``train/loss_g``, ``train/energy_fake`` and ``train/margin_active`` are no longer logged: the
     trainer's ``callback_metrics`` keep their last values from ``m > 0``, which a study's ledger row leaves out
-    (``FitStudy`` records only the metrics logged in the fit's last epoch).
+    (``FitStudy`` leaves out the metrics a fit stopped logging).
 
     Args:
         network: the Ladder Network (default ``LadderNetwork()``).

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from iclr17.studies import runner
 from iclr17.studies.ledger import read
-from iclr17.studies.runner import _run_local, source_commit
 from tests.conftest import REPO_ROOT
 from tests.studies.toy_study import ToyStudy
 
@@ -50,19 +50,21 @@ def test_a_run_that_raises_and_a_worker_that_dies_are_failed_rows_and_the_study_
     assert sorted(r["seed"] for r in retry.run()) == [2, 3]
 
 
-def test_local_workers_record_the_source_pinned_when_the_runner_started_not_the_checkout_s_later_commit(tmp_path):
+def test_local_workers_record_the_source_of_the_code_their_forkserver_imported_not_the_checkout_s_later_one(
+    tmp_path, monkeypatch
+):
+    first, later = ("a" * 40, False), ("b" * 40, True)
+    monkeypatch.setattr(runner, "_forkserver_source", None)  # as in a process whose forkserver has not started
+    monkeypatch.setattr(runner, "source_commit", lambda: first)
     study = _study(tmp_path, seeds=[1, 2], die_on=2)
-    pinned = ("0123456789abcdef0123456789abcdef01234567", True)
-    assert source_commit() != pinned
-    rows = {
-        r["seed"]: r for r in _run_local(study, study.planned(), workers=2, threads=1, machine="test", source=pinned)
-    }
-    assert {(r["commit"], r["dirty"]) for r in rows.values()} == {pinned}  # the finished row and the dead worker's
-    assert rows[1]["metrics"]["source"] == list(pinned)  # what the run itself sees (a resumed fit's segments)
+    rows = {r["seed"]: r for r in study.run(workers=2)}
+    assert {(r["commit"], r["dirty"]) for r in rows.values()} == {first}  # the finished row and the dead worker's
+    assert rows[1]["metrics"]["source"] == list(first)  # what the run itself sees (a resumed fit's segments)
     assert rows[2]["metrics"]["error"] == "worker process died with exit code 3"
-    (tmp_path / "default").mkdir()
-    default = _study(tmp_path / "default", seeds=[3]).run()
-    assert default[0]["metrics"]["source"] == list(source_commit()) == [default[0]["commit"], default[0]["dirty"]]
+    monkeypatch.setattr(runner, "source_commit", lambda: later)  # a commit while the process's forkserver lives
+    (tmp_path / "again").mkdir()
+    (row,) = _study(tmp_path / "again", seeds=[3]).run()
+    assert (row["commit"], row["dirty"]) == first and row["metrics"]["source"] == list(first)
 
 
 def test_a_study_killed_midway_resumes_and_skips_its_finished_runs(tmp_path):
