@@ -423,6 +423,50 @@ def fig2_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def subset_runs_table(rows: list[dict[str, Any]]) -> str:
+    """The runs behind Fig. 2 in numbers, per budget and model: how many, their I' (lowest, median, highest; runs
+    above 1, runs at 0.00 to two decimals) and their fit times; then every GAN run whose I' reaches the lowest
+    EBGAN I' of its budget (a GAN setting that competes), highest first. Finished runs only, the non-finite
+    I' of a diverged run counted among the runs but not in the I' columns."""
+    finished = [r for r in current_runs(rows) if r["status"] == "finished"]
+    if not finished:
+        return "(no finished runs)"
+    lines = [
+        "| budget | model | runs | I' lowest / median / highest | runs with I' > 1 | runs with I' 0.00 | "
+        "fit seconds a run, lowest-highest | fit CPU-hours |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    competing = []
+    for budget in sorted({budget_of(r["params"]) for r in finished}, key=budget_order):
+        label = budget_label(dict(zip(BUDGET_KEYS, budget, strict=True)))
+        of_budget = [r for r in finished if budget_of(r["params"]) == budget]
+        lowest_ebgan = min((s for r in of_budget if r["params"]["model"] == "ebgan"
+                            if math.isfinite(s := float(r["metrics"]["score"]))), default=math.inf)  # fmt: skip
+        for model in ("ebgan", "gan"):
+            runs = [r for r in of_budget if r["params"]["model"] == model]
+            if not runs:
+                continue
+            scores = sorted(s for r in runs if math.isfinite(s := float(r["metrics"]["score"])))
+            seconds = [float(r["fit_seconds"]) for r in runs]
+            spread = f"{scores[0]:.2f} / {statistics.median(scores):.2f} / {scores[-1]:.2f}" if scores else "-"
+            lines.append(
+                f"| {label} | {model.upper()} | {_runs_cell([float(r['metrics']['score']) for r in runs])} | {spread} "
+                f"| {sum(s > 1 for s in scores)} | {sum(round(s, 2) == 0 for s in scores)} | "
+                f"{min(seconds):,.0f}-{max(seconds):,.0f} | {sum(seconds) / 3600:.1f} |"
+            )
+        competing += [(label, r) for r in of_budget
+                      if r["params"]["model"] == "gan" and float(r["metrics"]["score"]) >= lowest_ebgan]  # fmt: skip
+    lines += ["", "| budget | GAN run at or above the lowest EBGAN I' (nG_nD_sG_sD, optimisers D/G, lr) | I' |",
+              "|---|---|---|"]  # fmt: skip
+    competing.sort(key=lambda item: -float(item[1]["metrics"]["score"]))
+    lines += [
+        f"| {label} | {architecture(r['params'])} | {float(r['metrics']['score']):.2f} |" for label, r in competing
+    ]
+    if not competing:
+        lines.append("| - | none | - |")
+    return "\n".join(lines)
+
+
 def _runs_cell(scores: list[float]) -> str:
     """``12``, or ``12 (1 non-finite I', left out)``."""
     bad = sum(not math.isfinite(v) for v in scores)
@@ -454,4 +498,5 @@ def histogram_figure(rows: list[dict[str, Any]], path: Path) -> None:
 RESULTS_TABLES = {
     "ebgan-grid-reduced": ("ebgan_grid_reduced", budget_table),
     "ebgan-grid-subset": ("ebgan_grid_subset", fig2_table),
+    "ebgan-grid-subset-runs": ("ebgan_grid_subset", subset_runs_table),
 }

@@ -22,6 +22,7 @@ from iclr17.studies.ebgan_grid import (
     fig2_table,
     histogram_counts,
     score_bins,
+    subset_runs_table,
     summary_table,
     table1_grid,
 )
@@ -156,6 +157,31 @@ def test_fig2_table_counts_quartiles_and_the_one_sided_test_by_hand():
     assert (
         fig2_table([row("gan", 1.0)]).splitlines()[2] == "| 200 batches | (a) all | 0 | 1 | - | 1.00 (1.00-1.00) | - |"
     )
+
+
+def test_subset_runs_table_counts_scores_times_and_lists_the_competing_gan_runs_by_hand():
+    def timed(r, seconds):
+        return r | {"fit_seconds": seconds}
+
+    rows = [
+        timed(row("ebgan", 3.0, seed=1), 100.0), timed(row("ebgan", 7.5, seed=2), 3500.0),
+        timed(row("ebgan", 5.0, seed=3), 1000.0), timed(row("ebgan", 99.0, seed=4, status="failed"), 5.0),
+        timed(row("gan", 0.001, seed=5), 60.0), timed(row("gan", 0.004, seed=6, lr=0.01), 70.0),
+        timed(row("gan", 3.0, seed=7, size_d=256), 80.0), timed(row("gan", 4.25, seed=8, n_g=3), 90.0),
+        timed(row("gan", float("nan"), seed=9), 40.0), timed(row("gan", 1.5, seed=10), 50.0),
+    ]  # fmt: skip
+    lines = subset_runs_table(rows).splitlines()
+    assert lines[2:4] == [
+        "| 200 batches | EBGAN | 3 | 3.00 / 5.00 / 7.50 | 3 | 0 | 100-3,500 | 1.3 |",
+        "| 200 batches | GAN | 6 (1 non-finite I', left out) | 0.00 / 1.50 / 4.25 | 3 | 2 | 40-90 | 0.1 |",
+    ]
+    assert lines[4] == ""
+    assert lines[7:] == [  # the GAN runs at or above 3.0, the lowest EBGAN I'; the failed EBGAN run does not count
+        "| 200 batches | 3_2_400_128, adam/adam lr 0.001 | 4.25 |",
+        "| 200 batches | 2_2_400_256, adam/adam lr 0.001 | 3.00 |",
+    ]
+    assert subset_runs_table(rows[:3]).splitlines()[-1] == "| - | none | - |"
+    assert subset_runs_table([row("gan", 1.0, status="failed")]) == "(no finished runs)"
 
 
 def test_a_tiny_grid_runs_into_a_ledger_and_draws_its_table_and_figure(fixture_data_root, tmp_path):
