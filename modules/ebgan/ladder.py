@@ -53,8 +53,8 @@ class EBGANLadder(AveragedManualBackward, Ladder):
     Logged besides the Ladder's: ``train/loss_d``, ``train/loss_g``, ``train/energy_real``, ``train/energy_fake``,
     ``train/margin`` and ``train/margin_active`` (fraction of fakes with ``E(G(z)) < m``). Once ``m = 0`` there are
     no fakes, so ``train/loss_g``, ``train/energy_fake`` and ``train/margin_active`` are no longer logged: the
-    trainer's ``callback_metrics`` keep their last values from ``m > 0``, which a study's ledger row leaves out
-    (``FitStudy`` leaves out the metrics a fit stopped logging).
+    trainer's ``callback_metrics`` keep their last values from ``m > 0`` (a ``FitStudy`` ledger row leaves them out,
+    ``iclr17.studies.fit_study.stale_metrics``).
 
     Args:
         network: the Ladder Network (default ``LadderNetwork()``).
