@@ -388,24 +388,30 @@ def _spread(scores: list[float]) -> str:
     return f"{median:.2f} ({low:.2f}-{high:.2f})"
 
 
+def finished_by_budget(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """``(budget label, its finished runs)`` per budget in budget order (a rerun replaces its point's earlier row);
+    empty when no run has finished."""
+    finished = [r for r in current_runs(rows) if r["status"] == "finished"]
+    budgets = sorted({budget_of(r["params"]) for r in finished}, key=budget_order)
+    return [(budget_label(dict(zip(BUDGET_KEYS, budget, strict=True))),
+             [r for r in finished if budget_of(r["params"]) == budget]) for budget in budgets]  # fmt: skip
+
+
 def fig2_table(rows: list[dict[str, Any]]) -> str:
     """Fig. 2 in numbers, per budget and panel (all nets, nLayerG and nLayerD <= 4, <= 3): the EBGAN and GAN runs,
     their I' median and quartiles, and the one-sided Mann-Whitney U test of the paper's claim that EBGAN's I' sits
     to the right of the GAN's (``scipy.stats.mannwhitneyu``, alternative ``greater``; a dash below 2 runs a side).
     Finished runs only (a rerun replaces its point's earlier row); EBGAN counts its PT runs. A run whose I' is not
     finite (a diverged generator) is counted in its runs cell but left out of the statistics, which say so."""
-    finished = [r for r in current_runs(rows) if r["status"] == "finished"]
-    if not finished:
+    by_budget = finished_by_budget(rows)
+    if not by_budget:
         return "(no finished runs)"
-    budgets = sorted({budget_of(r["params"]) for r in finished}, key=budget_order)
     lines = [
         "| budget | panel | EBGAN runs | GAN runs | EBGAN I' median (quartiles) | GAN I' median (quartiles) | "
         "Mann-Whitney p, EBGAN > GAN |",
         "|---|---|---|---|---|---|---|",
     ]
-    for budget in budgets:
-        label = budget_label(dict(zip(BUDGET_KEYS, budget, strict=True)))
-        of_budget = [r for r in finished if budget_of(r["params"]) == budget]
+    for label, of_budget in by_budget:
         for panel in PANELS:
             scores = {model: [float(r["metrics"]["score"]) for r in of_budget
                               if r["params"]["model"] == model and in_panel(r["params"], panel)]
@@ -428,8 +434,8 @@ def subset_runs_table(rows: list[dict[str, Any]]) -> str:
     above 1, runs at 0.00 to two decimals) and their fit times; then every GAN run whose I' reaches the lowest
     EBGAN I' of its budget (a GAN setting that competes), highest first. Finished runs only, the non-finite
     I' of a diverged run counted among the runs but not in the I' columns."""
-    finished = [r for r in current_runs(rows) if r["status"] == "finished"]
-    if not finished:
+    by_budget = finished_by_budget(rows)
+    if not by_budget:
         return "(no finished runs)"
     lines = [
         "| budget | model | runs | I' lowest / median / highest | runs with I' > 1 | runs with I' 0.00 | "
@@ -437,9 +443,7 @@ def subset_runs_table(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     competing = []
-    for budget in sorted({budget_of(r["params"]) for r in finished}, key=budget_order):
-        label = budget_label(dict(zip(BUDGET_KEYS, budget, strict=True)))
-        of_budget = [r for r in finished if budget_of(r["params"]) == budget]
+    for label, of_budget in by_budget:
         lowest_ebgan = min((s for r in of_budget if r["params"]["model"] == "ebgan"
                             if math.isfinite(s := float(r["metrics"]["score"]))), default=math.inf)  # fmt: skip
         for model in ("ebgan", "gan"):
