@@ -2,7 +2,7 @@
 
 iclr17 fit --config classifier/mnistfc.yaml            # any LightningCLI subcommand (iclr17.cli)
 iclr17 <study> --config studies/<x>.yaml run|status|table   # a study of many runs (iclr17.studies)
-iclr17 results [--check true]                          # RESULTS.md's tables, regenerated from the ledgers
+iclr17 results [--check true]                          # RESULTS.md's and README's tables, from the ledgers
 iclr17 score-net CHECKPOINT                            # export EBGAN's I' classifier
 iclr17 configs                                         # the configs shipped in the package
 """
@@ -26,7 +26,7 @@ LIGHTNING = {
     "predict": "predict with a model (LightningCLI)",
 }
 TOOLS = {
-    "results": "regenerate RESULTS.md's tables from the ledgers (--check true: fail if stale)",
+    "results": "regenerate RESULTS.md's and README.md's tables from the ledgers (--check true: fail if stale)",
     "score-net": "export EBGAN's MNIST I' classifier from a Classifier checkpoint",
     "configs": "list the configs shipped in the package",
 }

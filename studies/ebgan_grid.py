@@ -471,6 +471,31 @@ def subset_runs_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def subset_summary(rows: list[dict[str, Any]]) -> str:
+    """Fig. 2 (a) in one line, for a sentence or a table cell: per budget, the finished runs of each model, their
+    I' median (lowest-highest) and the one-sided Mann-Whitney p of :func:`fig2_table`'s all-nets panel (a dash
+    below 2 runs a side); the budget is named when there are several. Non-finite I' is left out as there."""
+    by_budget = finished_by_budget(rows)
+    if not by_budget:
+        return "(no finished runs)"
+    parts = []
+    for label, of_budget in by_budget:
+        runs = {model: [r for r in of_budget if r["params"]["model"] == model] for model in ("ebgan", "gan")}
+        scores = {model: sorted(s for r in of_model if math.isfinite(s := float(r["metrics"]["score"])))
+                  for model, of_model in runs.items()}  # fmt: skip
+        spread = {model: f"{statistics.median(v):.2f} ({v[0]:.2f}-{v[-1]:.2f})" if v else "-"
+                  for model, v in scores.items()}  # fmt: skip
+        test = (f"{mannwhitneyu(scores['ebgan'], scores['gan'], alternative='greater').pvalue:.2g}"
+                if min(map(len, scores.values())) > 1 else "-")  # fmt: skip
+        counted = f"{len(of_budget)} run{'s' if len(of_budget) != 1 else ''}"
+        parts.append(
+            ("" if len(by_budget) == 1 else f"{label}: ")
+            + f"{counted} ({len(runs['ebgan'])} EBGAN, {len(runs['gan'])} GAN), I' median (range) "
+            f"EBGAN {spread['ebgan']}, GAN {spread['gan']}, one-sided Mann-Whitney p {test}"
+        )
+    return "; ".join(parts)
+
+
 def _runs_cell(scores: list[float]) -> str:
     """``12``, or ``12 (1 non-finite I', left out)``."""
     bad = sum(not math.isfinite(v) for v in scores)
@@ -503,4 +528,5 @@ RESULTS_TABLES = {
     "ebgan-grid-reduced": ("ebgan_grid_reduced", budget_table),
     "ebgan-grid-subset": ("ebgan_grid_subset", fig2_table),
     "ebgan-grid-subset-runs": ("ebgan_grid_subset", subset_runs_table),
+    "ebgan-grid-subset-summary": ("ebgan_grid_subset", subset_summary),
 }

@@ -1,8 +1,11 @@
-"""Regenerate RESULTS.md's tables from the ledgers: ``iclr17 results`` (``--check``: fail if any is stale).
+"""Regenerate RESULTS.md's and README.md's tables from the ledgers: ``iclr17 results`` (``--check``: fail if any
+is stale).
 
-A table in RESULTS.md sits between ``<!-- table: NAME -->`` and ``<!-- /table -->``; NAME is a key of
+A table sits between ``<!-- table: NAME -->`` and ``<!-- /table -->``; NAME is a key of
 ``iclr17.studies.catalog.RESULTS_TABLES``, which names the ledger the table is drawn from and its renderer (a pure
-function of the ledger's rows). Everything outside the markers is hand-written prose and is left as it is.
+function of the ledger's rows). A block table has its markers on lines of their own; an inline one (a summary in a
+sentence or a table cell) has both markers and its one-line text on one line. Everything outside the markers is
+hand-written prose and is left as it is.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from pathlib import Path
 
 from iclr17.studies.ledger import read
 
-BLOCK = re.compile(r"(<!-- table: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+# A block (the opening marker ends its line) or inline (the closing marker on the opening one's line).
+BLOCK = re.compile(
+    r"(?P<open><!-- table: (?P<name>[\w.-]+) -->)(?P<body>\n.*?|[^\n]*?)(?P<close><!-- /table -->)", re.S
+)
 
 
 class StaleTables(Exception):
-    """RESULTS.md's tables differ from what their ledgers give."""
+    """A file's tables differ from what their ledgers give."""
 
 
 def regenerate(
@@ -31,7 +37,8 @@ def regenerate(
     """``text`` with every marked table (of those named in ``only``, if given) replaced by its renderer's output
     over its ledger's rows.
 
-    An unknown table name, or an opening marker without its closing one, is an error naming ``source`` and line.
+    An unknown table name, an opening marker without its closing one, or an inline table whose renderer gives more
+    than one line, is an error naming ``source`` and line.
     """
     opened = [m for m in re.finditer(r"<!-- table: ([\w.-]+) -->", text)]
     closed = {m.start() for m in BLOCK.finditer(text)}
@@ -46,31 +53,40 @@ def regenerate(
     def render(match: re.Match) -> str:
         if only is not None and match.group("name") not in only:
             return match.group(0)
-        stem, renderer = tables[match.group("name")]
-        body = renderer(read(Path(ledger_dir) / f"{stem}.jsonl")).rstrip("\n") + "\n"
-        return match.group(1) + body + match.group(4)
+        name = match.group("name")
+        stem, renderer = tables[name]
+        body = renderer(read(Path(ledger_dir) / f"{stem}.jsonl")).rstrip("\n")
+        if match.group("body").startswith("\n"):
+            return f"{match.group('open')}\n{body}\n{match.group('close')}"
+        if "\n" in body:
+            line = text.count("\n", 0, match.start()) + 1
+            raise ValueError(f"{source}:{line}: inline table {name!r} renders {body.count(chr(10)) + 1} lines, not one")
+        return match.group("open") + body + match.group("close")
 
     return BLOCK.sub(render, text)
 
 
-def main(path: str = "RESULTS.md", ledger_dir: str = "results/ledgers", check: bool = False) -> None:
-    """Rewrite the tables of ``path`` from the ledgers (or, with ``check``, fail if any differs).
+def main(
+    files: tuple[str, ...] = ("RESULTS.md", "README.md"), ledger_dir: str = "results/ledgers", check: bool = False
+) -> None:
+    """Rewrite the marked tables of ``files`` from the ledgers (or, with ``check``, fail if any differs).
 
     Args:
-        path: the markdown file whose marked tables are regenerated.
+        files: the markdown files whose marked tables are regenerated.
         ledger_dir: folder of the ledgers.
         check: change nothing; exit with an error if a table is stale.
     """
     from iclr17.studies.catalog import RESULTS_TABLES
 
-    text = Path(path).read_text()
-    fresh = regenerate(text, RESULTS_TABLES, ledger_dir, source=path)
-    if check:
-        if fresh != text:
-            raise StaleTables(f"{path}: tables differ from the ledgers in {ledger_dir}; run `iclr17 results`")
-        print(f"{path}: {len(BLOCK.findall(text))} tables match the ledgers")
-        return
-    partial = Path(f"{path}.partial")
-    partial.write_text(fresh)
-    os.replace(partial, path)  # never a half-written RESULTS.md
-    print(f"{path}: {len(BLOCK.findall(fresh))} tables regenerated from {ledger_dir}")
+    texts = {path: Path(path).read_text() for path in files}
+    fresh = {path: regenerate(text, RESULTS_TABLES, ledger_dir, source=path) for path, text in texts.items()}
+    for path, text in texts.items():
+        if check:
+            if fresh[path] != text:
+                raise StaleTables(f"{path}: tables differ from the ledgers in {ledger_dir}; run `iclr17 results`")
+            print(f"{path}: {len(BLOCK.findall(text))} tables match the ledgers")
+            continue
+        partial = Path(f"{path}.partial")
+        partial.write_text(fresh[path])
+        os.replace(partial, path)  # never a half-written file
+        print(f"{path}: {len(BLOCK.findall(fresh[path]))} tables regenerated from {ledger_dir}")

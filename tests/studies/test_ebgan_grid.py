@@ -23,6 +23,7 @@ from iclr17.studies.ebgan_grid import (
     histogram_counts,
     score_bins,
     subset_runs_table,
+    subset_summary,
     summary_table,
     table1_grid,
 )
@@ -182,6 +183,20 @@ def test_subset_runs_table_counts_scores_times_and_lists_the_competing_gan_runs_
     ]
     assert subset_runs_table(rows[:3]).splitlines()[-1] == "| - | none | - |"
     assert subset_runs_table([row("gan", 1.0, status="failed")]) == "(no finished runs)"
+
+
+def test_subset_summary_is_fig2a_in_one_line_by_hand():
+    rows = [row("ebgan", 4.0, seed=3), row("ebgan", 1.0, seed=0), row("ebgan", 3.0, n_g=4, seed=2),
+            row("ebgan", 2.0, n_d=3, seed=1), row("gan", 2.5, n_g=5, seed=2), row("gan", 0.5, seed=0),
+            row("gan", 1.5, n_g=3, seed=1), row("gan", 9.0, seed=3, status="failed"),
+            row("gan", float("nan"), seed=4)]  # fmt: skip
+    p = exact_mann_whitney_greater([1, 2, 3, 4], [0.5, 1.5, 2.5])  # 7 / 35; the NaN run is counted, not tested
+    line = "8 runs (4 EBGAN, 4 GAN), I' median (range) EBGAN 2.50 (1.00-4.00), GAN 1.50 (0.50-2.50), "
+    assert subset_summary(rows) == line + f"one-sided Mann-Whitney p {p:.2g}" and f"{p:.2g}" == "0.2"
+    two = subset_summary([*rows, row("ebgan", 7.0, budget=EPOCH)])  # in budget order, as fig2_table
+    epoch = "1 run (1 EBGAN, 0 GAN), I' median (range) EBGAN 7.00 (7.00-7.00), GAN -, one-sided Mann-Whitney p -"
+    assert two == f"200 batches: {line}one-sided Mann-Whitney p 0.2; 1 epoch: {epoch}"
+    assert "\n" not in two and subset_summary([row("gan", 1.0, status="failed")]) == "(no finished runs)"
 
 
 def test_a_tiny_grid_runs_into_a_ledger_and_draws_its_table_and_figure(fixture_data_root, tmp_path):

@@ -1,4 +1,5 @@
-"""RESULTS.md's tables: regenerated between their markers from the ledgers, prose untouched, bad markers named."""
+"""RESULTS.md's and README.md's tables: regenerated between their markers from the ledgers, prose untouched, bad
+markers named."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import re
 
 import pytest
 
+from iclr17.studies import catalog
 from iclr17.studies.catalog import RESULTS_TABLES
 from iclr17.studies.ledger import append
-from iclr17.studies.results_tables import regenerate
+from iclr17.studies.results_tables import StaleTables, main, regenerate
 from tests.conftest import REPO_ROOT
 from tests.studies.test_ledger import _row
 
-TABLES = {"squares": ("toy", lambda rows: "| seed |\n|---|\n" + "".join(f"| {r['seed']} |\n" for r in rows))}
+TABLES = {
+    "squares": ("toy", lambda rows: "| seed |\n|---|\n" + "".join(f"| {r['seed']} |\n" for r in rows)),
+    "count": ("toy", lambda rows: f"{len(rows)} runs, seeds {'+'.join(str(r['seed']) for r in rows)}"),
+}
 
 
 def test_marked_tables_are_rewritten_from_their_ledger_and_prose_is_kept(tmp_path):
@@ -27,10 +32,48 @@ def test_marked_tables_are_rewritten_from_their_ledger_and_prose_is_kept(tmp_pat
 
 
 def test_an_unknown_table_or_an_unclosed_marker_is_named_by_line(tmp_path):
-    with pytest.raises(KeyError, match=r"R.md:2: unknown table 'cubes' \(known: squares\)"):
+    with pytest.raises(KeyError, match=r"R.md:2: unknown table 'cubes' \(known: count, squares\)"):
         regenerate("x\n<!-- table: cubes -->\n<!-- /table -->\n", TABLES, tmp_path, source="R.md")
     with pytest.raises(ValueError, match=r"R.md:3: table 'squares' has no closing"):
         regenerate("x\n\n<!-- table: squares -->\n| a |\n", TABLES, tmp_path, source="R.md")
+
+
+def test_an_inline_table_is_rewritten_within_its_line(tmp_path):
+    for seed in (3, 4):
+        append(tmp_path / "toy.jsonl", _row(seed))
+    text = "| paper | ours: <!-- table: count -->1 run<!-- /table --> (so far) |\n"
+    text += "So far <!-- table: count --><!-- /table -->.\n"
+    fresh = regenerate(text, TABLES, tmp_path)
+    assert fresh == (
+        "| paper | ours: <!-- table: count -->2 runs, seeds 3+4<!-- /table --> (so far) |\n"
+        "So far <!-- table: count -->2 runs, seeds 3+4<!-- /table -->.\n"
+    )
+    assert regenerate(fresh, TABLES, tmp_path) == fresh
+
+
+def test_an_inline_table_must_close_on_its_line_and_render_one_line(tmp_path):
+    append(tmp_path / "toy.jsonl", _row(3))
+    with pytest.raises(ValueError, match=r"R.md:2: table 'count' has no closing"):
+        regenerate("x\nsee <!-- table: count -->1 run\n<!-- /table -->\n", TABLES, tmp_path, source="R.md")
+    with pytest.raises(ValueError, match=r"R.md:2: inline table 'squares' renders 3 lines, not one"):
+        regenerate("x\nsee <!-- table: squares -->| 3 |<!-- /table -->\n", TABLES, tmp_path, source="R.md")
+
+
+def test_main_rewrites_every_file_or_names_the_stale_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(catalog, "RESULTS_TABLES", TABLES)
+    append(tmp_path / "toy.jsonl", _row(3))
+    results, readme = tmp_path / "R.md", tmp_path / "README.md"
+    results.write_text("<!-- table: squares -->\n| seed |\n|---|\n| 3 |\n<!-- /table -->\n")  # fresh
+    readme.write_text("ours: <!-- table: count -->0 runs<!-- /table -->\n")  # stale
+    files = (str(results), str(readme))
+    with pytest.raises(StaleTables, match="README.md: tables differ"):
+        main(files, ledger_dir=str(tmp_path), check=True)
+    assert readme.read_text() == "ours: <!-- table: count -->0 runs<!-- /table -->\n"  # --check changes nothing
+    main(files, ledger_dir=str(tmp_path))
+    assert readme.read_text() == "ours: <!-- table: count -->1 runs, seeds 3<!-- /table -->\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["R.md", "README.md", "toy.jsonl"]  # no .partial left
+    main(files, ledger_dir=str(tmp_path), check=True)
+    assert "README.md: 1 tables match the ledgers" in capsys.readouterr().out
 
 
 def test_only_the_named_tables_are_rewritten(tmp_path):
@@ -46,21 +89,29 @@ SLOW_TABLES = {  # minutes of permutation tests
 }  # fmt: skip
 
 
+MARKED_FILES = ("RESULTS.md", "README.md")
+
+
 def _committed_tables_match(names) -> None:
-    text = (REPO_ROOT / "RESULTS.md").read_text()
-    marked = set(re.findall(r"<!-- table: ([\w.-]+) -->", text))
-    assert names <= marked
-    fresh = regenerate(text, RESULTS_TABLES, REPO_ROOT / "results" / "ledgers", only=names)
-    stale = [line for line in difflib.unified_diff(text.splitlines(), fresh.splitlines(), lineterm="", n=0)]
-    assert fresh == text, "RESULTS.md differs from its ledgers; run `iclr17 results`:\n" + "\n".join(stale[:40])
+    for path in MARKED_FILES:
+        text = (REPO_ROOT / path).read_text()
+        fresh = regenerate(text, RESULTS_TABLES, REPO_ROOT / "results" / "ledgers", source=path, only=names)
+        stale = [line for line in difflib.unified_diff(text.splitlines(), fresh.splitlines(), lineterm="", n=0)]
+        assert fresh == text, f"{path} differs from its ledgers; run `iclr17 results`:\n" + "\n".join(stale[:40])
 
 
 def test_every_committed_table_is_marked_and_matches_its_ledger():
-    """RESULTS.md holds no table outside the markers, and each marked table is what its ledger gives."""
+    """RESULTS.md holds no table outside the markers, every table of the catalogue is marked in RESULTS.md or the
+    README, and each marked table is what its ledger gives."""
     text = (REPO_ROOT / "RESULTS.md").read_text()
     outside = re.sub(r"<!-- table: [\w.-]+ -->\n.*?<!-- /table -->", "", text, flags=re.S)
     assert not re.search(r"^\|.*\|\s*$", outside, re.M), "a table in RESULTS.md that no ledger regenerates"
-    assert set(re.findall(r"<!-- table: ([\w.-]+) -->", text)) == set(RESULTS_TABLES)
+    marked = {
+        name
+        for path in MARKED_FILES
+        for name in re.findall(r"<!-- table: ([\w.-]+) -->", (REPO_ROOT / path).read_text())
+    }
+    assert marked == set(RESULTS_TABLES)
     _committed_tables_match(set(RESULTS_TABLES) - SLOW_TABLES)
 
 
