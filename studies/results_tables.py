@@ -69,10 +69,11 @@ def regenerate(
 def main(
     files: tuple[str, ...] = ("RESULTS.md", "README.md"), ledger_dir: str = "results/ledgers", check: bool = False
 ) -> None:
-    """Rewrite the marked tables of ``files`` from the ledgers (or, with ``check``, fail if any differs).
+    """Rewrite the marked tables of ``files`` from the ledgers (or, with ``check``, fail naming every file that
+    differs).
 
     Args:
-        files: the markdown files whose marked tables are regenerated.
+        files: the markdown files whose marked tables are regenerated (``--files '[README.md]'`` for one).
         ledger_dir: folder of the ledgers.
         check: change nothing; exit with an error if a table is stale.
     """
@@ -80,12 +81,15 @@ def main(
 
     texts = {path: Path(path).read_text() for path in files}
     fresh = {path: regenerate(text, RESULTS_TABLES, ledger_dir, source=path) for path, text in texts.items()}
-    for path, text in texts.items():
-        if check:
-            if fresh[path] != text:
-                raise StaleTables(f"{path}: tables differ from the ledgers in {ledger_dir}; run `iclr17 results`")
-            print(f"{path}: {len(BLOCK.findall(text))} tables match the ledgers")
-            continue
+    if check:
+        stale = [path for path, text in texts.items() if fresh[path] != text]
+        if stale:
+            raise StaleTables(
+                f"{', '.join(stale)}: tables differ from the ledgers in {ledger_dir}; run `iclr17 results`"
+            )
+        print("\n".join(f"{path}: {len(BLOCK.findall(text))} tables match the ledgers" for path, text in texts.items()))
+        return
+    for path in files:  # every file rendered before any is written
         partial = Path(f"{path}.partial")
         partial.write_text(fresh[path])
         os.replace(partial, path)  # never a half-written file

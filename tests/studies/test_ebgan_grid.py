@@ -2,6 +2,7 @@
 on hand-written rows, a two-run grid end to end into a ledger on the fixture MNIST, and the committed ledger."""
 
 import itertools
+import math
 import random
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from iclr17.studies.ebgan_grid import (
     budget_table,
     fig2_table,
     histogram_counts,
+    one_sided_p,
     score_bins,
     subset_runs_table,
     subset_summary,
@@ -185,17 +187,28 @@ def test_subset_runs_table_counts_scores_times_and_lists_the_competing_gan_runs_
     assert subset_runs_table([row("gan", 1.0, status="failed")]) == "(no finished runs)"
 
 
+def test_one_sided_p_against_exact_references_and_its_floor():
+    ebgan, gan = [1.0, 2.0, 3.0, 9.0], [0.5, 1.5, 4.0]
+    assert one_sided_p(ebgan, gan) == f"{exact_mann_whitney_greater(ebgan, gan):.3g}" == "0.314"  # U = 8: 11 of 35
+    assert one_sided_p([1.0], [0.0, 0.5]) == "-"
+    # complete separation of 20 against 20: the exact p is 1 / C(40, 20), 7e-12, below the floor
+    assert 1 / math.comb(40, 20) < 1e-6 and one_sided_p([float(v) for v in range(20, 40)], list(range(20))) == "< 1e-6"
+
+
 def test_subset_summary_is_fig2a_in_one_line_by_hand():
-    rows = [row("ebgan", 4.0, seed=3), row("ebgan", 1.0, seed=0), row("ebgan", 3.0, n_g=4, seed=2),
-            row("ebgan", 2.0, n_d=3, seed=1), row("gan", 2.5, n_g=5, seed=2), row("gan", 0.5, seed=0),
+    rows = [row("ebgan", 9.0, seed=3), row("ebgan", 1.0, seed=0), row("ebgan", 3.0, n_g=4, seed=2),
+            row("ebgan", 2.0, n_d=3, seed=1), row("gan", 4.0, n_g=5, seed=2), row("gan", 0.5, seed=0),
             row("gan", 1.5, n_g=3, seed=1), row("gan", 9.0, seed=3, status="failed"),
             row("gan", float("nan"), seed=4)]  # fmt: skip
-    p = exact_mann_whitney_greater([1, 2, 3, 4], [0.5, 1.5, 2.5])  # 7 / 35; the NaN run is counted, not tested
-    line = "8 runs (4 EBGAN, 4 GAN), I' median (range) EBGAN 2.50 (1.00-4.00), GAN 1.50 (0.50-2.50), "
-    assert subset_summary(rows) == line + f"one-sided Mann-Whitney p {p:.2g}" and f"{p:.2g}" == "0.2"
+    p = exact_mann_whitney_greater([1, 2, 3, 9], [0.5, 1.5, 4.0])  # the NaN run is counted, not tested
+    line = (
+        "8 runs (4 EBGAN, 4 GAN (1 with non-finite I', left out)), I' median (range) EBGAN 2.50 (1.00-9.00), "
+        f"GAN 1.50 (0.50-4.00), one-sided Mann-Whitney p {p:.3g}"
+    )
+    assert subset_summary(rows) == line and f"{p:.3g}" == "0.314"
     two = subset_summary([*rows, row("ebgan", 7.0, budget=EPOCH)])  # in budget order, as fig2_table
     epoch = "1 run (1 EBGAN, 0 GAN), I' median (range) EBGAN 7.00 (7.00-7.00), GAN -, one-sided Mann-Whitney p -"
-    assert two == f"200 batches: {line}one-sided Mann-Whitney p 0.2; 1 epoch: {epoch}"
+    assert two == f"200 batches: {line}; 1 epoch: {epoch}"
     assert "\n" not in two and subset_summary([row("gan", 1.0, status="failed")]) == "(no finished runs)"
 
 

@@ -4,6 +4,7 @@ markers named."""
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 
 import pytest
@@ -17,7 +18,7 @@ from tests.studies.test_ledger import _row
 
 TABLES = {
     "squares": ("toy", lambda rows: "| seed |\n|---|\n" + "".join(f"| {r['seed']} |\n" for r in rows)),
-    "count": ("toy", lambda rows: f"{len(rows)} runs, seeds {'+'.join(str(r['seed']) for r in rows)}"),
+    "count": ("toy", lambda rows: f"{len(rows)} runs, seeds {'+'.join(str(r['seed']) for r in rows)}\n"),
 }
 
 
@@ -42,11 +43,12 @@ def test_an_inline_table_is_rewritten_within_its_line(tmp_path):
     for seed in (3, 4):
         append(tmp_path / "toy.jsonl", _row(seed))
     text = "| paper | ours: <!-- table: count -->1 run<!-- /table --> (so far) |\n"
-    text += "So far <!-- table: count --><!-- /table -->.\n"
-    fresh = regenerate(text, TABLES, tmp_path)
+    text += "So far <!-- table: count --><!-- /table -->, or <!-- table: count -->3<!-- /table -->.\n"
+    fresh = regenerate(text, TABLES, tmp_path)  # the renderer's trailing newline is not the line's
     assert fresh == (
         "| paper | ours: <!-- table: count -->2 runs, seeds 3+4<!-- /table --> (so far) |\n"
-        "So far <!-- table: count -->2 runs, seeds 3+4<!-- /table -->.\n"
+        "So far <!-- table: count -->2 runs, seeds 3+4<!-- /table -->, or <!-- table: count -->2 runs, seeds 3+4"
+        "<!-- /table -->.\n"
     )
     assert regenerate(fresh, TABLES, tmp_path) == fresh
 
@@ -59,21 +61,38 @@ def test_an_inline_table_must_close_on_its_line_and_render_one_line(tmp_path):
         regenerate("x\nsee <!-- table: squares -->| 3 |<!-- /table -->\n", TABLES, tmp_path, source="R.md")
 
 
-def test_main_rewrites_every_file_or_names_the_stale_one(tmp_path, monkeypatch, capsys):
+def test_main_rewrites_every_file_or_names_each_stale_one(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(catalog, "RESULTS_TABLES", TABLES)
     append(tmp_path / "toy.jsonl", _row(3))
     results, readme = tmp_path / "R.md", tmp_path / "README.md"
-    results.write_text("<!-- table: squares -->\n| seed |\n|---|\n| 3 |\n<!-- /table -->\n")  # fresh
+    fresh_results = "<!-- table: squares -->\n| seed |\n|---|\n| 3 |\n<!-- /table -->\n"
+    results.write_text(fresh_results)
     readme.write_text("ours: <!-- table: count -->0 runs<!-- /table -->\n")  # stale
     files = (str(results), str(readme))
-    with pytest.raises(StaleTables, match="README.md: tables differ"):
+    with pytest.raises(StaleTables, match=r"^\S*README.md: tables differ"):
         main(files, ledger_dir=str(tmp_path), check=True)
     assert readme.read_text() == "ours: <!-- table: count -->0 runs<!-- /table -->\n"  # --check changes nothing
+    results.write_text("<!-- table: squares -->\n<!-- /table -->\n")  # stale too: both named
+    with pytest.raises(StaleTables, match=r"R.md, \S*README.md: tables differ"):
+        main(files, ledger_dir=str(tmp_path), check=True)
     main(files, ledger_dir=str(tmp_path))
+    assert results.read_text() == fresh_results
     assert readme.read_text() == "ours: <!-- table: count -->1 runs, seeds 3<!-- /table -->\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["R.md", "README.md", "toy.jsonl"]  # no .partial left
     main(files, ledger_dir=str(tmp_path), check=True)
     assert "README.md: 1 tables match the ledgers" in capsys.readouterr().out
+
+
+def test_main_writes_nothing_when_a_later_file_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(catalog, "RESULTS_TABLES", TABLES)
+    append(tmp_path / "toy.jsonl", _row(3))
+    results, readme = tmp_path / "R.md", tmp_path / "README.md"
+    results.write_text("<!-- table: squares -->\n<!-- /table -->\n")  # stale
+    readme.write_text("x <!-- table: squares --><!-- /table -->\n")  # three lines in one: an error
+    with pytest.raises(ValueError, match="README.md:1: inline table 'squares'"):
+        main((str(results), str(readme)), ledger_dir=str(tmp_path))
+    assert results.read_text() == "<!-- table: squares -->\n<!-- /table -->\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["R.md", "README.md", "toy.jsonl"]
 
 
 def test_only_the_named_tables_are_rewritten(tmp_path):
@@ -89,7 +108,7 @@ SLOW_TABLES = {  # minutes of permutation tests
 }  # fmt: skip
 
 
-MARKED_FILES = ("RESULTS.md", "README.md")
+MARKED_FILES = inspect.signature(main).parameters["files"].default  # what `iclr17 results` rewrites
 
 
 def _committed_tables_match(names) -> None:
