@@ -69,7 +69,7 @@ class EntNet(ObjectiveModule):
         lr_scheduler_interval: step the scheduler every ``epoch`` or every optimizer ``step`` (the world
             model halves the learning rate every 10,000 updates).
         fused_memory: train the memory with its hand-written backward on the real sentences only (same
-            gradients; a bAbI training step 1.5-1.6x (task 1) to 2.1-2.3x (task 2) faster on CPU than autograd's,
+            gradients; a bAbI training step 1.5-1.6x (task 1) to 2.1-2.2x (task 2) faster on CPU than autograd's,
             ``RESULTS.md``; differentiable once). Set False for second-order tools such as ``HessianSpectrum``.
     """
 
