@@ -28,6 +28,7 @@ import shlex
 import statistics
 import time
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -454,13 +455,13 @@ def subset_runs_table(rows: list[dict[str, Any]]) -> str:
     ]
     competing = []
     for label, of_budget in by_budget:
-        lowest_ebgan = min((s for r in of_budget if r["params"]["model"] == "ebgan"
-                            if math.isfinite(s := float(r["metrics"]["score"]))), default=math.inf)  # fmt: skip
+        ebgan_runs = [r for r in of_budget if r["params"]["model"] == "ebgan"]
+        lowest_ebgan = min(_finite_scores(ebgan_runs), default=math.inf)
         for model in ("ebgan", "gan"):
             runs = [r for r in of_budget if r["params"]["model"] == model]
             if not runs:
                 continue
-            scores = sorted(s for r in runs if math.isfinite(s := float(r["metrics"]["score"])))
+            scores = _finite_scores(runs)
             seconds = [float(r["fit_seconds"]) for r in runs]
             spread = f"{scores[0]:.2f} / {statistics.median(scores):.2f} / {scores[-1]:.2f}" if scores else "-"
             lines.append(
@@ -491,8 +492,7 @@ def subset_summary(rows: list[dict[str, Any]]) -> str:
     parts = []
     for label, of_budget in by_budget:
         runs = {model: [r for r in of_budget if r["params"]["model"] == model] for model in ("ebgan", "gan")}
-        scores = {model: sorted(s for r in of_model if math.isfinite(s := float(r["metrics"]["score"])))
-                  for model, of_model in runs.items()}  # fmt: skip
+        scores = {model: _finite_scores(of_model) for model, of_model in runs.items()}
         spread = {model: f"{statistics.median(v):.2f} ({v[0]:.2f}-{v[-1]:.2f})" if v else "-"
                   for model, v in scores.items()}  # fmt: skip
         test = one_sided_p(scores["ebgan"], scores["gan"])
@@ -509,6 +509,11 @@ def subset_summary(rows: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def _finite_scores(runs: Iterable[dict[str, Any]]) -> list[float]:
+    """The runs' finite I', lowest first (a diverged generator's non-finite I' left out)."""
+    return sorted(score for r in runs if math.isfinite(score := float(r["metrics"]["score"])))
+
+
 def _runs_cell(scores: list[float]) -> str:
     """``12``, or ``12 (1 non-finite I', left out)``."""
     bad = sum(not math.isfinite(v) for v in scores)
@@ -517,7 +522,7 @@ def _runs_cell(scores: list[float]) -> str:
 
 def score_bins(rows: list[dict[str, Any]], n: int = 20) -> list[float]:
     """``n`` equal bins from the lowest to the highest finite I' of the rows (0 to 1 when there are none)."""
-    scores = [score for r in current_runs(rows) if math.isfinite(score := float(r["metrics"]["score"]))]
+    scores = _finite_scores(current_runs(rows))
     low, high = min(scores, default=0.0), max(scores, default=1.0)
     high = high if high > low else low + 1.0
     return [low + (high - low) * i / n for i in range(n + 1)]
