@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 from iclr17.studies.ledger import read
 
@@ -33,9 +34,11 @@ def regenerate(
     ledger_dir: str | Path,
     source: str = "RESULTS.md",
     only: Collection[str] | None = None,
+    ledgers: dict[str, list[dict[str, Any]]] | None = None,
 ) -> str:
     """``text`` with every marked table (of those named in ``only``, if given) replaced by its renderer's output
-    over its ledger's rows.
+    over its ledger's rows. Each ledger is read once, into ``ledgers`` (by stem) when given, so that several files
+    share the reads and see the same rows.
 
     An unknown table name, an opening marker without its closing one, or an inline table whose renderer gives more
     than one line, is an error naming ``source`` and line.
@@ -50,12 +53,16 @@ def regenerate(
         if marker.start() not in closed:
             raise ValueError(f"{source}:{line}: table {marker.group(1)!r} has no closing <!-- /table -->")
 
+    ledgers = {} if ledgers is None else ledgers
+
     def render(match: re.Match) -> str:
         if only is not None and match.group("name") not in only:
             return match.group(0)
         name = match.group("name")
         stem, renderer = tables[name]
-        body = renderer(read(Path(ledger_dir) / f"{stem}.jsonl")).rstrip("\n")
+        if stem not in ledgers:
+            ledgers[stem] = read(Path(ledger_dir) / f"{stem}.jsonl")
+        body = renderer(ledgers[stem]).rstrip("\n")
         if match.group("body").startswith("\n"):
             return f"{match.group('open')}\n{body}\n{match.group('close')}"
         if "\n" in body:
@@ -80,17 +87,24 @@ def main(
     from iclr17.studies.catalog import RESULTS_TABLES
 
     texts = {path: Path(path).read_text() for path in files}
-    fresh = {path: regenerate(text, RESULTS_TABLES, ledger_dir, source=path) for path, text in texts.items()}
+    ledgers: dict[str, list[dict[str, Any]]] = {}  # every file drawn from one read of each ledger
+    fresh = {path: regenerate(text, RESULTS_TABLES, ledger_dir, path, ledgers=ledgers) for path, text in texts.items()}
     if check:
         stale = [path for path, text in texts.items() if fresh[path] != text]
         if stale:
             raise StaleTables(
                 f"{', '.join(stale)}: tables differ from the ledgers in {ledger_dir}; run `iclr17 results`"
             )
-        print("\n".join(f"{path}: {len(BLOCK.findall(text))} tables match the ledgers" for path, text in texts.items()))
+        print("\n".join(f"{path}: {_tables(text)}, matching the ledgers" for path, text in texts.items()))
         return
     for path in files:  # every file rendered before any is written
         partial = Path(f"{path}.partial")
         partial.write_text(fresh[path])
         os.replace(partial, path)  # never a half-written file
-        print(f"{path}: {len(BLOCK.findall(fresh[path]))} tables regenerated from {ledger_dir}")
+        print(f"{path}: {_tables(fresh[path])} regenerated from {ledger_dir}")
+
+
+def _tables(text: str) -> str:
+    """``1 table`` or ``36 tables``: the marked tables of ``text``."""
+    n = len(BLOCK.findall(text))
+    return f"{n} table{'' if n == 1 else 's'}"

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from iclr17.studies import catalog
+from iclr17.studies import catalog, ledger, results_tables
 from iclr17.studies.catalog import RESULTS_TABLES
 from iclr17.studies.ledger import append
 from iclr17.studies.results_tables import StaleTables, main, regenerate
@@ -80,7 +80,7 @@ def test_main_rewrites_every_file_or_names_each_stale_one(tmp_path, monkeypatch,
     assert readme.read_text() == "ours: <!-- table: count -->1 runs, seeds 3<!-- /table -->\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["R.md", "README.md", "toy.jsonl"]  # no .partial left
     main(files, ledger_dir=str(tmp_path), check=True)
-    assert "README.md: 1 tables match the ledgers" in capsys.readouterr().out
+    assert "README.md: 1 table, matching the ledgers" in capsys.readouterr().out
 
 
 def test_main_writes_nothing_when_a_later_file_fails(tmp_path, monkeypatch):
@@ -93,6 +93,19 @@ def test_main_writes_nothing_when_a_later_file_fails(tmp_path, monkeypatch):
         main((str(results), str(readme)), ledger_dir=str(tmp_path))
     assert results.read_text() == "<!-- table: squares -->\n<!-- /table -->\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["R.md", "README.md", "toy.jsonl"]
+
+
+def test_main_reads_each_ledger_once_for_every_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(catalog, "RESULTS_TABLES", TABLES)
+    append(tmp_path / "toy.jsonl", _row(3))
+    reads = []
+    monkeypatch.setattr(results_tables, "read", lambda path: reads.append(path) or ledger.read(path))
+    files = [tmp_path / name for name in ("R.md", "README.md")]
+    for path in files:
+        path.write_text("<!-- table: squares -->\n<!-- /table -->\nso far <!-- table: count --><!-- /table -->\n")
+    main(tuple(map(str, files)), ledger_dir=str(tmp_path))
+    assert reads == [tmp_path / "toy.jsonl"]
+    assert all("1 runs, seeds 3" in path.read_text() and "| 3 |" in path.read_text() for path in files)
 
 
 def test_only_the_named_tables_are_rewritten(tmp_path):
@@ -111,7 +124,17 @@ SLOW_TABLES = {  # minutes of permutation tests
 MARKED_FILES = inspect.signature(main).parameters["files"].default  # what `iclr17 results` rewrites
 
 
-def _committed_tables_match(names) -> None:
+def _marked_names() -> set[str]:
+    """The table names marked in the files `iclr17 results` rewrites."""
+    return {
+        name
+        for path in MARKED_FILES
+        for name in re.findall(r"<!-- table: ([\w.-]+) -->", (REPO_ROOT / path).read_text())
+    }
+
+
+def _committed_tables_match(names: set[str]) -> None:
+    assert names <= _marked_names(), f"not marked in {MARKED_FILES}: {sorted(names - _marked_names())}"
     for path in MARKED_FILES:
         text = (REPO_ROOT / path).read_text()
         fresh = regenerate(text, RESULTS_TABLES, REPO_ROOT / "results" / "ledgers", source=path, only=names)
@@ -125,12 +148,7 @@ def test_every_committed_table_is_marked_and_matches_its_ledger():
     text = (REPO_ROOT / "RESULTS.md").read_text()
     outside = re.sub(r"<!-- table: [\w.-]+ -->\n.*?<!-- /table -->", "", text, flags=re.S)
     assert not re.search(r"^\|.*\|\s*$", outside, re.M), "a table in RESULTS.md that no ledger regenerates"
-    marked = {
-        name
-        for path in MARKED_FILES
-        for name in re.findall(r"<!-- table: ([\w.-]+) -->", (REPO_ROOT / path).read_text())
-    }
-    assert marked == set(RESULTS_TABLES)
+    assert _marked_names() == set(RESULTS_TABLES)
     _committed_tables_match(set(RESULTS_TABLES) - SLOW_TABLES)
 
 
