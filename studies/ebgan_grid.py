@@ -329,6 +329,19 @@ def budget_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def reduced_summary(rows: list[dict[str, Any]]) -> str:
+    """:func:`budget_table`'s longest budget in one line, for a sentence or a table cell: median I' (runs with
+    I' > 1 of the group's runs) per group, finished runs only."""
+    stats = [s for s in summaries(rows) if s["status"] == "finished"]
+    if not stats:
+        return "(no finished runs)"
+    pts = {s["group"][1] for s in stats if s["group"][0] == "ebgan"}
+    longest = stats[-1]["budget"]  # summaries() orders by budget
+    groups = [f"{group_label(s['group'], pts)} {s['median']:.2f} ({s['above_one']} of {s['runs']})"
+              for s in stats if s["budget"] == longest]  # fmt: skip
+    return f"{budget_cell(stats[-1], scored=True)}, median I' (runs with I' > 1): {', '.join(groups)}"
+
+
 def architecture(params: dict[str, Any]) -> str:
     """``nG_nD_sG_sD`` (``_dropout`` when D has dropout), plus the optimizers and lr of a GAN run."""
     name = f"{params['n_layer_g']}_{params['n_layer_d']}_{params['size_g']}_{params['size_d']}"
@@ -544,6 +557,7 @@ def histogram_figure(rows: list[dict[str, Any]], path: Path) -> None:
 
 RESULTS_TABLES = {
     "ebgan-grid-reduced": ("ebgan_grid_reduced", budget_table),
+    "ebgan-grid-reduced-summary": ("ebgan_grid_reduced", reduced_summary),
     "ebgan-grid-subset": ("ebgan_grid_subset", fig2_table),
     "ebgan-grid-subset-runs": ("ebgan_grid_subset", subset_runs_table),
     "ebgan-grid-subset-summary": ("ebgan_grid_subset", subset_summary),

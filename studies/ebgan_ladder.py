@@ -20,7 +20,7 @@ from typing import Any
 from iclr17.studies.fit_study import FitStudy
 from iclr17.studies.ledger import current_runs
 from iclr17.studies.runner import Run
-from iclr17.studies.seed_tables import mean_std_text, not_shown_lines
+from iclr17.studies.seed_tables import counted, mean_std_text, not_shown_lines
 
 ERROR = "test/error"
 MODEL_NAMES = {"ln": "LN", "ebgan_ln": "EBGAN-LN"}
@@ -87,10 +87,7 @@ def table2(rows: list[dict[str, Any]]) -> str:
     """Per label count and model: the finished seeds' final test errors, their mean +- std beside the paper's
     (15 seeds), and per label count the paired difference EBGAN-LN - LN over the seeds both finished (same labelled
     subset). Capped and failed runs are counted apart, never shown as full."""
-    finished: dict[tuple[int, str, str], dict[int, float]] = {}
-    for row in current_runs(rows):
-        if row["status"] == "finished":
-            finished.setdefault(_point(row["params"]), {})[row["seed"]] = row["metrics"][ERROR]
+    finished = _finished_errors(rows)
     if not finished:
         return "(no finished runs)"
     lines = [
@@ -98,26 +95,81 @@ def table2(rows: list[dict[str, Any]]) -> str:
         "| EBGAN-LN - LN, paired by seed |",
         "|---|---|---|---|---|---|---|",
     ]
-    for labels, model, rest in sorted(finished, key=lambda p: (p[0], p[2], list(MODEL_NAMES).index(p[1]))):
+    for labels, model, rest in sorted(finished, key=_table_order):
         errors = finished[(labels, model, rest)]
         per_seed = ", ".join(f"{errors[s]:.2f} (seed {s})" for s in sorted(errors))
         paper = PAPER_TABLE2[model].get(labels)
-        paired = ""
-        if model == "ebgan_ln":
-            ln = finished.get((labels, "ln", rest), {})
-            differences = [errors[s] - ln[s] for s in sorted(set(errors) & set(ln))]
-            seeds = f"{len(differences)} seed" + ("s" if len(differences) > 1 else "")
-            paired = f"{mean_std_text(differences)} ({seeds})" if differences else ""
-        name = MODEL_NAMES[model] + (f" ({rest})" if rest else "")
-        cells = [str(labels), name, str(len(errors)), per_seed, mean_std_text(list(errors.values())),
+        paired = _paired_text(finished, (labels, model, rest)) if model == "ebgan_ln" else ""
+        ours = mean_std_text(list(errors.values()))
+        cells = [str(labels), _model_name(model, rest), str(len(errors)), per_seed, ours,
                  f"{paper[0]:.2f} +- {paper[1]:.2f}" if paper else "", paired]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
-    counts = Counter(
+    return "\n".join(lines + not_shown_lines(_not_full(rows)))
+
+
+def table2_summary(rows: list[dict[str, Any]]) -> str:
+    """:func:`table2` in one line, for a sentence or a table cell: per label count and model the test error's
+    mean +- std over the finished seeds, each seed's and the paper's; EBGAN-LN - LN paired by seed; the runs that
+    are not full counted apart."""
+    finished = _finished_errors(rows)
+    if not finished:
+        return "(no finished runs)"
+    parts = []
+    for point in sorted(finished, key=_table_order):
+        labels, model, rest = point
+        errors = finished[point]
+        seeds = ", ".join(str(s) for s in sorted(errors))
+        each = ", ".join(f"{errors[s]:.2f}" for s in sorted(errors))
+        paper = PAPER_TABLE2[model].get(labels)
+        paper_text = f"; paper, 15 seeds: {paper[0]:.2f} +- {paper[1]:.2f}" if paper else ""
+        text = f"{labels} labels, {_model_name(model, rest)} {mean_std_text(list(errors.values()))}% test error "
+        text += f"(seed{'s' if len(errors) > 1 else ''} {seeds}: {each}{paper_text})"
+        if model == "ebgan_ln" and (paired := _paired_text(finished, point)):
+            text += f", EBGAN-LN - LN {paired}"
+        parts.append(text)
+    if not_full := _not_full(rows):
+        parts.append(f"not shown (not full runs): {counted(not_full)}")
+    return "; ".join(parts)
+
+
+def _finished_errors(rows: list[dict[str, Any]]) -> dict[tuple[int, str, str], dict[int, float]]:
+    """(labels, model, other params) -> seed -> test error %, over the finished runs."""
+    finished: dict[tuple[int, str, str], dict[int, float]] = {}
+    for row in current_runs(rows):
+        if row["status"] == "finished":
+            finished.setdefault(_point(row["params"]), {})[row["seed"]] = row["metrics"][ERROR]
+    return finished
+
+
+def _table_order(point: tuple[int, str, str]) -> tuple:
+    labels, model, rest = point
+    return labels, rest, list(MODEL_NAMES).index(model)
+
+
+def _model_name(model: str, rest: str) -> str:
+    return MODEL_NAMES[model] + (f" ({rest})" if rest else "")
+
+
+def _paired_text(finished: dict[tuple[int, str, str], dict[int, float]], point: tuple[int, str, str]) -> str:
+    """EBGAN-LN - LN over the seeds both finished at ``point``'s label count and params: ``0.32 +- 0.09 (3 seeds)``,
+    or empty when none."""
+    labels, _, rest = point
+    errors, ln = finished[point], finished.get((labels, "ln", rest), {})
+    differences = [errors[s] - ln[s] for s in sorted(set(errors) & set(ln))]
+    seeds = f"{len(differences)} seed" + ("s" if len(differences) > 1 else "")
+    return f"{mean_std_text(differences)} ({seeds})" if differences else ""
+
+
+def _not_full(rows: list[dict[str, Any]]) -> Counter:
+    """``<model> <labels> labels <status>`` -> runs, for the runs that did not finish (capped, failed)."""
+    return Counter(
         f"{MODEL_NAMES[r['params']['model']]} {r['params']['labels']} labels {r['status']}"
         for r in current_runs(rows)
         if r["status"] != "finished"
     )
-    return "\n".join(lines + not_shown_lines(counts))
 
 
-RESULTS_TABLES = {"ebgan-ln-table2": ("ebgan_ln", table2)}
+RESULTS_TABLES = {
+    "ebgan-ln-table2": ("ebgan_ln", table2),
+    "ebgan-ln-table2-summary": ("ebgan_ln", table2_summary),
+}

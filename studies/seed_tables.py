@@ -107,9 +107,12 @@ def mean_std_text(values: list[float], digits: int = 2) -> str:
 
 def not_shown_lines(counts: Mapping[str, int]) -> list[str]:
     """The note under a table that counts its runs that are not full (capped, failed) by label; none if none."""
-    if not counts:
-        return []
-    return ["", "Not shown (not full runs): " + ", ".join(f"{k} x {v}" for k, v in sorted(counts.items())) + "."]
+    return ["", f"Not shown (not full runs): {counted(counts)}."] if counts else []
+
+
+def counted(counts: Mapping[str, int]) -> str:
+    """``a capped x 1, b failed x 2``: counts by label, in label order."""
+    return ", ".join(f"{k} x {v}" for k, v in sorted(counts.items()))
 
 
 def error_percent(row: dict[str, Any]) -> float:

@@ -84,6 +84,19 @@ def test_budget_table_medians_and_counts_by_hand():
     assert budget_table(rows[:-1]).splitlines()[-1].endswith("| 0.25 / 0 of 2 |")
 
 
+def test_the_reduced_summary_is_the_longest_budgets_finished_runs_in_one_line():
+    ebgan, pt, gan = [0.5, 2.0, 3.5], [1.0, 4.0], [0.1, 0.7, 1.5, 0.2]
+    rows = [row("ebgan", v, seed=i, budget=EPOCH) for i, v in enumerate(ebgan)]
+    rows += [row("ebgan", v, pt=0.1, seed=10 + i, budget=EPOCH) for i, v in enumerate(pt)]
+    rows += [row("gan", v, seed=i, budget=EPOCH) for i, v in enumerate(gan)]
+    rows += [row("gan", 9.0, seed=7, budget=EPOCH, status="capped"), row("ebgan", 0.1, seed=9)]  # neither counted
+    expected = [f"{name} {np.median(v):.2f} ({sum(x > 1 for x in v)} of {len(v)})"
+                for name, v in (("EBGAN", ebgan), ("EBGAN-PT", pt), ("GAN", gan))]  # fmt: skip
+    summary = ebgan_grid_module.reduced_summary(rows)
+    assert summary == "1 epoch (10,000 scored samples), median I' (runs with I' > 1): " + ", ".join(expected)
+    assert "\n" not in summary and ebgan_grid_module.reduced_summary(rows[-2:-1]) == "(no finished runs)"
+
+
 def test_capped_runs_are_labelled_and_pt_weights_named_when_several():
     rows = [row("ebgan", 2.0, pt=0.1), row("ebgan", 3.0, pt=0.5, seed=1), row("gan", 0.5, status="capped")]
     assert budget_table(rows).splitlines() == [

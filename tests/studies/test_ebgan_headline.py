@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iclr17.studies.ebgan_headline import EbganHeadlineStudy, curves_figure, headline_table
+from iclr17.studies.ebgan_headline import EbganHeadlineStudy, curves_figure, headline_summary, headline_table
 from iclr17.studies.fit_study import epoch_history
 from iclr17.studies.ledger import read
 from iclr17.studies.runner import record_run
@@ -60,6 +60,19 @@ def test_the_table_on_hand_written_rows():
     variant = _row("mnist_ebgan", 0, [1.0], 1.0) | {"params": {"config": "mnist_ebgan", "variant": "init_0.02",
                                                                "trainer.max_epochs": 4}}  # fmt: skip
     assert headline_table([variant]).splitlines()[2].startswith("| mnist_ebgan, init_0.02, 4 | 1 | 1 | 1.00 |")
+
+
+def test_the_summary_gives_each_configs_final_scores_in_one_line():
+    ebgan = [7.5, 6.25, 5.5]
+    rows = [_row("mnist_ebgan", s, [1.0, 2.0, 3.0], v) for s, v in zip((2, 0, 1), ebgan, strict=True)]
+    rows += [_row("mnist_gan", 4, [3.0, 3.5], 4.0), _row("mnist_gan", 5, [3.0], 3.0, status="capped")]
+    by_seed = [ebgan[1], ebgan[2], ebgan[0]]  # seeds 0, 1, 2
+    assert headline_summary(rows) == (
+        f"mnist_ebgan {np.mean(ebgan):.2f} +- {np.std(ebgan, ddof=1):.2f} (3 epochs, seeds 0, 1, 2: "
+        + ", ".join(f"{v:.2f}" for v in by_seed) + "); mnist_gan 4.00 (2 epochs, seed 4: 4.00); "
+        "not shown (not full runs): mnist_gan capped x 1"
+    )  # fmt: skip
+    assert headline_summary(rows[-1:]) == "(no finished runs)"
 
 
 def test_the_curves_figure_draws_every_finished_run(tmp_path):

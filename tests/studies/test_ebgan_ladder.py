@@ -4,7 +4,7 @@ layout from ledger rows alone, a tiny run through the runner."""
 import numpy as np
 import pytest
 
-from iclr17.studies.ebgan_ladder import PAPER_TABLE2, EbganLadderStudy, table2
+from iclr17.studies.ebgan_ladder import PAPER_TABLE2, EbganLadderStudy, table2, table2_summary
 from iclr17.studies.ledger import read
 from iclr17.studies.runner import record_run
 from tests.studies.study_configs import shipped_study
@@ -42,6 +42,23 @@ def test_the_table_on_hand_written_rows():
     assert lines[-1] == "Not shown (not full runs): EBGAN-LN 100 labels capped x 1."
     assert table2([]) == "(no finished runs)"
     assert table2([_row("ln", 100, 1, 1.0, variant="split")]).splitlines()[2].startswith("| 100 | LN (variant split) |")
+
+
+def test_the_summary_gives_table_2_in_one_line():
+    ln, ebgan = [1.5, 1.25, 1.75], [1.0, 1.5]
+    rows = [_row("ln", 100, s, e) for s, e in zip((1, 2, 3), ln, strict=True)]
+    rows += [_row("ebgan_ln", 100, s, e) for s, e in zip((2, 1), ebgan, strict=True)]
+    rows += [_row("ebgan_ln", 100, 3, 9.0, status="capped"), _row("ln", 1000, 1, 1.1)]
+    paired = [1.5 - 1.5, 1.0 - 1.25]  # seeds 1 and 2
+    assert table2_summary(rows) == (
+        f"100 labels, LN {np.mean(ln):.2f} +- {np.std(ln, ddof=1):.2f}% test error (seeds 1, 2, 3: 1.50, 1.25, "
+        "1.75; paper, 15 seeds: 1.36 +- 0.21); 100 labels, EBGAN-LN "
+        f"{np.mean(ebgan):.2f} +- {np.std(ebgan, ddof=1):.2f}% test error (seeds 1, 2: 1.50, 1.00; paper, 15 seeds: "
+        f"1.04 +- 0.12), EBGAN-LN - LN {np.mean(paired):.2f} +- {np.std(paired, ddof=1):.2f} (2 seeds); "
+        "1000 labels, LN 1.10% test error (seed 1: 1.10; paper, 15 seeds: 1.04 +- 0.06); "
+        "not shown (not full runs): EBGAN-LN 100 labels capped x 1"
+    )
+    assert table2_summary([]) == "(no finished runs)"
 
 
 def test_the_paper_numbers_are_table_2s():
