@@ -288,12 +288,7 @@ def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs:
     if not any(r["status"] != "failed" for r in rows):
         return "(no finished runs)"
     grid = _grid_rows(rows)
-    full: dict[tuple[str, Any], Rows] = {}  # (variant, Entropy-Adam's point) -> its full-length rows by seed
-    for row in sorted(current_runs(rows), key=lambda r: r["seed"]):
-        params = row["params"]
-        if params.get("phase") == "full":
-            point = (params["eta_prime"], params["lr"]) if params["variant"] == ENTROPY else None
-            full.setdefault((params["variant"], point), []).append(row)
+    full = _full_runs(rows)
     best, selected = selected_point(rows, eta_primes, lrs), True
     if best is not None:
         mark = "(selected)" if (ENTROPY, best) in full else "(selected; its full-length runs are still to come)"
@@ -341,4 +336,40 @@ def selected_markdown(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs:
     return "\n".join(lines)
 
 
-RESULTS_TABLES = {"entropy-sgd-char-lstm-selected": ("entropy_sgd_char_lstm_selected", selected_markdown)}
+def selected_summary(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs: Sequence[float] = LRS) -> str:
+    """:func:`selected_markdown`'s comparison in one line, for a sentence or a table cell: Entropy-Adam at the
+    study's selected point and Adam, each with its seeds, how far they ran, and the final validation and test loss
+    (nats per char, mean +- std over seeds); what is still missing said so."""
+    best = selected_point(rows, eta_primes, lrs)
+    if best is None:
+        return "(no selection yet: the step-size grid has not finished)"
+    full = _full_runs(rows)
+    parts = []
+    for key, name in (((ENTROPY, best), f"Entropy-Adam, L = {L}, selected on validation"), ((ADAM, None), "Adam")):
+        runs = full.get(key)
+        steps = _point({"eta_prime": best[0], "lr": best[1]}) if key[0] == ENTROPY else "lr 0.002"
+        if not runs:
+            parts.append(f"{name} ({steps}): no full-length runs yet")
+            continue
+        seeds = ", ".join(str(r["seed"]) for r in runs)
+        reached = ", ".join(dict.fromkeys(_reached(r) for r in runs))
+        val, test = (mean_std_text([r["metrics"][m] for r in runs], 3) for m in ("val/loss", "test/loss"))
+        parts.append(f"{name} ({steps}), seed{'s' if len(runs) > 1 else ''} {seeds}, {reached}: val {val}, test {test}")
+    return "; ".join(parts) + " (nats per char)"
+
+
+def _full_runs(rows: Rows) -> dict[tuple[str, Any], Rows]:
+    """(variant, Entropy-Adam's point or None) -> its full-length rows (failed ones never), by seed."""
+    full: dict[tuple[str, Any], Rows] = {}
+    for row in sorted(current_runs(rows), key=lambda r: r["seed"]):
+        params = row["params"]
+        if params.get("phase") == "full":
+            point = (params["eta_prime"], params["lr"]) if params["variant"] == ENTROPY else None
+            full.setdefault((params["variant"], point), []).append(row)
+    return full
+
+
+RESULTS_TABLES = {
+    "entropy-sgd-char-lstm-selected": ("entropy_sgd_char_lstm_selected", selected_markdown),
+    "entropy-sgd-char-lstm-selected-summary": ("entropy_sgd_char_lstm_selected", selected_summary),
+}

@@ -25,6 +25,7 @@ from iclr17.studies.char_lstm_selection import (
     select,
     selected_markdown,
     selected_point,
+    selected_summary,
 )
 from iclr17.studies.ledger import append, read
 from iclr17.studies.runner import Outcome, Run
@@ -265,6 +266,24 @@ def test_the_table_on_hand_written_rows():
     # one seed of a variant: its value alone, no "+- 0.000" it does not have
     one_seed = [r for r in TABLE_ROWS if r["params"].get("phase") == "grid" or r["seed"] == 2]
     assert "| 1.340 | 1.360 | 3.90 | 1.96 |" in selected_markdown(one_seed, *TABLE_AXES).splitlines()[9]
+
+
+def test_the_summary_is_the_full_length_comparison_in_one_line():
+    def spread(values):
+        return f"{np.mean(values):.3f} +- {np.std(values, ddof=1):.3f}"
+
+    assert selected_summary(TABLE_ROWS, *TABLE_AXES) == (
+        f"Entropy-Adam, L = 5, selected on validation (eta' 0.002, lr 0.005), seeds 1, 2, 30 passes = 25 effective "
+        f"epochs (x L): val {spread([1.30, 1.34])}, test {spread([1.32, 1.36])}; Adam (lr 0.002), seeds 1, 2, "
+        f"28 epochs, capped (3.5-min cap), 50 epochs: val {spread([1.38, 1.40])}, test {spread([1.39, 1.41])} "
+        "(nats per char)"
+    )
+    assert selected_summary(TABLE_ROWS) == "(no selection yet: the step-size grid has not finished)"
+    grid_only = [r for r in TABLE_ROWS if r["params"]["phase"] == "grid"]
+    assert selected_summary(grid_only, *TABLE_AXES) == (
+        "Entropy-Adam, L = 5, selected on validation (eta' 0.002, lr 0.005): no full-length runs yet; "
+        "Adam (lr 0.002): no full-length runs yet (nats per char)"
+    )
 
 
 def test_a_grown_grid_selects_again_and_labels_the_full_runs_of_the_earlier_selection():

@@ -18,6 +18,7 @@ from iclr17.studies.seed_tables import (
     mnistfc_adam_markdown,
     table1_markdown,
     time_cap,
+    variant_summary,
 )
 from tests.conftest import REPO_ROOT
 from tests.studies.study_configs import shipped_study
@@ -118,6 +119,26 @@ def test_table_1_shows_each_evaluation_of_one_fit_as_its_own_row():
     ]
 
 
+def test_a_variants_summary_is_its_table_1_row_in_one_line():
+    capped = "iclr17 fit --trainer.max_time=00:00:03:30"
+    rows = [
+        _row("mnistfc_adam", 2, {"test/acc": 0.9870}),
+        _row("mnistfc_adam", 1, {"test/acc": 0.9860}, "capped", command=capped),
+        _row("mnistfc_adam", 3, {"test/acc": 0.9000}, "failed"),
+        _row("lenet_adam", 4, {"test/acc": 0.9950}),
+    ]  # fmt: skip
+    spread = f"{np.mean([1.4, 1.3]):.2f} +- {np.std([1.4, 1.3], ddof=1):.2f}%"
+    assert variant_summary(rows, "mnistfc_adam") == f"{spread} (2 seeds, 1 capped: 3.5-min cap)"
+    assert variant_summary(rows, "lenet_adam") == "0.50% (seed 4)"
+    assert variant_summary(rows[1:2], "mnistfc_adam") == "1.40% (seed 1, capped: 3.5-min cap)"
+    assert variant_summary(rows, "lenet_entropy_v5") == "(no runs of lenet_entropy_v5)"
+    evaluated = _row("lenet_lua_adam", 1, {"evaluations": {"bn_test": {"test/acc": 0.9940}}})
+    assert variant_summary([evaluated], "lenet_lua_adam_bn_test") == "0.60% (seed 1)"
+    for variant in seed_tables.SUMMARISED_VARIANTS:
+        _, renderer = seed_tables.RESULTS_TABLES[f"entropy-sgd-mnist.{variant}"]
+        assert renderer(rows) == variant_summary(rows, variant)
+
+
 def test_the_char_lstm_table_on_hand_written_rows():
     cap = "x --trainer.max_time=00:00:03:30"
     metrics = {"test/loss": 1.3874, "test/ppl": 4.0047, "test/bits_per_char": 2.0017, "epochs": 28}
@@ -210,4 +231,5 @@ def test_every_results_table_is_named_for_its_marker_and_renders_its_ledger(modu
     for name, (stem, renderer) in module.RESULTS_TABLES.items():
         assert re.fullmatch(r"[\w.-]+", name), name  # iclr17.studies.results_tables' <!-- table: NAME --> marker
         rows = read(LEDGERS / f"{stem}.jsonl")
-        assert rows and renderer(rows).count("\n") >= 2
+        text = renderer(rows)  # a table, or an inline summary's one line; never "(no ...)" on the committed ledger
+        assert rows and (text.count("\n") >= 2 or ("\n" not in text and not text.startswith("("))), (name, text)
