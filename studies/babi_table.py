@@ -252,7 +252,40 @@ def babi_markdown(rows: Rows) -> str:
     return "\n".join(lines)
 
 
+# The bAbI studies by schedule, longest first: each task's number comes from the first that ran it.
+SCHEDULES = {"entnet_babi10k": "the paper's 200-epoch schedule", "entnet_babi10k_5min": "5-minute runs"}
+
+
+def best_schedule_summary(rows: Rows) -> str:
+    """Every task at its longest schedule so far, in one line for a sentence or a table cell: rows of the studies
+    of :data:`SCHEDULES` (by their ``study``), each task's selected run (:func:`best_by_validation`) from the first
+    schedule that has the task; how many tasks from each, then the mean test error over the tasks and the failed
+    ones (> 5%) beside the paper's on the same tasks."""
+    by_study: dict[str, Rows] = {}
+    for row in rows:
+        by_study.setdefault(row["study"], []).append(row)
+    unknown = sorted(set(by_study) - set(SCHEDULES))
+    if unknown:
+        raise ValueError(f"rows of studies {unknown}: not bAbI schedules {list(SCHEDULES)}")
+    errors: dict[int, float] = {}
+    counts = []
+    for study, label in SCHEDULES.items():
+        summaries = task_summaries(by_study.get(study, []))
+        new = {task: 100 * s["best"]["metrics"]["test/error"] for task, s in summaries.items() if task not in errors}
+        errors |= new
+        counts += [f"{len(new)} from {label}"] if new else []
+    if not errors:
+        return "(no runs)"
+    paper = {task: PAPER_TABLE2_ENTNET[task] for task in errors if task in PAPER_TABLE2_ENTNET}
+    return (
+        f"{len(errors)} tasks ({', '.join(counts)}), each the run selected by validation: mean test error "
+        f"{statistics.mean(errors.values()):.2f}%, failed (> 5%) {_failed(errors, 100 * FAILED)}; paper on the same "
+        f"tasks: mean {statistics.mean(paper.values()):.2f}%, failed {_failed(paper, 100 * FAILED)}"
+    )
+
+
 RESULTS_TABLES = {
     "entnet-babi10k-paper-schedule": ("entnet_babi10k", babi_markdown),
     "entnet-babi10k-5min": ("entnet_babi10k_5min", babi_markdown),
+    "entnet-babi10k-best-schedule-summary": (tuple(SCHEDULES), best_schedule_summary),
 }

@@ -36,7 +36,7 @@ STUDIES: dict[str, type[Study]] = {
 }
 
 Renderer = Callable[[list[dict[str, Any]]], str]
-RESULTS_TABLES: dict[str, tuple[str, Renderer]] = {
+RESULTS_TABLES: dict[str, tuple[str | tuple[str, ...], Renderer]] = {  # name -> ledger stem(s), renderer
     **babi_table.RESULTS_TABLES,
     **world_model.RESULTS_TABLES,
     **seed_tables.RESULTS_TABLES,

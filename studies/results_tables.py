@@ -2,10 +2,11 @@
 is stale).
 
 A table sits between ``<!-- table: NAME -->`` and ``<!-- /table -->``; NAME is a key of
-``iclr17.studies.catalog.RESULTS_TABLES``, which names the ledger the table is drawn from and its renderer (a pure
-function of the ledger's rows). A block table has its markers on lines of their own; an inline one (a summary in a
-sentence or a table cell) has both markers and its one-line text on one line. Everything outside the markers is
-hand-written prose and is left as it is.
+``iclr17.studies.catalog.RESULTS_TABLES``, which names the ledger the table is drawn from (or several, whose rows it
+gets one ledger after the other; each row names its ``study``) and its renderer (a pure function of the rows). A
+block table has its markers on lines of their own; an inline one (a summary in a sentence or a table cell) has both
+markers and its one-line text on one line. Everything outside the markers is hand-written prose and is left as it
+is.
 """
 
 from __future__ import annotations
@@ -59,10 +60,13 @@ def regenerate(
         if only is not None and match.group("name") not in only:
             return match.group(0)
         name = match.group("name")
-        stem, renderer = tables[name]
-        if stem not in ledgers:
-            ledgers[stem] = read(Path(ledger_dir) / f"{stem}.jsonl")
-        body = renderer(ledgers[stem]).rstrip("\n")
+        stems, renderer = tables[name]
+        rows = []
+        for stem in (stems,) if isinstance(stems, str) else stems:
+            if stem not in ledgers:
+                ledgers[stem] = read(Path(ledger_dir) / f"{stem}.jsonl")
+            rows += ledgers[stem]
+        body = renderer(rows).rstrip("\n")
         if match.group("body").startswith("\n"):
             return f"{match.group('open')}\n{body}\n{match.group('close')}"
         if "\n" in body:

@@ -19,6 +19,7 @@ from iclr17.studies.babi_table import (
     authors_schedule,
     babi_markdown,
     best_by_validation,
+    best_schedule_summary,
     epoch_budget,
     stopped_by,
     task_summaries,
@@ -185,6 +186,29 @@ def test_the_table_on_hand_written_rows():
     assert lines[4] == "| mean (2 tasks) | 4.00 | 6.50 | | | | | 0.05 |"
     assert lines[5] == "| failed (> 5%) | 1 (2) | 1 (2) | | | | | 0 |"
     assert len(lines) == 6
+
+
+def test_the_best_schedule_summary_takes_each_task_from_its_longest_schedule():
+    def at(study, *args, **kwargs):
+        return _row(*args, **kwargs) | {"study": study}
+
+    long, short = "entnet_babi10k", "entnet_babi10k_5min"
+    rows = [
+        at(short, 2, 1, 0.20, 0.30), at(short, 5, 1, 0.01, 0.02), at(short, 16, 1, 0.5, 0.55),
+        at(long, 2, 1, 0.02, 0.04), at(long, 2, 2, 0.01, 0.08, status="capped"),  # seed 2 selected by validation
+        at(long, 16, 1, 0.4, 0.45), at(long, 16, 2, 0.0, 0.0, status="failed"),  # failed: never selected
+    ]  # fmt: skip
+    errors = {2: 8.0, 16: 45.0, 5: 2.0}  # tasks 2 and 16 from the long schedule, 5 from the short one
+    paper = [PAPER_TABLE2_ENTNET[t] for t in errors]
+    assert best_schedule_summary(rows) == (
+        "3 tasks (2 from the paper's 200-epoch schedule, 1 from 5-minute runs), each the run selected by validation: "
+        f"mean test error {np.mean(list(errors.values())):.2f}%, failed (> 5%) 2 (2, 16); paper on the same tasks: "
+        f"mean {np.mean(paper):.2f}%, failed 0"
+    )
+    assert best_schedule_summary(rows[:3]).startswith("3 tasks (3 from 5-minute runs), each")
+    assert best_schedule_summary([]) == "(no runs)"
+    with pytest.raises(ValueError, match=r"rows of studies \['entnet_babi'\]: not bAbI schedules"):
+        best_schedule_summary([_row(1, 1, 0.0, 0.0)])
 
 
 def test_the_paper_column_is_the_papers_table_2():

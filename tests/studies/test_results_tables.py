@@ -108,6 +108,20 @@ def test_main_reads_each_ledger_once_for_every_file(tmp_path, monkeypatch):
     assert all("1 runs, seeds 3" in path.read_text() and "| 3 |" in path.read_text() for path in files)
 
 
+def test_a_table_of_several_ledgers_gets_their_rows_one_ledger_after_the_other(tmp_path, monkeypatch):
+    append(tmp_path / "toy.jsonl", _row(3))
+    append(tmp_path / "more.jsonl", _row(5))
+    append(tmp_path / "more.jsonl", _row(6))
+    tables = TABLES | {"both": (("more", "toy"), TABLES["count"][1])}
+    reads = []
+    monkeypatch.setattr(results_tables, "read", lambda path: reads.append(path.name) or ledger.read(path))
+    text = "<!-- table: both --><!-- /table --> and <!-- table: count --><!-- /table -->\n"
+    fresh = regenerate(text, tables, tmp_path)
+    assert fresh == "<!-- table: both -->3 runs, seeds 5+6+3<!-- /table --> and <!-- table: count -->1 runs, seeds 3" \
+        "<!-- /table -->\n"  # fmt: skip
+    assert reads == ["more.jsonl", "toy.jsonl"]  # each once
+
+
 def test_only_the_named_tables_are_rewritten(tmp_path):
     append(tmp_path / "toy.jsonl", _row(3))
     text = "<!-- table: squares -->\n| stale |\n<!-- /table -->\n"
