@@ -16,6 +16,7 @@ over the lr x max_step grid at one story length.
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 from iclr17.studies.fit_study import FitStudy
@@ -169,10 +170,7 @@ def selected_markdown(rows: Rows) -> str:
     validation error over the whole learning-rate x initialisation grid (ties: lower lr, then lower seed), its test
     error at each test length, and beside it the mean +- sample std of the test error over the initialisations of
     the selected learning rate; then the paper's rows. Capped and failed runs take no part in the selection."""
-    grids: dict[tuple, Rows] = {}
-    for (variant, mask, max_step, _, status), runs in _groups(rows).items():
-        if status == "finished":
-            grids.setdefault((variant, mask, max_step), []).extend(runs)
+    grids = _finished_grids(rows)
     lengths = sorted({t for runs in grids.values() for t in tested_lengths(runs[0])}
                      | {t for errors in PAPER_TABLE1.values() for t in errors})  # fmt: skip
     head = ["training lengths", "story mask", "max_step", "finished runs (Adam lr: seeds)", "selected lr, seed",
@@ -180,7 +178,7 @@ def selected_markdown(rows: Rows) -> str:
             "mean test error at the selected lr (runs)"]  # fmt: skip
     lines = header(head)
     for (variant, mask, max_step), runs in grids.items():
-        best = min(runs, key=lambda r: (r["metrics"]["val/error"], r["params"]["lr"], r["seed"]))
+        best = _selected(runs)
         by_lr: dict[float, list[int]] = {}
         for run in sorted(runs, key=lambda r: (r["params"]["lr"], r["seed"])):
             by_lr.setdefault(run["params"]["lr"], []).append(run["seed"])
@@ -199,6 +197,38 @@ def selected_markdown(rows: Rows) -> str:
                  *(f"{errors[t]:g}" if t in errors else "" for t in lengths), ""]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def selected_summary(rows: Rows, mask: str) -> str:
+    """:func:`selected_markdown`'s runs with one story mask in one line, for a sentence or a table cell: per max_step,
+    each training length's selected run's test error (over all its test lengths) and how many finished runs it was
+    selected from: ``max_step 5: T = 10 0.252 (9 runs), T = 20 0.002 (9 runs); max_step 1: ...``."""
+    if mask not in STORY_MASKS:
+        raise ValueError(f"mask: one of {list(STORY_MASKS)}, got {mask!r}")
+    by_step: dict[int, list[str]] = {}
+    for (variant, grid_mask, max_step), runs in _finished_grids(rows).items():
+        if grid_mask == mask:
+            error = _selected(runs)["metrics"]["test/error"]
+            count = f"{len(runs)} run{'s' if len(runs) > 1 else ''}"
+            by_step.setdefault(max_step, []).append(f"{LABELS.get(variant, variant)} {error:.3f} ({count})")
+    if not by_step:
+        return f"(no finished runs with the {mask} story mask)"
+    return "; ".join(f"max_step {step}: {', '.join(parts)}" for step, parts in by_step.items())
+
+
+def _finished_grids(rows: Rows) -> dict[tuple, Rows]:
+    """The finished runs of each (variant, story mask, max_step): a learning-rate x initialisation grid, in the
+    order of :func:`_groups`."""
+    grids: dict[tuple, Rows] = {}
+    for (variant, mask, max_step, _, status), runs in _groups(rows).items():
+        if status == "finished":
+            grids.setdefault((variant, mask, max_step), []).extend(runs)
+    return grids
+
+
+def _selected(runs: Rows) -> dict[str, Any]:
+    """The paper's protocol: the lowest final validation error (ties: lower lr, then lower seed)."""
+    return min(runs, key=lambda r: (r["metrics"]["val/error"], r["params"]["lr"], r["seed"]))
 
 
 def explore_markdown(rows: Rows, variant: str = "t10", metric: str = "val/error") -> str:
@@ -230,4 +260,6 @@ RESULTS_TABLES = {
     "entnet-world-model-selected": ("entnet_world_model", selected_markdown),
     "entnet-world-model": ("entnet_world_model", world_model_markdown),
     "entnet-world-model-t10-explore": ("entnet_world_model_t10_explore", explore_markdown),
+    "entnet-world-model-summary.authors-mask": ("entnet_world_model", partial(selected_summary, mask="N(0, 0.1)")),
+    "entnet-world-model-summary.ones-mask": ("entnet_world_model", partial(selected_summary, mask="ones")),
 }

@@ -14,6 +14,7 @@ from iclr17.studies.world_model import (
     errors_by_length,
     explore_markdown,
     selected_markdown,
+    selected_summary,
     variant_overrides,
     world_model_markdown,
 )
@@ -132,6 +133,27 @@ def test_the_selected_table_picks_by_validation_over_the_whole_grid():
     )
     assert lines[3] == "| T = 20 | N(0, 0.1) | 1 | 0.1: 4 | 0.1, 4 | 0.5000 |  | 0.600 |  |  |  |  |  |  | 0.600 (1) |"
     assert [line.split(" | ")[0] for line in lines[4:]] == ["| paper (EntNet)", "| paper, trained on T <= 20"]
+
+
+def test_the_summary_gives_each_masks_selected_runs_in_one_line():
+    ones = "7714a51bdadcd60a"  # a config of before issue 15: the ones mask
+    rows = [
+        _row("t10", 0.001, 5, 1, 0.05, {"test/error": 0.06}), _row("t10", 0.01, 5, 1, 0.02, {"test/error": 0.09}),
+        _row("t10", 0.1, 5, 2, 0.0, {"test/error": 0.0}, "capped", "x --trainer.max_time=00:00:14:00"),
+        _row("t20", 0.1, 1, 4, 0.5, {"test/error": 0.6}),
+        _row("t10", 0.001, 1, 4, 0.3, {"test/error": 0.25}),
+        _row("gen", 0.01, 5, 1, 0.3, {"test/error": 0.4} | {f"test/error_task{t}": t / 100 for t in GEN_TEST}),
+        _row("t10", 0.001, 5, 1, 0.1, {"test/error": 0.125}) | {"config_digest": ones},
+    ]  # fmt: skip
+    # max_step 5 first (Table 1's order), then training lengths; lr 0.01's run selected by validation (0.02)
+    assert selected_summary(rows, "N(0, 0.1)") == (
+        "max_step 5: T = 10 0.090 (2 runs), T <= 20 (2..20) 0.400 (1 run); max_step 1: T = 10 0.250 (1 run), "
+        "T = 20 0.600 (1 run)"
+    )
+    assert selected_summary(rows, "ones") == "max_step 5: T = 10 0.125 (1 run)"
+    assert selected_summary(rows[:4], "ones") == "(no finished runs with the ones story mask)"
+    with pytest.raises(ValueError, match=r"mask: one of \['N\(0, 0.1\)', 'ones'\], got 'zeros'"):
+        selected_summary(rows, "zeros")
 
 
 def test_the_exploration_table_on_hand_written_rows():
