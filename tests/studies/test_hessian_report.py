@@ -7,6 +7,7 @@ import pytest
 from iclr17.studies.hessian_report import (
     RESULTS_TABLES,
     HessianStudy,
+    near_zero_summary,
     saved_spectrum,
     spectra_figure,
     spectrum_table,
@@ -49,6 +50,23 @@ def test_spectrum_table_has_a_line_before_and_after_training_and_leaves_failed_r
         "| before training | 1.65 | -1.2 | 40.2% | 54.6% | 46.2% | 4 |",
         "| after training | 0.838 | -0.00064 | 73.2% | 92.8% | 0.2% | 1 |",
     ]
+
+
+def test_the_near_zero_summary_gives_each_run_by_size_in_one_line():
+    big, small = {WIDTHS: [2, 40, 40, 4]}, {WIDTHS: [2, 5, 5, 4]}
+    rows = [
+        _row(big, _snapshot(1.6, -1.0, 0.7, 0.7968, 0.47, 1.0), _snapshot(14.0, -0.02, 0.8, 0.98857, 0.02, 2.0, 1924)),
+        _row(small, _snapshot(1.0, -1.0, 0.5, 0.536, 0.37, 4.0), _snapshot(14.0, -0.004, 0.8, 0.855, 0.01, 1.0, 69)),
+        {"params": small, "seed": 1, "status": "failed", "config": "c.yaml", "metrics": {"error": "boom"}},
+    ]  # fmt: skip
+    assert near_zero_summary(rows) == (
+        "widths 2-5-5-4, 69 parameters: 85.5% (53.6% before), 1 outlier (4 classes); "
+        "widths 2-40-40-4, 1,924 parameters: 98.9% (79.7% before), 2 outliers (4 classes)"
+    )
+    one = _row({}, _snapshot(1.0, -1.0, 0.5, 0.5, 0.5, 3.0), _snapshot(0.5, -0.1, 0.5, 0.9278, 0.5, 1.0, 97))
+    del one["metrics"]["hessian/end"]["num_classes"]
+    assert near_zero_summary([one]) == "97 parameters: 92.8% (50.0% before), 1 outlier"
+    assert near_zero_summary(rows[2:]) == "(no runs with both spectra)"
 
 
 def test_sweep_table_orders_runs_by_size_labels_seeds_and_capped_runs():
