@@ -23,6 +23,7 @@ from iclr17.studies.babi_table import (
     epoch_budget,
     stopped_by,
     task_summaries,
+    task_summary,
 )
 from iclr17.studies.ledger import read
 from tests.conftest import REPO_ROOT
@@ -209,6 +210,20 @@ def test_the_best_schedule_summary_takes_each_task_from_its_longest_schedule():
     assert best_schedule_summary([]) == "(no runs)"
     with pytest.raises(ValueError, match=r"rows of studies \['entnet_babi'\]: not bAbI schedules"):
         best_schedule_summary([_row(1, 1, 0.0, 0.0)])
+
+
+def test_a_tasks_summary_is_its_selected_run_and_every_seed():
+    capped = "iclr17 fit --trainer.max_time=00:00:55:00"
+    rows = [
+        _row(2, 3, 0.010, 0.020, status="capped", command=capped), _row(2, 1, 0.030, 0.045),
+        _row(2, 2, 0.005, 0.013), _row(2, 4, 0.0, 0.0, status="failed"), _row(5, 1, 0.2, 0.25),
+    ]  # fmt: skip
+    # the lowest validation error among seeds 1-3 (the failed seed 4 is no run): seed 2
+    selected = "1.3% (seed 2 of 3, selected by validation; by seed 1, 2, 3: 4.5%, 1.3%, 2.0% capped)"
+    assert task_summary(rows, 2) == selected
+    assert task_summary(rows, 5) == "25.0% (seed 1, the one run)"
+    assert task_summary(rows[:1], 2) == "2.0% (seed 3, the one run, capped)"
+    assert task_summary(rows, 7) == "(no runs of task 7)"
 
 
 def test_the_paper_column_is_the_papers_table_2():
