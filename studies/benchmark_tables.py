@@ -290,6 +290,20 @@ def entropy_sgd_overhead_table(rows: Rows, device: str) -> str:
     return markdown(header, lines)
 
 
+def entropy_sgd_overhead_summary(rows: Rows) -> str:
+    """:func:`entropy_sgd_overhead_table` in one line, for a sentence or a table cell: per device, its latest
+    recorded run (the commit of its last row), each model's ratio of one outer step with Langevin noise to L + 1 SGD
+    steps: ``cuda, 681893e: mnistfc 1.051, LeNet-BN 1.045; cpu, db7e220: ...``."""
+    parts = []
+    for device in dict.fromkeys(r["params"]["device"] for r in shown(rows)):
+        of_device = shown(rows, device=device)
+        latest = commit_of(of_device[-1])
+        ratios = ", ".join(f"{labelled(r['params']['model'], r['metrics'])} {r['metrics']['noisy_ratio']:.3f}"
+                           for r in of_device if commit_of(r) == latest)  # fmt: skip
+        parts.append(f"{device}, {latest}: {ratios}")
+    return "; ".join(parts) or "(no runs)"
+
+
 # ---- benchmarks/halting_ensembles.py ------------------------------------------------------------------------------
 
 TARGET_SCOPE = {"spin-glass": " (at K = 256, N = 200)", "mlp": " (K = 64)"}  # the issue's targets, as the script's
@@ -326,5 +340,6 @@ RESULTS_TABLES: dict[str, tuple[str, Renderer]] = {
         "benchmarks_entropy_sgd_overhead",
         partial(entropy_sgd_overhead_table, device="cpu"),
     ),
+    "benchmark-entropy-sgd-overhead-summary": ("benchmarks_entropy_sgd_overhead", entropy_sgd_overhead_summary),
     "benchmark-halting-ensembles": ("benchmarks_halting_ensembles", halting_ensembles_table),
 }

@@ -15,6 +15,7 @@ from iclr17.studies.benchmark_tables import (
     entnet_first5_table,
     entnet_packed_table,
     entnet_throughput_table,
+    entropy_sgd_overhead_summary,
     entropy_sgd_overhead_table,
     halting_ensembles_table,
     hessian_before_products_table,
@@ -230,6 +231,24 @@ def test_entropy_sgd_table_keeps_one_device_and_names_each_models_size_once():
     assert entropy_sgd_overhead_table(rows, device="cpu").splitlines()[2:] == [
         "| abcdef1 | mnistfc | 210.8 ms | 37.5 ms | 1.088 | 34.3 ms | 0.996 |"
     ]
+
+
+def test_entropy_sgd_summary_gives_each_devices_latest_run_in_one_line():
+    def timed(ratio):
+        return {"plain_ms": 10.0, "noisy_ms": 10.0 * ratio, "noisy_ratio": ratio, "silent_ms": 10.0, "silent_ratio": 1}
+
+    old, new = "1" * 40, "2" * 40
+    rows = [
+        row({"model": "mnistfc", "L": 20, "device": "cuda"}, timed(1.2), commit=old),
+        row({"model": "mnistfc", "L": 20, "device": "cpu"}, timed(1.5), commit=old),
+        row({"model": "mnistfc", "L": 20, "device": "cuda"}, timed(1.04), commit=new),
+        row({"model": "LeNet-BN", "L": 20, "device": "cuda"}, timed(1.0456) | {"note": "BN"}, commit=new),
+        row({"model": "LeNet-BN", "L": 20, "device": "cuda"}, timed(9.0), commit=new, status="failed"),
+    ]
+    assert entropy_sgd_overhead_summary(rows) == (
+        "cuda, 2222222: mnistfc 1.040, LeNet-BN (BN) 1.046; cpu, 1111111: mnistfc 1.500"
+    )
+    assert entropy_sgd_overhead_summary(rows[-1:]) == "(no runs)"
 
 
 def test_halting_table_shows_each_command_and_each_systems_target_once():
