@@ -88,19 +88,22 @@ def entnet_throughput_table(rows: Rows) -> str:
     return markdown(header, lines)
 
 
-def _packed_runs(rows: Rows) -> dict[tuple[str, int], list[tuple[dict[str, Any], dict[str, Any]]]]:
-    """(packed memory's metrics, its peer's) of each run that measured both, by (commit, threads): the peer's row
-    is the next row of the same commit and threads whose memory is the padded peer."""
-    runs: dict[tuple[str, int], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+Metrics = dict[str, Any]
+
+
+def _packed_runs(rows: Rows) -> dict[tuple[str, int], list[tuple[Metrics, Metrics, Metrics | None]]]:
+    """(packed memory's metrics, its peer's, autograd's or None) of each run that measured the first two, by
+    (commit, threads): the peer's row is the next row of the same commit and threads whose memory is the padded
+    peer, autograd's the next such row whose memory is ``recorded``."""
+    runs: dict[tuple[str, int], list[tuple[Metrics, Metrics, Metrics | None]]] = {}
     for i, row in enumerate(rows):
         if row["status"] == "failed" or "speedup_vs_peer_task1" not in row["metrics"]:
             continue
         key = (commit_of(row), row["params"]["threads"])
-        peer = next(
-            r for r in rows[i + 1 :]
-            if r["params"]["memory"].startswith("fused padded") and (commit_of(r), r["params"]["threads"]) == key
-        )  # fmt: skip
-        runs.setdefault(key, []).append((row["metrics"], peer["metrics"]))
+        later = [r for r in rows[i + 1 :] if (commit_of(r), r["params"]["threads"]) == key and r["status"] != "failed"]
+        peer = next(r for r in later if r["params"]["memory"].startswith("fused padded"))
+        recorded = next((r for r in later if r["params"]["memory"] == "recorded"), None)
+        runs.setdefault(key, []).append((row["metrics"], peer["metrics"], recorded and recorded["metrics"]))
     return runs
 
 
@@ -112,7 +115,7 @@ def entnet_packed_table(rows: Rows) -> str:
     and by the real-sentence FLOP count (target: 30%)."""
     lines = []
     for (commit, threads), pairs in _packed_runs(rows).items():
-        ours, peers = [m for m, _ in pairs], [p for _, p in pairs]
+        ours, peers = [m for m, _, _ in pairs], [p for _, p, _ in pairs]
         lines.append([
             commit, str(threads), str(len(pairs)),
             f"{_median_and_runs(ours, 'questions_per_s', '.0f')} / {_median_and_runs(peers, 'questions_per_s', '.0f')}",
@@ -130,6 +133,36 @@ def entnet_packed_table(rows: Rows) -> str:
               "task 2: ms/step, packed / peer", "task 2 speedup", "share of ceiling (padded FLOPs), packed / peer",
               "share (real-sentence FLOPs), packed / peer", "C++ loops vs Python loops, task 1 / task 2"]  # fmt: skip
     return markdown(header, lines)
+
+
+def entnet_speed_summary(rows: Rows, threads: int = 2) -> str:
+    """The packed memory's latest runs at ``threads`` (the last commit of :func:`entnet_packed_table`'s) in one line,
+    for a sentence or a table cell: a training step's speed-up over autograd's (``recorded``) on tasks 1 and 2, the
+    range over the runs; over the fused memory before issue 15 (medians); its share of the matmul ceiling on task 2
+    counting the padding sentences and the stories' own (medians)."""
+    runs = {key: triples for key, triples in _packed_runs(rows).items() if key[1] == threads}
+    if not runs:
+        return f"(no packed-memory runs at {threads} threads)"
+    (commit, _), triples = list(runs.items())[-1]
+    autograd = [(ours, recorded) for ours, _, recorded in triples if recorded is not None]
+
+    def spread(values: list[float]) -> str:
+        low, high = f"{min(values):.1f}", f"{max(values):.1f}"
+        return f"{low}x" if low == high else f"{low}-{high}x"
+
+    def median(key: str, spec: str) -> str:
+        return format(statistics.median(m[key] for m, _, _ in triples), spec)
+
+    task1 = spread([o["questions_per_s"] / r["questions_per_s"] for o, r in autograd])
+    task2 = spread([r["task2_ms"] / o["task2_ms"] for o, r in autograd])
+    versus = f"a training step {task1} (task 1) and {task2} (task 2) faster than autograd's, " if autograd else ""
+    counted = f"{threads} thread{'s' if threads > 1 else ''}, {len(triples)} run{'s' if len(triples) > 1 else ''}"
+    return (
+        f"{commit}, {counted}: {versus}"
+        f"{median('speedup_vs_peer_task1', '.2f')}x / {median('speedup_vs_peer_task2', '.2f')}x faster than the fused "
+        f"memory before issue 15 (medians); on task 2 {median('share_padded', '.1f')}% of the matmul ceiling counting "
+        f"padding sentences, {median('share_unpadded', '.1f')}% counting only the stories' own"
+    )
 
 
 def _task1(m: dict[str, Any]) -> str:
@@ -328,6 +361,7 @@ RESULTS_TABLES: dict[str, tuple[str, Renderer]] = {
     "benchmark-lightning-overhead": ("benchmarks_lightning_overhead", lightning_overhead_table),
     "benchmark-entnet-throughput": ("benchmarks_entnet_throughput", entnet_throughput_table),
     "benchmark-entnet-throughput-packed": ("benchmarks_entnet_throughput", entnet_packed_table),
+    "benchmark-entnet-speed-summary": ("benchmarks_entnet_throughput", entnet_speed_summary),
     "benchmark-entnet-throughput-first5": ("benchmarks_entnet_throughput", entnet_first5_table),
     "benchmark-entnet-throughput-compile-first5": ("benchmarks_entnet_throughput", entnet_compile_first5_table),
     "benchmark-hessian-vs-peers-before-products": ("benchmarks_hessian_vs_peers", hessian_before_products_table),

@@ -14,6 +14,7 @@ from iclr17.studies.benchmark_tables import (
     entnet_compile_first5_table,
     entnet_first5_table,
     entnet_packed_table,
+    entnet_speed_summary,
     entnet_throughput_table,
     entropy_sgd_overhead_summary,
     entropy_sgd_overhead_table,
@@ -111,24 +112,29 @@ def test_entnet_throughput_table_gives_the_median_of_the_runs_and_each_run():
     assert len(table) == 4
 
 
+def packed_run(threads, ours, peer, commit="abcdef1" + "0" * 33, python_loops=None, recorded=(40.0, 80.0)):
+    """Rows of one run: ``ours`` and ``peer`` are (task 1 ms, task 2 ms, padded share, real-sentence share);
+    ``python_loops``: the same memory's (task 1 ms, task 2 ms) with its loops in Python, if it ran; ``recorded``:
+    autograd's (task 1 ms, task 2 ms), or None when it did not run."""
+    case = {"flops_on": "timed batches", "threads": threads}
+
+    def metrics(ms1, ms2, padded, real):
+        return {"questions_per_s": 32e3 / ms1, "task2_ms": ms2, "share_padded": padded, "share_unpadded": real}
+
+    speedups = {"speedup_vs_peer_task1": peer[0] / ours[0], "speedup_vs_peer_task2": peer[1] / ours[1]}
+    if python_loops:
+        speedups |= {f"speedup_vs_python_loops_task{n}": python_loops[n - 1] / ours[n - 1] for n in (1, 2)}
+    rows = [
+        row(case | {"memory": "fused"}, speedups | metrics(*ours), commit=commit),
+        row(case | {"memory": "fused padded (48fa93d)"}, metrics(*peer), commit=commit),
+    ]
+    if recorded:
+        rows.append(row(case | {"memory": "recorded"}, metrics(*recorded, 1.0, 1.0), commit=commit))
+    return rows
+
+
 def test_entnet_packed_table_pairs_each_run_with_its_own_peer_and_splits_on_threads():
-    def run(threads, ours, peer, commit="abcdef1" + "0" * 33, python_loops=None):
-        """Rows of one run: ``ours`` and ``peer`` are (task 1 ms, task 2 ms, padded share, real-sentence share);
-        ``python_loops``: the same memory's (task 1 ms, task 2 ms) with its loops in Python, if it ran."""
-        case = {"flops_on": "timed batches", "threads": threads}
-
-        def metrics(ms1, ms2, padded, real):
-            return {"questions_per_s": 32e3 / ms1, "task2_ms": ms2, "share_padded": padded, "share_unpadded": real}
-
-        speedups = {"speedup_vs_peer_task1": peer[0] / ours[0], "speedup_vs_peer_task2": peer[1] / ours[1]}
-        if python_loops:
-            speedups |= {f"speedup_vs_python_loops_task{n}": python_loops[n - 1] / ours[n - 1] for n in (1, 2)}
-        return [
-            row(case | {"memory": "fused"}, speedups | metrics(*ours), commit=commit),
-            row(case | {"memory": "fused padded (48fa93d)"}, metrics(*peer), commit=commit),
-            row(case | {"memory": "recorded"}, metrics(40.0, 80.0, 1.0, 1.0), commit=commit),
-        ]
-
+    run = packed_run
     rows = run(2, (16.0, 32.0, 30.0, 15.0), (20.0, 48.0, 20.0, 10.0)) + run(
         1, (10.0, 20.0, 50.0, 20.0), (30.0, 50.0, 20.0, 8.0)
     )
@@ -148,6 +154,24 @@ def test_entnet_packed_table_pairs_each_run_with_its_own_peer_and_splits_on_thre
         "| 1234567 | 2 | 1 | 4000 / 2000 | 2.00x | 16.0 / 64.0 | 4.00x | 60.0% / 15.0% | 30.0% / 7.5% | 1.30x / 1.10x |"
     )
     assert len(table) == 5
+
+
+def test_entnet_speed_summary_is_the_latest_commits_runs_at_the_threads_asked():
+    rows = packed_run(2, (16.0, 32.0, 30.0, 15.0), (20.0, 48.0, 20.0, 10.0), commit="1" * 40)  # an older commit
+    latest = "2" * 40
+    rows += packed_run(2, (20.0, 40.0, 28.0, 14.0), (22.0, 58.0, 20.0, 10.0), latest, recorded=(30.0, 87.0))
+    rows += packed_run(1, (10.0, 20.0, 50.0, 20.0), (30.0, 50.0, 20.0, 8.0), latest)
+    rows += packed_run(2, (20.0, 40.0, 30.0, 13.0), (26.0, 60.0, 20.0, 10.0), latest, recorded=(34.0, 83.0))
+    rows += packed_run(2, (20.0, 40.0, 29.0, 14.5), (24.0, 62.0, 20.0, 10.0), latest, recorded=None)
+    # vs autograd, the two runs that had it: task 1 30/20 = 1.5 and 34/20 = 1.7, task 2 87/40 and 83/40
+    # (2.175, 2.075); vs the peer, medians over the three runs: 24/20 = 1.20 and 60/40 = 1.50
+    assert entnet_speed_summary(rows) == (
+        "2222222, 2 threads, 3 runs: a training step 1.5-1.7x (task 1) and 2.1-2.2x (task 2) faster than autograd's, "
+        "1.20x / 1.50x faster than the fused memory before issue 15 (medians); on task 2 29.0% of the matmul "
+        "ceiling counting padding sentences, 14.0% counting only the stories' own"
+    )
+    assert entnet_speed_summary(rows, threads=1).startswith("2222222, 1 thread, 1 run: a training step 4.0x (task 1)")
+    assert entnet_speed_summary(rows, threads=4) == "(no packed-memory runs at 4 threads)"
 
 
 FIRST5 = {"questions_per_s": 3494, "task1_ms": 9.2, "task2_ms": 33.8, "share_published": 11.1,
