@@ -21,6 +21,7 @@ import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -710,6 +711,69 @@ def qr_table(rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right", n_re
     return _halted_column(table, rows, "deflated_k", "first deflation N - k, median (max)", where)
 
 
+def ensembles_summary(
+    rows: list[dict[str, Any]],
+    size: str | None = None,
+    threshold: float | None = None,
+    gumbel_side: GumbelSide = "right",
+    n_resamples: int = 2000,
+) -> str:
+    """The tables in one line, for a sentence or a table cell: per experiment (system size; only ``size`` when
+    given), over its thresholds (only ``threshold`` when given), :func:`_experiment_summary` of the same statistics
+    as the tables (:func:`threshold_reports`)."""
+    parts = []
+    for x in experiments(rows):
+        if size is not None and size_of(x) != size:
+            continue
+        reports = [(t, r) for t, r, _ in threshold_reports(x, gumbel_side, n_resamples) if threshold in (None, t)]
+        if reports:
+            parts.append(_experiment_summary(x, reports))
+    return "; ".join(parts) or "(no finished runs)"
+
+
+def _experiment_summary(x: dict[str, Any], reports: list[tuple[float, dict[str, Any]]]) -> str:
+    """The size, ensembles and thresholds; the pooled tau skewness (with its 95% CI at one threshold, else its
+    range); the KS p against N(0, 1) (each ensemble's range when there are two, else the range over all); the
+    smallest two-sample KS p at each threshold (its range); when measured, each ensemble's mean test accuracy at
+    halting (its range over the thresholds)."""
+    names = list(x["times"])
+    shown = [DISPLAY.get(n, n) for n in names]
+    runs = {x["times"][n].shape[0] for n in names}
+    counted = f"{len(names)} ensemble{'s' if len(names) > 1 else ''}"
+    counted += f" x {runs.pop():,} runs" if len(runs) == 1 else ""
+    if len(reports) == 1:
+        skewness = _skewness_ci(reports[0][1])
+    else:
+        pooled = [r["pooled"]["skewness"] for _, r in reports if r.get("pooled") is not None]
+        low, high = (f"{v:.2f}" for v in (min(pooled, default=0), max(pooled, default=0)))
+        skewness = "n/a" if not pooled else low if low == high else f"{low} to {high}"  # a sign is no dash
+    if len(names) == 2:
+        normal = ", ".join(f"{label} {_normal_p(reports, [n])}" for n, label in zip(names, shown, strict=True))
+    else:
+        normal = _normal_p(reports, names)
+    pairs = [min(p["ks_pvalue"] for p in r["universality"].values()) for _, r in reports if r["universality"]]
+    thresholds = ", ".join(f"{t:g}" for t, _ in reports)
+    text = (
+        f"{next(k for k in x['params'] if k != 'system')} {size_of(x)}, {counted}, {x['threshold_name']} "
+        f"{thresholds}: pooled tau skewness {skewness}, KS p vs "
+        f"N(0,1) {normal}, smallest two-sample KS p {span(pairs, p_text) if pairs else 'n/a'}"
+    )
+    accuracy = x["measured"].get("test_accuracy")
+    if accuracy is not None:
+        index = {t: e for e, t in enumerate(x["thresholds"])}
+        means = {label: [100 * accuracy[n][~x["censored"][n][:, index[t]], index[t]].mean() for t, _ in reports]
+                 for n, label in zip(names, shown, strict=True)}  # fmt: skip
+        text += ", test accuracy % at halting " + ", ".join(f"{k} {span(v)}" for k, v in means.items())
+    return text
+
+
+def _normal_p(reports: list[tuple[float, dict[str, Any]]], names: list[str]) -> str:
+    """The range of the KS p against N(0, 1) of ``names``' ensembles over the reports (insufficient ones left out)."""
+    values = [r["ensembles"][n]["tests"]["normal"]["ks_pvalue"] for _, r in reports for n in names
+              if not r["ensembles"][n]["insufficient"]]  # fmt: skip
+    return span(values, p_text) if values else "n/a"
+
+
 def halting_figures(rows: list[dict[str, Any]], path: Path, gumbel_side: GumbelSide = "right",
                     n_resamples: int = 2000) -> bool:  # fmt: skip
     """The paper's figure (tau histograms over the two reference densities, QQ plots; one row per threshold) for
@@ -737,4 +801,7 @@ RESULTS_TABLES = {
     "halting-mlp-paper": ("halting_mlp_paper", mlp_table),
     "halting-convnet-paper": ("halting_convnet_paper", mlp_table),
     "halting-qr": ("halting_qr", qr_table),
+    "halting-spin-glass-summary.n64-eps1": ("halting_spin_glass", partial(ensembles_summary, size="64", threshold=1.0)),
+    "halting-mlp-paper-summary": ("halting_mlp_paper", ensembles_summary),
+    "halting-qr-summary": ("halting_qr", ensembles_summary),
 }

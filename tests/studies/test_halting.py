@@ -17,6 +17,7 @@ from iclr17.studies.halting import (
     ConjugateGradientRuns,
     HaltingStudy,
     SpinGlassRuns,
+    ensembles_summary,
     experiments,
     mlp_table,
     p_text,
@@ -151,6 +152,38 @@ def test_spin_glass_table_takes_ranges_over_ensembles_from_hand_written_rows():
     low, high = report["pooled"]["skewness_ci95"]
     assert cells[3] == f"{report['pooled']['skewness']:.2f} [{low:.2f}, {high:.2f}]"
     assert cells[6] == p_text(report["universality"]["gaussian vs bernoulli"]["ks_pvalue"])
+
+
+def test_the_ensembles_summary_restates_the_reports_in_one_line():
+    rng = np.random.default_rng(1)
+    raw = {e: rng.gumbel(20, 4, size=(60, 2)).round().astype(int) + [0, 10] for e in ("gaussian", "bernoulli")}
+    accuracy = {e: rng.uniform(0.9, 1.0, size=(60, 2)) for e in raw}
+    censored = {"gaussian": [[], []], "bernoulli": [[], [3, 7]]}
+    rows = [_row(e, i, raw[e].T.tolist(), censored[e]) for i, e in enumerate(raw)]
+    rows += [_row("gaussian", 0, [[40] * 5, [50] * 5], [[], []], n_spins=64, config_digest="d64")]  # another size
+    for row in rows[:2]:
+        row["metrics"]["test_accuracy"] = accuracy[row["params"]["ensemble"]].T.tolist()
+    reports = [ensemble_report({e: raw[e][:, k] for e in raw}, {"bernoulli": np.isin(np.arange(60), censored[
+        "bernoulli"][k])}, n_resamples=200, seed=0)[0] for k in (0, 1)]  # fmt: skip
+    skewness = sorted(f"{r['pooled']['skewness']:.2f}" for r in reports)
+    normal = {e: span([r["ensembles"][e]["tests"]["normal"]["ks_pvalue"] for r in reports], p_text) for e in raw}
+    pairs = span([r["universality"]["gaussian vs bernoulli"]["ks_pvalue"] for r in reports], p_text)
+    halted = [np.ones(60, bool), ~np.isin(np.arange(60), [3, 7])]
+    means = {e: span([100 * accuracy[e][halted[k] if e == "bernoulli" else slice(None), k].mean() for k in (0, 1)])
+             for e in raw}  # fmt: skip
+    summary = ensembles_summary(rows, size="32", n_resamples=200)
+    assert summary == (
+        f"n_spins 32, 2 ensembles x 60 runs, eps 1, 0.5: pooled tau skewness "
+        f"{skewness[0] if skewness[0] == skewness[1] else f'{min(skewness, key=float)} to {max(skewness, key=float)}'}"
+        f", KS p vs N(0,1) Gaussian {normal['gaussian']}, Bernoulli {normal['bernoulli']}, smallest two-sample KS p "
+        f"{pairs}, test accuracy % at halting Gaussian {means['gaussian']}, Bernoulli {means['bernoulli']}"
+    )
+    low, high = reports[1]["pooled"]["skewness_ci95"]
+    one = ensembles_summary(rows, size="32", threshold=0.5, n_resamples=200)
+    assert one.startswith(f"n_spins 32, 2 ensembles x 60 runs, eps 0.5: pooled tau skewness "
+                          f"{reports[1]['pooled']['skewness']:.2f} [{low:.2f}, {high:.2f}], ")  # fmt: skip
+    assert ensembles_summary(rows, n_resamples=200).count("; n_spins 64, 1 ensemble x 5 runs, eps 1, 0.5") == 1
+    assert ensembles_summary(rows, size="128") == "(no finished runs)"
 
 
 def _ledger(stem):
