@@ -7,11 +7,14 @@ Tables that grow with new runs name each row's commit.
 
 from __future__ import annotations
 
+import itertools
 import re
 import statistics
 from collections.abc import Callable
 from functools import partial
 from typing import Any
+
+from iclr17.studies.seed_tables import plural, span
 
 Rows = list[dict[str, Any]]
 
@@ -91,18 +94,24 @@ def entnet_throughput_table(rows: Rows) -> str:
 Metrics = dict[str, Any]
 
 
+def _is_packed(row: dict[str, Any]) -> bool:
+    return row["status"] != "failed" and "speedup_vs_peer_task1" in row["metrics"]
+
+
 def _packed_runs(rows: Rows) -> dict[tuple[str, int], list[tuple[Metrics, Metrics, Metrics | None]]]:
     """(packed memory's metrics, its peer's, autograd's or None) of each run that measured the first two, by
-    (commit, threads): the peer's row is the next row of the same commit and threads whose memory is the padded
-    peer, autograd's the next such row whose memory is ``recorded``."""
+    (commit, threads), in ledger order: a run's rows are those of its commit and threads from its packed row up to
+    the next packed row of the same commit and threads; its peer's is the one whose memory is the padded peer,
+    autograd's the one whose memory is ``recorded``."""
     runs: dict[tuple[str, int], list[tuple[Metrics, Metrics, Metrics | None]]] = {}
     for i, row in enumerate(rows):
-        if row["status"] == "failed" or "speedup_vs_peer_task1" not in row["metrics"]:
+        if not _is_packed(row):
             continue
         key = (commit_of(row), row["params"]["threads"])
-        later = [r for r in rows[i + 1 :] if (commit_of(r), r["params"]["threads"]) == key and r["status"] != "failed"]
-        peer = next(r for r in later if r["params"]["memory"].startswith("fused padded"))
-        recorded = next((r for r in later if r["params"]["memory"] == "recorded"), None)
+        same = [r for r in rows[i + 1 :] if (commit_of(r), r["params"]["threads"]) == key and r["status"] != "failed"]
+        own = list(itertools.takewhile(lambda r: not _is_packed(r), same))
+        peer = next(r for r in own if r["params"]["memory"].startswith("fused padded"))
+        recorded = next((r for r in own if r["params"]["memory"] == "recorded"), None)
         runs.setdefault(key, []).append((row["metrics"], peer["metrics"], recorded and recorded["metrics"]))
     return runs
 
@@ -135,28 +144,26 @@ def entnet_packed_table(rows: Rows) -> str:
     return markdown(header, lines)
 
 
-def entnet_speed_summary(rows: Rows, threads: int = 2) -> str:
-    """The packed memory's latest runs at ``threads`` (the last commit of :func:`entnet_packed_table`'s) in one line,
-    for a sentence or a table cell: a training step's speed-up over autograd's (``recorded``) on tasks 1 and 2, the
-    range over the runs; over the fused memory before issue 15 (medians); its share of the matmul ceiling on task 2
-    counting the padding sentences and the stories' own (medians)."""
-    runs = {key: triples for key, triples in _packed_runs(rows).items() if key[1] == threads}
-    if not runs:
-        return f"(no packed-memory runs at {threads} threads)"
-    (commit, _), triples = list(runs.items())[-1]
+def entnet_speed_summary(rows: Rows, commit: str | None = None, threads: int = 2) -> str:
+    """The packed memory's runs of ``commit`` (short; default: the commit of the last packed run) at ``threads`` in
+    one line, for a sentence or a table cell, as :func:`entnet_packed_table` pairs them: a training step's speed-up
+    over autograd's (``recorded``) on tasks 1 and 2, the range over the runs; over the fused memory before issue 15
+    (medians); its share of the matmul ceiling on task 2 counting the padding sentences and the stories' own
+    (medians)."""
+    if commit is None:
+        commit = next((commit_of(r) for r in reversed(rows) if _is_packed(r) and r["params"]["threads"] == threads), "")
+    triples = _packed_runs(rows).get((commit, threads))
+    if not triples:
+        return f"(no packed-memory runs at {threads} threads{f' of {commit}' if commit else ''})"
     autograd = [(ours, recorded) for ours, _, recorded in triples if recorded is not None]
-
-    def spread(values: list[float]) -> str:
-        low, high = f"{min(values):.1f}", f"{max(values):.1f}"
-        return f"{low}x" if low == high else f"{low}-{high}x"
 
     def median(key: str, spec: str) -> str:
         return format(statistics.median(m[key] for m, _, _ in triples), spec)
 
-    task1 = spread([o["questions_per_s"] / r["questions_per_s"] for o, r in autograd])
-    task2 = spread([r["task2_ms"] / o["task2_ms"] for o, r in autograd])
+    task1 = span([o["questions_per_s"] / r["questions_per_s"] for o, r in autograd]) + "x" if autograd else ""
+    task2 = span([r["task2_ms"] / o["task2_ms"] for o, r in autograd]) + "x" if autograd else ""
     versus = f"a training step {task1} (task 1) and {task2} (task 2) faster than autograd's, " if autograd else ""
-    counted = f"{threads} thread{'s' if threads > 1 else ''}, {len(triples)} run{'s' if len(triples) > 1 else ''}"
+    counted = f"{plural(threads, 'thread')}, {plural(len(triples), 'run')}"
     return (
         f"{commit}, {counted}: {versus}"
         f"{median('speedup_vs_peer_task1', '.2f')}x / {median('speedup_vs_peer_task2', '.2f')}x faster than the fused "
@@ -325,15 +332,17 @@ def entropy_sgd_overhead_table(rows: Rows, device: str) -> str:
 
 def entropy_sgd_overhead_summary(rows: Rows) -> str:
     """:func:`entropy_sgd_overhead_table` in one line, for a sentence or a table cell: per device, its latest
-    recorded run (the commit of its last row), each model's ratio of one outer step with Langevin noise to L + 1 SGD
-    steps: ``cuda, 681893e: mnistfc 1.051, LeNet-BN 1.045; cpu, db7e220: ...``."""
+    recorded run (the commit of its last row) and the machine it ran on (the first word of its description), each
+    model's ratio of one outer step with Langevin noise to L + 1 SGD steps:
+    ``cuda on h200-host, 681893e: mnistfc 1.051, LeNet-BN 1.045; ...``."""
     parts = []
     for device in dict.fromkeys(r["params"]["device"] for r in shown(rows)):
         of_device = shown(rows, device=device)
-        latest = commit_of(of_device[-1])
+        last = of_device[-1]
         ratios = ", ".join(f"{labelled(r['params']['model'], r['metrics'])} {r['metrics']['noisy_ratio']:.3f}"
-                           for r in of_device if commit_of(r) == latest)  # fmt: skip
-        parts.append(f"{device}, {latest}: {ratios}")
+                           for r in of_device if commit_of(r) == commit_of(last))  # fmt: skip
+        machine = re.split(r"[\s:;,]", last["machine"])[0]
+        parts.append(f"{device} on {machine}, {commit_of(last)}: {ratios}")
     return "; ".join(parts) or "(no runs)"
 
 
@@ -361,7 +370,8 @@ RESULTS_TABLES: dict[str, tuple[str, Renderer]] = {
     "benchmark-lightning-overhead": ("benchmarks_lightning_overhead", lightning_overhead_table),
     "benchmark-entnet-throughput": ("benchmarks_entnet_throughput", entnet_throughput_table),
     "benchmark-entnet-throughput-packed": ("benchmarks_entnet_throughput", entnet_packed_table),
-    "benchmark-entnet-speed-summary": ("benchmarks_entnet_throughput", entnet_speed_summary),
+    # the Python loops' runs, which the README's sentence names (the C++ loops are not yet in the ledger)
+    "benchmark-entnet-speed-summary": ("benchmarks_entnet_throughput", partial(entnet_speed_summary, commit="58abd95")),
     "benchmark-entnet-throughput-first5": ("benchmarks_entnet_throughput", entnet_first5_table),
     "benchmark-entnet-throughput-compile-first5": ("benchmarks_entnet_throughput", entnet_compile_first5_table),
     "benchmark-hessian-vs-peers-before-products": ("benchmarks_hessian_vs_peers", hessian_before_products_table),

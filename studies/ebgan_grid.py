@@ -47,6 +47,7 @@ from iclr17.studies.figures import pyplot, save_figure
 from iclr17.studies.fit_resume import ResumableStudy, discard, last_checkpoint, resume_callbacks
 from iclr17.studies.ledger import current_runs, digest
 from iclr17.studies.runner import Outcome, Run, source_commit
+from iclr17.studies.seed_tables import plural
 from iclr17.studies.trainers import quiet_trainer
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -332,14 +333,17 @@ def budget_table(rows: list[dict[str, Any]]) -> str:
 def reduced_summary(rows: list[dict[str, Any]]) -> str:
     """:func:`budget_table`'s longest budget in one line, for a sentence or a table cell: median I' (runs with
     I' > 1 of the group's runs) per group, finished runs only."""
-    stats = [s for s in summaries(rows) if s["status"] == "finished"]
+    every = summaries(rows)
+    stats = [s for s in every if s["status"] == "finished"]
     if not stats:
         return "(no finished runs)"
-    pts = {s["group"][1] for s in stats if s["group"][0] == "ebgan"}
+    pts = {s["group"][1] for s in every if s["group"][0] == "ebgan"}  # as budget_table names the groups
     longest = stats[-1]["budget"]  # summaries() orders by budget
     groups = [f"{group_label(s['group'], pts)} {s['median']:.2f} ({s['above_one']} of {s['runs']})"
               for s in stats if s["budget"] == longest]  # fmt: skip
-    return f"{budget_cell(stats[-1], scored=True)}, median I' (runs with I' > 1): {', '.join(groups)}"
+    capped = sum(s["runs"] for s in every if s["budget"] == longest and s["status"] == "capped")
+    line = f"{budget_cell(stats[-1], scored=True)}, median I' (runs with I' > 1): {', '.join(groups)}"
+    return line + (f"; {plural(capped, 'capped run')} not shown" if capped else "")
 
 
 def architecture(params: dict[str, Any]) -> str:

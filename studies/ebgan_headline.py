@@ -27,7 +27,7 @@ from iclr17.studies.figures import pyplot, save_figure
 from iclr17.studies.fit_study import FitStudy
 from iclr17.studies.ledger import current_runs
 from iclr17.studies.runner import Outcome, Run
-from iclr17.studies.seed_tables import counted, mean_std_text, not_shown_lines
+from iclr17.studies.seed_tables import mean_std_text, not_shown_lines, with_not_shown
 
 CURVE = "val/mnist_score by epoch"
 FINAL = "test/mnist_score"
@@ -134,20 +134,15 @@ def headline_table(rows: list[dict[str, Any]], target: float = 6.0) -> str:
 def headline_summary(rows: list[dict[str, Any]]) -> str:
     """:func:`headline_table` in one line, for a sentence or a table cell: per config its epochs and final I' mean
     +- std over the finished seeds, then each seed's; the runs that are not full counted apart."""
-    groups = _by_run_label(rows)
-    if not groups:
-        return "(no finished runs)"
     parts = []
-    for name, group in groups.items():
+    for name, group in _by_run_label(rows).items():
         finals = [r["metrics"][FINAL] for r in group]
         epochs = min(len(r["metrics"][CURVE]) for r in group)
         seeds = ", ".join(str(r["seed"]) for r in group)
         each = ", ".join(f"{v:.2f}" for v in finals)
         seed_word = "seeds" if len(group) > 1 else "seed"
         parts.append(f"{name} {mean_std_text(finals)} ({epochs} epochs, {seed_word} {seeds}: {each})")
-    if not_full := _not_full(rows):
-        parts.append(f"not shown (not full runs): {counted(not_full)}")
-    return "; ".join(parts)
+    return with_not_shown(parts, _not_full(rows))
 
 
 def _not_full(rows: list[dict[str, Any]]) -> Counter:

@@ -20,7 +20,7 @@ from typing import Any
 from iclr17.studies.fit_study import FitStudy
 from iclr17.studies.ledger import current_runs
 from iclr17.studies.runner import Run
-from iclr17.studies.seed_tables import counted, mean_std_text, not_shown_lines
+from iclr17.studies.seed_tables import mean_std_text, not_shown_lines, plural, with_not_shown
 
 ERROR = "test/error"
 MODEL_NAMES = {"ln": "LN", "ebgan_ln": "EBGAN-LN"}
@@ -112,8 +112,6 @@ def table2_summary(rows: list[dict[str, Any]]) -> str:
     mean +- std over the finished seeds, each seed's and the paper's; EBGAN-LN - LN paired by seed; the runs that
     are not full counted apart."""
     finished = _finished_errors(rows)
-    if not finished:
-        return "(no finished runs)"
     parts = []
     for point in sorted(finished, key=_table_order):
         labels, model, rest = point
@@ -121,15 +119,13 @@ def table2_summary(rows: list[dict[str, Any]]) -> str:
         seeds = ", ".join(str(s) for s in sorted(errors))
         each = ", ".join(f"{errors[s]:.2f}" for s in sorted(errors))
         paper = PAPER_TABLE2[model].get(labels)
-        paper_text = f"; paper, 15 seeds: {paper[0]:.2f} +- {paper[1]:.2f}" if paper else ""
+        paper_text = f"; paper, 15 seeds: {paper[0]:.2f} +- {paper[1]:.2f}%" if paper else ""
         text = f"{labels} labels, {_model_name(model, rest)} {mean_std_text(list(errors.values()))}% test error "
         text += f"(seed{'s' if len(errors) > 1 else ''} {seeds}: {each}{paper_text})"
-        if model == "ebgan_ln" and (paired := _paired_text(finished, point)):
+        if model == "ebgan_ln" and (paired := _paired_text(finished, point, unit=" points")):
             text += f", EBGAN-LN - LN {paired}"
         parts.append(text)
-    if not_full := _not_full(rows):
-        parts.append(f"not shown (not full runs): {counted(not_full)}")
-    return "; ".join(parts)
+    return with_not_shown(parts, _not_full(rows))
 
 
 def _finished_errors(rows: list[dict[str, Any]]) -> dict[tuple[int, str, str], dict[int, float]]:
@@ -150,14 +146,15 @@ def _model_name(model: str, rest: str) -> str:
     return MODEL_NAMES[model] + (f" ({rest})" if rest else "")
 
 
-def _paired_text(finished: dict[tuple[int, str, str], dict[int, float]], point: tuple[int, str, str]) -> str:
-    """EBGAN-LN - LN over the seeds both finished at ``point``'s label count and params: ``0.32 +- 0.09 (3 seeds)``,
-    or empty when none."""
+def _paired_text(
+    finished: dict[tuple[int, str, str], dict[int, float]], point: tuple[int, str, str], unit: str = ""
+) -> str:
+    """EBGAN-LN - LN over the seeds both finished at ``point``'s label count and params, in percentage points:
+    ``0.32 +- 0.09 (3 seeds)`` (``unit`` after the numbers), or empty when none."""
     labels, _, rest = point
     errors, ln = finished[point], finished.get((labels, "ln", rest), {})
     differences = [errors[s] - ln[s] for s in sorted(set(errors) & set(ln))]
-    seeds = f"{len(differences)} seed" + ("s" if len(differences) > 1 else "")
-    return f"{mean_std_text(differences)} ({seeds})" if differences else ""
+    return f"{mean_std_text(differences)}{unit} ({plural(len(differences), 'seed')})" if differences else ""
 
 
 def _not_full(rows: list[dict[str, Any]]) -> Counter:

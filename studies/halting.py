@@ -43,6 +43,7 @@ from iclr17.studies.figures import save_figure
 from iclr17.studies.ledger import digest, row_key
 from iclr17.studies.mlp_ensemble import MODELS, RULES, Model, Rule, init_ensemble, train_until_halted
 from iclr17.studies.runner import Outcome, Run, Study
+from iclr17.studies.seed_tables import plural, span
 
 
 def _chunks(n_runs: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -534,12 +535,6 @@ def p_text(p: float) -> str:
     return f"<= {SMALLEST_P:g}" if p <= SMALLEST_P else f"{p:.3g}"
 
 
-def span(values: list[float], text=lambda v: f"{v:.1f}") -> str:
-    """``lo-hi`` of ``values`` as ``text`` writes them, or one value when both ends read the same."""
-    low, high = text(min(values)), text(max(values))
-    return low if low == high else f"{low}-{high}"
-
-
 def _skewness_ci(report: dict[str, Any]) -> str:
     pooled = report.get("pooled")
     if pooled is None:
@@ -739,8 +734,7 @@ def _experiment_summary(x: dict[str, Any], reports: list[tuple[float, dict[str, 
     names = list(x["times"])
     shown = [DISPLAY.get(n, n) for n in names]
     runs = {x["times"][n].shape[0] for n in names}
-    counted = f"{len(names)} ensemble{'s' if len(names) > 1 else ''}"
-    counted += f" x {runs.pop():,} runs" if len(runs) == 1 else ""
+    counted = plural(len(names), "ensemble") + (f" x {runs.pop():,} runs" if len(runs) == 1 else "")
     if len(reports) == 1:
         skewness = _skewness_ci(reports[0][1])
     else:
@@ -758,12 +752,19 @@ def _experiment_summary(x: dict[str, Any], reports: list[tuple[float, dict[str, 
         f"{thresholds}: pooled tau skewness {skewness}, KS p vs "
         f"N(0,1) {normal}, smallest two-sample KS p {span(pairs, p_text) if pairs else 'n/a'}"
     )
-    accuracy = x["measured"].get("test_accuracy")
-    if accuracy is not None:
+    accuracy = x["measured"].get("test_accuracy", {})
+    if accuracy:
         index = {t: e for e, t in enumerate(x["thresholds"])}
-        means = {label: [100 * accuracy[n][~x["censored"][n][:, index[t]], index[t]].mean() for t, _ in reports]
+
+        def halted_mean(name: str, threshold: float) -> float | None:  # as mlp_table: none for fewer than 2 halted
+            if name not in accuracy:
+                return None
+            values = accuracy[name][~x["censored"][name][:, index[threshold]], index[threshold]]
+            return 100 * values.mean() if len(values) > 1 else None
+
+        means = {label: [m for t, _ in reports if (m := halted_mean(n, t)) is not None]
                  for n, label in zip(names, shown, strict=True)}  # fmt: skip
-        text += ", test accuracy % at halting " + ", ".join(f"{k} {span(v)}" for k, v in means.items())
+        text += ", test accuracy % at halting " + ", ".join(f"{k} {span(v) if v else 'n/a'}" for k, v in means.items())
     return text
 
 

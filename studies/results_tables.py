@@ -38,8 +38,8 @@ def regenerate(
     ledgers: dict[str, list[dict[str, Any]]] | None = None,
 ) -> str:
     """``text`` with every marked table (of those named in ``only``, if given) replaced by its renderer's output
-    over its ledger's rows. Each ledger is read once, into ``ledgers`` (by stem) when given, so that several files
-    share the reads and see the same rows.
+    over its ledger's rows (:func:`ledger_rows`, sharing ``ledgers`` when given, so that several files share the
+    reads and see the same rows).
 
     An unknown table name, an opening marker without its closing one, or an inline table whose renderer gives more
     than one line, is an error naming ``source`` and line.
@@ -61,12 +61,7 @@ def regenerate(
             return match.group(0)
         name = match.group("name")
         stems, renderer = tables[name]
-        rows = []
-        for stem in (stems,) if isinstance(stems, str) else stems:
-            if stem not in ledgers:
-                ledgers[stem] = read(Path(ledger_dir) / f"{stem}.jsonl")
-            rows += ledgers[stem]
-        body = renderer(rows).rstrip("\n")
+        body = renderer(ledger_rows(stems, ledger_dir, ledgers)).rstrip("\n")
         if match.group("body").startswith("\n"):
             return f"{match.group('open')}\n{body}\n{match.group('close')}"
         if "\n" in body:
@@ -75,6 +70,21 @@ def regenerate(
         return match.group("open") + body + match.group("close")
 
     return BLOCK.sub(render, text)
+
+
+def ledger_rows(
+    stems: str | tuple[str, ...], ledger_dir: str | Path, ledgers: dict[str, list[dict[str, Any]]] | None = None
+) -> list[dict[str, Any]]:
+    """The rows of the ledger ``<ledger_dir>/<stem>.jsonl``, or of several one ledger after the other; each file
+    read once into ``ledgers`` (by path) when given."""
+    ledgers = {} if ledgers is None else ledgers
+    rows = []
+    for stem in (stems,) if isinstance(stems, str) else stems:
+        path = Path(ledger_dir) / f"{stem}.jsonl"
+        if str(path) not in ledgers:
+            ledgers[str(path)] = read(path)
+        rows += ledgers[str(path)]
+    return rows
 
 
 def main(

@@ -116,6 +116,24 @@ def counted(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k} x {v}" for k, v in sorted(counts.items()))
 
 
+def with_not_shown(parts: list[str], counts: Mapping[str, int], empty: str = "(no finished runs)") -> str:
+    """An inline summary: ``parts`` joined by ``; ``, then the runs that are not full (capped, failed) by label when
+    there are any; ``empty`` in place of the parts when there are none."""
+    shown = "; ".join(parts) if parts else empty
+    return f"{shown}; not shown (not full runs): {counted(counts)}" if counts else shown
+
+
+def plural(n: int, word: str) -> str:
+    """``1 seed``, ``3 seeds``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def span(values: list[float], text=lambda v: f"{v:.1f}") -> str:
+    """``lo-hi`` of ``values`` as ``text`` writes them, or one value when both ends read the same."""
+    low, high = text(min(values)), text(max(values))
+    return low if low == high else f"{low}-{high}"
+
+
 def error_percent(row: dict[str, Any]) -> float:
     """Test error in percent from a classifier row's ``test/acc``."""
     return 100 * (1 - row["metrics"]["test/acc"])

@@ -21,7 +21,7 @@ from typing import Any
 
 from iclr17.studies.fit_study import FitStudy
 from iclr17.studies.ledger import current_runs
-from iclr17.studies.seed_tables import Rows, capped_label, header, mean_std
+from iclr17.studies.seed_tables import Rows, capped_label, header, mean_std, plural
 
 VARIANTS = {  # name -> (training lengths, test lengths)
     "t10": ([10], [10]),
@@ -202,15 +202,19 @@ def selected_markdown(rows: Rows) -> str:
 def selected_summary(rows: Rows, mask: str) -> str:
     """:func:`selected_markdown`'s runs with one story mask in one line, for a sentence or a table cell: per max_step,
     each training length's selected run's test error (over all its test lengths) and how many finished runs it was
-    selected from: ``max_step 5: T = 10 0.252 (9 runs), T = 20 0.002 (9 runs); max_step 1: ...``."""
+    selected from (a variant tested on several lengths: its error pooled over them, said so):
+    ``max_step 5: T = 10 0.252 (9 runs), T = 20 0.002 (9 runs); max_step 1: ...``."""
     if mask not in STORY_MASKS:
         raise ValueError(f"mask: one of {list(STORY_MASKS)}, got {mask!r}")
     by_step: dict[int, list[str]] = {}
     for (variant, grid_mask, max_step), runs in _finished_grids(rows).items():
         if grid_mask == mask:
-            error = _selected(runs)["metrics"]["test/error"]
-            count = f"{len(runs)} run{'s' if len(runs) > 1 else ''}"
-            by_step.setdefault(max_step, []).append(f"{LABELS.get(variant, variant)} {error:.3f} ({count})")
+            selected = _selected(runs)
+            label, lengths = LABELS.get(variant, variant), tested_lengths(selected)
+            if len(lengths) > 1:
+                label = f"trained on {label}, tested on T = {lengths[0]}-{lengths[-1]} (pooled)"
+            entry = f"{label} {selected['metrics']['test/error']:.3f} ({plural(len(runs), 'run')})"
+            by_step.setdefault(max_step, []).append(entry)
     if not by_step:
         return f"(no finished runs with the {mask} story mask)"
     return "; ".join(f"max_step {step}: {', '.join(parts)}" for step, parts in by_step.items())

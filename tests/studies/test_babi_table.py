@@ -16,10 +16,10 @@ from iclr17.studies.babi_table import (
     PAPER_TABLE2_ENTNET,
     STOP_AT_ZERO_VAL_ERROR,
     BabiStudy,
+    all_tasks_summary,
     authors_schedule,
     babi_markdown,
     best_by_validation,
-    best_schedule_summary,
     epoch_budget,
     stopped_by,
     task_summaries,
@@ -189,7 +189,7 @@ def test_the_table_on_hand_written_rows():
     assert len(lines) == 6
 
 
-def test_the_best_schedule_summary_takes_each_task_from_its_longest_schedule():
+def test_the_all_tasks_summary_takes_each_task_from_the_first_study_that_ran_it():
     def at(study, *args, **kwargs):
         return _row(*args, **kwargs) | {"study": study}
 
@@ -201,15 +201,15 @@ def test_the_best_schedule_summary_takes_each_task_from_its_longest_schedule():
     ]  # fmt: skip
     errors = {2: 8.0, 16: 45.0, 5: 2.0}  # tasks 2 and 16 from the long schedule, 5 from the short one
     paper = [PAPER_TABLE2_ENTNET[t] for t in errors]
-    assert best_schedule_summary(rows) == (
-        "3 tasks (2 from the paper's 200-epoch schedule, 1 from 5-minute runs), each the run selected by validation: "
+    assert all_tasks_summary(rows) == (
+        "3 tasks (2 from the paper-schedule study, 1 from the 5-minute study), each the run selected by validation: "
         f"mean test error {np.mean(list(errors.values())):.2f}%, failed (> 5%) 2 (2, 16); paper on the same tasks: "
         f"mean {np.mean(paper):.2f}%, failed 0"
     )
-    assert best_schedule_summary(rows[:3]).startswith("3 tasks (3 from 5-minute runs), each")
-    assert best_schedule_summary([]) == "(no runs)"
+    assert all_tasks_summary(rows[:3]).startswith("3 tasks (3 from the 5-minute study), each")
+    assert all_tasks_summary([]) == "(no runs)"
     with pytest.raises(ValueError, match=r"rows of studies \['entnet_babi'\]: not bAbI schedules"):
-        best_schedule_summary([_row(1, 1, 0.0, 0.0)])
+        all_tasks_summary([_row(1, 1, 0.0, 0.0)])
 
 
 def test_a_tasks_summary_is_its_selected_run_and_every_seed():

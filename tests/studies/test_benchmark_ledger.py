@@ -161,17 +161,21 @@ def test_entnet_speed_summary_is_the_latest_commits_runs_at_the_threads_asked():
     latest = "2" * 40
     rows += packed_run(2, (20.0, 40.0, 28.0, 14.0), (22.0, 58.0, 20.0, 10.0), latest, recorded=(30.0, 87.0))
     rows += packed_run(1, (10.0, 20.0, 50.0, 20.0), (30.0, 50.0, 20.0, 8.0), latest)
+    rows += packed_run(2, (17.0, 40.0, 29.0, 14.5), (24.0, 62.0, 20.0, 10.0), latest, recorded=None)  # not its next
     rows += packed_run(2, (20.0, 40.0, 30.0, 13.0), (26.0, 60.0, 20.0, 10.0), latest, recorded=(34.0, 83.0))
-    rows += packed_run(2, (20.0, 40.0, 29.0, 14.5), (24.0, 62.0, 20.0, 10.0), latest, recorded=None)
-    # vs autograd, the two runs that had it: task 1 30/20 = 1.5 and 34/20 = 1.7, task 2 87/40 and 83/40
-    # (2.175, 2.075); vs the peer, medians over the three runs: 24/20 = 1.20 and 60/40 = 1.50
+    # vs autograd, the two runs that had it (the middle one borrowing the next run's would give 34/17 = 2.0): task 1
+    # 30/20 = 1.5 and 34/20 = 1.7, task 2 87/40 and 83/40 (2.175, 2.075); vs the peer, medians over the three runs:
+    # of 22/20, 24/17, 26/20 1.30 and of 58/40, 62/40, 60/40 1.50
     assert entnet_speed_summary(rows) == (
         "2222222, 2 threads, 3 runs: a training step 1.5-1.7x (task 1) and 2.1-2.2x (task 2) faster than autograd's, "
-        "1.20x / 1.50x faster than the fused memory before issue 15 (medians); on task 2 29.0% of the matmul "
+        "1.30x / 1.50x faster than the fused memory before issue 15 (medians); on task 2 29.0% of the matmul "
         "ceiling counting padding sentences, 14.0% counting only the stories' own"
     )
     assert entnet_speed_summary(rows, threads=1).startswith("2222222, 1 thread, 1 run: a training step 4.0x (task 1)")
     assert entnet_speed_summary(rows, threads=4) == "(no packed-memory runs at 4 threads)"
+    older = entnet_speed_summary(rows, commit="1111111")  # a commit named: its runs, not the latest
+    assert older.startswith("1111111, 2 threads, 1 run: a training step 2.5x (task 1) and 2.5x (task 2) faster")
+    assert entnet_speed_summary(rows, commit="3333333") == "(no packed-memory runs at 2 threads of 3333333)"
 
 
 FIRST5 = {"questions_per_s": 3494, "task1_ms": 9.2, "task2_ms": 33.8, "share_published": 11.1,
@@ -269,8 +273,9 @@ def test_entropy_sgd_summary_gives_each_devices_latest_run_in_one_line():
         row({"model": "LeNet-BN", "L": 20, "device": "cuda"}, timed(1.0456) | {"note": "BN"}, commit=new),
         row({"model": "LeNet-BN", "L": 20, "device": "cuda"}, timed(9.0), commit=new, status="failed"),
     ]
+    rows[1]["machine"] = "dev: the 2-core machine; load 1.5"
     assert entropy_sgd_overhead_summary(rows) == (
-        "cuda, 2222222: mnistfc 1.040, LeNet-BN (BN) 1.046; cpu, 1111111: mnistfc 1.500"
+        "cuda on m, 2222222: mnistfc 1.040, LeNet-BN (BN) 1.046; cpu on dev, 1111111: mnistfc 1.500"
     )
     assert entropy_sgd_overhead_summary(rows[-1:]) == "(no runs)"
 

@@ -89,12 +89,18 @@ def test_the_reduced_summary_is_the_longest_budgets_finished_runs_in_one_line():
     rows = [row("ebgan", v, seed=i, budget=EPOCH) for i, v in enumerate(ebgan)]
     rows += [row("ebgan", v, pt=0.1, seed=10 + i, budget=EPOCH) for i, v in enumerate(pt)]
     rows += [row("gan", v, seed=i, budget=EPOCH) for i, v in enumerate(gan)]
-    rows += [row("gan", 9.0, seed=7, budget=EPOCH, status="capped"), row("ebgan", 0.1, seed=9)]  # neither counted
+    rows += [row("gan", 9.0, seed=7, budget=EPOCH, status="capped"), row("ebgan", 0.1, seed=9)]  # not in the medians
     expected = [f"{name} {np.median(v):.2f} ({sum(x > 1 for x in v)} of {len(v)})"
                 for name, v in (("EBGAN", ebgan), ("EBGAN-PT", pt), ("GAN", gan))]  # fmt: skip
     summary = ebgan_grid_module.reduced_summary(rows)
-    assert summary == "1 epoch (10,000 scored samples), median I' (runs with I' > 1): " + ", ".join(expected)
+    assert summary == "1 epoch (10,000 scored samples), median I' (runs with I' > 1): " + ", ".join(expected) + (
+        "; 1 capped run not shown"
+    )
     assert "\n" not in summary and ebgan_grid_module.reduced_summary(rows[-2:-1]) == "(no finished runs)"
+    capped = [row("gan", 2.0, seed=8, budget=EPOCH, status="capped"), row("ebgan", 1.5, pt=0.5, seed=9, budget=B200)]
+    assert ebgan_grid_module.reduced_summary(rows + capped).endswith(  # PT weights named as the table names them
+        f"EBGAN-PT 0.1 {np.median(pt):.2f} (1 of 2), GAN {np.median(gan):.2f} (1 of 4); 2 capped runs not shown"
+    )
 
 
 def test_capped_runs_are_labelled_and_pt_weights_named_when_several():

@@ -72,7 +72,8 @@ def test_the_summary_gives_each_configs_final_scores_in_one_line():
         + ", ".join(f"{v:.2f}" for v in by_seed) + "); mnist_gan 4.00 (2 epochs, seed 4: 4.00); "
         "not shown (not full runs): mnist_gan capped x 1"
     )  # fmt: skip
-    assert headline_summary(rows[-1:]) == "(no finished runs)"
+    assert headline_summary(rows[-1:]) == "(no finished runs); not shown (not full runs): mnist_gan capped x 1"
+    assert headline_summary([]) == "(no finished runs)"
 
 
 def test_the_curves_figure_draws_every_finished_run(tmp_path):

@@ -52,13 +52,14 @@ def test_the_summary_gives_table_2_in_one_line():
     paired = [1.5 - 1.5, 1.0 - 1.25]  # seeds 1 and 2
     assert table2_summary(rows) == (
         f"100 labels, LN {np.mean(ln):.2f} +- {np.std(ln, ddof=1):.2f}% test error (seeds 1, 2, 3: 1.50, 1.25, "
-        "1.75; paper, 15 seeds: 1.36 +- 0.21); 100 labels, EBGAN-LN "
+        "1.75; paper, 15 seeds: 1.36 +- 0.21%); 100 labels, EBGAN-LN "
         f"{np.mean(ebgan):.2f} +- {np.std(ebgan, ddof=1):.2f}% test error (seeds 1, 2: 1.50, 1.00; paper, 15 seeds: "
-        f"1.04 +- 0.12), EBGAN-LN - LN {np.mean(paired):.2f} +- {np.std(paired, ddof=1):.2f} (2 seeds); "
-        "1000 labels, LN 1.10% test error (seed 1: 1.10; paper, 15 seeds: 1.04 +- 0.06); "
+        f"1.04 +- 0.12%), EBGAN-LN - LN {np.mean(paired):.2f} +- {np.std(paired, ddof=1):.2f} points (2 seeds); "
+        "1000 labels, LN 1.10% test error (seed 1: 1.10; paper, 15 seeds: 1.04 +- 0.06%); "
         "not shown (not full runs): EBGAN-LN 100 labels capped x 1"
     )
     assert table2_summary([]) == "(no finished runs)"
+    assert table2_summary(rows[5:6]) == "(no finished runs); not shown (not full runs): EBGAN-LN 100 labels capped x 1"
 
 
 def test_the_paper_numbers_are_table_2s():

@@ -12,6 +12,7 @@ import pytest
 from iclr17.studies import babi_table, seed_tables, world_model
 from iclr17.studies.fit_study import FitStudy
 from iclr17.studies.ledger import current_runs, done_keys, read
+from iclr17.studies.results_tables import ledger_rows
 from iclr17.studies.seed_tables import (
     char_lstm_markdown,
     error_percent,
@@ -230,6 +231,6 @@ def test_the_official_lua_rerun_replaces_the_rows_measured_before_the_preset_fix
 def test_every_results_table_is_named_for_its_marker_and_renders_its_ledger(module):
     for name, (stem, renderer) in module.RESULTS_TABLES.items():
         assert re.fullmatch(r"[\w.-]+", name), name  # iclr17.studies.results_tables' <!-- table: NAME --> marker
-        rows = [row for one in ((stem,) if isinstance(stem, str) else stem) for row in read(LEDGERS / f"{one}.jsonl")]
+        rows = ledger_rows(stem, LEDGERS)
         text = renderer(rows)  # a table, or an inline summary's one line; never "(no ...)" on the committed ledger
         assert rows and (text.count("\n") >= 2 or ("\n" not in text and not text.startswith("("))), (name, text)

@@ -147,8 +147,8 @@ def test_the_summary_gives_each_masks_selected_runs_in_one_line():
     ]  # fmt: skip
     # max_step 5 first (Table 1's order), then training lengths; lr 0.01's run selected by validation (0.02)
     assert selected_summary(rows, "N(0, 0.1)") == (
-        "max_step 5: T = 10 0.090 (2 runs), T <= 20 (2..20) 0.400 (1 run); max_step 1: T = 10 0.250 (1 run), "
-        "T = 20 0.600 (1 run)"
+        "max_step 5: T = 10 0.090 (2 runs), trained on T <= 20 (2..20), tested on T = 20-80 (pooled) 0.400 (1 run); "
+        "max_step 1: T = 10 0.250 (1 run), T = 20 0.600 (1 run)"
     )
     assert selected_summary(rows, "ones") == "max_step 5: T = 10 0.125 (1 run)"
     assert selected_summary(rows[:4], "ones") == "(no finished runs with the ones story mask)"
