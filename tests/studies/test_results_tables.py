@@ -12,7 +12,7 @@ import pytest
 from iclr17.studies import catalog, ledger, results_tables
 from iclr17.studies.catalog import RESULTS_TABLES
 from iclr17.studies.ledger import append
-from iclr17.studies.results_tables import StaleTables, main, regenerate
+from iclr17.studies.results_tables import BLOCK, StaleTables, main, regenerate
 from tests.conftest import REPO_ROOT
 from tests.studies.test_ledger import _row
 
@@ -164,6 +164,40 @@ def test_every_committed_table_is_marked_and_matches_its_ledger():
     assert not re.search(r"^\|.*\|\s*$", outside, re.M), "a table in RESULTS.md that no ledger regenerates"
     assert _marked_names() == set(RESULTS_TABLES)
     _committed_tables_match(set(RESULTS_TABLES) - SLOW_TABLES)
+
+
+# Inline summaries that state numbers no block table of their ledgers shows: name (or name prefix) -> which numbers
+DERIVED_IN_SUMMARY = {
+    "entnet-babi10k-all-tasks-summary": "the mean and the failures over the tasks of two studies",
+    "entnet-babi10k-task.": "each seed's test error (the block table shows their mean and std)",
+    "benchmark-entnet-speed-summary": "the speed-up over autograd, a ratio of two rows",
+}
+
+
+def _stems(stems: str | tuple[str, ...]) -> set[str]:
+    return {stems} if isinstance(stems, str) else set(stems)
+
+
+def test_every_number_of_an_inline_summary_is_in_a_block_table_of_its_ledger():
+    """A summary restates its block tables (the committed ones, which the tests above keep fresh): each decimal it
+    prints appears in a block table drawn from the same ledger, unless it is one of DERIVED_IN_SUMMARY's."""
+    inline, blocks = {}, {}
+    for path in MARKED_FILES:
+        for match in BLOCK.finditer((REPO_ROOT / path).read_text()):
+            body = match.group("body")
+            (blocks if body.startswith("\n") else inline)[match.group("name")] = body
+    checked = 0
+    for name, body in inline.items():
+        if any(name.startswith(prefix) for prefix in DERIVED_IN_SUMMARY):
+            continue
+        stems = _stems(RESULTS_TABLES[name][0])
+        tables = "\n".join(b for other, b in blocks.items() if _stems(RESULTS_TABLES[other][0]) & stems)
+        missing = [
+            n for n in re.findall(r"\d+\.\d+", body) if not re.search(rf"(?<![\d.]){re.escape(n)}(?!\d)", tables)
+        ]
+        assert not missing, f"{name}: {missing} in no block table of {sorted(stems)}"
+        checked += 1
+    assert checked >= 20
 
 
 @pytest.mark.slow
