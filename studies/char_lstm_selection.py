@@ -29,7 +29,7 @@ from typing import Any
 from iclr17.studies.fit_study import FitStudy, fit_config_digest
 from iclr17.studies.ledger import current_runs, read, row_key
 from iclr17.studies.runner import Run
-from iclr17.studies.seed_tables import Rows, capped_label, header, mean_std_text
+from iclr17.studies.seed_tables import Rows, capped_label, header, mean_std_text, seeds_text
 
 ETA_PRIME = "--model.init_args.optimizer.init_args.eta_prime"
 LR = "--model.init_args.optimizer.init_args.lr"
@@ -351,10 +351,10 @@ def selected_summary(rows: Rows, eta_primes: Sequence[float] = ETA_PRIMES, lrs: 
         if not runs:
             parts.append(f"{name} ({steps}): no full-length runs yet")
             continue
-        seeds = ", ".join(str(r["seed"]) for r in runs)
+        seeds = seeds_text([r["seed"] for r in runs])
         reached = ", ".join(dict.fromkeys(_reached(r) for r in runs))
         val, test = (mean_std_text([r["metrics"][m] for r in runs], 3) for m in ("val/loss", "test/loss"))
-        parts.append(f"{name} ({steps}), seed{'s' if len(runs) > 1 else ''} {seeds}, {reached}: val {val}, test {test}")
+        parts.append(f"{name} ({steps}), {seeds}, {reached}: val {val}, test {test}")
     return "; ".join(parts) + " (nats per char)"
 
 

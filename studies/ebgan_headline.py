@@ -27,7 +27,7 @@ from iclr17.studies.figures import pyplot, save_figure
 from iclr17.studies.fit_study import FitStudy
 from iclr17.studies.ledger import current_runs
 from iclr17.studies.runner import Outcome, Run
-from iclr17.studies.seed_tables import mean_std_text, not_shown_lines, with_not_shown
+from iclr17.studies.seed_tables import mean_std_text, not_shown_lines, seeds_text, with_not_shown
 
 CURVE = "val/mnist_score by epoch"
 FINAL = "test/mnist_score"
@@ -138,10 +138,9 @@ def headline_summary(rows: list[dict[str, Any]]) -> str:
     for name, group in _by_run_label(rows).items():
         finals = [r["metrics"][FINAL] for r in group]
         epochs = min(len(r["metrics"][CURVE]) for r in group)
-        seeds = ", ".join(str(r["seed"]) for r in group)
         each = ", ".join(f"{v:.2f}" for v in finals)
-        seed_word = "seeds" if len(group) > 1 else "seed"
-        parts.append(f"{name} {mean_std_text(finals)} ({epochs} epochs, {seed_word} {seeds}: {each})")
+        seeds = seeds_text([r["seed"] for r in group])
+        parts.append(f"{name} {mean_std_text(finals)} ({epochs} epochs, {seeds}: {each})")
     return with_not_shown(parts, _not_full(rows))
 
 

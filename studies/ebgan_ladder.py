@@ -20,7 +20,7 @@ from typing import Any
 from iclr17.studies.fit_study import FitStudy
 from iclr17.studies.ledger import current_runs
 from iclr17.studies.runner import Run
-from iclr17.studies.seed_tables import mean_std_text, not_shown_lines, plural, with_not_shown
+from iclr17.studies.seed_tables import mean_std_text, not_shown_lines, plural, seeds_text, with_not_shown
 
 ERROR = "test/error"
 MODEL_NAMES = {"ln": "LN", "ebgan_ln": "EBGAN-LN"}
@@ -116,12 +116,12 @@ def table2_summary(rows: list[dict[str, Any]]) -> str:
     for point in sorted(finished, key=_table_order):
         labels, model, rest = point
         errors = finished[point]
-        seeds = ", ".join(str(s) for s in sorted(errors))
+        seeds = seeds_text(sorted(errors))
         each = ", ".join(f"{errors[s]:.2f}" for s in sorted(errors))
         paper = PAPER_TABLE2[model].get(labels)
         paper_text = f"; paper, 15 seeds: {paper[0]:.2f} +- {paper[1]:.2f}%" if paper else ""
         text = f"{labels} labels, {_model_name(model, rest)} {mean_std_text(list(errors.values()))}% test error "
-        text += f"(seed{'s' if len(errors) > 1 else ''} {seeds}: {each}{paper_text})"
+        text += f"({seeds}: {each}{paper_text})"
         if model == "ebgan_ln" and (paired := _paired_text(finished, point, unit=" points")):
             text += f", EBGAN-LN - LN {paired}"
         parts.append(text)

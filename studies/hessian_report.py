@@ -23,6 +23,7 @@ from iclr17.functional.hessian import spectrum_statistics
 from iclr17.studies.figures import pyplot, save_figure
 from iclr17.studies.fit_study import FitStudy
 from iclr17.studies.runner import Outcome, Run
+from iclr17.studies.seed_tables import plural
 
 SNAPSHOTS = {"start": "before training", "end": "after training"}
 
@@ -158,7 +159,7 @@ def near_zero_summary(rows: list[dict[str, Any]]) -> str:
     for row in shown:
         start, end = row["metrics"]["hessian/start"], row["metrics"]["hessian/end"]
         label = run_label(row, shown)
-        outliers = f"{end['n_outliers']:.0f} outlier{'' if end['n_outliers'] == 1 else 's'}"
+        outliers = plural(round(end["n_outliers"]), "outlier")
         if end.get("num_classes") is not None:
             outliers += f" ({int(end['num_classes'])} classes)"
         parts.append(f"{label + ', ' if label else ''}{end['n_params']:,} parameters: {_share(end['frac_zero_rel'])} "

@@ -128,6 +128,11 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def seeds_text(seeds: list[int]) -> str:
+    """``seed 4``, ``seeds 0, 1, 2``: the seeds in the order given."""
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
+
+
 def span(values: list[float], text=lambda v: f"{v:.1f}") -> str:
     """``lo-hi`` of ``values`` as ``text`` writes them, or one value when both ends read the same."""
     low, high = text(min(values)), text(max(values))
