@@ -709,18 +709,19 @@ def qr_table(rows: list[dict[str, Any]], gumbel_side: GumbelSide = "right", n_re
 def ensembles_summary(
     rows: list[dict[str, Any]],
     size: str | None = None,
-    threshold: float | None = None,
+    thresholds: tuple[float, ...] | None = None,
     gumbel_side: GumbelSide = "right",
     n_resamples: int = 2000,
 ) -> str:
     """The tables in one line, for a sentence or a table cell: per experiment (system size; only ``size`` when
-    given), over its thresholds (only ``threshold`` when given), :func:`_experiment_summary` of the same statistics
-    as the tables (:func:`threshold_reports`)."""
+    given), over its thresholds (only those of ``thresholds`` when given), :func:`_experiment_summary` of the same
+    statistics as the tables (:func:`threshold_reports`)."""
     parts = []
     for x in experiments(rows):
         if size is not None and size_of(x) != size:
             continue
-        reports = [(t, r) for t, r, _ in threshold_reports(x, gumbel_side, n_resamples) if threshold in (None, t)]
+        reports = threshold_reports(x, gumbel_side, n_resamples)
+        reports = [(t, r) for t, r, _ in reports if thresholds is None or t in thresholds]
         if reports:
             parts.append(_experiment_summary(x, reports))
     return "; ".join(parts) or "(no finished runs)"
@@ -802,7 +803,12 @@ RESULTS_TABLES = {
     "halting-mlp-paper": ("halting_mlp_paper", mlp_table),
     "halting-convnet-paper": ("halting_convnet_paper", mlp_table),
     "halting-qr": ("halting_qr", qr_table),
-    "halting-spin-glass-summary.n64-eps1": ("halting_spin_glass", partial(ensembles_summary, size="64", threshold=1.0)),
+    "halting-spin-glass-summary.n64-eps1": (
+        "halting_spin_glass",
+        partial(ensembles_summary, size="64", thresholds=(1.0,)),
+    ),
+    "halting-cg-summary": ("halting_cg", ensembles_summary),
+    "halting-cg-summary.eps1e-8-and-1e-10": ("halting_cg", partial(ensembles_summary, thresholds=(1e-8, 1e-10))),
     "halting-mlp-paper-summary": ("halting_mlp_paper", ensembles_summary),
     "halting-qr-summary": ("halting_qr", ensembles_summary),
 }

@@ -179,9 +179,11 @@ def test_the_ensembles_summary_restates_the_reports_in_one_line():
         f"{pairs}, test accuracy % at halting Gaussian {means['gaussian']}, Bernoulli {means['bernoulli']}"
     )
     low, high = reports[1]["pooled"]["skewness_ci95"]
-    one = ensembles_summary(rows, size="32", threshold=0.5, n_resamples=200)
+    one = ensembles_summary(rows, size="32", thresholds=(0.5,), n_resamples=200)
     assert one.startswith(f"n_spins 32, 2 ensembles x 60 runs, eps 0.5: pooled tau skewness "
                           f"{reports[1]['pooled']['skewness']:.2f} [{low:.2f}, {high:.2f}], ")  # fmt: skip
+    assert ensembles_summary(rows, size="32", thresholds=(0.5, 1.0), n_resamples=200) == summary
+    assert ensembles_summary(rows, size="32", thresholds=(0.25,)) == "(no finished runs)"
     assert ensembles_summary(rows, n_resamples=200).count("; n_spins 64, 1 ensemble x 5 runs, eps 1, 0.5") == 1
     assert ensembles_summary(rows, size="128") == "(no finished runs)"
 

@@ -132,6 +132,7 @@ def test_only_the_named_tables_are_rewritten(tmp_path):
 SLOW_TABLES = {  # minutes of permutation tests
     "halting-spin-glass", "halting-cg", "halting-mlp", "halting-cg-n500", "halting-mlp-paper", "halting-qr",
     "halting-convnet-paper", "halting-spin-glass-summary.n64-eps1", "halting-mlp-paper-summary", "halting-qr-summary",
+    "halting-cg-summary", "halting-cg-summary.eps1e-8-and-1e-10",
 }  # fmt: skip
 
 
