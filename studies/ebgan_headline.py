@@ -16,7 +16,6 @@ drawn from ``torch.Generator().manual_seed(0)``, the same z for every run.
 from __future__ import annotations
 
 import statistics
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from iclr17.studies.figures import pyplot, save_figure
 from iclr17.studies.fit_study import FitStudy
 from iclr17.studies.ledger import current_runs
 from iclr17.studies.runner import Outcome, Run
-from iclr17.studies.seed_tables import mean_std_text, not_shown_lines, seeds_text, with_not_shown
+from iclr17.studies.seed_tables import mean_std_text, not_full, not_shown_lines, seeds_text, with_not_shown
 
 CURVE = "val/mnist_score by epoch"
 FINAL = "test/mnist_score"
@@ -128,7 +127,7 @@ def headline_table(rows: list[dict[str, Any]], target: float = 6.0) -> str:
         reached = "yes" if all(v >= target for v in finals) else "no"
         cells = [name, str(len(group)), str(epochs), mean_curve, per_seed, mean_std_text(finals), reached]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines + not_shown_lines(_not_full(rows)))
+    return "\n".join(lines + not_shown_lines(not_full(rows, run_label)))
 
 
 def headline_summary(rows: list[dict[str, Any]]) -> str:
@@ -141,12 +140,7 @@ def headline_summary(rows: list[dict[str, Any]]) -> str:
         each = ", ".join(f"{v:.2f}" for v in finals)
         seeds = seeds_text([r["seed"] for r in group])
         parts.append(f"{name} {mean_std_text(finals)} ({epochs} epochs, {seeds}: {each})")
-    return with_not_shown(parts, _not_full(rows))
-
-
-def _not_full(rows: list[dict[str, Any]]) -> Counter:
-    """``<run label> <status>`` -> runs, for the runs that did not finish (capped, failed)."""
-    return Counter(f"{run_label(r['params'])} {r['status']}" for r in current_runs(rows) if r["status"] != "finished")
+    return with_not_shown(parts, not_full(rows, run_label))
 
 
 def curves_figure(rows: list[dict[str, Any]], path: Path) -> None:

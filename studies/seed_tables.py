@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -107,8 +108,14 @@ def mean_std_text(values: list[float], digits: int = 2) -> str:
 
 
 def not_shown_lines(counts: Mapping[str, int]) -> list[str]:
-    """The note under a table that counts its runs that are not full (capped, failed) by label; none if none."""
+    """The note under a table that counts its runs that are not full (capped) by label; none if none."""
     return ["", f"Not shown (not full runs): {counted(counts)}."] if counts else []
+
+
+def not_full(rows: Rows, label: Callable[[dict[str, Any]], str]) -> Counter[str]:
+    """``<label of the params> <status>`` -> runs, for the current runs that did not finish: the capped ones
+    (:func:`current_runs` leaves failed rows out: failed runs never enter a table)."""
+    return Counter(f"{label(r['params'])} {r['status']}" for r in current_runs(rows) if r["status"] != "finished")
 
 
 def counted(counts: Mapping[str, int]) -> str:
@@ -117,7 +124,7 @@ def counted(counts: Mapping[str, int]) -> str:
 
 
 def with_not_shown(parts: list[str], counts: Mapping[str, int], empty: str = "(no finished runs)") -> str:
-    """An inline summary: ``parts`` joined by ``; ``, then the runs that are not full (capped, failed) by label when
+    """An inline summary: ``parts`` joined by ``; ``, then the runs that are not full (capped) by label when
     there are any; ``empty`` in place of the parts when there are none."""
     shown = "; ".join(parts) if parts else empty
     return f"{shown}; not shown (not full runs): {counted(counts)}" if counts else shown

@@ -17,6 +17,7 @@ from iclr17.studies.seed_tables import (
     char_lstm_markdown,
     error_percent,
     mnistfc_adam_markdown,
+    not_full,
     table1_markdown,
     time_cap,
     variant_summary,
@@ -234,3 +235,20 @@ def test_every_results_table_is_named_for_its_marker_and_renders_its_ledger(modu
         rows = ledger_rows(stem, LEDGERS)
         text = renderer(rows)  # a table, or an inline summary's one line; never "(no ...)" on the committed ledger
         assert rows and (text.count("\n") >= 2 or ("\n" not in text and not text.startswith("("))), (name, text)
+
+
+def test_not_full_counts_each_capped_run_once_by_label_and_leaves_out_failed_and_finished_ones():
+    def row(model, seed, status):
+        return {"params": {"model": model}, "seed": seed, "status": status}
+
+    rows = [
+        row("a", 0, "capped"),  # then finished: the finished row replaces it
+        row("a", 0, "finished"),
+        row("a", 1, "capped"),
+        row("a", 1, "capped"),  # a later capped segment of the same run: one run
+        row("b", 0, "failed"),
+        row("b", 1, "capped"),
+        row("c", 0, "finished"),
+    ]
+    assert not_full(rows, lambda p: p["model"].upper()) == {"A capped": 1, "B capped": 1}
+    assert not_full(rows[-1:], str) == {}
