@@ -447,7 +447,11 @@ class HaltingStudy(Study):
         return renderer(rows, self.gumbel_side, self.n_resamples)
 
     def figure(self, rows: list[dict[str, Any]], path: Path) -> bool:
-        return halting_figures(rows, path, self.gumbel_side, self.n_resamples)
+        """The paper's figure for this study's system description alone: its ledger may hold others (another size,
+        or the same size at another width, as the two CG studies of N = 500 share one ledger)."""
+        own = digest(self.system.description(self.n_runs))
+        return halting_figures([r for r in rows if r["config_digest"] == own], path, self.gumbel_side,
+                               self.n_resamples)  # fmt: skip
 
 
 # ---- the statistics, from ledger rows alone ------------------------------------------------------------------
@@ -457,8 +461,9 @@ def experiments(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ledger's experiments: the rows of one system description (config digest), seeds pooled, each run once
     (its latest row; failed rows left out), ordered by system and size.
 
-    Each is ``{"params", "threshold_name", "thresholds", "seed", "times", "censored"}``: ``params`` the rows'
-    common coordinates (system and size), ``seed`` the smallest seed (it seeds the statistics), ``times`` and
+    Each is ``{"params", "config_digest", "threshold_name", "thresholds", "seed", "times", "censored"}``: ``params``
+    the rows' common coordinates (system and size), ``config_digest`` their system description's, ``seed`` the
+    smallest seed (it seeds the statistics), ``times`` and
     ``censored`` ``{ensemble: (n, E) array}`` in the system's ensemble order, the seeds' runs concatenated in order;
     ``measured`` ``{metric: {ensemble: (n, E) array}}`` the per-run measurements at halting the rows hold (the
     MLP's accuracies; ``HaltingSystem.run``), pooled the same way.
@@ -485,7 +490,8 @@ def experiments(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 measured.setdefault(name, {}).setdefault(row["params"]["ensemble"], []).append(values)
         params = {k: v for k, v in group[0]["params"].items() if k not in ("ensemble", "ensemble_index")}
         found.append({
-            "params": params, "threshold_name": group[0]["metrics"]["threshold_name"],
+            "params": params, "config_digest": group[0]["config_digest"],
+            "threshold_name": group[0]["metrics"]["threshold_name"],
             "thresholds": group[0]["metrics"]["thresholds"], "seed": min(r["seed"] for r in group),
             "times": {k: np.concatenate(v) for k, v in times.items()},
             "censored": {k: np.concatenate(v) for k, v in censored.items()},
@@ -779,17 +785,20 @@ def _normal_p(reports: list[tuple[float, dict[str, Any]]], names: list[str]) -> 
 def halting_figures(rows: list[dict[str, Any]], path: Path, gumbel_side: GumbelSide = "right",
                     n_resamples: int = 2000) -> bool:  # fmt: skip
     """The paper's figure (tau histograms over the two reference densities, QQ plots; one row per threshold) for
-    each experiment: into ``path``, or ``<stem>_<size><suffix>`` beside it when the ledger holds several."""
+    each experiment: into ``path``, or ``<stem>_<name><suffix>`` beside it when the rows hold several, the name
+    its size, or its size and system description's digest where two share a size."""
     from iclr17.callbacks.halting_time.figures import halting_figure
 
     found, drawn = experiments(rows), 0
-    for x in found:
+    sizes = [size_of(x) for x in found]
+    for x, size in zip(found, sizes, strict=True):
         reports = threshold_reports(x, gumbel_side, n_resamples)
         panels = {f"{x['threshold_name']} {threshold:g}": taus for threshold, _, taus in reports if taus}
         if not panels:
             continue
-        target = path if len(found) == 1 else path.with_name(f"{path.stem}_{size_of(x)}{path.suffix}")
-        figure = halting_figure(panels, title=f"{x['params']['system']} {size_of(x)}", gumbel_side=gumbel_side)
+        name = size if sizes.count(size) == 1 else f"{size}_{x['config_digest']}"
+        target = path if len(found) == 1 else path.with_name(f"{path.stem}_{name}{path.suffix}")
+        figure = halting_figure(panels, title=f"{x['params']['system']} {name}", gumbel_side=gumbel_side)
         save_figure(figure, target, dpi=110, tight=False)
         drawn += 1
     return drawn > 0

@@ -19,6 +19,7 @@ from iclr17.studies.halting import (
     SpinGlassRuns,
     ensembles_summary,
     experiments,
+    halting_figures,
     mlp_table,
     p_text,
     span,
@@ -98,6 +99,28 @@ def test_a_tiny_study_records_each_ensembles_raw_times_and_draws_its_table_from_
     assert args[:2] == ["iclr17", "halting"] and args[-1] == "run"
     CLI(HaltingStudy, args=[*args[2:-1], "status"], as_positional=False)
     assert "tiny (" in capsys.readouterr().out.splitlines()[0] and study.status()["done"]
+
+
+def test_a_study_draws_the_figure_of_its_own_system_description_and_two_of_one_size_get_two_files(tmp_path):
+    paper = _tiny_cg_study(tmp_path)
+    square = HaltingStudy(ConjugateGradientRuns(n=20, c=0.0, eps=[1.0e-4, 1.0e-8], chunk_size=25), n_runs=60,
+                          n_resamples=100, name="tiny", ledger_dir=str(tmp_path / "ledgers"),
+                          runs_dir=str(tmp_path / "runs"))  # fmt: skip
+    for study in (paper, square):
+        for run in study.planned():
+            record_run(study, run, threads=1, machine="test")
+    rows = read(paper.ledger)  # one ledger, two system descriptions of N = 20 (M = 28 and M = 20)
+    assert len({r["config_digest"] for r in rows}) == 2
+    drawn = []
+    for study, name in ((paper, "paper.png"), (square, "square.png")):
+        assert study.figure(rows, tmp_path / "own" / name)
+        drawn.append(name)
+        assert sorted(p.name for p in (tmp_path / "own").iterdir()) == drawn  # its path, no other file
+    assert (tmp_path / "own" / "paper.png").read_bytes() != (tmp_path / "own" / "square.png").read_bytes()
+
+    assert halting_figures(rows, tmp_path / "both" / "cg.png", n_resamples=100)
+    digests = sorted({r["config_digest"] for r in rows})
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == [f"cg_20_{d}.png" for d in digests]
 
 
 def _row(ensemble, index, times, censored_runs, seed=0, config_digest="d32", n_spins=32, status="finished"):
