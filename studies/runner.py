@@ -12,14 +12,20 @@ study killed midway resumes where it stopped. Runs execute in local worker proce
 run, ``workers`` at once, ``threads`` torch threads each) or as submitit jobs (SLURM on a cluster; submitit's
 local executor elsewhere). A run that raises, or a worker that dies, is recorded as ``failed`` and the study goes
 on.
+
+Local workers fork from a forkserver that imported the whole package (and the script that started the runner)
+when the runner started, so a run executes the code of that moment even if the checkout is edited or committed
+while the study goes on. A YAML config is read when its run starts: edit one mid-study and restart the study.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import pkgutil
 import platform
 import subprocess
+import sys
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -292,16 +298,18 @@ def _run_local(study: Study, todo: list[Run], workers: int, threads: int, machin
     """One process per run, ``workers`` at once; a process that dies gets a ``failed`` row.
 
     Processes fork from a forkserver that imported the package once (a clean, single-threaded parent), so a run
-    starts in milliseconds rather than re-importing torch and Lightning as a spawned process would. Every row (and
-    a resumed fit's segments) records the forkserver's source (``source_commit()`` when this process's first local
-    run started it), not the checkout's commit when the run starts.
+    starts in milliseconds rather than re-importing torch and Lightning as a spawned process would. The forkserver
+    imports every module of the package and the runner's main script (:func:`_forkserver_preload`): a worker then
+    reads no module from the checkout, so every row (and a resumed fit's segments) records the code it ran, the
+    forkserver's source (``source_commit()`` when this process's first local run started it), not the checkout's
+    commit when the run starts.
     """
     global _forkserver_source
     if _forkserver_source is None:
         _forkserver_source = source_commit()
     source = _forkserver_source
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["iclr17", type(study).__module__])
+    context.set_forkserver_preload(_forkserver_preload(type(study).__module__))
     pending, running, seen = list(todo), {}, len(read(study.ledger))
     while pending or running:
         while pending and len(running) < workers:
@@ -317,6 +325,21 @@ def _run_local(study: Study, todo: list[Run], workers: int, threads: int, machin
                 _record_death(study, run, machine, f"worker process died with exit code {process.exitcode}", source)
             print(f"{study.name}: {run.params} seed {run.seed} ended (exit code {process.exitcode})", flush=True)
     return read(study.ledger)[seen:]
+
+
+def _forkserver_preload(study_module: str) -> list[str]:
+    """What the forkserver imports before any worker forks: the runner's main script (``__main__``: a worker would
+    otherwise run it again, importing the CLI's chain of modules from the checkout), every module of the package
+    (a config's class path, a function's late import) and the study's module."""
+    import iclr17.studies.catalog  # noqa: F401  (every study, so every subpackage they use)
+
+    modules = {"iclr17", study_module}
+    packages = [name for name, module in list(sys.modules.items())
+                if name.partition(".")[0] == "iclr17" and hasattr(module, "__path__")]  # fmt: skip
+    for name in packages:
+        modules.update(info.name for info in pkgutil.walk_packages(sys.modules[name].__path__, f"{name}.",
+                                                                   onerror=lambda _: None))  # fmt: skip
+    return ["__main__", *sorted(modules)]
 
 
 def _run_submitit(

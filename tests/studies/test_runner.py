@@ -67,6 +67,24 @@ def test_local_workers_record_the_source_of_the_code_their_forkserver_imported_n
     assert (row["commit"], row["dirty"]) == first and row["metrics"]["source"] == list(first)
 
 
+def test_a_local_worker_starts_with_every_module_of_the_package_imported_so_checkout_edits_cannot_reach_it(tmp_path):
+    """The forkserver imported the package when the study started: a worker reads no module from the checkout (it
+    used to import the CLI's chain and late imports from disk, mixing edited modules with the forkserver's)."""
+    (row,) = _study(tmp_path, seeds=[1], report_modules=True).run(workers=1)
+    imported = set(row["metrics"]["imported"])
+    late = {  # imported by no study module at import time: by the CLI's script, by a function, by a class path
+        "iclr17.__main__", "iclr17.studies.catalog", "iclr17.studies.results_tables", "iclr17.studies.halting",
+        "iclr17.callbacks.hessian.figures", "iclr17.callbacks.halting_time.figures", "iclr17.demo",
+        "iclr17.modules.entnet.module", "iclr17.datamodules.babi",
+    }  # fmt: skip
+    assert late <= imported, sorted(late - imported)
+    on_disk = {  # every module file of two subpackages, listed from the file system
+        f"iclr17.{package}.{path.stem}" for package in ("studies", "functional")
+        for path in (REPO_ROOT / package).glob("*.py") if path.stem != "__init__"
+    }  # fmt: skip
+    assert on_disk <= imported, sorted(on_disk - imported)
+
+
 def test_a_study_killed_midway_resumes_and_skips_its_finished_runs(tmp_path):
     study = _study(tmp_path, seeds=[1, 2, 3, 4], kill_group_on=3)
     script = (
