@@ -15,7 +15,8 @@ on.
 
 Local workers fork from a forkserver that imported the whole package (and the script that started the runner)
 when the runner started, so a run executes the code of that moment even if the checkout is edited or committed
-while the study goes on. A YAML config is read when its run starts: edit one mid-study and restart the study.
+while the study goes on. A YAML config is read when its run starts, so a config edited mid-study reaches the runs
+that start after the edit under the digest planned before it: stop the study, edit, and start it again.
 """
 
 from __future__ import annotations
