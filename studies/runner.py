@@ -13,14 +13,17 @@ run, ``workers`` at once, ``threads`` torch threads each) or as submitit jobs (S
 local executor elsewhere). A run that raises, or a worker that dies, is recorded as ``failed`` and the study goes
 on.
 
-Local workers fork from a forkserver that imported the whole package (and the script that started the runner)
-when the runner started, so a run executes the code of that moment even if the checkout is edited or committed
-while the study goes on. A YAML config is read when its run starts, so a config edited mid-study reaches the runs
+Local workers fork from a forkserver that imported every module of the package when the runner started, so a run
+executes the Python code of that moment even if the checkout is edited or committed while the study goes on (the
+`iclr17` console script a worker runs again imports only ``iclr17.__main__``, already imported; another script that
+starts a runner is read again from disk, and the C++ kernels are built or loaded from the checkout's sources on
+first use in each worker). A YAML config is read when its run starts, so a config edited mid-study reaches the runs
 that start after the edit under the digest planned before it: stop the study, edit, and start it again.
 """
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import pkgutil
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,10 +304,9 @@ def _run_local(study: Study, todo: list[Run], workers: int, threads: int, machin
 
     Processes fork from a forkserver that imported the package once (a clean, single-threaded parent), so a run
     starts in milliseconds rather than re-importing torch and Lightning as a spawned process would. The forkserver
-    imports every module of the package and the runner's main script (:func:`_forkserver_preload`): a worker then
-    reads no module from the checkout, so every row (and a resumed fit's segments) records the code it ran, the
-    forkserver's source (``source_commit()`` when this process's first local run started it), not the checkout's
-    commit when the run starts.
+    imports every module of the package (:func:`_forkserver_preload`), so a worker imports none of them from the
+    checkout, and every row (and a resumed fit's segments) records the forkserver's source (``source_commit()``
+    when this process's first local run started it), not the checkout's commit when the run starts.
     """
     global _forkserver_source
     if _forkserver_source is None:
@@ -329,9 +332,10 @@ def _run_local(study: Study, todo: list[Run], workers: int, threads: int, machin
 
 
 def _forkserver_preload(study_module: str) -> list[str]:
-    """What the forkserver imports before any worker forks: the runner's main script (``__main__``: a worker would
-    otherwise run it again, importing the CLI's chain of modules from the checkout), every module of the package
-    (a config's class path, a function's late import) and the study's module."""
+    """What the forkserver imports before any worker forks: every module of the package (the CLI's chain, which a
+    worker's rerun of the ``iclr17`` script imports; a config's class path; a function's late import) and the
+    study's module, each tried here first: one that fails to import (a half-edited or scratch file) is left out
+    with a warning, since a preload that raises anything but ImportError would stop the forkserver and the study."""
     import iclr17.studies.catalog  # noqa: F401  (every study, so every subpackage they use)
 
     modules = {"iclr17", study_module}
@@ -340,7 +344,17 @@ def _forkserver_preload(study_module: str) -> list[str]:
     for name in packages:
         modules.update(info.name for info in pkgutil.walk_packages(sys.modules[name].__path__, f"{name}.",
                                                                    onerror=lambda _: None))  # fmt: skip
-    return ["__main__", *sorted(modules)]
+    preload, broken = [], []
+    for name in sorted(modules):
+        try:
+            importlib.import_module(name)
+            preload.append(name)
+        except Exception as error:  # any error a module raises at import
+            broken.append(f"{name} ({type(error).__name__}: {error})")
+    if broken:
+        warnings.warn(f"not preloaded for the study's workers (they import these from the checkout, if at all): "
+                      f"{'; '.join(broken)}", stacklevel=2)  # fmt: skip
+    return preload
 
 
 def _run_submitit(

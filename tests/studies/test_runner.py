@@ -85,6 +85,14 @@ def test_a_local_worker_starts_with_every_module_of_the_package_imported_so_chec
     assert on_disk <= imported, sorted(on_disk - imported)
 
 
+def test_a_module_that_fails_to_import_is_left_out_of_the_preload_with_a_warning(tmp_path, monkeypatch):
+    (tmp_path / "half_edited.py").write_text("raise RuntimeError('half edited')\n")  # would stop the forkserver
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(UserWarning, match=r"half_edited \(RuntimeError: half edited\)"):
+        preload = runner._forkserver_preload("half_edited")
+    assert "half_edited" not in preload and {"iclr17.__main__", "iclr17.studies.runner"} <= set(preload)
+
+
 def test_a_study_killed_midway_resumes_and_skips_its_finished_runs(tmp_path):
     study = _study(tmp_path, seeds=[1, 2, 3, 4], kill_group_on=3)
     script = (
