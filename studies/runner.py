@@ -15,7 +15,7 @@ on.
 
 Local workers fork from a forkserver that imported every module of the package when the runner started, so a run
 executes the Python code of that moment even if the checkout is edited or committed while the study goes on (the
-`iclr17` console script a worker runs again imports only ``iclr17.__main__``, already imported; another script that
+``iclr17`` console script a worker runs again imports only ``iclr17.__main__``, already imported; another script that
 starts a runner is read again from disk, and the C++ kernels are built or loaded from the checkout's sources on
 first use in each worker). A YAML config is read when its run starts, so a config edited mid-study reaches the runs
 that start after the edit under the digest planned before it: stop the study, edit, and start it again.
