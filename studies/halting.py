@@ -775,6 +775,26 @@ def _experiment_summary(x: dict[str, Any], reports: list[tuple[float, dict[str, 
     return text
 
 
+def pairs_summary(
+    rows: list[dict[str, Any]], size: str, threshold: float, gumbel_side: GumbelSide = "right", n_resamples: int = 2000
+) -> str:
+    """Every pair's two-sample KS p (AD p) at one size and threshold, in one line: the numbers behind the tables'
+    smallest-over-pairs cells (the same reports, :func:`threshold_reports`), ordered from the smallest AD p."""
+    for x in experiments(rows):
+        if size_of(x) != size:
+            continue
+        for t, report, _ in threshold_reports(x, gumbel_side, n_resamples):
+            if t != threshold or not report["universality"]:
+                continue
+            cells, tests = [], report["universality"]
+            for pair, p in sorted(tests.items(), key=lambda kv: (kv[1]["ad_pvalue"], kv[1]["ks_pvalue"])):
+                names = " vs ".join(DISPLAY.get(n, n) for n in pair.split(" vs "))
+                cells.append(f"{names} {p_text(p['ks_pvalue'])} ({p_text(p['ad_pvalue'])})")
+            return (f"{next(k for k in x['params'] if k != 'system')} {size}, {x['threshold_name']} {threshold:g}, "
+                    f"two-sample KS p (AD p): " + ", ".join(cells))  # fmt: skip
+    return "(no finished runs)"
+
+
 def _normal_p(reports: list[tuple[float, dict[str, Any]]], names: list[str]) -> str:
     """The range of the KS p against N(0, 1) of ``names``' ensembles over the reports (insufficient ones left out)."""
     values = [r["ensembles"][n]["tests"]["normal"]["ks_pvalue"] for _, r in reports for n in names
@@ -816,6 +836,7 @@ RESULTS_TABLES = {
         "halting_spin_glass",
         partial(ensembles_summary, size="64", thresholds=(1.0,)),
     ),
+    "halting-spin-glass-pairs.n32-eps1": ("halting_spin_glass", partial(pairs_summary, size="32", threshold=1.0)),
     "halting-cg-summary": ("halting_cg", ensembles_summary),
     "halting-cg-summary.eps1e-8-and-1e-10": ("halting_cg", partial(ensembles_summary, thresholds=(1e-8, 1e-10))),
     "halting-mlp-paper-summary": ("halting_mlp_paper", ensembles_summary),

@@ -22,6 +22,7 @@ from iclr17.studies.halting import (
     halting_figures,
     mlp_table,
     p_text,
+    pairs_summary,
     span,
     spin_glass_table,
     threshold_reports,
@@ -209,6 +210,29 @@ def test_the_ensembles_summary_restates_the_reports_in_one_line():
     assert ensembles_summary(rows, size="32", thresholds=(0.25,)) == "(no finished runs)"
     assert ensembles_summary(rows, n_resamples=200).count("; n_spins 64, 1 ensemble x 5 runs, eps 1, 0.5") == 1
     assert ensembles_summary(rows, size="128") == "(no finished runs)"
+
+
+def test_the_pairs_summary_lists_every_pair_of_one_size_and_threshold_from_the_smallest_ad_p():
+    rng = np.random.default_rng(2)
+    raw = {e: rng.gumbel(20, 4, size=(80, 2)) for e in ("gaussian", "bernoulli")}
+    raw["exponential"] = 20 + rng.exponential(4, size=(80, 2))  # another law: its pairs come first
+    raw = {e: t.round().astype(int) + [0, 10] for e, t in raw.items()}
+    rows = [_row(e, i, raw[e].T.tolist(), [[], []]) for i, e in enumerate(raw)]
+    rows += [_row("gaussian", 0, [[40] * 5, [50] * 5], [[], []], n_spins=64, config_digest="d64")]  # one ensemble
+    report, _ = ensemble_report({e: raw[e][:, 1] for e in raw}, {}, n_resamples=200, seed=0)
+    tests = report["universality"]
+    assert sorted(tests) == ["bernoulli vs exponential", "gaussian vs bernoulli", "gaussian vs exponential"]
+    order = sorted(tests, key=lambda k: (tests[k]["ad_pvalue"], tests[k]["ks_pvalue"]))
+    shown = {"gaussian vs bernoulli": "Gaussian vs Bernoulli", "gaussian vs exponential": "Gaussian vs exponential",
+             "bernoulli vs exponential": "Bernoulli vs exponential"}  # fmt: skip
+    cells = [f"{shown[k]} {p_text(tests[k]['ks_pvalue'])} ({p_text(tests[k]['ad_pvalue'])})" for k in order]
+    summary = pairs_summary(rows, size="32", threshold=0.5, n_resamples=200)
+    assert summary == "n_spins 32, eps 0.5, two-sample KS p (AD p): " + ", ".join(cells)
+    assert summary.index("exponential") < summary.index("Gaussian vs Bernoulli")
+    assert pairs_summary(rows, size="32", threshold=1.0, n_resamples=200) != summary  # the other threshold's times
+    assert pairs_summary(rows, size="32", threshold=0.25) == "(no finished runs)"
+    assert pairs_summary(rows, size="64", threshold=1.0) == "(no finished runs)"  # no pair in one ensemble
+    assert pairs_summary(rows, size="128", threshold=1.0) == "(no finished runs)"
 
 
 def _ledger(stem):

@@ -132,7 +132,7 @@ def test_only_the_named_tables_are_rewritten(tmp_path):
 SLOW_TABLES = {  # minutes of permutation tests
     "halting-spin-glass", "halting-cg", "halting-mlp", "halting-cg-n500", "halting-mlp-paper", "halting-qr",
     "halting-convnet-paper", "halting-spin-glass-summary.n64-eps1", "halting-mlp-paper-summary", "halting-qr-summary",
-    "halting-cg-summary", "halting-cg-summary.eps1e-8-and-1e-10",
+    "halting-cg-summary", "halting-cg-summary.eps1e-8-and-1e-10", "halting-spin-glass-pairs.n32-eps1",
 }  # fmt: skip
 
 
@@ -172,6 +172,7 @@ DERIVED_IN_SUMMARY = {
     "entnet-babi10k-all-tasks-summary": "the mean and the failures over the tasks of two studies",
     "entnet-babi10k-task.": "each seed's test error (the block table shows their mean and std)",
     "benchmark-entnet-speed-summary": "the speed-up over autograd, a ratio of two rows",
+    "halting-spin-glass-pairs.": "each pair's two-sample p (the block table shows their minimum)",
 }
 
 
