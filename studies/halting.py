@@ -726,8 +726,8 @@ def ensembles_summary(
     for x in experiments(rows):
         if size is not None and size_of(x) != size:
             continue
-        reports = threshold_reports(x, gumbel_side, n_resamples)
-        reports = [(t, r) for t, r, _ in reports if thresholds is None or t in thresholds]
+        reports = [(t, r) for t, r, _ in threshold_reports(x, gumbel_side, n_resamples)
+                   if thresholds is None or t in thresholds]  # fmt: skip
         if reports:
             parts.append(_experiment_summary(x, reports))
     return "; ".join(parts) or "(no finished runs)"
