@@ -104,8 +104,8 @@ def lockstep_group_size(symmetric_couplings: Tensor) -> int:
     Each instance's step reads its N^3 couplings once (a (N, N^2) x N^2 contraction), so the descent is bound by
     memory bandwidth. On a CPU, K instances in one lockstep program stream K N^3 couplings from main memory at
     every step, while one instance at a time keeps its couplings in the last-level cache from step to step; so
-    groups hold at most ``LOCKSTEP_BYTES`` of couplings (all K while they fit, at N = 32; two at N = 100 in
-    float32; one at N = 200, where batching has nothing to reuse). On a GPU every instance runs in one program.
+    groups hold at most ``LOCKSTEP_BYTES`` of couplings (in float32: 64 at N = 32, 8 at N = 64, two at N = 100,
+    one at N = 200, where batching has nothing to reuse). On a GPU every instance runs in one program.
     """
     k = symmetric_couplings.shape[0]
     if symmetric_couplings.device.type != "cpu":
