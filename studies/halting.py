@@ -778,21 +778,25 @@ def _experiment_summary(x: dict[str, Any], reports: list[tuple[float, dict[str, 
 def pairs_summary(
     rows: list[dict[str, Any]], size: str, threshold: float, gumbel_side: GumbelSide = "right", n_resamples: int = 2000
 ) -> str:
-    """Every pair's two-sample KS p (AD p) at one size and threshold, in one line: the numbers behind the tables'
-    smallest-over-pairs cells (the same reports, :func:`threshold_reports`), ordered from the smallest AD p."""
+    """Every pair's two-sample KS p (AD p) at one size and threshold, in one line per experiment of that size
+    (``; ``-joined): the numbers behind the tables' smallest-over-pairs cells (the same reports,
+    :func:`threshold_reports`), ordered from the smallest AD p. A threshold the experiment did not record raises."""
+    parts = []
     for x in experiments(rows):
         if size_of(x) != size:
             continue
-        for t, report, _ in threshold_reports(x, gumbel_side, n_resamples):
-            if t != threshold or not report["universality"]:
-                continue
-            cells, tests = [], report["universality"]
-            for pair, p in sorted(tests.items(), key=lambda kv: (kv[1]["ad_pvalue"], kv[1]["ks_pvalue"])):
-                names = " vs ".join(DISPLAY.get(n, n) for n in pair.split(" vs "))
-                cells.append(f"{names} {p_text(p['ks_pvalue'])} ({p_text(p['ad_pvalue'])})")
-            return (f"{next(k for k in x['params'] if k != 'system')} {size}, {x['threshold_name']} {threshold:g}, "
-                    f"two-sample KS p (AD p): " + ", ".join(cells))  # fmt: skip
-    return "(no finished runs)"
+        if threshold not in x["thresholds"]:
+            raise ValueError(f"pairs_summary: {x['threshold_name']} {threshold:g} is not one of the thresholds "
+                             f"{x['thresholds']} of size {size} (config digest {x['config_digest']})")  # fmt: skip
+        report = next(r for t, r, _ in threshold_reports(x, gumbel_side, n_resamples) if t == threshold)
+        tests = report["universality"]
+        cells = []
+        for pair, p in sorted(tests.items(), key=lambda kv: (kv[1]["ad_pvalue"], kv[1]["ks_pvalue"])):
+            names = " vs ".join(DISPLAY.get(n, n) for n in pair.split(" vs "))
+            cells.append(f"{names} {p_text(p['ks_pvalue'])} ({p_text(p['ad_pvalue'])})")
+        parts.append(f"{next(k for k in x['params'] if k != 'system')} {size}, {x['threshold_name']} {threshold:g}, "
+                     f"two-sample KS p (AD p): {', '.join(cells) or 'n/a (one ensemble)'}")  # fmt: skip
+    return "; ".join(parts) or "(no finished runs)"
 
 
 def _normal_p(reports: list[tuple[float, dict[str, Any]]], names: list[str]) -> str:

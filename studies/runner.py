@@ -23,7 +23,6 @@ that start after the edit under the digest planned before it: stop the study, ed
 
 from __future__ import annotations
 
-import functools
 import importlib
 import multiprocessing
 import os
@@ -332,13 +331,13 @@ def _run_local(study: Study, todo: list[Run], workers: int, threads: int, machin
     return read(study.ledger)[seen:]
 
 
-@functools.cache  # the forkserver starts once per process; later studies' local runs need no second walk
 def _forkserver_preload(study_module: str) -> list[str]:
     """What the forkserver imports before any worker forks: every module of the package (the CLI's chain, which a
     worker's rerun of the ``iclr17`` script imports; a config's class path; a function's late import) and the
     study's module, each tried here first: one that fails to import (a half-edited or scratch file) is left out
     with a warning, since a preload that raises anything but ImportError would stop the forkserver and the study.
-    Computed once per study module and process (do not modify the list)."""
+    Walked again on each call (cheap once the modules are imported): a forkserver that multiprocessing restarts
+    gets the list of the package as it is then."""
     import iclr17.studies.catalog  # noqa: F401  (every study, so every subpackage they use)
 
     modules = {"iclr17", study_module}

@@ -230,9 +230,13 @@ def test_the_pairs_summary_lists_every_pair_of_one_size_and_threshold_from_the_s
     assert summary == "n_spins 32, eps 0.5, two-sample KS p (AD p): " + ", ".join(cells)
     assert summary.index("exponential") < summary.index("Gaussian vs Bernoulli")
     assert pairs_summary(rows, size="32", threshold=1.0, n_resamples=200) != summary  # the other threshold's times
-    assert pairs_summary(rows, size="32", threshold=0.25) == "(no finished runs)"
-    assert pairs_summary(rows, size="64", threshold=1.0) == "(no finished runs)"  # no pair in one ensemble
+    with pytest.raises(ValueError, match=r"eps 0.25 is not one of the thresholds \[1.0, 0.5\] of size 32"):
+        pairs_summary(rows, size="32", threshold=0.25)
+    one = pairs_summary(rows, size="64", threshold=1.0)
+    assert one == "n_spins 64, eps 1, two-sample KS p (AD p): n/a (one ensemble)"
     assert pairs_summary(rows, size="128", threshold=1.0) == "(no finished runs)"
+    rows += [_row(e, i, raw[e].T.tolist(), [[], []], config_digest="other") for i, e in enumerate(raw)]  # same size
+    assert pairs_summary(rows, size="32", threshold=0.5, n_resamples=200) == f"{summary}; {summary}"
 
 
 def _ledger(stem):
