@@ -33,11 +33,13 @@ class HaltingTime(pl.Callback):
       ``full_data`` (default: the sample-weighted mean of ``loss_fn(module, batch)`` over the trainer's training
       set, whether it comes from a datamodule or from the loader given to ``fit``, read in order through a
       private loader, in eval mode, without gradients, with the RNG and the training loader left as they were,
-      at step 0 and every ``every_n_steps`` optimizer steps), ``epoch_mean`` (the mean of the epoch's step
-      losses, at each epoch end) or ``ema`` (an exponential moving average of the step losses, ``ema_decay``,
-      every step). The default ``loss_fn`` is the module's ``loss(batch)`` method, which every iclr17 module
-      has and which must be free of side effects (``iclr17.callbacks.measurement``), so measuring never changes
-      the training; a model of your own without it is given ``loss_fn`` (checked in ``setup``). For a BPTT
+      at step 0 and every ``every_n_steps`` optimizer steps), ``epoch_mean`` (the mean of the epoch's batch
+      losses, at each epoch end) or ``ema`` (an exponential moving average of the batch losses, ``ema_decay``,
+      updated after every training batch; under gradient accumulation each batch's own loss, undoing Lightning's
+      division by ``accumulate_grad_batches``). The default ``loss_fn`` is the module's ``loss(batch)`` method,
+      which every iclr17 module has and which must be free of side effects (``iclr17.callbacks.measurement``), so
+      measuring never changes the training; a model of your own without it is given ``loss_fn`` (checked in
+      ``setup``). For a BPTT
       language model (``LanguageModel.loss``) every window starts from a zero state: the full-data loss is a
       function of the weights alone, not of the carried training state, and usually higher than the
       carried-state training loss.

@@ -403,3 +403,95 @@ def test_plateau_state_dict_round_trip_and_state_key():
 def test_plateau_bad_arguments_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         HaltingTime(**kwargs)
+
+
+# ---- epoch_mean and ema over minibatches (several batches per epoch, gradient accumulation) -----------------------
+
+
+def _plain_minibatch_losses(epochs: int, batch_size: int, accumulate: int = 1) -> list[list[float]]:
+    """Minibatch SGD written out by hand, batches in order: each epoch's list of batch losses (the loss of each
+    batch before the update it takes part in). With ``accumulate > 1`` the gradients of ``loss / accumulate`` of
+    ``accumulate`` successive batches are summed before one update."""
+    torch.manual_seed(0)
+    net = MLP([2, 6, 3])
+    x, y = _data().train_set.tensors
+    starts = list(range(0, len(x), batch_size))
+    assert len(starts) % accumulate == 0
+    per_epoch = []
+    for _ in range(epochs):
+        losses, summed = [], None
+        for i, start in enumerate(starts):
+            loss = F.cross_entropy(net(x[start : start + batch_size]), y[start : start + batch_size])
+            grads = torch.autograd.grad(loss / accumulate, list(net.parameters()))
+            losses.append(loss.item())
+            summed = grads if summed is None else [s + g for s, g in zip(summed, grads, strict=True)]
+            if (i + 1) % accumulate == 0:
+                with torch.no_grad():
+                    for p, g in zip(net.parameters(), summed, strict=True):
+                        p -= LR * g
+                summed = None
+        per_epoch.append(losses)
+    return per_epoch
+
+
+def _fit_in_order(callback, epochs: int, batch_size: int, accumulate: int = 1) -> pl.Trainer:
+    x, y = _data().train_set.tensors
+    trainer = pl.Trainer(
+        max_epochs=epochs, accumulate_grad_batches=accumulate, logger=False, enable_progress_bar=False,
+        enable_checkpointing=False, enable_model_summary=False, callbacks=[callback],
+    )  # fmt: skip
+    trainer.fit(_model(), DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False))
+    return trainer
+
+
+def _first_or_none(values, threshold):
+    return next((t for t, v in enumerate(values) if v < threshold), None)
+
+
+def test_epoch_mean_is_the_mean_of_the_epochs_batch_losses_not_the_last_one():
+    """Three batches per epoch: the cost read at epoch e's end (step 3(e + 1)) is the mean of its three batch
+    losses, as a plain minibatch loop averages them; the last (or first) batch's loss alone halts elsewhere."""
+    epochs, thresholds = 12, [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.35, 0.2]
+    per_epoch = _plain_minibatch_losses(epochs, batch_size=30)
+    means = [sum(losses) / len(losses) for losses in per_epoch]
+    callback = HaltingTime("train_loss_below", thresholds, loss_source="epoch_mean", stop=False)
+    trainer = _fit_in_order(callback, epochs, batch_size=30)
+    assert trainer.global_step == 3 * epochs
+
+    def steps(costs):
+        return [None if (e := _first_or_none(costs, t)) is None else 3 * (e + 1) for t in thresholds]
+
+    expected = steps(means)
+    assert sum(s is not None for s in expected) >= 6  # most thresholds are reached within the run
+    assert expected != steps([losses[-1] for losses in per_epoch])  # the data tell the mean from the last batch
+    assert expected != steps([losses[0] for losses in per_epoch])
+    assert list(callback.halting_steps.values()) == expected
+    for r, step in zip(callback.record, expected, strict=True):
+        if step is not None:
+            assert r["epoch"] == step // 3 - 1
+            assert r["value"] == pytest.approx(means[step // 3 - 1], rel=1e-5)
+
+
+def test_ema_under_gradient_accumulation_averages_each_batchs_own_loss():
+    """``accumulate_grad_batches=3``: the EMA is updated after every batch with that batch's loss as training_step
+    returned it (Lightning hands callbacks the loss divided by 3; the callback undoes that), starting from the
+    first batch's loss, and a threshold's step is the number of optimizer steps taken when the EMA first went
+    below it."""
+    epochs, decay, thresholds = 12, 0.7, [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.2]
+    losses = [loss for epoch in _plain_minibatch_losses(epochs, batch_size=10, accumulate=3) for loss in epoch]
+    average, smoothed = None, []
+    for loss in losses:
+        average = loss if average is None else decay * average + (1 - decay) * loss
+        smoothed.append(average)
+    callback = HaltingTime("train_loss_below", thresholds, loss_source="ema", ema_decay=decay, stop=False)
+    trainer = _fit_in_order(callback, epochs, batch_size=10, accumulate=3)
+    assert trainer.global_step == len(losses) // 3 == 3 * epochs  # nine batches, three optimizer steps per epoch
+    first_batches = [_first_or_none(smoothed, t) for t in thresholds]
+    assert sum(b is not None for b in first_batches) >= 5
+    assert any(b is not None and (b + 1) % 3 for b in first_batches)  # some are crossed between optimizer steps
+    expected = [None if b is None else (b + 1) // 3 for b in first_batches]
+    assert list(callback.halting_steps.values()) == expected
+    for r, b in zip(callback.record, first_batches, strict=True):
+        if b is not None:
+            assert r["value"] == pytest.approx(smoothed[b], rel=1e-5)
+    assert callback.ema == pytest.approx(smoothed[-1], rel=1e-5)

@@ -1,6 +1,8 @@
 import copy
 import gc
+import warnings
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -26,14 +28,22 @@ def _fit(callback, epochs=3, net=None, callbacks_extra=(), ckpt_path=None, **tra
     return trainer, model, dm
 
 
-def _independent_hessian_eigenvalues(model, x, y):
-    """Dense Hessian of the eval-mode cross-entropy by double backward, one row per parameter."""
-    model = model.double().eval()
+def _independent_hessian(model, x, y, train=False, seed=0):
+    """Dense Hessian of the cross-entropy by double backward, one row per parameter, in the order of
+    ``model.net.parameters()``. ``train``: batch statistics and the dropout mask drawn right after
+    ``torch.manual_seed(seed)`` (the callback's promise for ``mode="train"``)."""
+    model = model.double().train(train)
     params = list(model.net.parameters())
+    if train:
+        torch.manual_seed(seed)
     loss = F.cross_entropy(model(x.double()), y)
     grads = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, create_graph=True)])
     rows = [torch.cat([r.reshape(-1) for r in torch.autograd.grad(g, params, retain_graph=True)]) for g in grads]
-    return torch.linalg.eigvalsh(torch.stack(rows))
+    return torch.stack(rows)
+
+
+def _independent_hessian_eigenvalues(model, x, y, train=False):
+    return torch.linalg.eigvalsh(_independent_hessian(model, x, y, train))
 
 
 def test_before_and_after_records_match_an_independent_hessian():
@@ -99,6 +109,109 @@ def test_leaves_training_state_untouched_under_inference_mode():
     assert torch.equal(torch.get_rng_state(), rng)
     for k, v in trainer.optimizers[0].state.items():
         assert all(torch.equal(vv, optimizer_state[k][kk]) for kk, vv in v.items())
+
+
+def test_auto_is_exact_up_to_exact_max_params_and_every_n_epochs_measures_after_those_epochs():
+    """MLP([2, 6, 3]) has 39 parameters: exact_max_params=39 measures them exactly, 38 by Lanczos (39 steps exhaust
+    the Krylov space, so its extremes are exact too). Full-batch training: one optimizer step per epoch."""
+    exact = HessianSpectrum(n_samples=90, exact_max_params=39, top_k=2, every_n_epochs=2, save_files=False)
+    iterative = HessianSpectrum(n_samples=90, exact_max_params=38, top_k=2, save_files=False, name="iterative")
+    _, model, dm = _fit(exact, epochs=3, callbacks_extra=[iterative])
+    assert [(r["when"], r["epoch"], r["step"]) for r in exact.history] == [
+        ("start", 0, 0),
+        ("epoch", 1, 2),
+        ("end", 3, 3),
+    ]
+    assert [r["method"] for r in exact.history] == ["exact"] * 3
+    assert [(r["when"], r["method"]) for r in iterative.history] == [("start", "lanczos"), ("end", "lanczos")]
+    assert {r["n_params"] for r in exact.history + iterative.history} == {39}
+    truth = _independent_hessian_eigenvalues(model, *dm.train_set.tensors)
+    torch.testing.assert_close(exact.history[-1]["eigenvalues"], truth, rtol=1e-6, atol=1e-9)
+    expected_extremes = torch.cat([truth.flip(0)[:2], truth[:2].flip(0)])  # top descending, then bottom
+    torch.testing.assert_close(iterative.history[-1]["eigenvalues"], expected_extremes, rtol=1e-6, atol=1e-9)
+
+
+def test_param_filter_gives_the_spectrum_of_the_matching_block_of_the_full_hessian():
+    """The full Hessian's parameters in order: layers.1.weight (12), layers.1.bias (6), layers.3.weight (18),
+    layers.3.bias (3). One filter selects the output layer, one both weights (a block that is not contiguous)."""
+    quiet = {"method": "exact", "n_samples": 90, "at_fit_start": False, "save_files": False}
+    layer = HessianSpectrum(param_filter=r"layers\.3\.", **quiet)
+    weights = HessianSpectrum(param_filter=r"weight$", name="weights", **quiet)
+    _, model, dm = _fit(layer, epochs=2, callbacks_extra=[weights])
+    full = _independent_hessian(model, *dm.train_set.tensors).numpy()
+    for callback, rows in [(layer, np.r_[18:39]), (weights, np.r_[0:12, 18:36])]:
+        expected = np.linalg.eigvalsh(full[np.ix_(rows, rows)])
+        assert callback.history[-1]["n_params"] == len(rows)
+        np.testing.assert_allclose(callback.history[-1]["eigenvalues"].numpy(), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_train_mode_measures_batch_statistics_and_the_dropout_mask_of_the_seed():
+    """mode="train": BatchNorm uses the subset's statistics and dropout one mask, the one the RNG draws after
+    manual_seed(seed), for every evaluation; exact and Lanczos (35 steps: exhausted) both see that function."""
+    net = MLP([2, 4, 3], batchnorm=True, dropout=0.3)
+    quiet = {"n_samples": 90, "mode": "train", "seed": 3, "at_fit_start": False, "save_files": False}
+    exact = HessianSpectrum(method="exact", **quiet)
+    iterative = HessianSpectrum(method="lanczos", top_k=3, name="lanczos", **quiet)
+    _, model, dm = _fit(exact, epochs=1, net=net, callbacks_extra=[iterative])
+    x, y = exact.batch  # the seeded subset, in the order the callback collated it: dropout rows follow it
+    truth = torch.linalg.eigvalsh(_independent_hessian(model, x, y, train=True, seed=3))
+    torch.testing.assert_close(exact.history[-1]["eigenvalues"], truth, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(
+        iterative.history[-1]["eigenvalues"], torch.cat([truth.flip(0)[:3], truth[:3].flip(0)]), rtol=1e-6, atol=1e-9
+    )
+    eval_mode = _independent_hessian_eigenvalues(model, x, y)
+    assert (truth - eval_mode).abs().max() > 1e-2  # train mode is a different function here
+
+
+def test_float32_measures_in_float32_and_agrees_with_float64_to_its_precision():
+    """dtype="float32": the loss sees float32 parameters and data; eigenvalues agree with a float64 Hessian to
+    16 float32 ulps of lambda_max (rounding of P = 39 entries per row, a few ulps each; measured: a quarter of one),
+    and are not float64 results (dtype="float64" agrees to 1e-15)."""
+    seen = set()
+
+    def spy(module, batch):
+        seen.add((next(module.parameters()).dtype, batch[0].dtype))
+        return F.cross_entropy(module(batch[0]), batch[1])
+
+    quiet = {"n_samples": 90, "dtype": "float32", "loss_fn": spy, "at_fit_start": False, "save_files": False}
+    exact = HessianSpectrum(method="exact", **quiet)
+    iterative = HessianSpectrum(method="lanczos", top_k=3, name="lanczos", **quiet)
+    _, model, dm = _fit(exact, epochs=2, callbacks_extra=[iterative])
+    assert seen == {(torch.float32, torch.float32)}
+    truth = _independent_hessian_eigenvalues(model, *dm.train_set.tensors)
+    tolerance = 16 * torch.finfo(torch.float32).eps * truth.abs().max().item()
+    measured = exact.history[-1]["eigenvalues"]
+    torch.testing.assert_close(measured, truth, rtol=0, atol=tolerance)
+    assert (measured - truth).abs().max() > 1e-12 * truth.abs().max()
+    extremes = torch.cat([truth.flip(0)[:3], truth[:3].flip(0)])
+    torch.testing.assert_close(iterative.history[-1]["eigenvalues"], extremes, rtol=0, atol=tolerance)
+
+
+def _hv_warnings(loss_fn):
+    quiet = {"n_samples": 90, "at_fit_start": False, "save_files": False}
+    callback = HessianSpectrum(method="lanczos", top_k=2, lanczos_steps=5, mode="train", loss_fn=loss_fn, **quiet)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(callback, epochs=1, net=MLP([2, 6, 3], dropout=0.3))
+    return [w for w in caught if "H v differs between two evaluations" in str(w.message)]
+
+
+def test_a_loss_with_noise_outside_the_seeded_rng_warns_and_one_from_torchs_rng_does_not():
+    """Each evaluation of the loss starts from manual_seed(seed): noise from torch's global RNG (and the train-mode
+    dropout) is one fixed function, noise from a generator of the loss's own differs between the two evaluations
+    the callback compares, once per measurement."""
+    own = torch.Generator().manual_seed(1)
+
+    def global_noise(module, batch):
+        x, y = batch
+        return F.cross_entropy(module(x + 0.3 * torch.randn_like(x)), y)
+
+    def own_noise(module, batch):
+        x, y = batch
+        return F.cross_entropy(module(x + 0.3 * torch.randn(x.shape, generator=own, dtype=x.dtype)), y)
+
+    assert len(_hv_warnings(own_noise)) == 1
+    assert _hv_warnings(global_noise) == []
 
 
 class Failure(Exception):

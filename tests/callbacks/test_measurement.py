@@ -1,11 +1,15 @@
 """The callbacks' shared plumbing: measurement mode, the loss contract, reductions, the logging step, media."""
 
+import copy
+import json
 from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -20,6 +24,7 @@ from iclr17.callbacks.measurement import (
     module_loss,
     reduce_over_processes,
 )
+from iclr17.cli import cli
 from tests.callbacks.user_models import LossAttribute, LossHelper, UserClassifier, WithLoss, cross_entropy
 
 
@@ -267,8 +272,53 @@ def test_other_ranks_send_and_write_nothing(tmp_path, monkeypatch):
 # ---- the callbacks use them -----------------------------------------------------------------------------------
 
 
+def _reference_loss_and_hessian_spectrum(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """The mean cross-entropy of ``model`` on ``(x, y)`` and all eigenvalues of its Hessian in the parameters
+    (float64, ``torch.autograd.functional.hessian`` of a from-scratch forward over the flat parameter vector)."""
+    twin = copy.deepcopy(model).double()
+    shapes = {name: p.shape for name, p in twin.named_parameters()}
+    theta = torch.cat([p.detach().flatten() for p in twin.parameters()])
+
+    def loss_of(flat):
+        params = dict(zip(shapes, flat.split([shape.numel() for shape in shapes.values()]), strict=True))
+        params = {name: params[name].view(shape) for name, shape in shapes.items()}
+        return F.cross_entropy(torch.func.functional_call(twin, params, (x.double(),)), y)
+
+    with torch.no_grad():
+        loss = float(loss_of(theta))
+    return loss, np.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, theta).numpy())
+
+
 def test_callbacks_take_a_user_loss_fn_through_the_cli_path():
-    """``loss_fn`` is a plain callable, so LightningCLI can pass one by its import path."""
-    for callback in (HessianSpectrum(loss_fn=cross_entropy), HaltingTime(loss_fn=cross_entropy)):
-        assert callback.loss_fn is cross_entropy
+    """``loss_fn`` is a plain callable, so the LightningCLI takes one by its import path: a user's model without a
+    ``loss(batch)`` method (which both callbacks would refuse without it) is measured through the function named
+    in ``--trainer.callbacks``. lr=0 keeps the weights at their initial values, where both measurements are made
+    (step 0), so the fitted model gives the references: the full-data mean cross-entropy and the exact Hessian's
+    eigenvalues."""
+    callbacks = [
+        {"class_path": "HaltingTime", "init_args": {
+            "thresholds": [100.0], "loss_source": "full_data", "stop": False,
+            "loss_fn": "tests.callbacks.user_models.cross_entropy"}},
+        {"class_path": "HessianSpectrum", "init_args": {
+            "method": "exact", "n_samples": 90, "at_fit_end": False, "save_files": False,
+            "loss_fn": "tests.callbacks.user_models.cross_entropy"}},
+    ]  # fmt: skip
+    run = cli([
+        "fit", "--seed_everything=0", "--model=tests.callbacks.user_models.UserClassifier", "--model.lr=0.0",
+        "--data=GaussianMixtureDataModule", "--data.num_classes=3", "--data.n_samples=90", "--data.batch_size=30",
+        "--data.seed=1", "--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_checkpointing=false",
+        "--trainer.enable_model_summary=false", f"--trainer.callbacks={json.dumps(callbacks)}",
+    ])  # fmt: skip
+    (halting,) = [c for c in run.trainer.callbacks if isinstance(c, HaltingTime)]
+    (spectrum,) = [c for c in run.trainer.callbacks if isinstance(c, HessianSpectrum)]
+    assert halting.loss_fn is cross_entropy and spectrum.loss_fn is cross_entropy
+    assert isinstance(run.model, UserClassifier) and not hasattr(run.model, "loss")
+    assert run.trainer.global_step == 2
+    x, y = run.datamodule.train_set.tensors
+    loss, eigenvalues = _reference_loss_and_hessian_spectrum(run.model, x, y)
+    assert halting.record[0]["step"] == 0 and halting.record[0]["value"] == pytest.approx(loss, rel=1e-6)
+    (measured,) = spectrum.history
+    assert measured["step"] == 0 and measured["when"] == "start"
+    np.testing.assert_allclose(measured["eigenvalues"].numpy(), eigenvalues, rtol=1e-6, atol=1e-9)
     assert HessianSpectrum().loss_fn is module_loss and HaltingTime().loss_fn is module_loss

@@ -70,6 +70,32 @@ def test_energy_scales():
         reconstruction_energy(x, recon.flatten(1))
 
 
+def _energy_reference(x: np.ndarray, reconstruction: np.ndarray, energy: str) -> np.ndarray:
+    """Eq 13 sample by sample: the squared errors of sample i over all its entries, then their sum (``sse``), its
+    square root (``l2``) or its mean (``mse``)."""
+    out = np.empty(len(x))
+    for i in range(len(x)):
+        squared = [(r - v) ** 2 for r, v in zip(reconstruction[i].ravel().tolist(), x[i].ravel().tolist(), strict=True)]
+        out[i] = {"sse": sum(squared), "l2": math.sqrt(sum(squared)), "mse": sum(squared) / len(squared)}[energy]
+    return out
+
+
+@pytest.mark.parametrize("energy", ["l2", "sse", "mse"])
+@pytest.mark.parametrize("shape", [(7, 5), (6, 3, 4, 2)])
+def test_energy_is_per_sample_against_a_numpy_loop(energy, shape):
+    """Random inputs whose rows have different errors (each row's error scaled differently): one energy per
+    sample, in the order of the samples, never a batch average."""
+    generator = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    scales = torch.linspace(0.1, 3.0, shape[0], dtype=torch.float64)[torch.randperm(shape[0], generator=generator)]
+    noise = torch.randn(shape, generator=generator, dtype=torch.float64)
+    reconstruction = x + noise * scales.view(-1, *[1] * (len(shape) - 1))
+    values = reconstruction_energy(x, reconstruction, energy)
+    expected = _energy_reference(x.numpy(), reconstruction.numpy(), energy)
+    assert values.shape == (shape[0],) and np.ptp(expected) > 0.5 * expected.mean()  # rows really differ
+    np.testing.assert_allclose(values.numpy(), expected, rtol=1e-10)
+
+
 def test_hinge_is_per_sample_with_hand_computed_values():
     fake = torch.tensor([1.0, 5.0, 12.0])
     # per sample: mean([10-1, 10-5, 0]) = 14/3; on the batch mean (the port's bug): 10 - 6 = 4

@@ -127,6 +127,30 @@ def test_lanczos_is_gauss_quadrature_and_stops_when_the_krylov_space_is_exhauste
     np.testing.assert_allclose(torch.linalg.eigvalsh(tridiagonal(alpha, beta)).numpy(), [1.0, 2.0, 5.0], atol=1e-10)
 
 
+def test_lanczos_finds_outliers_above_a_bulk_long_before_the_krylov_space_is_exhausted():
+    """40 steps on a 400-dimensional matrix: eigenvalues 100, 50 and 20 above 397 in [-0.5, 1]. By Kaniel-Paige-Saad
+    (Saad, "Numerical Methods for Large Eigenvalue Problems", Thm 6.4) the error of the i-th Ritz value is at most
+    (lambda_1 - lambda_n) (tan(phi_i) K_i / T_{40-i}(1 + 2 gamma_i))^2 with gamma_1 = 50 / 50.5, and T_39(2.98) is
+    about 1e29: in exact arithmetic the top three have converged completely, so what is left is rounding, about
+    steps * eps * ||A|| = 1e-12 (measured: 1e-13). Without reorthogonalisation, the converged 100 comes back as a
+    ghost copy and pushes 50 and 20 down the list."""
+    rng = np.random.default_rng(0)
+    basis, _ = np.linalg.qr(rng.standard_normal((400, 400)))
+    spectrum = np.concatenate([[100.0, 50.0, 20.0], rng.uniform(-0.5, 1.0, 397)])
+    a = basis @ np.diag(spectrum) @ basis.T
+    a = torch.from_numpy((a + a.T) / 2)
+    truth = np.linalg.eigvalsh(a.numpy())
+    for seed in range(3):
+        top, bottom = lanczos_extremes(
+            lambda v: a @ v, 400, 3, 40, torch.Generator().manual_seed(seed), torch.float64, device="cpu"
+        )
+        np.testing.assert_allclose(top.numpy(), truth[::-1][:3], rtol=0, atol=1e-9)
+        assert len(bottom) == 3 and (bottom.numpy() >= truth[0] - 1e-9).all()  # Ritz values lie inside the spectrum
+    alpha, _, q = lanczos(lambda v: a @ v, torch.from_numpy(rng.standard_normal(400)), 40)
+    assert len(alpha) == 40  # not exhausted
+    torch.testing.assert_close(q @ q.T, torch.eye(40, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
 def test_statistics_on_a_known_spectrum():
     lam = torch.tensor([50.0, 40.0, 30.0, 0.5, 0.2, 1e-6, 0.0, -1e-6, -0.1])
     stats = spectrum_statistics(lam, relative_tol=1e-3, absolute_tol=1e-4)

@@ -1,5 +1,8 @@
+import copy
+import math
 from functools import partial
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -92,6 +95,47 @@ def test_output_module_matches_eq6():
     p = torch.softmax((memory @ q.unsqueeze(-1)).squeeze(-1), dim=-1)
     u = (p.unsqueeze(-1) * memory).sum(1)
     torch.testing.assert_close(out(q, memory), out.R(prelu(q + out.H(u))))
+
+
+def _eq6_with_hops(q, memory, H, R, slope, n_hops):
+    """Paper eq. 6 in numpy, one question and one slot at a time, with the hop rule ``OutputModule`` documents
+    (``q <- q + H u`` before each of the first ``n_hops - 1`` hops, MemN2N-style); the last hop gives
+    ``y = R phi(q + H u)`` with phi the PReLU of per-feature slopes."""
+    out = []
+    for b in range(len(q)):
+        query = q[b].copy()
+        for hop in range(n_hops):
+            scores = [float(query @ memory[b, j]) for j in range(memory.shape[1])]
+            weights = [math.exp(s - max(scores)) for s in scores]
+            p = [w / sum(weights) for w in weights]
+            u = sum(p[j] * memory[b, j] for j in range(memory.shape[1]))
+            if hop < n_hops - 1:
+                query = query + H @ u
+        pre = query + H @ u
+        out.append(R @ np.where(pre >= 0, pre, slope * pre))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("n_hops", [1, 2, 3])
+def test_output_module_with_several_hops_matches_eq6_hop_by_hop(n_hops):
+    generator = torch.Generator().manual_seed(n_hops)
+    d, m, n_out = 5, 4, 7
+    prelu = FeaturePReLU(d).double()
+    out = OutputModule(d, n_out, prelu, n_hops=n_hops).double()
+    with torch.no_grad():
+        prelu.slope.copy_(torch.rand(d, generator=generator, dtype=torch.float64) * 0.8 + 0.1)
+        out.H.weight.copy_(torch.randn(d, d, generator=generator, dtype=torch.float64))
+        out.R.weight.copy_(torch.randn(n_out, d, generator=generator, dtype=torch.float64))
+        q = torch.randn(3, d, generator=generator, dtype=torch.float64)
+        memory = torch.randn(3, m, d, generator=generator, dtype=torch.float64)
+        ours = out(q, memory).numpy()
+    params = [t.detach().numpy() for t in (q, memory, out.H.weight, out.R.weight, prelu.slope)]
+    expected = _eq6_with_hops(*params, n_hops=n_hops)
+    np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-12)
+    others = [_eq6_with_hops(*params, n_hops=k) for k in (1, 2, 3) if k != n_hops]
+    assert all(np.abs(ours - other).max() > 1e-3 for other in others)  # the hops really change the answer
+    entnet = EntNet(embedding_dim=d, n_slots=m, vocab_size=4, sentence_length=2, query_length=2, n_hops=n_hops)
+    assert entnet.output.n_hops == n_hops  # the module's argument reaches its output module
 
 
 def test_normalize_and_prelu():
@@ -339,3 +383,61 @@ def test_cbt_builds_in_configure_model_trains_on_its_loss_and_logs_no_epoch_loss
     assert all(torch.equal(tensors[k], after[k]) for k in tensors) and torch.equal(rng, rng_after)
     log_p = model(batch["story"], batch["query"], batch["candidates"])
     torch.testing.assert_close(loss, torch.nn.functional.nll_loss(log_p, batch["answer"]), rtol=0, atol=0)
+
+
+class RecordingAdam(torch.optim.Adam):
+    """Adam (lr 0.01, EntNet's default) that records the global gradient norm it steps with: Lightning's closure
+    (forward, backward and the module's gradient clipping) runs first, then the norm is read, then Adam steps."""
+
+    def __init__(self, params, lr: float = 0.01) -> None:
+        super().__init__(params, lr=lr)
+        self.norms: list[float] = []
+
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grads = [p.grad.flatten() for group in self.param_groups for p in group["params"] if p.grad is not None]
+        self.norms.append(torch.linalg.vector_norm(torch.cat(grads)).item())
+        super().step()
+        return loss
+
+
+class RawGradientNorms(Callback):
+    """Before each batch, the unclipped global gradient norm of ``loss(batch)``, from a backward on a deep copy of
+    the module (the trained module's gradients are left alone)."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        twin = copy.deepcopy(pl_module)
+        parameters = [p for p in twin.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(twin.loss(batch), parameters, allow_unused=True)
+        self.norms.append(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads if g is not None])).item())
+
+
+@pytest.mark.parametrize("clip", [{}, {"max_grad_norm": 25.0}, {"max_grad_norm": None}], ids=["paper-40", "25", "none"])
+def test_the_optimizer_steps_with_the_gradient_norm_clipped_at_max_grad_norm(clip, fixture_data_root, tmp_path):
+    """The global L2 norm of the gradients Adam steps with is ``min(raw norm, max_grad_norm)`` at every step: the
+    direction is kept, only the length is cut (the paper's clip at 40 is the default); None never clips. Batches of
+    60 summed losses put the raw norms on both sides of 40 and 25 within the 9 steps."""
+    pl.seed_everything(0)
+    dm = BabiDataModule(data_dir=str(fixture_data_root), tasks=[1], batch_size=60)
+    dm.setup()
+    model = EntNet(
+        embedding_dim=16, n_slots=4, vocab_size=dm.vocab_size, sentence_length=dm.sentence_length,
+        query_length=dm.query_length, optimizer=RecordingAdam, **clip,
+    )  # fmt: skip
+    raw = RawGradientNorms()
+    trainer = _trainer(tmp_path, max_epochs=3, limit_val_batches=0, enable_checkpointing=False, callbacks=[raw])
+    trainer.fit(model, dm)
+    max_norm = clip.get("max_grad_norm", 40.0)
+    assert model.hparams.max_grad_norm == max_norm
+    seen = trainer.optimizers[0].norms
+    assert len(seen) == len(raw.norms) == trainer.global_step == 9
+    expected = [n if max_norm is None else min(n, max_norm) for n in raw.norms]
+    assert seen == pytest.approx(expected, rel=1e-5)
+    if max_norm is not None:  # both sides of the clip are exercised
+        assert min(raw.norms) < max_norm < max(raw.norms)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+from scipy import linalg, stats
 from torch import nn
 
 from iclr17 import EntropySGD
@@ -85,6 +85,67 @@ def test_step_k_draws_the_philox_draw_k_of_the_seed_in_the_parameters_dtype():
             assert flat.dtype == dtype
             assert torch.equal(flat, philox_normal_torch(len(flat), 2**63 + 5, k).to(dtype))
         assert opt.cpu_noise_draws == 3
+
+
+# (preset and switches, lr, the noise std per Langevin step written from the papers and the code): Algorithm 1 of v5
+# adds sqrt(eta') eps xi; the authors' code adds eps / sqrt(0.5 eta') xi to the gradient before its eta' step, so
+# eta' eps / sqrt(0.5 eta') xi = eps sqrt(2 eta') xi; arXiv v1 adds 2 sqrt(eta') xi (no eps) with the inner step
+# eta' relative to lr.
+NOISE_SCHEMES = {
+    "paper_v5": (dict(), 1.0, lambda eta, eps: np.sqrt(eta) * eps),
+    "code": (dict(noise="code"), 1.0, lambda eta, eps: eps * eta / np.sqrt(0.5 * eta)),
+    "arxiv_v1": (dict(variant="arxiv_v1"), 0.5, lambda eta, eps: 2 * np.sqrt(eta)),
+}
+
+
+@pytest.mark.parametrize("scheme", list(NOISE_SCHEMES))
+def test_the_langevin_chain_reaches_the_stationary_covariance_of_its_recursion(scheme):
+    """On f(x') = 1/2 x'^T A x' (A random, positive definite) with a fixed scope gamma the Langevin loop is the linear
+    recursion x'_{k+1} = M x'_k + eta gamma x + s xi, M = I - eta (A + gamma I), whose stationary law has mean
+    (A + gamma I)^-1 gamma x and covariance Sigma = M Sigma M^T + s^2 I (scipy's discrete Lyapunov solver). K = 20,000
+    independent chains (the rows of one parameter: f sums over them, the noise is i.i.d. per element) start at x and
+    run L = 150 steps, after which the start's bias (|M^(L-1)| |x - mean| in the mean, |M^(L-1)|^2 Sigma in the
+    covariance) is far below the sampling errors; the closure reads the last x' it sees. The sample mean must be
+    within 5 standard errors of the mean, and the sample covariance within 5 standard errors of Sigma in every entry
+    (a Wishart entry's variance is (Sigma_ii Sigma_jj + Sigma_ij^2) / K: about 1% of Sigma on the diagonal); a noise
+    std off by sqrt(2) (paper_v5 against code) misses by about 100 standard errors."""
+    switches, lr, std = NOISE_SCHEMES[scheme]
+    d, K, L, gamma, eps = 3, 20_000, 150, 0.7, 0.5
+    generator = torch.Generator().manual_seed(list(NOISE_SCHEMES).index(scheme))  # A and x differ
+    m = torch.randn(d, d, generator=generator, dtype=torch.float64)
+    a = (m @ m.T / d + 0.5 * torch.eye(d, dtype=torch.float64)).numpy()
+    x = torch.randn(d, generator=generator, dtype=torch.float64)
+    hessian = a + gamma * np.eye(d)
+    eta = 0.4 / np.linalg.eigvalsh(hessian).max()  # the inner step; |M| <= 1 - 0.4 lambda_min / lambda_max
+    M = np.eye(d) - eta * hessian
+    s = std(eta, eps)
+    sigma = linalg.solve_discrete_lyapunov(M, s**2 * np.eye(d))
+    mean = np.linalg.solve(hessian, gamma * x.numpy())
+    assert np.linalg.norm(np.linalg.matrix_power(M, L - 1), 2) < 1e-6  # the start's bias: far below the errors
+
+    chains = nn.Parameter(x.expand(K, d).clone())
+    a_torch, calls, last = torch.from_numpy(a), [], []
+
+    def closure():
+        calls.append(None)
+        if len(calls) == L + 1:  # the (L + 1)-th call sees x' after L - 1 Langevin steps
+            last.append(chains.detach().numpy().copy())
+        loss = 0.5 * ((chains @ a_torch) * chains).sum()
+        loss.backward()
+        return loss
+
+    opt = EntropySGD(
+        [chains], lr=lr, L=L, gamma0=gamma, gamma1=0.0, eta_prime=eta / lr, eps=eps, momentum=0.0, seed=1, **switches
+    )
+    with threads(1):  # the draws do not depend on it; one thread keeps the small closures fast on a busy machine
+        opt.step(closure)
+    samples = last[0]
+    sample_mean, sample_cov = samples.mean(0), np.cov(samples, rowvar=False)
+    assert np.all(np.abs(sample_mean - mean) < 5 * np.sqrt(np.diag(sigma) / K))
+    standard_error = np.sqrt((np.outer(np.diag(sigma), np.diag(sigma)) + sigma**2) / K)
+    assert np.all(np.abs(sample_cov - sigma) < 5 * standard_error), (sample_cov, sigma)
+    for off in (2.0, 0.5):  # the noise variance of the other scheme is told apart
+        assert np.any(np.abs(sample_cov - off * sigma) > 5 * standard_error)
 
 
 def _quadratic_run(opt_state=None, steps=3, x=None):

@@ -115,10 +115,12 @@ def test_inner_loop_with_momentum_follows_the_authors_code(variant):
     torch.testing.assert_close(torch.stack(visited), torch.stack(expected))
 
 
-def _algorithm_1_with_weight_decay(grad, x0, T, L, lr, gamma0, gamma1, eta, alpha, momentum, wd, in_langevin):
+def _algorithm_1_with_weight_decay(
+    grad, x0, T, L, lr, gamma0, gamma1, eta, alpha, momentum, wd, in_langevin, nesterov=True
+):
     """Algorithm 1 of arXiv:1611.01838 (v5) from scratch, eps = 0, on one flat vector: the Langevin gradient is
     grad f(x') + wd x' (the authors' codes) or grad f(x') alone, the outer gradient g = x - mu + wd x goes through
-    Nesterov momentum from a zero buffer."""
+    Nesterov (or, ``nesterov=False``, heavy-ball: x <- x - lr buffer) momentum from a zero buffer."""
     x, buffer = x0.clone(), torch.zeros_like(x0)
     for t in range(T):
         gamma = gamma0 * (1 + gamma1) ** t
@@ -129,15 +131,14 @@ def _algorithm_1_with_weight_decay(grad, x0, T, L, lr, gamma0, gamma1, eta, alph
             mu = (1 - alpha) * mu + alpha * xp
         g = x - mu + wd * x
         buffer = momentum * buffer + g
-        x = x - lr * (g + momentum * buffer)
+        x = x - lr * (g + momentum * buffer if nesterov else buffer)
     return x
 
 
-@pytest.mark.parametrize("in_langevin", [True, False])
-def test_weight_decay_in_langevin_follows_algorithm_1_written_from_scratch(in_langevin):
-    """Random quadratic over two parameter tensors of random shapes: three outer steps of the default preset agree
-    with the loop above to 1e-12; the default (``None``) is the authors' choice, weight decay inside the loop."""
-    generator = torch.Generator().manual_seed(int(in_langevin))
+def _random_quadratic(seed: int):
+    """A random positive definite f(v) = 1/2 (v - c)^T a (v - c) over two parameter tensors of random shapes, v their
+    flattened concatenation; returns the parameters, a closure on them, grad f on a flat vector and the flat start."""
+    generator = torch.Generator().manual_seed(seed)
     shapes = [
         tuple(torch.randint(1, 5, (2,), generator=generator).tolist()),
         tuple(torch.randint(1, 6, (1,), generator=generator).tolist()),
@@ -157,18 +158,129 @@ def test_weight_decay_in_langevin_follows_algorithm_1_written_from_scratch(in_la
         loss.backward()
         return loss
 
+    return params, closure, lambda v: a @ (v - c), x0
+
+
+def _flat(params) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params])
+
+
+@pytest.mark.parametrize("in_langevin", [True, False])
+def test_weight_decay_in_langevin_follows_algorithm_1_written_from_scratch(in_langevin):
+    """Random quadratic over two parameter tensors of random shapes: three outer steps of the default preset agree
+    with the loop above to 1e-12; the default (``None``) is the authors' choice, weight decay inside the loop."""
+    params, closure, grad, x0 = _random_quadratic(int(in_langevin))
     hyper = dict(lr=0.7, L=6, gamma0=0.3, gamma1=0.1, eta_prime=0.2, alpha=0.75, momentum=0.9, weight_decay=0.05)
     switch = {} if in_langevin else {"weight_decay_in_langevin": False}
     opt = EntropySGD(params, eps=0.0, **hyper, **switch)
     for _ in range(3):
         opt.step(closure)
-    got = torch.cat([p.detach().reshape(-1) for p in params])
+    got = _flat(params)
     reference = functools.partial(
-        _algorithm_1_with_weight_decay, lambda v: a @ (v - c), x0, T=3, L=6, lr=0.7, gamma0=0.3, gamma1=0.1, eta=0.2,
+        _algorithm_1_with_weight_decay, grad, x0, T=3, L=6, lr=0.7, gamma0=0.3, gamma1=0.1, eta=0.2,
         alpha=0.75, momentum=0.9, wd=0.05,
     )  # fmt: skip
     torch.testing.assert_close(got, reference(in_langevin=in_langevin), rtol=0, atol=1e-12)
     assert (got - reference(in_langevin=not in_langevin)).abs().max() > 1e-6  # the test tells the two apart
+
+
+def test_heavy_ball_outer_momentum_follows_algorithm_1_written_from_scratch():
+    """``nesterov=False`` with momentum 0.5 (the shipped PTB Entropy-SGD configs): three outer steps of a random
+    quadratic take the plain heavy-ball step x <- x - lr buffer, not Nesterov's."""
+    params, closure, grad, x0 = _random_quadratic(2)
+    hyper = dict(lr=0.7, L=6, gamma0=0.3, gamma1=0.1, eta_prime=0.2, alpha=0.75, momentum=0.5, weight_decay=0.05)
+    opt = EntropySGD(params, eps=0.0, nesterov=False, **hyper)
+    for _ in range(3):
+        opt.step(closure)
+    reference = functools.partial(
+        _algorithm_1_with_weight_decay, grad, x0, T=3, L=6, lr=0.7, gamma0=0.3, gamma1=0.1, eta=0.2, alpha=0.75,
+        momentum=0.5, wd=0.05, in_langevin=True,
+    )  # fmt: skip
+    torch.testing.assert_close(_flat(params), reference(nesterov=False), rtol=0, atol=1e-12)
+    assert (_flat(params) - reference(nesterov=True)).abs().max() > 1e-4  # the test tells the two apart
+
+
+def _arxiv_v1_from_scratch(grad, x0, T, L, lr, gamma0, gamma1, eta, alpha, momentum, wd, rho):
+    """Algorithm 1 of arXiv:1611.01838 v1 from scratch, eps = 0, on one flat vector: Langevin steps of size ``eta``
+    on grad f(x') + wd x' - gamma (x - x'), mu <- (1 - alpha) mu + alpha x', then the outer gradient
+    rho grad f(x) + gamma (x - mu) + wd x through Nesterov momentum from a zero buffer."""
+    x, buffer = x0.clone(), torch.zeros_like(x0)
+    for t in range(T):
+        gamma = gamma0 * (1 + gamma1) ** t
+        xp, mu = x.clone(), x.clone()
+        for _ in range(L):
+            xp = xp - eta * (grad(xp) + wd * xp - gamma * (x - xp))
+            mu = (1 - alpha) * mu + alpha * xp
+        g = rho * grad(x) + gamma * (x - mu) + wd * x
+        buffer = momentum * buffer + g
+        x = x - lr * (g + momentum * buffer)
+    return x
+
+
+def test_arxiv_v1_langevin_step_is_eta_prime_times_the_learning_rate():
+    """arXiv v1 scales the inner step by the outer rate: with lr = 0.4 the Langevin steps are eta' lr = 0.08, not
+    eta' = 0.2 (with lr = 1 the two agree). Three outer steps of the ``arxiv_v1`` preset on a random quadratic; its
+    noise ignores eps, so ``noise="paper_v5"`` with eps = 0 makes the run deterministic."""
+    lr, eta_prime = 0.4, 0.2
+    hyper = dict(lr=lr, L=6, gamma0=0.3, gamma1=0.1, eta_prime=eta_prime, momentum=0.9, weight_decay=0.05, rho=0.5)
+
+    def run(**switch):
+        params, closure, grad, x0 = _random_quadratic(3)
+        opt = EntropySGD(params, eps=0.0, variant="arxiv_v1", noise="paper_v5", **hyper, **switch)
+        for _ in range(3):
+            opt.step(closure)
+        return _flat(params), functools.partial(
+            _arxiv_v1_from_scratch, grad, x0, T=3, L=6, lr=lr, gamma0=0.3, gamma1=0.1, alpha=0.9, momentum=0.9,
+            wd=0.05, rho=0.5,
+        )  # fmt: skip
+
+    relative, reference = run()
+    torch.testing.assert_close(relative, reference(eta=eta_prime * lr), rtol=0, atol=1e-12)
+    assert (relative - reference(eta=eta_prime)).abs().max() > 1e-4  # relative and absolute steps differ
+    absolute, _ = run(eta_prime_relative=False)  # the switch turned off explicitly: the absolute step
+    torch.testing.assert_close(absolute, reference(eta=eta_prime), rtol=0, atol=1e-12)
+
+
+def _python_port_from_scratch(grad, x0, T, L, lr, gamma, eta, beta1, momentum, wd, nesterov, first_grad):
+    """The outer steps of the authors' Python port (ucla-vision/entropy-sgd, python/optim.py), eps = 0, from scratch
+    on one flat vector: the scope stays gamma0 (t is never incremented); the inner momentum buffer restarts at zero
+    every outer step; weight decay and momentum act on the gradient and the coupling -gamma (x - x') is added after
+    them; mu <- beta1 mu + (1 - beta1) x'; the outer gradient x - mu + wd x goes through momentum whose buffer starts
+    at the first gradient grad f(x0) (``state['mdw'] = deepcopy(w.grad.data)``; ``first_grad=False``: at zero).
+    ``nesterov=False`` is plain heavy-ball (the port's ``dw = mdw`` then aliases the inner buffer, so its coupling
+    and noise would leak into it; we take the documented update, momentum on the gradient only)."""
+
+    def with_momentum(buffer, d):
+        buffer = momentum * buffer + d
+        return buffer, d + momentum * buffer if nesterov else buffer
+
+    x, buffer = x0.clone(), grad(x0) if first_grad else torch.zeros_like(x0)
+    for _ in range(T):
+        xp, mu, inner = x.clone(), x.clone(), torch.zeros_like(x0)
+        for _ in range(L):
+            inner, d = with_momentum(inner, grad(xp) + wd * xp)
+            xp = xp - eta * (d - gamma * (x - xp))
+            mu = beta1 * mu + (1 - beta1) * xp
+        buffer, d = with_momentum(buffer, x - mu + wd * x)
+        x = x - lr * d
+    return x
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_official_python_preset_follows_the_authors_port_written_from_scratch(nesterov):
+    """Three outer steps of ``variant="official_python"`` (``momentum_init="first_grad"``, frozen scope, inner
+    momentum, mu weighted towards the old value) on a random quadratic, with Nesterov or heavy-ball momentum."""
+    params, closure, grad, x0 = _random_quadratic(4 + nesterov)
+    hyper = dict(lr=0.3, L=5, gamma0=0.3, gamma1=0.5, eta_prime=0.1, momentum=0.5, weight_decay=0.05)
+    opt = EntropySGD(params, eps=0.0, nesterov=nesterov, variant="official_python", **hyper)
+    for _ in range(3):
+        opt.step(closure)
+    reference = functools.partial(
+        _python_port_from_scratch, grad, x0, T=3, L=5, lr=0.3, gamma=0.3, eta=0.1, beta1=0.75, momentum=0.5,
+        wd=0.05, nesterov=nesterov,
+    )  # fmt: skip
+    torch.testing.assert_close(_flat(params), reference(first_grad=True), rtol=0, atol=1e-12)
+    assert (_flat(params) - reference(first_grad=False)).abs().max() > 1e-4  # the buffer's start is observed
 
 
 @pytest.mark.parametrize("variant", ["paper_v5", "arxiv_v1", "official_lua", "official_python"])
