@@ -43,7 +43,7 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def study_cli(cls: type[Study], args: list[str], prog: str) -> object:
+def study_parser(cls: type[Study], prog: str) -> ArgumentParser:
     """``prog [--config FILE] [study arguments] run|status|table [their arguments]``: the study's ``__init__``
     arguments are its config (jsonargparse, as the LightningCLI), the three subcommands its methods."""
     parser = ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0])
@@ -54,6 +54,12 @@ def study_cli(cls: type[Study], args: list[str], prog: str) -> object:
         method = ArgumentParser(description=getattr(cls, name).__doc__.strip().splitlines()[0])
         method.add_method_arguments(cls, name, as_positional=False)
         subcommands.add_subcommand(name, method, help=getattr(cls, name).__doc__.strip().splitlines()[0])
+    return parser
+
+
+def study_cli(cls: type[Study], args: list[str], prog: str) -> object:
+    """Parse ``args`` with :func:`study_parser`, build the study from its arguments and run the subcommand."""
+    parser = study_parser(cls, prog)
     config = parser.parse_args(args)
     if config.subcommand is None:
         parser.error(f"expected a subcommand: one of {', '.join(STUDY_SUBCOMMANDS)}")
