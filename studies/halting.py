@@ -524,9 +524,14 @@ def threshold_reports(
     return _REPORTS[key]
 
 
+def size_name(experiment: dict[str, Any]) -> str:
+    """The name of the experiment's size parameter (``n``, ``widths``): its one parameter besides ``system``."""
+    return next(k for k in experiment["params"] if k != "system")
+
+
 def size_of(experiment: dict[str, Any]) -> str:
     """The experiment's system size as a table writes it (``32``, ``784-32-10``)."""
-    value = next(v for k, v in experiment["params"].items() if k != "system")
+    value = experiment["params"][size_name(experiment)]
     return "-".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
@@ -755,7 +760,7 @@ def _experiment_summary(x: dict[str, Any], reports: list[tuple[float, dict[str, 
     pairs = [min(p["ks_pvalue"] for p in r["universality"].values()) for _, r in reports if r["universality"]]
     thresholds = ", ".join(f"{t:g}" for t, _ in reports)
     text = (
-        f"{next(k for k in x['params'] if k != 'system')} {size_of(x)}, {counted}, {x['threshold_name']} "
+        f"{size_name(x)} {size_of(x)}, {counted}, {x['threshold_name']} "
         f"{thresholds}: pooled tau skewness {skewness}, KS p vs "
         f"N(0,1) {normal}, smallest two-sample KS p {span(pairs, p_text) if pairs else 'n/a'}"
     )
@@ -794,7 +799,7 @@ def pairs_summary(
         for pair, p in sorted(tests.items(), key=lambda kv: (kv[1]["ad_pvalue"], kv[1]["ks_pvalue"])):
             names = " vs ".join(DISPLAY.get(n, n) for n in pair.split(" vs "))
             cells.append(f"{names} {p_text(p['ks_pvalue'])} ({p_text(p['ad_pvalue'])})")
-        parts.append(f"{next(k for k in x['params'] if k != 'system')} {size}, {x['threshold_name']} {threshold:g}, "
+        parts.append(f"{size_name(x)} {size}, {x['threshold_name']} {threshold:g}, "
                      f"two-sample KS p (AD p): {', '.join(cells) or 'n/a (one ensemble)'}")  # fmt: skip
     return "; ".join(parts) or "(no finished runs)"
 
