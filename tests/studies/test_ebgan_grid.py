@@ -229,6 +229,10 @@ def test_subset_summary_is_fig2a_in_one_line_by_hand():
     epoch = "1 run (1 EBGAN, 0 GAN), I' median (range) EBGAN 7.00 (7.00-7.00), GAN -, one-sided Mann-Whitney p -"
     assert two == f"200 batches: {line}; 1 epoch: {epoch}"
     assert "\n" not in two and subset_summary([row("gan", 1.0, status="failed")]) == "(no finished runs)"
+    # with the study's size per model, the counts say how much of it has run (a failed run is not counted)
+    partial_line = line.replace("8 runs (4 EBGAN, 4 GAN", "8 of 10 runs (4 of 5 EBGAN, 4 of 5 GAN")
+    assert subset_summary(rows, planned=5) == partial_line
+    assert subset_summary([row("ebgan", 2.0)], planned=1).startswith("1 of 2 runs (1 of 1 EBGAN, 0 of 1 GAN), ")
 
 
 def test_a_tiny_grid_runs_into_a_ledger_and_draws_its_table_and_figure(fixture_data_root, tmp_path):
@@ -295,6 +299,7 @@ def test_the_subset_config_draws_96_points_per_model_covering_every_axis_value()
         for axis, values in (axes | more).items():
             assert {r.params[axis] for r in runs} == values, (model, axis)
         assert all(r.params["epochs"] == 10 and r.params["score_samples"] == 10_000 for r in runs)
+    assert ebgan_grid_module.SUBSET_PLANNED == study.subset  # what RESULTS.md's summary counts against
 
 
 def test_the_accelerator_is_not_part_of_a_runs_identity():
