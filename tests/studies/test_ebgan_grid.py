@@ -24,6 +24,7 @@ from iclr17.studies.ebgan_grid import (
     histogram_counts,
     one_sided_p,
     score_bins,
+    settings_table,
     subset_runs_table,
     subset_summary,
     summary_table,
@@ -206,6 +207,34 @@ def test_subset_runs_table_counts_scores_times_and_lists_the_competing_gan_runs_
     assert subset_runs_table([row("gan", 1.0, status="failed")]) == "(no finished runs)"
 
 
+def test_settings_table_splits_the_gan_runs_by_optimiser_setting_by_hand():
+    def gan(score, optim_d, optim_g, lr, seed):
+        r = row("gan", score, lr=lr, seed=seed)
+        r["params"] |= {"optim_d": optim_d, "optim_g": optim_g}
+        return r
+
+    rows = [row("ebgan", v, seed=i) for i, v in enumerate([3.0, 5.0, 7.0, 9.0])] + [
+        gan(0.5, "sgd", "sgd", 0.01, 0), gan(4.0, "sgd", "sgd", 0.01, 1), gan(8.0, "sgd", "sgd", 0.01, 2),
+        gan(1.5, "adam", "adam", 1e-3, 3), gan(0.2, "adam", "adam", 1e-3, 4),
+        gan(float("nan"), "adam", "adam", 1e-4, 5), gan(2.0, "adam", "adam", 1e-4, 6),
+        gan(6.0, "sgd", "sgd", 0.001, 7, ), gan(9.5, "sgd", "sgd", 0.001, 8, ),
+        gan(5.5, "sgd", "sgd", 0.001, 9),  # its failed rerun below does not replace it
+        {**gan(1.0, "sgd", "sgd", 0.001, 9), "status": "failed"},
+    ]  # fmt: skip
+    lines = settings_table(rows).splitlines()
+    sgd = exact_mann_whitney_greater([3, 5, 7, 9], [0.5, 4.0, 8.0])  # 0.314: U = 8 of 12
+    adam = exact_mann_whitney_greater([3, 5, 7, 9], [0.2, 1.5])  # 1 / C(6, 2): complete separation
+    sgd_low = exact_mann_whitney_greater([3, 5, 7, 9], [5.5, 6.0, 9.5])
+    assert lines[2:] == [  # EBGAN first, then each setting by optimisers and falling learning rate
+        "| 200 batches | EBGAN | adam/adam, 0.001 | 4 | 6.00 (3.00-9.00) | 4 | - |",
+        f"| 200 batches | GAN | adam/adam, 0.001 | 2 | 0.85 (0.20-1.50) | 1 | {adam:.3g} |",
+        "| 200 batches | GAN | adam/adam, 0.0001 | 2 (1 non-finite I', left out) | 2.00 (2.00-2.00) | 1 | - |",
+        f"| 200 batches | GAN | sgd/sgd, 0.01 | 3 | 4.00 (0.50-8.00) | 2 | {sgd:.3g} |",
+        f"| 200 batches | GAN | sgd/sgd, 0.001 | 3 | 6.00 (5.50-9.50) | 3 | {sgd_low:.3g} |",
+    ]
+    assert f"{adam:.3g}" == "0.0667" and settings_table([row("gan", 1.0, status="failed")]) == "(no finished runs)"
+
+
 def test_one_sided_p_against_exact_references_and_its_floor():
     ebgan, gan = [1.0, 2.0, 3.0, 9.0], [0.5, 1.5, 4.0]
     assert one_sided_p(ebgan, gan) == f"{exact_mann_whitney_greater(ebgan, gan):.3g}" == "0.314"  # U = 8: 11 of 35
@@ -299,7 +328,7 @@ def test_the_subset_config_draws_96_points_per_model_covering_every_axis_value()
         for axis, values in (axes | more).items():
             assert {r.params[axis] for r in runs} == values, (model, axis)
         assert all(r.params["epochs"] == 10 and r.params["score_samples"] == 10_000 for r in runs)
-    assert ebgan_grid_module.SUBSET_PLANNED == study.subset  # what RESULTS.md's summary counts against
+    assert study.subset == ebgan_grid_module.SUBSET_PLANNED  # what RESULTS.md's summary counts against
 
 
 def test_the_accelerator_is_not_part_of_a_runs_identity():
