@@ -1,17 +1,19 @@
 """EBGAN's math against hand-computed values, closed forms and independent references (numpy loops, scipy)."""
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
-from scipy.stats import entropy
+from scipy.stats import entropy, mannwhitneyu
 
 from iclr17.functional.ebgan import (
     discriminator_loss,
     gan_discriminator_loss,
     gan_generator_loss,
     generator_loss,
+    mann_whitney_greater_exact,
     margin_at,
     margin_hinge,
     mnist_score,
@@ -156,3 +158,48 @@ def test_mnist_score_metric_is_batching_invariant():
     for chunk in probs.split(7):
         metric.update(chunk)
     assert metric.compute() == pytest.approx(float(mnist_score(probs)), rel=1e-10)
+
+
+def _u_with_ties(xs, ys) -> float:
+    """Mann-Whitney U of ``xs`` over ``ys``: pairs won, ties counting a half."""
+    return sum((a > b) + 0.5 * (a == b) for a in xs for b in ys)
+
+
+def _enumerated_p(x, y) -> float:
+    """P(U >= U observed) over every split of the pooled values into parts of len(x) and len(y): the reference."""
+    pooled, observed = [*x, *y], _u_with_ties(x, y)
+    splits = list(itertools.combinations(range(len(pooled)), len(x)))
+    hits = sum(
+        _u_with_ties([pooled[i] for i in chosen], [pooled[i] for i in range(len(pooled)) if i not in chosen])
+        >= observed - 1e-9
+        for chosen in splits
+    )
+    return hits / len(splits)
+
+
+@pytest.mark.parametrize("sizes", [(5, 4), (6, 6), (3, 8), (1, 5), (7, 2)])
+def test_mann_whitney_exact_counts_every_split_with_ties(sizes):
+    rng = np.random.default_rng(sum(sizes))
+    for shift in (0.0, 1.0, 3.0):
+        x = np.round(rng.normal(shift, 1.0, sizes[0]))  # rounded to integers: ties within and across the samples
+        y = np.round(rng.normal(0.0, 1.0, sizes[1]))
+        assert mann_whitney_greater_exact(x, y) == pytest.approx(_enumerated_p(list(x), list(y)), rel=1e-12)
+
+
+def test_mann_whitney_exact_matches_scipy_exact_without_ties_and_closed_forms_in_the_far_tail():
+    rng = np.random.default_rng(0)
+    for n, m, shift in ((30, 25, 0.5), (12, 40, 1.0), (50, 9, -0.3)):
+        x, y = rng.normal(shift, 1, n), rng.normal(0, 1, m)
+        scipy_p = mannwhitneyu(x, y, alternative="greater", method="exact").pvalue
+        assert mann_whitney_greater_exact(x, y) == pytest.approx(scipy_p, rel=1e-10)
+    # complete separation, even with the lower sample all tied at 0: only x's own split reaches its rank sum
+    assert mann_whitney_greater_exact(np.arange(1.0, 97.0), np.zeros(96)) == pytest.approx(1 / math.comb(192, 96))
+    assert mann_whitney_greater_exact([2.0, 3.0, 4.0], [5.0, 6.0]) == 1.0  # every split reaches the lowest sum
+    assert mann_whitney_greater_exact([1.0, 1.0], [1.0, 1.0, 1.0]) == 1.0  # all tied: every split has one sum
+
+
+def test_mann_whitney_exact_rejects_empty_and_non_finite_samples():
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        mann_whitney_greater_exact([], [1.0])
+    with pytest.raises(ValueError, match="finite"):
+        mann_whitney_greater_exact([1.0, float("nan")], [0.0])

@@ -220,6 +220,7 @@ def test_settings_table_splits_the_gan_runs_by_optimiser_setting_by_hand():
         gan(6.0, "sgd", "sgd", 0.001, 7, ), gan(9.5, "sgd", "sgd", 0.001, 8, ),
         gan(5.5, "sgd", "sgd", 0.001, 9),  # its failed rerun below does not replace it
         {**gan(1.0, "sgd", "sgd", 0.001, 9), "status": "failed"},
+        gan(1.0, "adam", "sgd", 0.01, 10), gan(2.5, "adam", "sgd", 0.01, 11),  # D adam, G sgd; I' 1 is not above 1
     ]  # fmt: skip
     lines = settings_table(rows).splitlines()
     sgd = exact_mann_whitney_greater([3, 5, 7, 9], [0.5, 4.0, 8.0])  # 0.314: U = 8 of 12
@@ -229,18 +230,27 @@ def test_settings_table_splits_the_gan_runs_by_optimiser_setting_by_hand():
         "| 200 batches | EBGAN | adam/adam, 0.001 | 4 | 6.00 (3.00-9.00) | 4 | - |",
         f"| 200 batches | GAN | adam/adam, 0.001 | 2 | 0.85 (0.20-1.50) | 1 | {adam:.3g} |",
         "| 200 batches | GAN | adam/adam, 0.0001 | 2 (1 non-finite I', left out) | 2.00 (2.00-2.00) | 1 | - |",
+        f"| 200 batches | GAN | adam/sgd, 0.01 | 2 | 1.75 (1.00-2.50) | 1 | {adam:.3g} |",
         f"| 200 batches | GAN | sgd/sgd, 0.01 | 3 | 4.00 (0.50-8.00) | 2 | {sgd:.3g} |",
         f"| 200 batches | GAN | sgd/sgd, 0.001 | 3 | 6.00 (5.50-9.50) | 3 | {sgd_low:.3g} |",
     ]
     assert f"{adam:.3g}" == "0.0667" and settings_table([row("gan", 1.0, status="failed")]) == "(no finished runs)"
+    # each budget tests its own EBGAN runs: one EBGAN run at the epoch budget gives no test there
+    two = settings_table([*rows, row("ebgan", 0.1, budget=EPOCH), row("gan", 0.3, budget=EPOCH, seed=1),
+                          row("gan", 0.2, budget=EPOCH, seed=2)]).splitlines()  # fmt: skip
+    assert two[:-2] == lines and two[-2:] == [
+        "| 1 epoch | EBGAN | adam/adam, 0.001 | 1 | 0.10 (0.10-0.10) | 0 | - |",
+        "| 1 epoch | GAN | adam/adam, 0.001 | 2 | 0.25 (0.20-0.30) | 0 | - |",
+    ]
 
 
-def test_one_sided_p_against_exact_references_and_its_floor():
+def test_one_sided_p_is_exact_in_the_far_tail_and_with_ties():
     ebgan, gan = [1.0, 2.0, 3.0, 9.0], [0.5, 1.5, 4.0]
     assert one_sided_p(ebgan, gan) == f"{exact_mann_whitney_greater(ebgan, gan):.3g}" == "0.314"  # U = 8: 11 of 35
     assert one_sided_p([1.0], [0.0, 0.5]) == "-"
-    # complete separation of 20 against 20: the exact p is 1 / C(40, 20), 7e-12, below the floor
-    assert 1 / math.comb(40, 20) < 1e-6 and one_sided_p([float(v) for v in range(20, 40)], list(range(20))) == "< 1e-6"
+    # complete separation of 20 against 20, the GAN runs tied at 0: the exact p is 1 / C(40, 20), 7.25e-12
+    # (scipy's normal approximation, which it uses for ties, gives 4.0e-09)
+    assert one_sided_p([float(v) for v in range(20, 40)], [0.0] * 20) == f"{1 / math.comb(40, 20):.3g}" == "7.25e-12"
 
 
 def test_subset_summary_is_fig2a_in_one_line_by_hand():
