@@ -496,11 +496,11 @@ def subset_runs_table(rows: list[dict[str, Any]]) -> str:
 
 
 def settings_table(rows: list[dict[str, Any]]) -> str:
-    """The runs per model and optimiser setting (optimisers of D/G, learning rate), per budget: how many, their
-    I' median (lowest-highest), how many reach I' above 1, and :func:`one_sided_p` of EBGAN's runs against that
-    setting's. The pooled GAN histogram of Fig. 2 mixes every setting of the paper's optimiser grid; this table
-    separates them, so EBGAN's own setting (Adam/Adam 0.001) can be read against the GAN trained the same way.
-    Finished runs only; a non-finite I' is counted in the runs cell and left out of the rest."""
+    """The runs per model and optimiser setting (Table 1's optimD, optimG and lr axes, arXiv:1609.03126 section 4.1),
+    per budget: how many, their I' median (lowest-highest), how many reach I' above 1, and :func:`one_sided_p` of
+    EBGAN's runs against that setting's. The pooled GAN histogram of Fig. 2 mixes every setting of the paper's
+    optimiser grid; this table separates them, so EBGAN's own setting (Adam/Adam 0.001) can be read against the GAN
+    trained the same way. Finished runs only; a non-finite I' is counted in the runs cell and left out of the rest."""
     by_budget = finished_by_budget(rows)
     if not by_budget:
         return "(no finished runs)"
