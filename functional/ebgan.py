@@ -165,25 +165,54 @@ def mnist_score(probs: Tensor, eps: float = 1e-12) -> Tensor:
     return mnist_score_from_statistics(*mnist_score_statistics(probs, eps), eps=eps)
 
 
-def mann_whitney_greater_exact(x: np.ndarray | list[float], y: np.ndarray | list[float]) -> float:
+def _mann_whitney_plan(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The cheaper of two equal counts of ``P(U >= u)`` over the ``N`` pooled values' doubled midranks ``r``,
+    ``R_x`` being x's sum of them: the ``len(y)``-subsets summing to at most ``N (N + 1) - R_x``, or the
+    ``len(x)``-subsets of ``2 (N + 1) - r`` (ranks counted from the top) summing to at most
+    ``2 len(x) (N + 1) - R_x``; returns ``(ranks, subset size, limit)`` of that count."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim != 1 or y.ndim != 1 or len(x) == 0 or len(y) == 0:
+        raise ValueError(f"Mann-Whitney: x and y must be non-empty 1-D, got shapes {x.shape} and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("Mann-Whitney: x and y must be finite (leave a diverged run's I' out first)")
+    n = len(x) + len(y)
+    doubled = np.rint(2 * rankdata(np.concatenate([x, y]))).astype(np.int64)  # midranks are halves: doubled, integers
+    observed = int(doubled[: len(x)].sum())
+    by_y = (doubled, len(y), n * (n + 1) - observed)
+    by_x = (2 * (n + 1) - doubled, len(x), 2 * len(x) * (n + 1) - observed)
+    return min(by_y, by_x, key=lambda plan: (plan[1] + 1) * (max(plan[2], 0) + 1))
+
+
+def mann_whitney_exact_work(x: np.ndarray | list[float], y: np.ndarray | list[float]) -> int:
+    """The cell updates :func:`mann_whitney_greater_exact` makes (about 1e9 a second; its table is at most this many
+    8-byte cells), for choosing between it and a normal approximation (Mann and Whitney 1947)."""
+    ranks, k, limit = _mann_whitney_plan(np.asarray(x), np.asarray(y))
+    return (k + 1) * (limit + 1) * int((ranks <= limit).sum())
+
+
+MANN_WHITNEY_MAX_WORK = 2_000_000_000  # a few seconds: the exact test's default budget (96 against 96 needs 5e8)
+
+
+def mann_whitney_greater_exact(
+    x: np.ndarray | list[float], y: np.ndarray | list[float], max_work: int = MANN_WHITNEY_MAX_WORK
+) -> float:
     """The exact one-sided p-value of the Mann-Whitney U test (Mann and Whitney 1947) that ``x`` sits to the right
     of ``y``, as Fig. 2 of arXiv:1609.03126 claims of EBGAN's I' against the GAN's: the share of all
     ``C(n, len(x))`` splits of the pooled values whose first part has a midrank sum at least ``x``'s, ties by
-    midranks. Counted by dynamic programming over the pooled values, in floating point (relative error about
-    1e-15 at any p). Written here because ``scipy.stats.mannwhitneyu`` is exact only without ties (several grid
-    runs score I' exactly 0) and its normal approximation is orders of magnitude off in the far tail."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.ndim != 1 or y.ndim != 1 or len(x) == 0 or len(y) == 0:
+    midranks. Counted by dynamic programming over the pooled ranks, in floating point (relative error about 1e-13
+    at any p), in :func:`mann_whitney_exact_work` updates: a ``ValueError`` above ``max_work`` (seconds).
+    Written here because ``scipy.stats.mannwhitneyu`` is exact only without ties (several grid runs score I'
+    exactly 0) and its normal approximation is orders of magnitude off in the far tail."""
+    ranks, k, limit = _mann_whitney_plan(np.asarray(x), np.asarray(y))
+    work = (k + 1) * (limit + 1) * int((ranks <= limit).sum())
+    if work > max_work:
         raise ValueError(
-            f"mann_whitney_greater_exact: x and y must be non-empty 1-D, got shapes {x.shape} and {y.shape}"
+            f"mann_whitney_greater_exact: {len(x)} against {len(y)} values need {work:,} updates, above "
+            f"max_work={max_work:,}; use the normal approximation (scipy.stats.mannwhitneyu)"
         )
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("mann_whitney_greater_exact: x and y must be finite (leave a diverged run's I' out first)")
-    doubled = np.rint(2 * rankdata(np.concatenate([x, y]))).astype(np.int64)  # midranks are halves: doubled, integers
-    k, observed = len(x), int(doubled[: len(x)].sum())
-    most = int(np.sort(doubled)[-k:].sum())
-    ways = np.zeros((k + 1, most + 1))  # ways[j, s]: subsets of j values seen so far whose doubled midranks sum to s
+    ways = np.zeros((k + 1, limit + 1))  # ways[j, s]: subsets of j ranks seen so far summing to s (no more is needed)
     ways[0, 0] = 1.0
-    for rank in doubled:
-        ways[1:, rank:] += ways[:-1, : most + 1 - rank]  # numpy buffers the overlap: each value joins a subset once
-    return float(ways[k, observed:].sum() / ways[k].sum())
+    for rank in ranks[ranks <= limit]:  # numpy buffers the overlap: each rank joins a subset at most once
+        ways[1:, rank:] += ways[:-1, : limit + 1 - rank]
+    hits = int(ways[k].sum())  # at least 1: the observed split itself; int / int divides past float's range
+    return hits / math.comb(len(x) + len(y), k)

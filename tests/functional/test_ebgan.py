@@ -13,6 +13,7 @@ from iclr17.functional.ebgan import (
     gan_discriminator_loss,
     gan_generator_loss,
     generator_loss,
+    mann_whitney_exact_work,
     mann_whitney_greater_exact,
     margin_at,
     margin_hinge,
@@ -196,6 +197,18 @@ def test_mann_whitney_exact_matches_scipy_exact_without_ties_and_closed_forms_in
     assert mann_whitney_greater_exact(np.arange(1.0, 97.0), np.zeros(96)) == pytest.approx(1 / math.comb(192, 96))
     assert mann_whitney_greater_exact([2.0, 3.0, 4.0], [5.0, 6.0]) == 1.0  # every split reaches the lowest sum
     assert mann_whitney_greater_exact([1.0, 1.0], [1.0, 1.0, 1.0]) == 1.0  # all tied: every split has one sum
+
+
+def test_mann_whitney_exact_work_counts_the_cheaper_table_and_bounds_the_count():
+    # doubled midranks: y's 2, x's 4 and 6 (sum 10, of 12). Counting y's 1-subsets of sum <= 2: 2 x 3 cells, one
+    # rank <= 2 to add; counting x's 2-subsets of top-down ranks (8 - r: 4, 2, 6) of sum <= 6: 3 x 7 cells, 3 ranks
+    assert mann_whitney_exact_work([2.0, 3.0], [1.0]) == 2 * 3 * 1
+    assert mann_whitney_greater_exact([2.0, 3.0], [1.0]) == pytest.approx(1 / 3)
+    # x's 2 and 6 against y's 4: y's 1-subsets of sum <= 4 in 2 x 5 cells, 2 ranks to add; 2 of the 3 splits reach 8
+    assert mann_whitney_exact_work([1.0, 3.0], [2.0]) == 2 * 5 * 2
+    assert mann_whitney_greater_exact([1.0, 3.0], [2.0]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="max_work=1,000"):
+        mann_whitney_greater_exact(np.arange(20.0), np.arange(20.0) - 0.5, max_work=1000)
 
 
 def test_mann_whitney_exact_rejects_empty_and_non_finite_samples():

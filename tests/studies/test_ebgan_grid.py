@@ -253,6 +253,18 @@ def test_one_sided_p_is_exact_in_the_far_tail_and_with_ties():
     assert one_sided_p([float(v) for v in range(20, 40)], [0.0] * 20) == f"{1 / math.comb(40, 20):.3g}" == "7.25e-12"
 
 
+def test_one_sided_p_says_when_it_falls_back_to_the_normal_approximation(monkeypatch):
+    monkeypatch.setattr(ebgan_grid_module, "MANN_WHITNEY_MAX_WORK", 10)  # as for the full grid's 512 against 6,144
+    # U = 8 of 12 pairs, mean 6, variance 4 * 3 * 8 / 12 = 8, continuity correction 0.5 (scipy's default)
+    p = 0.5 * math.erfc((8 - 6 - 0.5) / math.sqrt(8) / math.sqrt(2))
+    assert (
+        one_sided_p([1.0, 2.0, 3.0, 9.0], [0.5, 1.5, 4.0])
+        == f"{p:.3g} (normal approximation)"
+        == "0.298 (normal approximation)"
+    )
+    assert one_sided_p([float(v) for v in range(20, 40)], [0.0] * 20) == "< 1e-6 (normal approximation)"
+
+
 def test_subset_summary_is_fig2a_in_one_line_by_hand():
     rows = [row("ebgan", 9.0, seed=3), row("ebgan", 1.0, seed=0), row("ebgan", 3.0, n_g=4, seed=2),
             row("ebgan", 2.0, n_d=3, seed=1), row("gan", 4.0, n_g=5, seed=2), row("gan", 0.5, seed=0),
