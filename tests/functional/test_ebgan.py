@@ -197,6 +197,7 @@ def test_mann_whitney_exact_matches_scipy_exact_without_ties_and_closed_forms_in
     assert mann_whitney_greater_exact(np.arange(1.0, 97.0), np.zeros(96)) == pytest.approx(1 / math.comb(192, 96))
     assert mann_whitney_greater_exact([2.0, 3.0, 4.0], [5.0, 6.0]) == 1.0  # every split reaches the lowest sum
     assert mann_whitney_greater_exact([1.0, 1.0], [1.0, 1.0, 1.0]) == 1.0  # all tied: every split has one sum
+    assert mann_whitney_greater_exact(np.arange(26.0), np.arange(26.0, 59.0)) == 1.0  # its float sum passes C(n, k)
 
 
 def test_mann_whitney_exact_work_counts_the_cheaper_table_and_bounds_the_count():
