@@ -165,7 +165,7 @@ def mnist_score(probs: Tensor, eps: float = 1e-12) -> Tensor:
     return mnist_score_from_statistics(*mnist_score_statistics(probs, eps), eps=eps)
 
 
-def _mann_whitney_plan(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int, int]:
+def _mann_whitney_plan(x: np.ndarray | list[float], y: np.ndarray | list[float]) -> tuple[np.ndarray, int, int]:
     """The cheaper of two equal counts of ``P(U >= u)`` over the ``N`` pooled values' doubled midranks ``r``,
     ``R_x`` being x's sum of them: the ``len(y)``-subsets summing to at most ``N (N + 1) - R_x``, or the
     ``len(x)``-subsets of ``2 (N + 1) - r`` (ranks counted from the top) summing to at most
@@ -192,7 +192,7 @@ def mann_whitney_exact_work(x: np.ndarray | list[float], y: np.ndarray | list[fl
     """The cell updates :func:`mann_whitney_greater_exact` makes (3e8 to 6e8 a second on one loaded core of the
     2-core dev machine; its table is at most this many 8-byte cells), for choosing between it and a normal
     approximation (Mann and Whitney 1947)."""
-    return _work(*_mann_whitney_plan(np.asarray(x), np.asarray(y)))
+    return _work(*_mann_whitney_plan(x, y))
 
 
 MANN_WHITNEY_MAX_WORK = 2_000_000_000  # 2-6 s on dev: the exact test's default budget (96 against 96: at most 5e8)
@@ -208,7 +208,7 @@ def mann_whitney_greater_exact(
     at any p), in :func:`mann_whitney_exact_work` updates: a ``ValueError`` above ``max_work`` (seconds).
     Written here because ``scipy.stats.mannwhitneyu`` is exact only without ties (several grid runs score I'
     exactly 0) and its normal approximation is orders of magnitude off in the far tail."""
-    ranks, k, limit = _mann_whitney_plan(np.asarray(x), np.asarray(y))
+    ranks, k, limit = _mann_whitney_plan(x, y)
     work = _work(ranks, k, limit)
     if work > max_work:
         raise ValueError(
