@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from jsonargparse import CLI
 from pytorch_lightning import Callback
@@ -20,10 +21,12 @@ from iclr17.studies.ebgan_grid import (
     GridPoint,
     budget_digest,
     budget_table,
+    build_module,
     fig2_table,
     histogram_counts,
     one_sided_p,
     score_bins,
+    score_generator,
     settings_table,
     subset_runs_table,
     subset_summary,
@@ -303,6 +306,17 @@ def test_a_tiny_grid_runs_into_a_ledger_and_draws_its_table_and_figure(fixture_d
     assert study.run() == []  # every planned run is done: nothing to do
     assert study.markdown(rows).count("| 2 batches (50 scored samples) |") == 2
     assert study.figure(rows, tmp_path / "fig2.png") and (tmp_path / "fig2.png").is_file()
+
+
+@pytest.mark.parametrize(("n_layer_g", "size_g", "seed"), [(2, 400, 0), (5, 1600, 7)])
+def test_an_untrained_generator_scores_i_prime_zero_the_floor_of_the_grid(n_layer_g, size_g, seed):
+    # G at the paper's init (weights ~ N(0, 2e-4)) draws near-constant grey digits, every one given the same class
+    # probabilities by the score net: I' = E KL(p(y) || p(y|x)) is 0, so a trained run at I' 0.00 is no better
+    torch.manual_seed(seed)
+    module = build_module(GridPoint("gan", n_layer_g, 2, size_g, 128, False, "adam", "adam", 1e-3))
+    score, samples = score_generator(module, 500, seed)
+    assert samples.shape == (100, 1, 28, 28) and float(samples.max() - samples.min()) < 0.01
+    assert 0.0 <= score < 1e-4
 
 
 # The committed ledger, migrated by results/migrations/ebgan.py from results/ebgan/grid*/runs.csv at 978148c.
