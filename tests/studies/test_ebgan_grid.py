@@ -310,8 +310,9 @@ def test_a_tiny_grid_runs_into_a_ledger_and_draws_its_table_and_figure(fixture_d
 
 @pytest.mark.parametrize(("n_layer_g", "size_g", "seed"), [(2, 400, 0), (5, 1600, 7)])
 def test_an_untrained_generator_scores_i_prime_zero_the_floor_of_the_grid(n_layer_g, size_g, seed):
-    # G at the paper's init (weights ~ N(0, 2e-4)) draws near-constant grey digits, every one given the same class
-    # probabilities by the score net: I' = E KL(p(y) || p(y|x)) is 0, so a trained run at I' 0.00 is no better
+    # G at its shipped init (weights ~ N(0, 2e-4), third-party: docs/papers/ebgan.md) draws near-constant grey
+    # digits, every one given the same class probabilities by the score net: I' = E KL(p(y) || p(y|x)) is 0, so a
+    # trained run at I' 0.00 is no better
     torch.manual_seed(seed)
     module = build_module(GridPoint("gan", n_layer_g, 2, size_g, 128, False, "adam", "adam", 1e-3))
     score, samples = score_generator(module, 500, seed)
